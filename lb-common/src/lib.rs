@@ -1,0 +1,276 @@
+//! Types and names shared by the eBPF programs (`lb-ebpf`) and userspace (`lb-user`).
+//!
+//! Every map value is `#[repr(C)]` with fixed-width fields and explicit padding so that
+//! the kernel, the BPF programs and userspace agree byte for byte; each type carries a
+//! size assertion. Byte order is part of a field's name (`addr_be`, `port_host`).
+#![no_std]
+
+/// Map names, as declared in `lb-ebpf` and looked up by userspace.
+pub mod maps {
+    /// SOCKMAP: listener index -> listening socket (one IPv4 and one IPv6 per frontend).
+    pub const LISTENERS: &str = "LB_LISTENERS";
+    /// HASH: [`crate::BindKey`] -> listener index, filled from `bind` lines.
+    pub const BINDS: &str = "LB_BINDS";
+    /// SOCKHASH (no program): socket cookie -> socket; redirect targets.
+    pub const TARGETS: &str = "LB_TARGETS";
+    /// SOCKHASH with the stream verdict attached: socket cookie -> socket.
+    pub const SPLICED: &str = "LB_SPLICED";
+    /// HASH: socket cookie -> [`crate::SockEnd`].
+    pub const ENDS: &str = "LB_ENDS";
+    /// ARRAY (mmapable): flow slot -> [`crate::FlowDir`], one slot per direction.
+    pub const FLOWS: &str = "LB_FLOWS";
+    /// ARRAY: server index -> [`crate::ServerMeta`] (names, address), written at start.
+    pub const SRV_META: &str = "LB_SRV_META";
+    /// ARRAY: server index -> [`crate::ServerState`] (health, weight, connections).
+    pub const SRV_STATE: &str = "LB_SRV_STATE";
+    /// PERCPU_ARRAY: server index -> [`crate::ServerKStats`] (bytes moved in the kernel).
+    pub const SRV_KSTATS: &str = "LB_SRV_KSTATS";
+    /// PERCPU_ARRAY: [`crate::stat`] index -> u64 event counter.
+    pub const STATS: &str = "LB_STATS";
+    /// RINGBUF of [`crate::Event`] from the verdict to userspace.
+    pub const EVENTS: &str = "LB_EVENTS";
+}
+
+/// Program (function) names in the eBPF object.
+pub mod progs {
+    pub const DISPATCH: &str = "lb_dispatch";
+    pub const VERDICT: &str = "lb_verdict";
+    pub const ACKS: &str = "lb_acks";
+}
+
+pub const MAX_LISTENERS: u32 = 512;
+pub const MAX_BINDS: u32 = 65_536;
+/// Flow slots: two per spliced connection. The open-files limit (20000) caps a
+/// process at ~9,900 proxied connections, so 32768 slots never run out first.
+pub const MAX_FLOWS: u32 = 32_768;
+pub const MAX_SOCKS: u32 = MAX_FLOWS;
+pub const MAX_SERVERS: u32 = 4_096;
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// `BPF_F_MMAPABLE`: lets userspace share the flow words with the verdict.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Key of [`maps::BINDS`]. A wildcard bind has an all-zero address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BindKey {
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u32,
+    pub port_host: u32,
+    /// IPv4 addresses use the first four bytes.
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<BindKey>() == 24);
+
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+
+/// Value of [`maps::ENDS`]: what the verdict needs to know about one spliced socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockEnd {
+    /// Cookie of the other socket of the pair (its key in [`maps::TARGETS`]).
+    pub peer_cookie: u64,
+    /// Slot in [`maps::FLOWS`] of the direction *from* this socket.
+    pub slot: u32,
+    /// Server index (for per-server byte counters).
+    pub server: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockEnd>() == 16);
+
+/// `FlowDir::pass_word` bit: the verdict passes data to the source socket and
+/// userspace forwards it (backpressure mode). The low bits count passed bytes.
+pub const PASS_BIT: u64 = 1 << 63;
+/// `FlowDir::pass_word` bit: this direction is copied by userspace for good.
+pub const USER_BIT: u64 = 1 << 62;
+pub const PASS_COUNT_MASK: u64 = (1 << 62) - 1;
+
+/// One direction of one spliced connection, in the mmapable [`maps::FLOWS`] array.
+///
+/// Written by the verdict (`redirected`, `last_active_ns`, the count in `pass_word`),
+/// by the sock_ops program (`peer_acked`) and by userspace (`forwarded`, set-up
+/// fields, and the PASS -> redirect switch, done with a compare-and-swap on
+/// `pass_word` so it only succeeds when every passed byte was forwarded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowDir {
+    pub pass_word: u64,
+    /// Bytes the verdict redirected to the peer socket.
+    pub redirected: u64,
+    /// Bytes userspace wrote to the peer while in PASS mode.
+    pub forwarded: u64,
+    /// Peer's acked+queued byte count when the pair was spliced.
+    pub tx_base: u64,
+    /// Peer's `bytes_acked` (sock_ops on every ACK with an RTT sample).
+    pub peer_acked: u64,
+    /// `bpf_ktime_get_ns()` of the last byte seen in this direction.
+    pub last_active_ns: u64,
+    /// In-flight budget for this direction, bytes.
+    pub budget: u32,
+    pub server: u32,
+    /// Set by the verdict when a zero-length skb (FIN) went by.
+    pub fin_seen: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowDir>() == 64);
+
+/// Bytes pushed toward the peer and not yet acknowledged by the far end: the memory
+/// this direction holds in the balancer (peer psock queue + send queue + in flight).
+#[inline(always)]
+pub const fn in_flight(tx_base: u64, redirected: u64, forwarded: u64, peer_acked: u64) -> u64 {
+    let pushed = tx_base.wrapping_add(redirected).wrapping_add(forwarded);
+    pushed.saturating_sub(peer_acked)
+}
+
+/// What the verdict does with `len` more bytes given the direction's state.
+/// Shared so that the policy is unit-tested outside the kernel.
+#[inline(always)]
+pub const fn fits_budget(in_flight: u64, len: u64, budget: u32) -> bool {
+    in_flight + len <= budget as u64
+}
+
+/// Value of [`maps::SRV_META`]. Strings are NUL-padded UTF-8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerMeta {
+    pub name: [u8; 64],
+    pub backend: [u8; 64],
+    pub addr_be: [u8; 16],
+    pub family: u32,
+    pub port_host: u32,
+    /// 1 when this slot is configured.
+    pub in_use: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServerMeta>() == 160);
+
+impl Default for ServerMeta {
+    fn default() -> Self {
+        Self {
+            name: [0; 64],
+            backend: [0; 64],
+            addr_be: [0; 16],
+            family: 0,
+            port_host: 0,
+            in_use: 0,
+            _pad: 0,
+        }
+    }
+}
+
+pub const SRV_DOWN: u32 = 0;
+pub const SRV_UP: u32 = 1;
+/// Administratively disabled.
+pub const SRV_MAINT: u32 = 2;
+
+/// Value of [`maps::SRV_STATE`], written by the daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerState {
+    /// [`SRV_UP`], [`SRV_DOWN`] or [`SRV_MAINT`].
+    pub state: u32,
+    pub weight: u32,
+    /// Health counter as in HAProxy: 0..rise+fall-1; UP while >= rise.
+    pub health: u32,
+    pub cur_conns: u32,
+    pub total_conns: u64,
+    /// Bytes client->server / server->client moved by userspace copies.
+    pub user_bytes_in: u64,
+    pub user_bytes_out: u64,
+    /// Check result: 1 passed, 0 failed, 2 not checked yet.
+    pub last_check: u32,
+    /// Duration of the last check, microseconds.
+    pub check_us: u32,
+    pub checks_failed: u64,
+    pub state_changes: u64,
+}
+const _: () = assert!(core::mem::size_of::<ServerState>() == 64);
+
+/// Value of [`maps::SRV_KSTATS`] (per CPU): bytes the verdict moved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerKStats {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+const _: () = assert!(core::mem::size_of::<ServerKStats>() == 16);
+
+/// Indexes of [`maps::STATS`].
+pub mod stat {
+    pub const LOOKUP_HIT: u32 = 0;
+    pub const LOOKUP_MISS: u32 = 1;
+    pub const LOOKUP_NO_LISTENER: u32 = 2;
+    pub const VERDICT_REDIRECT: u32 = 3;
+    pub const VERDICT_PASS: u32 = 4;
+    pub const VERDICT_FIN: u32 = 5;
+    pub const VERDICT_UNKNOWN: u32 = 6;
+    pub const BUDGET_HIT: u32 = 7;
+    pub const ACK_UPDATES: u32 = 8;
+    pub const EVENT_LOST: u32 = 9;
+    pub const COUNT: u32 = 10;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "lookup_hit",
+        "lookup_miss",
+        "lookup_no_listener",
+        "verdict_redirect",
+        "verdict_pass",
+        "verdict_fin",
+        "verdict_unknown",
+        "budget_hit",
+        "ack_updates",
+        "event_lost",
+    ];
+}
+
+/// The verdict switched this slot to PASS mode: userspace must drain it.
+pub const EVENT_PASS: u32 = 1;
+
+/// Ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub slot: u32,
+    pub cookie: u64,
+}
+const _: () = assert!(core::mem::size_of::<Event>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for BindKey {}
+    unsafe impl aya::Pod for SockEnd {}
+    unsafe impl aya::Pod for FlowDir {}
+    unsafe impl aya::Pod for ServerMeta {}
+    unsafe impl aya::Pod for ServerState {}
+    unsafe impl aya::Pod for ServerKStats {}
+    unsafe impl aya::Pod for Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_unacked_pushed_bytes() {
+        assert_eq!(in_flight(0, 100, 0, 0), 100);
+        assert_eq!(in_flight(10, 100, 50, 60), 100);
+        // A FIN's sequence number can make acked exceed pushed by one.
+        assert_eq!(in_flight(0, 100, 0, 101), 0);
+    }
+
+    #[test]
+    fn budget_is_inclusive() {
+        assert!(fits_budget(0, 4096, 4096));
+        assert!(!fits_budget(1, 4096, 4096));
+        assert!(fits_budget(4 << 20, 0, 4 << 20));
+    }
+
+    #[test]
+    fn pass_bits_do_not_overlap_count() {
+        assert_eq!(PASS_BIT & PASS_COUNT_MASK, 0);
+        assert_eq!(USER_BIT & PASS_COUNT_MASK, 0);
+        assert_eq!(PASS_BIT & USER_BIT, 0);
+    }
+}

@@ -1,0 +1,254 @@
+//! lb's kernel side: connection steering (sk_lookup), in-kernel splicing with a
+//! per-direction in-flight budget (sk_skb stream verdict), and ACK progress
+//! tracking for that budget (sock_ops). See docs/ARCHITECTURE.md.
+#![no_std]
+#![no_main]
+// The bpfel core has no 64-bit atomic RMW methods; the intrinsic lowers to BPF's
+// atomic_fetch_add (cpu v3).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{
+    bindings::{
+        sk_action::{SK_DROP, SK_PASS},
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG,
+    },
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    macros::{map, sk_lookup, sock_ops, stream_verdict},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, SockHash, SockMap},
+    programs::{SkBuffContext, SkLookupContext, SockOpsContext},
+};
+use aya_log_ebpf::warn;
+use lb_common::{
+    fits_budget, in_flight, stat, BindKey, Event, FlowDir, ServerKStats, ServerMeta, ServerState,
+    SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS,
+    MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
+};
+
+const IPPROTO_TCP: u32 = 6;
+
+#[map]
+static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
+#[map]
+static LB_BINDS: HashMap<BindKey, u32> = HashMap::with_max_entries(MAX_BINDS, 0);
+#[map]
+static LB_TARGETS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKS, 0);
+#[map]
+static LB_SPLICED: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKS, 0);
+#[map]
+static LB_ENDS: HashMap<u64, SockEnd> = HashMap::with_max_entries(MAX_SOCKS, 0);
+#[map]
+static LB_FLOWS: Array<FlowDir> = Array::with_max_entries(MAX_FLOWS, BPF_F_MMAPABLE);
+// Written by userspace only; declared here so that they live with the object and
+// are pinned with the other maps.
+#[map]
+static LB_SRV_META: Array<ServerMeta> = Array::with_max_entries(MAX_SERVERS, 0);
+#[map]
+static LB_SRV_STATE: Array<ServerState> = Array::with_max_entries(MAX_SERVERS, 0);
+#[map]
+static LB_SRV_KSTATS: PerCpuArray<ServerKStats> = PerCpuArray::with_max_entries(MAX_SERVERS, 0);
+#[map]
+static LB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+#[map]
+static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Atomic fetch-and-add on map memory shared with userspace; returns the old value.
+#[inline(always)]
+fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
+}
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(p) = LB_STATS.get_ptr_mut(idx) {
+        // Per-CPU slot: no other writer.
+        unsafe { *p += 1 };
+    }
+}
+
+// ---------------------------------------------------------------- sk_lookup
+
+#[sk_lookup]
+pub fn lb_dispatch(ctx: SkLookupContext) -> u32 {
+    try_dispatch(&ctx)
+}
+
+fn try_dispatch(ctx: &SkLookupContext) -> u32 {
+    // Every ctx field is read unconditionally: LLVM otherwise merges the per-family
+    // reads into one access at a computed offset, which the verifier refuses.
+    let l = ctx.lookup;
+    let (protocol, family, port, ip4, ip6) = unsafe {
+        (
+            core::ptr::read_volatile(&(*l).protocol),
+            core::ptr::read_volatile(&(*l).family),
+            core::ptr::read_volatile(&(*l).local_port),
+            core::ptr::read_volatile(&(*l).local_ip4),
+            [
+                core::ptr::read_volatile(&(*l).local_ip6[0]),
+                core::ptr::read_volatile(&(*l).local_ip6[1]),
+                core::ptr::read_volatile(&(*l).local_ip6[2]),
+                core::ptr::read_volatile(&(*l).local_ip6[3]),
+            ],
+        )
+    };
+    if protocol != IPPROTO_TCP {
+        return SK_PASS;
+    }
+    let mut key = BindKey {
+        family,
+        port_host: port,
+        addr_be: [0; 16],
+    };
+    if family == AF_INET {
+        key.addr_be[..4].copy_from_slice(&ip4.to_ne_bytes());
+    } else {
+        for (i, w) in ip6.iter().enumerate() {
+            key.addr_be[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+    // Specific address first, then the wildcard of the same family and port.
+    let idx = match unsafe { LB_BINDS.get(&key) } {
+        Some(i) => *i,
+        None => {
+            key.addr_be = [0; 16];
+            match unsafe { LB_BINDS.get(&key) } {
+                Some(i) => *i,
+                None => {
+                    count(stat::LOOKUP_MISS);
+                    return SK_PASS;
+                }
+            }
+        }
+    };
+    match LB_LISTENERS.redirect_sk_lookup(ctx, idx, 0) {
+        Ok(()) => count(stat::LOOKUP_HIT),
+        Err(_) => count(stat::LOOKUP_NO_LISTENER),
+    }
+    SK_PASS
+}
+
+// ---------------------------------------------------------------- stream verdict
+
+#[stream_verdict]
+pub fn lb_verdict(ctx: SkBuffContext) -> u32 {
+    try_verdict(&ctx)
+}
+
+fn try_verdict(ctx: &SkBuffContext) -> u32 {
+    let len = ctx.len() as u64;
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
+    let Some(end) = (unsafe { LB_ENDS.get(&cookie) }) else {
+        count(stat::VERDICT_UNKNOWN);
+        return SK_PASS;
+    };
+    let (peer_cookie, slot, server) = (end.peer_cookie, end.slot, end.server);
+    let Some(flow) = LB_FLOWS.get_ptr_mut(slot) else {
+        count(stat::VERDICT_UNKNOWN);
+        return SK_PASS;
+    };
+    let flow = unsafe { &mut *flow };
+    flow.last_active_ns = unsafe { bpf_ktime_get_ns() };
+    if len == 0 {
+        // A FIN: redirecting it would break the target. Userspace sees EPOLLRDHUP
+        // and shuts the peer down once every byte went through.
+        flow.fin_seen = 1;
+        count(stat::VERDICT_FIN);
+        return SK_DROP;
+    }
+    let word: *mut u64 = &mut flow.pass_word;
+    if unsafe { core::ptr::read_volatile(word) } & (PASS_BIT | USER_BIT) != 0 {
+        let prev = fetch_add(word, len);
+        if prev & (PASS_BIT | USER_BIT) != 0 {
+            count(stat::VERDICT_PASS);
+            return SK_PASS;
+        }
+        // Userspace went back to redirect between the load and the add: every
+        // passed byte was forwarded, so this one may go in the kernel. Undo the count.
+        fetch_add(word, len.wrapping_neg());
+    }
+    let backlog = in_flight(
+        flow.tx_base,
+        flow.redirected,
+        flow.forwarded,
+        flow.peer_acked,
+    );
+    if !fits_budget(backlog, len, flow.budget) {
+        // Sticky PASS: the bytes stay in the source socket, charged to it, so its
+        // window closes; userspace forwards them in order once the peer drains.
+        fetch_add(word, PASS_BIT + len);
+        let ev = Event {
+            kind: EVENT_PASS,
+            slot,
+            cookie,
+        };
+        if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
+            count(stat::EVENT_LOST);
+        }
+        count(stat::BUDGET_HIT);
+        count(stat::VERDICT_PASS);
+        return SK_PASS;
+    }
+    fetch_add(&mut flow.redirected, len);
+    if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(server) {
+        // Even slots carry client->server bytes.
+        let ks = unsafe { &mut *ks };
+        if slot & 1 == 0 {
+            ks.bytes_in += len;
+        } else {
+            ks.bytes_out += len;
+        }
+    }
+    let mut key = peer_cookie;
+    let ret = LB_TARGETS.redirect_skb(ctx, &mut key, 0) as u32;
+    if ret == SK_PASS {
+        count(stat::VERDICT_REDIRECT);
+    } else {
+        warn!(
+            ctx,
+            "lb: redirect to peer {} failed (slot {})", peer_cookie, slot
+        );
+    }
+    ret
+}
+
+// ---------------------------------------------------------------- sock_ops
+
+#[sock_ops]
+pub fn lb_acks(ctx: SockOpsContext) -> u32 {
+    try_acks(&ctx);
+    1
+}
+
+fn try_acks(ctx: &SockOpsContext) {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            let _ = ctx.set_cb_flags(BPF_SOCK_OPS_RTT_CB_FLAG as i32);
+        }
+        BPF_SOCK_OPS_RTT_CB => {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
+            let Some(end) = (unsafe { LB_ENDS.get(&cookie) }) else {
+                return;
+            };
+            // This socket is the target of the opposite direction.
+            if let Some(flow) = LB_FLOWS.get_ptr_mut(end.slot ^ 1) {
+                let acked = unsafe { (*ctx.ops).bytes_acked };
+                unsafe { (*flow).peer_acked = acked };
+                count(stat::ACK_UPDATES);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

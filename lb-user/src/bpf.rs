@@ -1,0 +1,329 @@
+//! Loading, attaching and pinning the eBPF programs and maps.
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, SockMap};
+use aya::programs::{CgroupAttachMode, SkLookup, SkSkb, SockOps};
+use aya::{Ebpf, EbpfLoader};
+use lb_common::{maps, progs, BindKey, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd};
+
+/// The object built by `cargo xtask build`, embedded by build.rs (empty if absent).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// Root of pinned maps; one directory per instance.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("the eBPF object is not embedded in this binary: build with `cargo xtask build`")]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name} missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("pinning map {name} at {path}: {source}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub fn pin_dir(instance: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(instance)
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not there (fresh VMs, containers).
+fn ensure_bpffs() -> Result<(), BpfError> {
+    let target = Path::new("/sys/fs/bpf");
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all(target);
+    let fs = std::ffi::CString::new("bpf").unwrap();
+    let r = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return Err(BpfError::Io {
+            what: "mounting bpffs at",
+            path: target.into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Everything loaded into the kernel for one daemon. Dropping it detaches the
+/// programs (links are owned by `ebpf`) and unpins the maps.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub pin_dir: PathBuf,
+    /// Whether the splice programs (verdict + sock_ops) attached.
+    pub splice: Result<(), String>,
+    /// aya-log records from the programs; the daemon polls it.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> BpfError {
+    move |source| BpfError::Program { name, source }
+}
+
+/// The cgroup v2 directory this process runs in (sock_ops attaches there, so it sees
+/// the daemon's sockets and those of its cgroup siblings only).
+fn own_cgroup2() -> Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
+    let root = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (_dev, dir, fstype) = (it.next()?, it.next()?, it.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .next()
+        .ok_or("no cgroup2 filesystem mounted")?;
+    let me = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let rel = me
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    Ok(root.join(rel))
+}
+
+pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
+    if OBJECT.is_empty() {
+        return Err(BpfError::NoObject);
+    }
+    ensure_bpffs()?;
+    let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+
+    // Steering: sk_lookup in this network namespace.
+    let netns = File::open("/proc/self/ns/net").map_err(|source| BpfError::Io {
+        what: "opening",
+        path: "/proc/self/ns/net".into(),
+        source,
+    })?;
+    let prog: &mut SkLookup = ebpf
+        .program_mut(progs::DISPATCH)
+        .ok_or(BpfError::MissingMap {
+            name: progs::DISPATCH,
+        })?
+        .try_into()
+        .map_err(prog_err(progs::DISPATCH))?;
+    prog.load().map_err(prog_err(progs::DISPATCH))?;
+    prog.attach(netns.as_fd())
+        .map_err(prog_err(progs::DISPATCH))?;
+
+    let splice = if want_splice {
+        attach_splice(&mut ebpf)
+    } else {
+        Err("disabled by --no-splice".to_string())
+    };
+    // Only after every program is loaded: the logger takes its map out of `ebpf`,
+    // and programs loaded later could no longer reference it.
+    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!("eBPF logger not initialised: {e}");
+            None
+        }
+    };
+
+    let dir = pin_dir(instance);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|source| BpfError::Io {
+        what: "creating pin directory",
+        path: dir.clone(),
+        source,
+    })?;
+    for name in [
+        maps::SRV_META,
+        maps::SRV_STATE,
+        maps::SRV_KSTATS,
+        maps::STATS,
+        maps::FLOWS,
+        maps::BINDS,
+    ] {
+        let map = ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
+        let path = dir.join(name);
+        map.pin(&path)
+            .map_err(|source| BpfError::Pin { name, path, source })?;
+    }
+    Ok(Loaded {
+        ebpf,
+        pin_dir: dir,
+        splice,
+        logger,
+    })
+}
+
+fn attach_splice(ebpf: &mut Ebpf) -> Result<(), String> {
+    let map_fd = {
+        let m: SockHash<&MapData, u64> = ebpf
+            .map(maps::SPLICED)
+            .ok_or("map LB_SPLICED missing")?
+            .try_into()
+            .map_err(|e| format!("map LB_SPLICED: {e}"))?;
+        m.fd().try_clone().map_err(|e| e.to_string())?
+    };
+    let verdict: &mut SkSkb = ebpf
+        .program_mut(progs::VERDICT)
+        .ok_or("program lb_verdict missing")?
+        .try_into()
+        .map_err(|e| format!("lb_verdict: {e}"))?;
+    verdict
+        .load()
+        .map_err(|e| format!("loading lb_verdict: {e:?}"))?;
+    verdict
+        .attach(&map_fd)
+        .map_err(|e| format!("attaching lb_verdict: {e}"))?;
+
+    let cg_path = own_cgroup2()?;
+    let cg = File::open(&cg_path).map_err(|e| format!("{}: {e}", cg_path.display()))?;
+    let acks: &mut SockOps = ebpf
+        .program_mut(progs::ACKS)
+        .ok_or("program lb_acks missing")?
+        .try_into()
+        .map_err(|e| format!("lb_acks: {e}"))?;
+    acks.load().map_err(|e| format!("loading lb_acks: {e:?}"))?;
+    acks.attach(cg, CgroupAttachMode::Single)
+        .map_err(|e| format!("attaching lb_acks to {}: {e:?}", cg_path.display()))?;
+    Ok(())
+}
+
+/// Typed handles to the maps userspace writes, taken out of the `Ebpf` object.
+pub struct Maps {
+    pub listeners: SockMap<MapData>,
+    pub binds: HashMap<MapData, BindKey, u32>,
+    pub targets: SockHash<MapData, u64>,
+    pub spliced: SockHash<MapData, u64>,
+    pub ends: HashMap<MapData, u64, SockEnd>,
+    pub flows: Map,
+    pub srv_meta: Array<MapData, ServerMeta>,
+    pub srv_state: Array<MapData, ServerState>,
+    pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub events: RingBuf<MapData>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BpfError> {
+    ebpf.take_map(name).ok_or(BpfError::MissingMap { name })
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr) => {
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(|source| BpfError::Map {
+                name: $name,
+                source,
+            })?
+    };
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        Ok(Self {
+            listeners: typed!(ebpf, maps::LISTENERS),
+            binds: typed!(ebpf, maps::BINDS),
+            targets: typed!(ebpf, maps::TARGETS),
+            spliced: typed!(ebpf, maps::SPLICED),
+            ends: typed!(ebpf, maps::ENDS),
+            flows: take(ebpf, maps::FLOWS)?,
+            srv_meta: typed!(ebpf, maps::SRV_META),
+            srv_state: typed!(ebpf, maps::SRV_STATE),
+            srv_kstats: typed!(ebpf, maps::SRV_KSTATS),
+            stats: typed!(ebpf, maps::STATS),
+            events: typed!(ebpf, maps::EVENTS),
+        })
+    }
+}
+
+/// The FLOWS array mapped into this process: the verdict and userspace share these
+/// words (atomics on both sides).
+pub struct FlowTable {
+    ptr: *mut FlowDir,
+    len: usize,
+}
+
+// The memory is shared with the kernel; all access goes through atomics or
+// single-writer fields documented on `FlowDir`.
+unsafe impl Send for FlowTable {}
+unsafe impl Sync for FlowTable {}
+
+impl FlowTable {
+    pub fn map(flows: &Map) -> Result<Self, BpfError> {
+        let Map::Array(data) = flows else {
+            return Err(BpfError::MissingMap { name: maps::FLOWS });
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let len = lb_common::MAX_FLOWS as usize;
+        let bytes = len * std::mem::size_of::<FlowDir>();
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(BpfError::Io {
+                what: "mmap of map",
+                path: maps::FLOWS.into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Raw pointer to one slot; callers use atomics for shared words.
+    pub fn slot(&self, i: u32) -> *mut FlowDir {
+        assert!((i as usize) < self.len, "flow slot {i} out of range");
+        unsafe { self.ptr.add(i as usize) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for FlowTable {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<FlowDir>()) };
+    }
+}

@@ -1,0 +1,1106 @@
+//! Tests of the configuration parser: model, inheritance, addresses, lexing,
+//! units, errors (with exact positions) and a no-panic property test.
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::parse::{parse_size, parse_time, parse_with_env, MAX_CONFIG_SIZE, MAX_LINE_LEN};
+use super::*;
+
+const FILE: &str = "t.cfg";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ADDR" => Some("10.1.2.3".into()),
+        "PORT" => Some("6432".into()),
+        "W" => Some("7".into()),
+        "BACKEND" => Some("pg_be".into()),
+        "SPACED" => Some("hello world".into()),
+        _ => None,
+    }
+}
+
+fn parse(cfg: &str) -> Config {
+    match parse_with_env(cfg, Path::new(FILE), &env) {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected error: {e}\n--- config:\n{cfg}"),
+    }
+}
+
+fn parse_err(cfg: &str) -> ConfigError {
+    match parse_with_env(cfg, Path::new(FILE), &env) {
+        Ok(c) => panic!("expected an error, got {c:#?}\n--- config:\n{cfg}"),
+        Err(e) => e,
+    }
+}
+
+fn origin(line: usize) -> Origin {
+    Origin {
+        file: PathBuf::from(FILE),
+        line,
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+/// Timeouts so that no "missing timeouts" warning shows.
+const TIMEOUTS: &str =
+    "defaults\n    timeout client 30s\n    timeout connect 5s\n    timeout server 30s\n";
+
+const SEED: &str = "\
+frontend pgsql_frontend
+    bind *:5432
+    mode tcp
+    default_backend pgsql_backend
+backend pgsql_backend
+    mode tcp
+    balance roundrobin
+    server pgsql_node1 10.0.0.1:5432 check
+    server pgsql_node2 10.0.0.2:5432 check
+    server pgsql_node3 10.0.0.3:5432 check
+";
+
+#[test]
+fn seed_example_exact_model() {
+    let cfg = parse(SEED);
+    let server = |name: &str, addr: &str, line: usize| Server {
+        name: name.into(),
+        addr: sa(addr),
+        check: true,
+        check_params: CheckParams {
+            inter: Duration::from_millis(2000),
+            rise: 2,
+            fall: 3,
+        },
+        weight: 1,
+        disabled: false,
+        origin: origin(line),
+    };
+    let expected = Config {
+        global: Global {
+            maxconn: None,
+            splice_budget: 4 * 1024 * 1024,
+        },
+        frontends: vec![Frontend {
+            name: "pgsql_frontend".into(),
+            binds: vec![Bind {
+                addr: None,
+                port_first: 5432,
+                port_last: 5432,
+                v6only: false,
+                origin: origin(2),
+            }],
+            default_backend: Some("pgsql_backend".into()),
+            default_backend_idx: Some(0),
+            timeout_client: None,
+            maxconn: None,
+            origin: origin(1),
+        }],
+        backends: vec![Backend {
+            name: "pgsql_backend".into(),
+            balance: Balance::RoundRobin,
+            servers: vec![
+                server("pgsql_node1", "10.0.0.1:5432", 8),
+                server("pgsql_node2", "10.0.0.2:5432", 9),
+                server("pgsql_node3", "10.0.0.3:5432", 10),
+            ],
+            timeout_connect: None,
+            timeout_server: None,
+            origin: origin(5),
+        }],
+        warnings: vec![
+            "t.cfg:1: warning: missing timeouts for frontend 'pgsql_frontend'. While not properly \
+             invalid, you will certainly encounter various problems with such a configuration. To \
+             fix this, please ensure that all following timeouts are set to a non-zero value: \
+             'client', 'connect', 'server'."
+                .into(),
+            "t.cfg:5: warning: missing timeouts for backend 'pgsql_backend'. While not properly \
+             invalid, you will certainly encounter various problems with such a configuration. To \
+             fix this, please ensure that all following timeouts are set to a non-zero value: \
+             'client', 'connect', 'server'."
+                .into(),
+        ],
+    };
+    assert_eq!(cfg, expected);
+}
+
+#[test]
+fn seed_example_from_file_and_crlf() {
+    let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("seed.cfg");
+    std::fs::write(&path, SEED.replace('\n', "\r\n")).unwrap();
+    let cfg = parse_file(&path).unwrap();
+    assert_eq!(cfg.frontends.len(), 1);
+    assert_eq!(cfg.backends[0].servers.len(), 3);
+    assert_eq!(cfg.frontends[0].origin.file, path);
+    assert_eq!(cfg.backends[0].servers[2].origin.line, 10);
+
+    // Invalid UTF-8 is reported at its place.
+    std::fs::write(&path, b"frontend f\n    bind :80 \xff\xfe\n").unwrap();
+    let e = parse_file(&path).unwrap_err();
+    assert_eq!((e.line(), e.col()), (Some(2), Some(14)), "{e}");
+    assert!(e.to_string().contains("invalid UTF-8"), "{e}");
+
+    let missing = dir.join("missing.cfg");
+    let e = parse_file(&missing).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }));
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{}: error: cannot read", missing.display())));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn defaults_inheritance_and_replacement() {
+    let cfg = parse(
+        "\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+    balance roundrobin
+    maxconn 1000
+    retries 3
+    option tcplog
+    option dontlognull
+    option redispatch
+    log global
+    default-server inter 3s rise 3 fall 2 weight 10 check
+frontend f
+    bind :80
+    default_backend b
+backend b
+    server s1 10.0.0.1:80
+    server s2 10.0.0.2:80 weight 5 no-check
+    default-server weight 20
+    server s3 10.0.0.3:80
+defaults
+    timeout client 10s
+frontend g
+    bind :81
+    default_backend b
+backend c
+    server s4 10.0.0.4:80
+",
+    );
+    let f = &cfg.frontends[0];
+    assert_eq!(f.timeout_client, Some(Duration::from_secs(60)));
+    assert_eq!(f.maxconn, Some(1000));
+    let b = &cfg.backends[0];
+    assert_eq!(b.timeout_connect, Some(Duration::from_secs(5)));
+    assert_eq!(b.timeout_server, Some(Duration::from_secs(60)));
+    let inherited = CheckParams {
+        inter: Duration::from_secs(3),
+        rise: 3,
+        fall: 2,
+    };
+    let s = &b.servers;
+    assert_eq!(
+        (s[0].check, s[0].weight, s[0].check_params),
+        (true, 10, inherited)
+    );
+    assert_eq!(
+        (s[1].check, s[1].weight, s[1].check_params),
+        (false, 5, inherited)
+    );
+    assert_eq!(
+        (s[2].check, s[2].weight, s[2].check_params),
+        (true, 20, inherited)
+    );
+
+    // The second defaults section starts from scratch.
+    let g = &cfg.frontends[1];
+    assert_eq!(g.timeout_client, Some(Duration::from_secs(10)));
+    assert_eq!(g.maxconn, None);
+    assert_eq!(g.default_backend_idx, Some(0));
+    let c = &cfg.backends[1];
+    assert_eq!((c.timeout_connect, c.timeout_server), (None, None));
+    let s4 = &c.servers[0];
+    assert_eq!(
+        (s4.check, s4.weight, s4.check_params),
+        (false, 1, CheckParams::default())
+    );
+    assert_eq!(
+        cfg.warnings,
+        [
+            "t.cfg:27: warning: missing timeouts for backend 'c'. While not properly invalid, you \
+          will certainly encounter various problems with such a configuration. To fix this, \
+          please ensure that all following timeouts are set to a non-zero value: 'client', \
+          'connect', 'server'."
+        ]
+    );
+}
+
+#[test]
+fn named_defaults_and_from() {
+    let cfg = parse(
+        "\
+defaults short
+    timeout client 1s
+    timeout connect 1s
+    timeout server 1s
+defaults long
+    timeout client 1h
+    timeout connect 1h
+    timeout server 1h
+    default_backend b
+frontend f from short
+    bind :80
+    default_backend b
+frontend g
+    bind :81
+backend b from short
+",
+    );
+    assert_eq!(
+        cfg.frontends[0].timeout_client,
+        Some(Duration::from_secs(1))
+    );
+    // Without 'from', the last defaults section applies, default_backend included.
+    assert_eq!(
+        cfg.frontends[1].timeout_client,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(cfg.frontends[1].default_backend.as_deref(), Some("b"));
+    assert_eq!(cfg.backends[0].timeout_server, Some(Duration::from_secs(1)));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
+fn listen_is_a_frontend_and_a_backend() {
+    let cfg = parse(
+        "\
+listen pg
+    bind :5432
+    timeout client 30s
+    timeout connect 5s
+    timeout server 30s
+    maxconn 500
+    server a 10.0.0.1:5432 check
+    server b 10.0.0.2:5432 disabled
+backend other
+    server c 10.0.0.3:5432
+listen redirected
+    bind :5433
+    default_backend other
+",
+    );
+    assert_eq!(cfg.frontends.len(), 2);
+    assert_eq!(cfg.backends.len(), 3);
+    let pg = &cfg.frontends[0];
+    assert_eq!(pg.name, "pg");
+    assert_eq!(pg.default_backend.as_deref(), Some("pg"));
+    assert_eq!(pg.default_backend_idx, Some(0));
+    assert_eq!(pg.maxconn, Some(500));
+    assert_eq!(pg.timeout_client, Some(Duration::from_secs(30)));
+    assert_eq!(pg.origin, origin(1));
+    let be = &cfg.backends[0];
+    assert_eq!(be.name, "pg");
+    assert_eq!(be.timeout_connect, Some(Duration::from_secs(5)));
+    assert_eq!(be.servers.len(), 2);
+    assert!(be.servers[1].disabled && !be.servers[1].check);
+    assert_eq!(be.origin, origin(1));
+    // An explicit default_backend wins over the listen's own servers.
+    let r = &cfg.frontends[1];
+    assert_eq!(r.default_backend.as_deref(), Some("other"));
+    assert_eq!(r.default_backend_idx, Some(1));
+    assert_eq!(cfg.backends[r.default_backend_idx.unwrap()].name, "other");
+    // 'redirected' and 'other' lack timeouts.
+    assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+    assert!(cfg.warnings[0].starts_with("t.cfg:9: warning: missing timeouts for backend 'other'."));
+    assert!(
+        cfg.warnings[1].starts_with("t.cfg:11: warning: missing timeouts for proxy 'redirected'.")
+    );
+}
+
+#[test]
+fn ipv6_and_ipv4_binds() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend f
+    bind :::5432 v6only
+    bind [::1]:5433
+    bind ::1:5434
+    bind ipv6@:5435
+    bind ipv4@*:5436
+    bind 0.0.0.0:5437
+    bind 192.168.1.1:5438 name x backlog 100 maxconn 10
+    bind 2001:db8::1:5439 v6only v4v6
+    bind ipv6@[2001:db8::2]:5440
+    bind [::]:5441
+    default_backend b
+backend b
+"
+    ));
+    let got: Vec<(Option<IpAddr>, u16, bool, usize)> = cfg.frontends[0]
+        .binds
+        .iter()
+        .map(|b| {
+            assert_eq!(b.port_first, b.port_last);
+            (b.addr, b.port_first, b.v6only, b.origin.line)
+        })
+        .collect();
+    let any6 = Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    assert_eq!(
+        got,
+        [
+            (any6, 5432, true, 6),
+            (ip("::1"), 5433, false, 7),
+            (ip("::1"), 5434, false, 8),
+            (any6, 5435, false, 9),
+            (None, 5436, false, 10),
+            (None, 5437, false, 11),
+            (ip("192.168.1.1"), 5438, false, 12),
+            (ip("2001:db8::1"), 5439, false, 13),
+            (ip("2001:db8::2"), 5440, false, 14),
+            (any6, 5441, false, 15),
+        ]
+    );
+}
+
+#[test]
+fn ipv6_and_ipv4_servers() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend f
+    bind :80
+    default_backend b
+backend b
+    server a [2001:db8::10]:5432
+    server b 2001:db8::11:5433
+    server c ipv6@[fe80::1]:1
+    server d ipv4@10.0.0.1:65535
+    server e ::ffff:10.0.0.2:80
+"
+    ));
+    let addrs: Vec<SocketAddr> = cfg.backends[0].servers.iter().map(|s| s.addr).collect();
+    assert_eq!(
+        addrs,
+        [
+            sa("[2001:db8::10]:5432"),
+            sa("[2001:db8::11]:5433"),
+            sa("[fe80::1]:1"),
+            sa("10.0.0.1:65535"),
+            sa("[::ffff:10.0.0.2]:80"),
+        ]
+    );
+}
+
+#[test]
+fn port_ranges_and_address_lists() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend f
+    bind :8000-8010,10.0.0.1:9000,[::1]:9001-9002 v6only
+    bind 10.0.0.2:1-65535
+    default_backend b
+backend b
+"
+    ));
+    let got: Vec<(Option<IpAddr>, u16, u16, bool)> = cfg.frontends[0]
+        .binds
+        .iter()
+        .map(|b| (b.addr, b.port_first, b.port_last, b.v6only))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (None, 8000, 8010, true),
+            (ip("10.0.0.1"), 9000, 9000, true),
+            (ip("::1"), 9001, 9002, true),
+            (ip("10.0.0.2"), 1, 65535, false),
+        ]
+    );
+    // Overlapping ranges conflict, in the same frontend too.
+    let e = parse_err("frontend f\n    bind :8000-8010\n    bind *:8010\n");
+    assert_eq!((e.line(), e.col()), (Some(3), Some(10)), "{e}");
+}
+
+#[test]
+fn no_conflict_between_distinct_binds() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend a
+    bind *:80
+    bind :::80 v6only
+    bind 10.0.0.1:80
+    bind [::1]:80
+    bind :8000-8010
+    default_backend b
+frontend c
+    bind 10.0.0.2:80
+    bind :8011-8020
+    bind :::8021
+    default_backend b
+backend b
+"
+    ));
+    assert_eq!(cfg.frontends.len(), 2);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
+fn quoting_and_environment() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend \"f\"   # a comment
+\tbind \"${{ADDR}}:${{PORT}}\",'[::1]':80  # another
+    description \"${{SPACED}} # not a comment\" and more
+    default_backend ${{BACKEND}}
+backend pg_be
+    server 'a' \"10.0.0.1:${{PORT}}\" weight \"${{W}}\"
+    server \"b\"'-'2 10.0.0.2:${{UNSET-5433}}
+    server c 10.0.0.3:5434 ${{UNSET}} check
+"
+    ));
+    let f = &cfg.frontends[0];
+    assert_eq!(f.name, "f");
+    assert_eq!(f.binds[0].addr, ip("10.1.2.3"));
+    assert_eq!(f.binds[0].port_first, 6432);
+    assert_eq!(f.binds[1].addr, ip("::1"));
+    assert_eq!(f.default_backend.as_deref(), Some("pg_be"));
+    let s = &cfg.backends[0].servers;
+    assert_eq!(
+        (s[0].name.as_str(), s[0].addr, s[0].weight),
+        ("a", sa("10.0.0.1:6432"), 7)
+    );
+    assert_eq!(
+        (s[1].name.as_str(), s[1].addr),
+        ("b-2", sa("10.0.0.2:5433"))
+    );
+    assert!(s[2].check);
+}
+
+#[test]
+fn process_environment_expansion() {
+    // A name no other test uses.
+    std::env::set_var("LB_CONFIG_TEST_PORT_5c1e", "7777");
+    let cfg = parse_str(
+        "frontend f\n bind :${LB_CONFIG_TEST_PORT_5c1e}\n default_backend b\nbackend b\n",
+        Path::new("env.cfg"),
+    )
+    .unwrap();
+    assert_eq!(cfg.frontends[0].binds[0].port_first, 7777);
+    assert_eq!(cfg.frontends[0].origin.file, PathBuf::from("env.cfg"));
+}
+
+#[test]
+fn time_units() {
+    let ms = Duration::from_millis;
+    assert_eq!(parse_time("1500"), Ok(ms(1500)));
+    assert_eq!(parse_time("1500ms"), Ok(ms(1500)));
+    assert_eq!(parse_time("250us"), Ok(Duration::from_micros(250)));
+    assert_eq!(parse_time("30s"), Ok(ms(30_000)));
+    assert_eq!(parse_time("2m"), Ok(ms(120_000)));
+    assert_eq!(parse_time("1h"), Ok(ms(3_600_000)));
+    assert_eq!(parse_time("1d"), Ok(ms(86_400_000)));
+    assert_eq!(parse_time("0"), Ok(Duration::ZERO));
+    assert_eq!(parse_time("2147483647"), Ok(ms(2_147_483_647)));
+    assert!(parse_time("2147483648").unwrap_err().contains("overflow"));
+    assert!(parse_time("25d").unwrap_err().contains("overflow"));
+    assert!(parse_time("99999999999999999999999s")
+        .unwrap_err()
+        .contains("overflow"));
+    assert!(parse_time("10x")
+        .unwrap_err()
+        .contains("unknown time unit 'x'"));
+    assert!(parse_time("1.5s")
+        .unwrap_err()
+        .contains("unknown time unit"));
+    assert!(parse_time("s").is_err());
+    assert!(parse_time("").is_err());
+    assert!(parse_time("-1").is_err());
+}
+
+#[test]
+fn size_units() {
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert_eq!(parse_size("4k"), Ok(4096));
+    assert_eq!(parse_size("4K"), Ok(4096));
+    assert_eq!(parse_size("4m"), Ok(4 << 20));
+    assert_eq!(parse_size("4M"), Ok(4 << 20));
+    assert_eq!(parse_size("2g"), Ok(2 << 30));
+    assert_eq!(parse_size("2G"), Ok(2 << 30));
+    assert!(parse_size("4t").unwrap_err().contains("unknown size unit"));
+    assert!(parse_size("4kb").is_err());
+    assert!(parse_size("m").is_err());
+    assert!(parse_size("18446744073709551615k")
+        .unwrap_err()
+        .contains("too large"));
+}
+
+#[test]
+fn global_section() {
+    let cfg = parse(&format!(
+        "\
+global
+    log /dev/log local0
+    log 127.0.0.1:514 local1 notice
+    daemon
+    nbthread 2
+    user haproxy
+    group haproxy
+    pidfile /run/haproxy.pid
+    stats socket /run/haproxy.sock mode 660 level admin
+    stats timeout 30s
+    chroot /var/lib/haproxy
+    hard-stop-after 30s
+    ca-base /etc/ssl/certs
+    crt-base /etc/ssl/private
+    ssl-default-bind-ciphers ECDHE+AESGCM
+    ssl-default-bind-options no-sslv3
+    maxconn 20000
+    tune.lb.splice-budget 1m
+{TIMEOUTS}\
+frontend f
+    bind :80
+    default_backend b
+backend b
+"
+    ));
+    assert_eq!(cfg.global.maxconn, Some(20000));
+    assert_eq!(cfg.global.splice_budget, 1 << 20);
+    let cfg = parse(&format!(
+        "global\n tune.lb.splice-budget 65536\n{TIMEOUTS}frontend f\n bind :1\n default_backend b\nbackend b\n"
+    ));
+    assert_eq!(cfg.global.splice_budget, 65536);
+}
+
+#[test]
+fn accepted_options_and_timeouts() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+    timeout queue 10s
+    timeout check 2s
+    option tcpka
+    option log-health-checks
+    no option clitcpka
+    no option httplog
+    no log
+frontend f
+    bind :80
+    option clitcpka
+    option tcplog
+    log global
+    timeout client 0
+    default_backend b
+backend b
+    option srvtcpka
+    timeout tunnel 1h
+    timeout server 0
+    server s 10.0.0.1:80 check inter 500ms rise 1 fall 1 weight 0
+"
+    ));
+    // timeout 0 is "no timeout", as HAProxy.
+    assert_eq!(cfg.frontends[0].timeout_client, None);
+    assert_eq!(cfg.backends[0].timeout_server, None);
+    let s = &cfg.backends[0].servers[0];
+    assert_eq!(s.weight, 0);
+    assert_eq!(
+        s.check_params,
+        CheckParams {
+            inter: Duration::from_millis(500),
+            rise: 1,
+            fall: 1
+        }
+    );
+    assert_eq!(cfg.warnings.len(), 3, "{:?}", cfg.warnings);
+    assert_eq!(
+        cfg.warnings[0],
+        "t.cfg:21: warning: 'timeout tunnel' is accepted but not enforced yet by this load balancer"
+    );
+    assert!(cfg.warnings[1].starts_with("t.cfg:12: warning: missing timeouts for frontend 'f'"));
+    assert!(cfg.warnings[2].starts_with("t.cfg:19: warning: missing timeouts for backend 'b'"));
+}
+
+#[test]
+fn capability_mismatch_warnings() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}\
+frontend f
+    bind :80
+    timeout server 10s
+    option redispatch
+    default_backend b
+backend b
+    timeout client 10s
+frontend lonely
+    bind :81
+backend empty
+"
+    ));
+    assert_eq!(
+        cfg.warnings,
+        [
+            "t.cfg:7: warning: 'timeout server' ignored because frontend 'f' has no backend capability",
+            "t.cfg:8: warning: 'option redispatch' ignored because frontend 'f' has no backend capability",
+            "t.cfg:11: warning: 'timeout client' ignored because backend 'b' has no frontend capability",
+            "t.cfg:12: warning: frontend 'lonely' has no 'default_backend': its connections will be closed",
+        ]
+    );
+    assert_eq!(cfg.frontends[1].default_backend_idx, None);
+}
+
+#[test]
+fn error_display_format() {
+    let e = parse_err("frontend f\n    bind :80\n    default-backend b\n");
+    assert_eq!(
+        e.to_string(),
+        "t.cfg:3:5: error: unknown keyword 'default-backend' in 'frontend' section, near \
+         'default-backend'; did you mean 'default_backend'?"
+    );
+    assert_eq!(e.file(), Path::new(FILE));
+    let e = parse_err("frontend f\n    bind :80 \"\\x01\"\n");
+    assert_eq!(
+        e.to_string(),
+        "t.cfg:2:14: error: unknown 'bind' parameter '\u{1}', near '\\u{1}'"
+    );
+}
+
+#[test]
+fn no_frontend_at_all() {
+    for cfg in [
+        "",
+        "# only a comment\n",
+        "backend b\n    server s 10.0.0.1:80\n",
+        "global\n",
+    ] {
+        let e = parse_err(cfg);
+        assert_eq!(
+            e.to_string(),
+            "t.cfg: error: no 'frontend' or 'listen' section: nothing to do"
+        );
+        assert_eq!(e.line(), None);
+    }
+}
+
+#[test]
+fn size_limits() {
+    let big = "#".repeat(MAX_CONFIG_SIZE + 1);
+    let e = parse_err(&big);
+    assert!(matches!(e, ConfigError::TooLarge { .. }), "{e}");
+    assert!(e
+        .to_string()
+        .starts_with("t.cfg: error: the configuration is larger than"));
+
+    let long = format!("frontend f\n    description {}\n", "x".repeat(MAX_LINE_LEN));
+    let e = parse_err(&long);
+    assert_eq!((e.line(), e.col()), (Some(2), Some(1)), "{e}");
+    assert!(e.to_string().contains("line too long"), "{e}");
+}
+
+/// Asserts the error of `cfg` is at `pos` ("line:col") and contains `frag`.
+fn assert_error(cfg: &str, pos: &str, frag: &str) {
+    let e = parse_err(cfg).to_string();
+    assert!(
+        e.starts_with(&format!("{FILE}:{pos}: error: ")),
+        "expected an error at {pos}, got: {e}\n--- config:\n{cfg}"
+    );
+    assert!(e.contains(frag), "expected '{frag}' in: {e}");
+}
+
+macro_rules! error_cases {
+    ($($name:ident: $cfg:expr, $pos:expr, $frag:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_error($cfg, $pos, $frag);
+            }
+        )*
+    };
+}
+
+error_cases! {
+    err_unknown_keyword_suggestion:
+        "frontend f\n    bind :80\n    defualt_backend b\n", "3:5",
+        "unknown keyword 'defualt_backend' in 'frontend' section, near 'defualt_backend'; did you mean 'default_backend'?";
+    err_unknown_global_keyword:
+        "global\n    maxcon 100\n", "2:5", "did you mean 'maxconn'?";
+    err_unknown_global_tune:
+        "global\n    tune.bufsize 16384\n", "2:5", "unknown keyword 'tune.bufsize' in 'global' section";
+    err_keyword_out_of_section:
+        "# header\nbind :80\n", "2:1", "unknown keyword 'bind' out of section";
+    err_section_typo:
+        "frontnd f\n", "1:1", "did you mean 'frontend'?";
+    err_mode_http:
+        "defaults\n    mode http\n", "2:10",
+        "'mode http' is an HTTP-mode feature, which this L4 (TCP) load balancer does not offer, near 'http'";
+    err_mode_unknown:
+        "defaults\n    mode tpc\n", "2:10", "unknown proxy mode 'tpc' (expected 'tcp'), near 'tpc'; did you mean 'tcp'?";
+    err_http_request:
+        "frontend f\n    bind :80\n    http-request deny\n", "3:5", "'http-request' is an HTTP-mode feature";
+    err_option_forwardfor:
+        "defaults\n    option forwardfor\n", "2:12", "'option forwardfor' is an HTTP-mode feature";
+    err_option_httplog:
+        "frontend f\n    option  httplog\n", "2:13", "'option httplog' is an HTTP-mode feature";
+    err_redirect:
+        "frontend f\n    redirect prefix http://x\n", "2:5", "HTTP-mode feature";
+    err_stats_enable:
+        "listen stats\n    bind :8404\n    stats enable\n", "3:5", "'stats' is an HTTP-mode feature";
+    err_timeout_http_request:
+        "defaults\n  timeout http-request 10s\n", "2:11", "'timeout http-request' is an HTTP-mode feature";
+    err_http_errors_section:
+        "http-errors e\n", "1:1", "'http-errors' is an HTTP-mode feature";
+    err_use_backend:
+        "frontend f\n    bind :80\n    use_backend b if x\n", "3:5", "'use_backend' is not supported yet";
+    err_acl:
+        "frontend f\n    acl x src 10.0.0.0/8\n", "2:5", "'acl' is not supported yet";
+    err_tcp_request:
+        "frontend f\n\ttcp-request content accept\n", "2:2", "'tcp-request' is not supported yet";
+    err_balance_leastconn:
+        "backend b\n    balance leastconn\n", "2:13", "'balance leastconn' is not supported yet (only 'roundrobin' is)";
+    err_balance_uri:
+        "backend b\n    balance uri\n", "2:13", "'balance uri' is an HTTP-mode feature";
+    err_balance_unknown:
+        "backend b\n    balance roundrobn\n", "2:13", "did you mean 'roundrobin'?";
+    err_option_httpchk:
+        "backend b\n    option httpchk GET /\n", "2:12", "'option httpchk' is not supported yet (only plain TCP connect checks";
+    err_option_unknown:
+        "backend b\n    option tcpkeepalive\n", "2:12", "unknown option 'tcpkeepalive'";
+    err_server_backup:
+        "backend b\n    server s1 10.0.0.1:80 check backup\n", "2:33", "'server ... backup' is not supported yet";
+    err_server_param_typo:
+        "backend b\n    server s1 10.0.0.1:80 wieght 3\n", "2:27", "did you mean 'weight'?";
+    err_weight_too_big:
+        "backend b\n    server s1 10.0.0.1:80 weight 257\n", "2:34", "invalid 'weight': 257 is out of range (expected 0..=256)";
+    err_weight_missing_value:
+        "backend b\n    server s1 10.0.0.1:80 weight\n", "2:5", "'server' expects a value after 'weight'";
+    err_inter_zero:
+        "backend b\n    default-server inter 0\n", "2:26", "invalid 'inter': must be greater than 0";
+    err_rise_zero:
+        "backend b\n    server s 10.0.0.1:80 rise 0\n", "2:31", "invalid 'rise': 0 is out of range";
+    err_server_port_zero:
+        "backend b\n    server s1 10.0.0.1:0\n", "2:15", "port 0 is not valid";
+    err_server_port_too_big:
+        "backend b\n    server s1 10.0.0.1:65536\n", "2:15", "port 65536 is out of range (expected 1-65535)";
+    err_server_hostname:
+        "backend b\n    server s1 db.example.com:5432\n", "2:15", "hostname 'db.example.com' not supported yet";
+    err_server_no_port:
+        "backend b\n    server s1 10.0.0.1\n", "2:15", "missing port";
+    err_server_port_offset:
+        "backend b\n    server s1 10.0.0.1:+1\n", "2:15", "port offsets (+N/-N) are not supported yet";
+    err_server_wildcard:
+        "backend b\n    server s1 *:80\n", "2:15", "must be a specific IP address";
+    err_server_missing_args:
+        "backend b\n    server s1\n", "2:5", "'server' expects <name> and <address>:<port>";
+    err_bind_port_zero:
+        "frontend f\n    bind :0\n", "2:10", "port 0 is not valid";
+    err_bind_port_too_big:
+        "frontend f\n    bind *:70000\n", "2:10", "port 70000 is out of range";
+    err_bind_missing_port:
+        "frontend f\n    bind 10.0.0.1\n", "2:10", "missing port in '10.0.0.1'";
+    err_bind_ipv6_missing_port:
+        "frontend f\n    bind ::1\n", "2:10", "missing port: HAProxy reads the last ':'";
+    err_bind_reversed_range:
+        "frontend f\n    bind :8010-8000\n", "2:10", "the first port is above the last";
+    err_bind_list_column:
+        "frontend f\n    bind :80,10.0.0.1:81,:0\n", "2:26", "port 0 is not valid (expected 1-65535), near ':0'";
+    err_bind_list_empty:
+        "frontend f\n    bind :80,\n", "2:14", "empty address in the list";
+    err_bind_family_mismatch:
+        "frontend f\n    bind ipv4@[::1]:80\n", "2:10", "an IPv6 address cannot follow 'ipv4@'";
+    err_bind_unix:
+        "frontend f\n    bind /run/lb.sock\n", "2:10", "UNIX socket addresses are not supported";
+    err_bind_udp:
+        "frontend f\n    bind udp@:53\n", "2:10", "address family 'udp@' is not supported";
+    err_bind_bad_bracket:
+        "frontend f\n    bind [::1:80\n", "2:10", "missing ']'";
+    err_bind_param_typo:
+        "frontend f\n    bind :80 v6-only\n", "2:14", "did you mean 'v6only'?";
+    err_bind_ssl:
+        "frontend f\n    bind :443 ssl crt /x.pem\n", "2:15", "'bind ... ssl' is not supported yet";
+    err_bind_in_backend:
+        "backend b\n    bind :80\n", "2:5", "'bind' is not allowed in a 'backend' section (only in 'frontend', 'listen')";
+    err_server_in_frontend:
+        "frontend f\n    server s 10.0.0.1:80\n", "2:5", "'server' is not allowed in a 'frontend' section";
+    err_default_backend_unknown:
+        "frontend f\n    bind :80\n    default_backend pgsql_backnd\nbackend pgsql_backend\n", "3:21",
+        "frontend 'f': 'default_backend' names unknown backend 'pgsql_backnd', near 'pgsql_backnd'; did you mean 'pgsql_backend'?";
+    err_default_backend_is_a_frontend:
+        "frontend f\n    bind :80\n    default_backend g\nfrontend g\n    bind :81\n", "3:21", "unknown backend 'g'";
+    err_duplicate_frontend:
+        "frontend f\n    bind :80\nfrontend f\n    bind :81\n", "3:10",
+        "frontend 'f' has the same name as another frontend declared at t.cfg:1";
+    err_duplicate_backend:
+        "backend b\nlisten b\n", "2:8", "listen 'b' has the same name as another backend declared at t.cfg:1";
+    err_duplicate_server:
+        "backend b\n    server s 10.0.0.1:80\n    server s 10.0.0.2:80\n", "3:12",
+        "backend 'b': server name 's' is already used at t.cfg:2";
+    err_frontend_without_bind:
+        "frontend f\n    default_backend b\nbackend b\n", "1:10", "frontend 'f' has no 'bind' directive";
+    err_listen_without_bind:
+        "listen l\n    server s 10.0.0.1:80\n", "1:8", "listen 'l' has no 'bind' directive";
+    err_bind_conflict:
+        "frontend a\n    bind *:5432\nfrontend b\n    bind 0.0.0.0:5432\n", "4:10",
+        "bind '0.0.0.0:5432' of frontend 'b' conflicts with bind '*:5432' of frontend 'a' at t.cfg:2";
+    err_bind_conflict_range:
+        "frontend a\n    bind 10.0.0.1:8000-8100\nfrontend b\n    bind 10.0.0.1:8050\n", "4:10", "conflicts with bind";
+    err_bind_conflict_dual_stack:
+        "frontend a\n    bind :::80\nfrontend b\n    bind *:80\n", "4:10", "('::' also takes IPv4 unless 'v6only' is set)";
+    err_unterminated_quote:
+        "frontend f\n    bind \":80\n", "2:10", "unterminated double quote";
+    err_unterminated_env:
+        "frontend f\n    bind :${PORT\n", "2:11", "missing closing '}' after environment variable 'PORT'";
+    err_timeout_typo:
+        "defaults\n    timeout clinet 5s\n", "2:13", "unknown timeout 'clinet', near 'clinet'; did you mean 'client'?";
+    err_timeout_bad_unit:
+        "defaults\n    timeout client 10x\n", "2:20", "invalid 'timeout client': unknown time unit 'x'";
+    err_timeout_overflow:
+        "defaults\n    timeout connect 25d\n", "2:21", "timer overflow";
+    err_timeout_missing_value:
+        "defaults\n    timeout server\n", "2:5", "'timeout' expects a timeout name and a time";
+    err_timeout_extra_arg:
+        "defaults\n    timeout server 1s 2s\n", "2:23", "unexpected extra argument to 'timeout server'";
+    err_removed_keyword:
+        "defaults\n    clitimeout 5000\n", "2:5", "'clitimeout' was removed from HAProxy, use 'timeout client' instead";
+    err_splice_budget_unit:
+        "global\n    tune.lb.splice-budget 4t\n", "2:27", "unknown size unit 't'";
+    err_splice_budget_zero:
+        "global\n    tune.lb.splice-budget 0\n", "2:27", "must be greater than 0";
+    err_maxconn_zero:
+        "global\n    maxconn 0\n", "2:13", "invalid 'maxconn': 0 is out of range";
+    err_maxconn_in_backend:
+        "backend b\n    maxconn 10\n", "2:5", "'maxconn' is not allowed in a 'backend' section";
+    err_mode_extra_arg:
+        "defaults\n    mode tcp extra\n", "2:14", "unexpected extra argument to 'mode'";
+    err_bad_proxy_name:
+        "frontend f/x\n", "1:10", "character '/' is not permitted in frontend name 'f/x'";
+    err_missing_proxy_name:
+        "backend\n", "1:1", "'backend' expects <name> as an argument";
+    err_unknown_defaults_from:
+        "defaults base\nfrontend f from bsae\n", "2:17",
+        "unknown 'defaults' section 'bsae', near 'bsae'; did you mean 'base'?";
+    err_peers_section:
+        "peers p\n", "1:1", "section 'peers' is not supported yet";
+    err_no_unknown:
+        "defaults\n    no retries\n", "2:8", "'no' only applies to 'option' and 'log'";
+    err_global_extra_arg:
+        "global extra\n", "1:8", "unexpected extra argument to 'global'";
+    err_nul_byte:
+        "frontend f\n    bind :80\0\n", "2:13", "NUL character not allowed";
+}
+
+// ---------------------------------------------------------------------------
+// No-panic property test.
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const VOCAB: &[&str] = &[
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "bind",
+    "server",
+    "mode",
+    "tcp",
+    "http",
+    "timeout",
+    "client",
+    "connect",
+    "server",
+    "tunnel",
+    "balance",
+    "roundrobin",
+    "default_backend",
+    "default-server",
+    "option",
+    "tcplog",
+    "no",
+    "log",
+    "maxconn",
+    "check",
+    "weight",
+    "inter",
+    "rise",
+    "fall",
+    "disabled",
+    "backup",
+    "v6only",
+    "v4v6",
+    "name",
+    "from",
+    "tune.lb.splice-budget",
+    "*:80",
+    ":::80",
+    "[::1]:81",
+    "::1:82",
+    "10.0.0.1:80",
+    "10.0.0.1:8000-8010",
+    ":0",
+    ":65536",
+    "ipv6@:1",
+    "ipv4@*:2",
+    "a,b",
+    ":1,:2",
+    "256",
+    "257",
+    "0",
+    "4m",
+    "10s",
+    "1d",
+    "25d",
+    "${PORT}",
+    "${X-",
+    "\"",
+    "'",
+    "\\",
+    "#",
+    "\\x4",
+    "${",
+    "[",
+    "]",
+    "-",
+    "@",
+    "f",
+    "b",
+    "s",
+    "\t",
+    "é",
+    "\u{0}",
+];
+
+const CORPUS: &[&str] = &[
+    SEED,
+    "defaults\n mode tcp\n timeout client 1s\n timeout connect 1s\n timeout server 1s\n default-server check inter 1s\nlisten l\n bind :::5432,10.0.0.1:80-90 v6only\n server a [::1]:5432 weight 3\n",
+    "global\n maxconn 10\n tune.lb.splice-budget 4m\nfrontend f\n bind \"${ADDR}:${PORT}\" name x\n default_backend b\nbackend b\n server s 10.0.0.1:80 check\n",
+];
+
+fn check_invariants(cfg: &Config) {
+    assert!(!cfg.frontends.is_empty());
+    for f in &cfg.frontends {
+        assert!(!f.binds.is_empty());
+        for b in &f.binds {
+            assert!(b.port_first >= 1 && b.port_first <= b.port_last);
+        }
+        if let Some(i) = f.default_backend_idx {
+            assert_eq!(
+                Some(cfg.backends[i].name.as_str()),
+                f.default_backend.as_deref()
+            );
+        }
+    }
+    for b in &cfg.backends {
+        for s in &b.servers {
+            assert!(s.weight <= 256 && s.addr.port() != 0);
+        }
+    }
+}
+
+fn try_parse(text: &str) {
+    match parse_with_env(text, Path::new(FILE), &env) {
+        Ok(cfg) => check_invariants(&cfg),
+        Err(e) => {
+            let s = e.to_string();
+            assert!(s.starts_with(FILE), "{s}");
+            assert!(s.contains("error: "), "{s}");
+        }
+    }
+}
+
+#[test]
+fn no_panic_on_random_and_mutated_input() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz_-.:*[]@,#\"'\\${}0123456789 \t\n\r/";
+    for round in 0..3000 {
+        let text = match round % 3 {
+            // Random characters.
+            0 => {
+                let len = rng.below(200);
+                (0..len)
+                    .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len())]))
+                    .collect::<String>()
+            }
+            // Random lines of plausible words.
+            1 => {
+                let mut t = String::new();
+                for _ in 0..rng.below(12) {
+                    if rng.below(3) != 0 {
+                        t.push_str("    ");
+                    }
+                    for _ in 0..=rng.below(5) {
+                        t.push_str(rng.pick(VOCAB));
+                        t.push(if rng.below(8) == 0 { '\t' } else { ' ' });
+                    }
+                    t.push('\n');
+                }
+                t
+            }
+            // Mutations of valid configurations.
+            _ => {
+                let mut chars: Vec<char> = rng.pick(CORPUS).chars().collect();
+                for _ in 0..=rng.below(6) {
+                    let at = rng.below(chars.len() + 1);
+                    match rng.below(4) {
+                        0 if at < chars.len() => {
+                            chars.remove(at);
+                        }
+                        1 => {
+                            let c = char::from(ALPHABET[rng.below(ALPHABET.len())]);
+                            chars.insert(at.min(chars.len()), c);
+                        }
+                        2 => {
+                            let w: Vec<char> = format!(" {} ", rng.pick(VOCAB)).chars().collect();
+                            let at = at.min(chars.len());
+                            chars.splice(at..at, w);
+                        }
+                        _ => {
+                            let end = (at + rng.below(20)).min(chars.len());
+                            let at = at.min(end);
+                            let dup: Vec<char> = chars[at..end].to_vec();
+                            chars.splice(at..at, dup);
+                        }
+                    }
+                }
+                chars.into_iter().collect()
+            }
+        };
+        try_parse(&text);
+    }
+    // Every prefix of the corpus.
+    for text in CORPUS {
+        for (i, _) in text.char_indices() {
+            try_parse(&text[..i]);
+        }
+    }
+    // Pathological shapes.
+    try_parse(&"frontend f\n".repeat(2000));
+    try_parse(&format!("frontend f\n bind {}\n", ":1-65535,".repeat(3000)));
+    try_parse(&format!(
+        "frontend f\n{}default_backend b\nbackend b\n",
+        (1..4000)
+            .map(|p| format!(" bind :{p}\n"))
+            .collect::<String>()
+    ));
+    try_parse(&"\"".repeat(1000));
+    try_parse(&"${".repeat(1000));
+    try_parse(&format!("{}\n", "a ".repeat(100)));
+}

@@ -1,0 +1,430 @@
+//! `lb run`: compile the config into maps, steer, accept, balance, splice.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{HashMap, MapData, SockMap};
+use lb_common::{BindKey, AF_INET, AF_INET6};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::bpf::{self, FlowTable, Maps};
+use crate::config::{self, Config, Frontend};
+use crate::splice::{Manager, NewConn, SpliceMaps, Splicer};
+use crate::state::State;
+use crate::sys;
+use crate::userpath;
+
+pub struct RunOpts {
+    pub files: Vec<PathBuf>,
+    pub instance: String,
+    pub ready_file: Option<PathBuf>,
+    pub no_splice: bool,
+    pub splice_budget: Option<u64>,
+}
+
+/// Map keys for one frontend's binds, with the family of each key.
+pub fn bind_keys(fe: &Frontend) -> Vec<BindKey> {
+    let mut keys = Vec::new();
+    for b in &fe.binds {
+        for port in b.port_first..=b.port_last {
+            let port_host = port as u32;
+            match b.addr {
+                None => keys.push(BindKey {
+                    family: AF_INET,
+                    port_host,
+                    addr_be: [0; 16],
+                }),
+                Some(IpAddr::V4(a)) => {
+                    let mut addr_be = [0; 16];
+                    addr_be[..4].copy_from_slice(&a.octets());
+                    keys.push(BindKey {
+                        family: AF_INET,
+                        port_host,
+                        addr_be,
+                    });
+                }
+                Some(IpAddr::V6(a)) => {
+                    keys.push(BindKey {
+                        family: AF_INET6,
+                        port_host,
+                        addr_be: a.octets(),
+                    });
+                    // `::` also takes IPv4 (Linux's default bindv6only=0) unless
+                    // v6only; a v4-mapped address is an IPv4 bind.
+                    if a.is_unspecified() && !b.v6only {
+                        keys.push(BindKey {
+                            family: AF_INET,
+                            port_host,
+                            addr_be: [0; 16],
+                        });
+                    } else if let Some(v4) = a.to_ipv4_mapped() {
+                        let mut addr_be = [0; 16];
+                        addr_be[..4].copy_from_slice(&v4.octets());
+                        keys.push(BindKey {
+                            family: AF_INET,
+                            port_host,
+                            addr_be,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// A listening socket on loopback with an ephemeral port: sk_lookup hands it the
+/// connections for the configured addresses, so no address in the config has to
+/// be bindable (and specific and wildcard binds on one port never conflict).
+fn listener(family: u32) -> Result<std::net::TcpListener> {
+    let (domain, addr) = if family == AF_INET {
+        (Domain::IPV4, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
+    } else {
+        (Domain::IPV6, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0))
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).context("socket")?;
+    if family == AF_INET6 {
+        s.set_only_v6(true).context("IPV6_V6ONLY")?;
+    }
+    s.set_reuse_address(true).context("SO_REUSEADDR")?;
+    // Loopback may be down in a fresh network namespace.
+    s.set_freebind(true).context("IP_FREEBIND")?;
+    s.bind(&addr.into())
+        .with_context(|| format!("binding listener on {addr}"))?;
+    s.listen(4096).context("listen")?;
+    s.set_nonblocking(true).context("O_NONBLOCK")?;
+    Ok(s.into())
+}
+
+struct Ctx {
+    cfg: Config,
+    state: Arc<State>,
+    splicer: Option<Splicer>,
+}
+
+pub fn run(opts: RunOpts) -> Result<()> {
+    let [file] = opts.files.as_slice() else {
+        bail!("exactly one -f FILE is supported for now");
+    };
+    let mut cfg = config::parse_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(b) = opts.splice_budget {
+        cfg.global.splice_budget = b;
+    }
+    let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
+    tracing::info!(
+        "open files limit {nofile}: at most ~{} proxied connections (two sockets each)",
+        nofile.saturating_sub(100) / 2
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(serve(cfg, opts))
+}
+
+async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
+    let mut loaded = bpf::load(&opts.instance, !opts.no_splice)
+        .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
+    match &loaded.splice {
+        Ok(()) => tracing::info!("data path: in-kernel splice (sockhash + sk_skb verdict)"),
+        Err(why) => tracing::warn!("data path: userspace copy ({why})"),
+    }
+    if let Some(logger) = loaded.logger.take() {
+        tokio::spawn(forward_ebpf_logs(logger));
+    }
+    let mut maps = Maps::take(&mut loaded.ebpf).context("taking the maps")?;
+    let state = Arc::new(State::from_config(&cfg));
+    for s in &state.servers {
+        maps.srv_meta
+            .set(s.idx, s.meta(), 0)
+            .with_context(|| format!("writing server {}/{} to LB_SRV_META", s.backend, s.name))?;
+        maps.srv_state
+            .set(s.idx, s.snapshot(), 0)
+            .with_context(|| format!("writing server {}/{} to LB_SRV_STATE", s.backend, s.name))?;
+    }
+
+    let mut accept_sockets = Vec::new();
+    for (fe_idx, fe) in cfg.frontends.iter().enumerate() {
+        let keys = bind_keys(fe);
+        for family in [AF_INET, AF_INET6] {
+            if !keys.iter().any(|k| k.family == family) {
+                continue;
+            }
+            let idx = (fe_idx * 2 + (family == AF_INET6) as usize) as u32;
+            let l = listener(family)
+                .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
+            set_listener(&mut maps.listeners, idx, &l)?;
+            accept_sockets.push((fe_idx, l));
+            for k in keys.iter().filter(|k| k.family == family) {
+                insert_bind(&mut maps.binds, k, idx)?;
+            }
+        }
+        tracing::info!(
+            "frontend '{}': {} bind keys -> backend '{}'",
+            fe.name,
+            keys.len(),
+            fe.default_backend.as_deref().unwrap_or("-")
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let splice_on = loaded.splice.is_ok();
+    let Maps {
+        targets,
+        spliced,
+        ends,
+        flows,
+        events,
+        srv_state,
+        ..
+    } = maps;
+    let mut manager_thread = None;
+    let mut wake = None;
+    let splicer = if splice_on {
+        let flows = FlowTable::map(&flows).context("mapping LB_FLOWS")?;
+        let handle = tokio::runtime::Handle::current();
+        let st = state.clone();
+        let fallback = Box::new(move |nc: NewConn| {
+            let st = st.clone();
+            handle.spawn(async move { fallback_copy(nc, st).await });
+        });
+        let (mgr, splicer) = Manager::new(
+            SpliceMaps {
+                targets,
+                spliced,
+                ends,
+                events,
+                flows,
+            },
+            state.clone(),
+            cfg.global.splice_budget,
+            fallback,
+            stop.clone(),
+        )
+        .context("starting the splice manager")?;
+        wake = Some(mgr.wake_handle());
+        manager_thread = Some(
+            std::thread::Builder::new()
+                .name("lb-splice".into())
+                .spawn(move || mgr.run())
+                .context("spawning the splice manager thread")?,
+        );
+        Some(splicer)
+    } else {
+        None
+    };
+
+    let srv_state = Arc::new(std::sync::Mutex::new(srv_state));
+    let publish = {
+        let state = state.clone();
+        let srv_state = srv_state.clone();
+        Arc::new(move |idx: u32| {
+            let snap = state.servers[idx as usize].snapshot();
+            let mut m = srv_state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = m.set(idx, snap, 0) {
+                tracing::error!("writing LB_SRV_STATE[{idx}]: {e}");
+            }
+        })
+    };
+    crate::health::spawn_all(&state, publish.clone());
+    {
+        let state = state.clone();
+        let publish = publish.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                for s in &state.servers {
+                    publish(s.idx);
+                }
+            }
+        });
+    }
+
+    let ctx = Arc::new(Ctx {
+        cfg,
+        state: state.clone(),
+        splicer,
+    });
+    for (fe_idx, l) in accept_sockets {
+        let l = TcpListener::from_std(l).context("registering a listener")?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move { accept_loop(ctx, fe_idx, l).await });
+    }
+
+    if let Some(p) = &opts.ready_file {
+        std::fs::write(p, b"ready\n")
+            .with_context(|| format!("writing the ready file {}", p.display()))?;
+    }
+    tracing::info!(
+        "lb ready: {} frontends, {} servers, instance '{}' (maps in {})",
+        ctx.cfg.frontends.len(),
+        state.servers.len(),
+        opts.instance,
+        loaded.pin_dir.display()
+    );
+
+    wait_for_signal().await;
+    tracing::info!("stopping: closing connections, detaching programs");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = wake {
+        w.notify();
+    }
+    if let Some(t) = manager_thread {
+        let _ = t.join();
+    }
+    drop(loaded);
+    Ok(())
+}
+
+/// Forwards aya-log records from the programs to our log.
+async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let mut fd =
+        match tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("eBPF log forwarding unavailable: {e}");
+                return;
+            }
+        };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn set_listener(m: &mut SockMap<MapData>, idx: u32, l: &std::net::TcpListener) -> Result<()> {
+    m.set(idx, l, 0)
+        .with_context(|| format!("inserting listener {idx} into LB_LISTENERS"))
+}
+
+fn insert_bind(m: &mut HashMap<MapData, BindKey, u32>, k: &BindKey, idx: u32) -> Result<()> {
+    m.insert(k, idx, 0)
+        .with_context(|| format!("inserting bind key {k:?} into LB_BINDS"))
+}
+
+async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
+    loop {
+        match l.accept().await {
+            Ok((client, _peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handle(ctx, fe_idx, client).await });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    tracing::error!(
+                        "accept: {e}: the open-files limit is reached; new connections wait"
+                    );
+                } else {
+                    tracing::warn!("accept: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<Duration> {
+    let c = ctx.cfg.frontends[fe_idx].timeout_client;
+    let s = ctx.cfg.backends[be_idx].timeout_server;
+    match (c, s) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, fe_idx: usize, client: TcpStream) {
+    let fe = &ctx.cfg.frontends[fe_idx];
+    let Some(be_idx) = fe.default_backend_idx else {
+        return;
+    };
+    let Some(srv) = ctx.state.pick(be_idx) else {
+        // No server can take it: close at once, as HAProxy does.
+        return;
+    };
+    srv.cur_conns.fetch_add(1, Ordering::Relaxed);
+    srv.total_conns.fetch_add(1, Ordering::Relaxed);
+    let connect_timeout = ctx.cfg.backends[be_idx]
+        .timeout_connect
+        .unwrap_or(Duration::from_secs(5));
+    let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!("connect to {}/{}: {e}", srv.backend, srv.name);
+            srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("connect to {}/{}: timeout", srv.backend, srv.name);
+            srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let idle = idle_timeout(&ctx, fe_idx, be_idx);
+    let idx = srv.idx;
+    if let Some(splicer) = &ctx.splicer {
+        match (client.into_std(), server.into_std()) {
+            (Ok(client), Ok(server)) => {
+                let nc = NewConn {
+                    client,
+                    server,
+                    server_idx: idx,
+                    idle,
+                };
+                if let Err(nc) = splicer.adopt(nc) {
+                    fallback_copy(nc, ctx.state.clone()).await;
+                }
+            }
+            _ => {
+                srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    } else {
+        userpath::proxy(client, server, ctx.state.clone(), idx, idle).await;
+    }
+}
+
+async fn fallback_copy(nc: NewConn, state: Arc<State>) {
+    let idx = nc.server_idx;
+    match (
+        TcpStream::from_std(nc.client),
+        TcpStream::from_std(nc.server),
+    ) {
+        (Ok(c), Ok(s)) => userpath::proxy(c, s, state, idx, nc.idle).await,
+        _ => {
+            state.servers[idx as usize]
+                .cur_conns
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! lb: an eBPF-accelerated L4 (TCP) load balancer that speaks HAProxy's config
+//! language. See docs/ARCHITECTURE.md for the maps, programs and the life of one
+//! connection.
+pub mod bpf;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod show;
+pub mod splice;
+pub mod state;
+pub mod sys;
+pub mod userpath;

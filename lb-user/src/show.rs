@@ -1,0 +1,157 @@
+//! `lb show ...`: reads the pinned maps of a running instance directly from bpffs.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use lb_common::{maps, stat, ServerKStats, ServerMeta, ServerState, AF_INET, MAX_SERVERS};
+use serde::Serialize;
+
+use crate::bpf::pin_dir;
+use crate::state::{read_str, state_name};
+
+/// One row of `lb show servers`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServerRow {
+    pub backend: String,
+    pub name: String,
+    pub addr: String,
+    pub state: String,
+    pub weight: u32,
+    pub health: u32,
+    pub cur_conns: u32,
+    pub total_conns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub checks_failed: u64,
+    pub last_check: String,
+    pub check_ms: f64,
+}
+
+fn open(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "opening pinned map {} (is `lb run` running with this --instance?)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
+    let dir = pin_dir(instance);
+    let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
+    let st: Array<MapData, ServerState> = open(&dir, maps::SRV_STATE)?.try_into()?;
+    let ks: PerCpuArray<MapData, ServerKStats> = open(&dir, maps::SRV_KSTATS)?.try_into()?;
+    let mut rows = Vec::new();
+    for i in 0..MAX_SERVERS {
+        let m = meta
+            .get(&i, 0)
+            .with_context(|| format!("LB_SRV_META[{i}]"))?;
+        if m.in_use == 0 {
+            break;
+        }
+        let s = st
+            .get(&i, 0)
+            .with_context(|| format!("LB_SRV_STATE[{i}]"))?;
+        let k = ks
+            .get(&i, 0)
+            .with_context(|| format!("LB_SRV_KSTATS[{i}]"))?;
+        let (kin, kout) = k
+            .iter()
+            .fold((0u64, 0u64), |(a, b), v| (a + v.bytes_in, b + v.bytes_out));
+        let ip: IpAddr = if m.family == AF_INET {
+            Ipv4Addr::new(m.addr_be[0], m.addr_be[1], m.addr_be[2], m.addr_be[3]).into()
+        } else {
+            Ipv6Addr::from(m.addr_be).into()
+        };
+        rows.push(ServerRow {
+            backend: read_str(&m.backend),
+            name: read_str(&m.name),
+            addr: SocketAddr::new(ip, m.port_host as u16).to_string(),
+            state: state_name(s.state).to_string(),
+            weight: s.weight,
+            health: s.health,
+            cur_conns: s.cur_conns,
+            total_conns: s.total_conns,
+            bytes_in: kin + s.user_bytes_in,
+            bytes_out: kout + s.user_bytes_out,
+            checks_failed: s.checks_failed,
+            last_check: match s.last_check {
+                0 => "fail",
+                1 => "ok",
+                _ => "-",
+            }
+            .to_string(),
+            check_ms: s.check_us as f64 / 1000.0,
+        });
+    }
+    Ok(rows)
+}
+
+pub fn print_servers(rows: &[ServerRow]) {
+    let headers = [
+        "BACKEND",
+        "SERVER",
+        "ADDRESS",
+        "STATE",
+        "WEIGHT",
+        "CUR",
+        "TOTAL",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "CHECK",
+    ];
+    let cells: Vec<[String; 10]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.backend.clone(),
+                r.name.clone(),
+                r.addr.clone(),
+                r.state.clone(),
+                r.weight.to_string(),
+                r.cur_conns.to_string(),
+                r.total_conns.to_string(),
+                r.bytes_in.to_string(),
+                r.bytes_out.to_string(),
+                format!("{} {:.1}ms", r.last_check, r.check_ms),
+            ]
+        })
+        .collect();
+    print_table(&headers, &cells);
+}
+
+/// Kernel-side event counters, summed over CPUs.
+pub fn stats(instance: &str) -> Result<Vec<(&'static str, u64)>> {
+    let dir = pin_dir(instance);
+    let st: PerCpuArray<MapData, u64> = open(&dir, maps::STATS)?.try_into()?;
+    let mut out = Vec::new();
+    for i in 0..stat::COUNT {
+        let v = st.get(&i, 0).with_context(|| format!("LB_STATS[{i}]"))?;
+        out.push((stat::NAMES[i as usize], v.iter().sum()));
+    }
+    Ok(out)
+}
+
+pub fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = headers.map(|h| h.len());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(|s| s.as_str()).collect());
+    }
+}

@@ -1,0 +1,704 @@
+//! The splice manager: one thread that puts connection pairs into the socket maps,
+//! and afterwards handles what the kernel does not: FIN and RST propagation, the
+//! PASS-mode drain when a direction exceeds its in-flight budget, and inactivity
+//! timeouts. It never asks for EPOLLIN on a spliced socket unless that direction
+//! is being copied by userspace: every redirected packet would wake it otherwise.
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::ptr::addr_of_mut;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, RingBuf, SockHash};
+use lb_common::{
+    in_flight, Event, FlowDir, SockEnd, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK, USER_BIT,
+};
+
+use crate::bpf::FlowTable;
+use crate::state::State;
+use crate::sys;
+
+/// A connected pair handed over by the accept path.
+pub struct NewConn {
+    pub client: TcpStream,
+    pub server: TcpStream,
+    pub server_idx: u32,
+    /// min(timeout client, timeout server); None: no inactivity timeout.
+    pub idle: Option<Duration>,
+}
+
+/// What the manager does with a pair the kernel cannot take.
+pub type Fallback = Box<dyn Fn(NewConn) + Send>;
+
+/// Handle used by the accept path.
+#[derive(Clone)]
+pub struct Splicer {
+    tx: mpsc::Sender<NewConn>,
+    wake: Arc<sys::EventFd>,
+}
+
+impl Splicer {
+    pub fn adopt(&self, c: NewConn) -> Result<(), NewConn> {
+        self.tx.send(c).map_err(|e| e.0)?;
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+/// The maps the manager owns.
+pub struct SpliceMaps {
+    pub targets: SockHash<MapData, u64>,
+    pub spliced: SockHash<MapData, u64>,
+    pub ends: HashMap<MapData, u64, SockEnd>,
+    pub events: RingBuf<MapData>,
+    pub flows: FlowTable,
+}
+
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_EVENTS: u64 = u64::MAX - 1;
+const BUF_SIZE: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Dir {
+    /// The source sent its FIN (or, for a userspace direction, read returned 0).
+    eof: bool,
+    /// We shut down the target's write side.
+    shut: bool,
+    /// Userspace copies this direction: PASS mode, or USER for good.
+    draining: bool,
+    user: bool,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Target was full: wait for EPOLLOUT.
+    want_out: bool,
+}
+
+struct Conn {
+    /// 0: client, 1: server.
+    socks: [TcpStream; 2],
+    cookies: [u64; 2],
+    server: u32,
+    idle_ns: u64,
+    user_last_ns: u64,
+    dirs: [Dir; 2],
+    interest: [u32; 2],
+    pending: bool,
+}
+
+pub struct Manager {
+    maps: SpliceMaps,
+    epoll: sys::Epoll,
+    wake: Arc<sys::EventFd>,
+    rx: mpsc::Receiver<NewConn>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    state: Arc<State>,
+    budget: u32,
+    fallback: Fallback,
+    stop: Arc<AtomicBool>,
+}
+
+enum Step {
+    Continue,
+    /// Close the connection: Some(side) resets the other side (RST both ways).
+    Close(Option<usize>),
+}
+
+impl Manager {
+    pub fn new(
+        maps: SpliceMaps,
+        state: Arc<State>,
+        budget: u64,
+        fallback: Fallback,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<(Self, Splicer)> {
+        let (tx, rx) = mpsc::channel();
+        let wake = Arc::new(sys::EventFd::new()?);
+        let epoll = sys::Epoll::new()?;
+        epoll.add(wake.as_raw_fd(), libc::EPOLLIN as u32, TOKEN_WAKE)?;
+        epoll.add(maps.events.as_raw_fd(), libc::EPOLLIN as u32, TOKEN_EVENTS)?;
+        let max = (MAX_FLOWS / 2) as usize;
+        let m = Self {
+            maps,
+            epoll,
+            wake: wake.clone(),
+            rx,
+            conns: (0..max).map(|_| None).collect(),
+            free: (0..max as u32).rev().collect(),
+            state,
+            budget: budget.min(u32::MAX as u64) as u32,
+            fallback,
+            stop,
+        };
+        Ok((m, Splicer { tx, wake }))
+    }
+
+    pub fn wake_handle(&self) -> Arc<sys::EventFd> {
+        self.wake.clone()
+    }
+
+    fn flow(&self, slot: u32) -> *mut FlowDir {
+        self.maps.flows.slot(slot)
+    }
+
+    fn word(&self, slot: u32) -> &AtomicU64 {
+        unsafe { AtomicU64::from_ptr(addr_of_mut!((*self.flow(slot)).pass_word)) }
+    }
+
+    fn field(&self, slot: u32, f: fn(*mut FlowDir) -> *mut u64) -> &AtomicU64 {
+        unsafe { AtomicU64::from_ptr(f(self.flow(slot))) }
+    }
+
+    /// Runs until `stop` is set; then closes every connection.
+    pub fn run(mut self) {
+        let mut events = Vec::with_capacity(256);
+        let mut last_sweep = sys::monotonic_ns();
+        while !self.stop.load(Ordering::Relaxed) {
+            let any_pending = self.conns.iter().flatten().any(|c| c.pending);
+            let timeout = if any_pending { 1 } else { 100 };
+            if let Err(e) = self.epoll.wait(&mut events, timeout) {
+                tracing::error!("splice manager: epoll_wait: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            for ev in events.iter().copied() {
+                let (token, mask) = (ev.u64, ev.events);
+                match token {
+                    TOKEN_WAKE => {
+                        self.wake.drain();
+                        while let Ok(nc) = self.rx.try_recv() {
+                            self.adopt(nc);
+                        }
+                    }
+                    TOKEN_EVENTS => self.read_events(),
+                    t => self.on_socket((t >> 1) as u32, (t & 1) as usize, mask),
+                }
+            }
+            if any_pending {
+                let ids: Vec<u32> = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.as_ref().is_some_and(|c| c.pending))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                for id in ids {
+                    self.progress(id);
+                }
+            }
+            let now = sys::monotonic_ns();
+            if now - last_sweep >= 100_000_000 {
+                last_sweep = now;
+                self.sweep(now);
+            }
+        }
+        let ids: Vec<u32> = (0..self.conns.len() as u32)
+            .filter(|&i| self.conns[i as usize].is_some())
+            .collect();
+        for id in ids {
+            self.close(id, None);
+        }
+    }
+
+    fn adopt(&mut self, nc: NewConn) {
+        let Some(id) = self.free.pop() else {
+            tracing::warn!(
+                "splice: all {} flow slots busy; copying in userspace",
+                MAX_FLOWS
+            );
+            (self.fallback)(nc);
+            return;
+        };
+        match self.insert(id, &nc) {
+            Ok(server_spliced) => {
+                let idle_ns = nc.idle.map_or(0, |d| d.as_nanos() as u64);
+                let mut c = Conn {
+                    socks: [nc.client, nc.server],
+                    cookies: [0; 2],
+                    server: nc.server_idx,
+                    idle_ns,
+                    user_last_ns: sys::monotonic_ns(),
+                    dirs: [Dir::default(), Dir::default()],
+                    interest: [0; 2],
+                    pending: false,
+                };
+                c.cookies = [
+                    sys::cookie(&c.socks[0]).unwrap_or(0),
+                    sys::cookie(&c.socks[1]).unwrap_or(0),
+                ];
+                if !server_spliced {
+                    c.dirs[1].user = true;
+                    c.dirs[1].draining = true;
+                }
+                for side in 0..2 {
+                    let fd = c.socks[side].as_raw_fd();
+                    let _ = self.epoll.add(fd, 0, token(id, side));
+                }
+                self.conns[id as usize] = Some(c);
+                // Bytes that arrived before insertion wait in the receive queue
+                // until the verdict is run over them.
+                for side in 0..2 {
+                    if side == 1 && !server_spliced {
+                        continue;
+                    }
+                    if let Some(c) = &self.conns[id as usize] {
+                        let _ = sys::kick_rcvlowat(&c.socks[side]);
+                    }
+                }
+                self.progress(id);
+            }
+            Err(e) => {
+                tracing::debug!("splice: kernel path refused the pair ({e}); copying in userspace");
+                self.free.push(id);
+                (self.fallback)(nc);
+            }
+        }
+    }
+
+    /// Map insertion in the order that never loses data: redirect targets, the
+    /// per-socket records, then the verdict map (client first). Returns whether the
+    /// server side is spliced (a server already in CLOSE_WAIT is copied by userspace).
+    fn insert(&mut self, id: u32, nc: &NewConn) -> std::io::Result<bool> {
+        let cc = sys::cookie(&nc.client)?;
+        let sc = sys::cookie(&nc.server)?;
+        let now = sys::monotonic_ns();
+        for (d, target) in [(0u32, &nc.server), (1u32, &nc.client)] {
+            let t = sys::tcp_counters(target)?;
+            let q = sys::outq(target)?;
+            let f = FlowDir {
+                pass_word: 0,
+                redirected: 0,
+                forwarded: 0,
+                tx_base: t.bytes_acked + q,
+                peer_acked: t.bytes_acked,
+                last_active_ns: now,
+                budget: self.budget,
+                server: nc.server_idx,
+                fin_seen: 0,
+                _pad: 0,
+            };
+            unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), f) };
+        }
+        let io = |e: aya::maps::MapError| std::io::Error::other(e.to_string());
+        let m = &mut self.maps;
+        m.targets.insert(cc, nc.client.as_raw_fd(), 0).map_err(io)?;
+        if let Err(e) = m.targets.insert(sc, nc.server.as_raw_fd(), 0) {
+            let _ = m.targets.remove(&cc);
+            return Err(io(e));
+        }
+        let ends = [
+            (
+                cc,
+                SockEnd {
+                    peer_cookie: sc,
+                    slot: id * 2,
+                    server: nc.server_idx,
+                },
+            ),
+            (
+                sc,
+                SockEnd {
+                    peer_cookie: cc,
+                    slot: id * 2 + 1,
+                    server: nc.server_idx,
+                },
+            ),
+        ];
+        for (k, v) in ends {
+            if let Err(e) = m.ends.insert(k, v, 0) {
+                let _ = m.ends.remove(&cc);
+                let _ = m.targets.remove(&cc);
+                let _ = m.targets.remove(&sc);
+                return Err(io(e));
+            }
+        }
+        if let Err(e) = m.spliced.insert(cc, nc.client.as_raw_fd(), 0) {
+            // Nothing was redirected yet (no verdict ran): removal loses nothing.
+            let _ = m.ends.remove(&cc);
+            let _ = m.ends.remove(&sc);
+            let _ = m.targets.remove(&cc);
+            let _ = m.targets.remove(&sc);
+            return Err(io(e));
+        }
+        if m.spliced.insert(sc, nc.server.as_raw_fd(), 0).is_err() {
+            // Client bytes may already be on their way: keep the pair and let
+            // userspace copy server->client.
+            self.word(id * 2 + 1).fetch_or(USER_BIT, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn read_events(&mut self) {
+        let mut slots = Vec::new();
+        while let Some(item) = self.maps.events.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                if ev.kind == EVENT_PASS {
+                    slots.push(ev);
+                }
+            }
+        }
+        for ev in slots {
+            let id = ev.slot / 2;
+            let d = (ev.slot % 2) as usize;
+            let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+                continue;
+            };
+            if c.cookies[d] != ev.cookie {
+                continue;
+            }
+            c.dirs[d].draining = true;
+            self.progress(id);
+        }
+    }
+
+    fn on_socket(&mut self, id: u32, side: usize, mask: u32) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        if mask & libc::EPOLLERR as u32 != 0 {
+            let err = sys::take_error(&c.socks[side]).unwrap_or(0);
+            if err != 0 {
+                self.close(id, Some(side));
+                return;
+            }
+        }
+        if mask & libc::EPOLLRDHUP as u32 != 0 && !c.dirs[side].user {
+            c.dirs[side].eof = true;
+        }
+        self.progress(id);
+    }
+
+    /// Bytes redirected or forwarded toward the target of `slot` that the target
+    /// socket has taken into its send queue (or already had acknowledged).
+    fn peer_drained(&self, slot: u32, target: &TcpStream) -> std::io::Result<bool> {
+        let t = sys::tcp_counters(target)?;
+        let q = sys::outq(target)?;
+        let f = self.flow(slot);
+        let pushed = unsafe { std::ptr::read_volatile(addr_of_mut!((*f).tx_base)) }
+            + self
+                .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
+                .load(Ordering::SeqCst)
+            + self
+                .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
+                .load(Ordering::SeqCst);
+        Ok(t.bytes_acked + q >= pushed)
+    }
+
+    /// Advances both directions as far as they go now; closes when done.
+    fn progress(&mut self, id: u32) {
+        let mut pending = false;
+        for d in 0..2 {
+            match self.progress_dir(id, d) {
+                Ok((Step::Continue, p)) => pending |= p,
+                Ok((Step::Close(reset), _)) => {
+                    self.close(id, reset);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("splice conn {id}: {e}");
+                    // An I/O error on either socket: reset both.
+                    self.close(id, Some(d));
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        c.pending = pending;
+        if c.dirs[0].shut && c.dirs[1].shut {
+            self.close(id, None);
+            return;
+        }
+        self.update_interest(id);
+    }
+
+    /// Returns the step and whether this direction needs a timed re-check.
+    fn progress_dir(&mut self, id: u32, d: usize) -> std::io::Result<(Step, bool)> {
+        let slot = id * 2 + d as u32;
+        let budget = self.budget as u64;
+        // Pick up a PASS switch whose ring-buffer event was lost.
+        let w = self.word(slot).load(Ordering::SeqCst);
+        let conn = self.conns[id as usize].as_mut().expect("live conn");
+        if w & (PASS_BIT | USER_BIT) != 0 {
+            conn.dirs[d].draining = true;
+        }
+        let (draining, user, eof, shut) = {
+            let dir = &conn.dirs[d];
+            (dir.draining, dir.user, dir.eof, dir.shut)
+        };
+        let conn = self.conns[id as usize].as_ref().expect("live conn");
+        if shut {
+            return Ok((Step::Continue, false));
+        }
+        let mut pending = false;
+        if draining {
+            if !user && !self.peer_drained(slot, &conn.socks[1 - d])? {
+                // The kernel is still writing redirected bytes to the target:
+                // writing now would reorder them.
+                return Ok((Step::Continue, true));
+            }
+            match self.pump(id, d)? {
+                Step::Continue => {}
+                close => return Ok((close, false)),
+            }
+            if !user {
+                self.try_resume(id, d, budget)?;
+            }
+        }
+        let conn = self.conns[id as usize].as_ref().expect("live conn");
+        let dir = &conn.dirs[d];
+        let eof = eof || dir.eof;
+        if eof && !dir.shut {
+            if self.ready_to_shut(id, d)? {
+                let c = self.conns[id as usize].as_mut().expect("live conn");
+                // The peer may be gone already; the RST path reports that.
+                let _ = sys::shutdown_write(&c.socks[1 - d]);
+                c.dirs[d].shut = true;
+            } else {
+                pending = true;
+            }
+        }
+        Ok((Step::Continue, pending))
+    }
+
+    /// True once every byte the source received went through to the target.
+    fn ready_to_shut(&self, id: u32, d: usize) -> std::io::Result<bool> {
+        let slot = id * 2 + d as u32;
+        let c = self.conns[id as usize].as_ref().expect("live conn");
+        let dir = &c.dirs[d];
+        if dir.start != dir.end {
+            return Ok(false);
+        }
+        if dir.user {
+            return Ok(true);
+        }
+        let src = &c.socks[d];
+        let received = sys::tcp_counters(src)?.bytes_received;
+        let w = self.word(slot).load(Ordering::SeqCst);
+        let passed = w & PASS_COUNT_MASK;
+        let redirected = self
+            .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
+            .load(Ordering::SeqCst);
+        let forwarded = self
+            .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
+            .load(Ordering::SeqCst);
+        if redirected + passed < received {
+            // Bytes still in the receive queue that the verdict has not run over.
+            let _ = sys::kick_rcvlowat(src);
+            return Ok(false);
+        }
+        if passed != forwarded {
+            return Ok(false);
+        }
+        self.peer_drained(slot, &c.socks[1 - d])
+    }
+
+    /// Copies the source's queued bytes to the target until one would block.
+    fn pump(&mut self, id: u32, d: usize) -> std::io::Result<Step> {
+        let slot = id * 2 + d as u32;
+        let fwd = self.field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) }) as *const AtomicU64;
+        let last =
+            self.field(slot, |f| unsafe { addr_of_mut!((*f).last_active_ns) }) as *const AtomicU64;
+        let srv = self.conns[id as usize].as_ref().expect("live conn").server;
+        let server = &self.state.servers[srv as usize];
+        let c = self.conns[id as usize].as_mut().expect("live conn");
+        let (a, b) = c.socks.split_at_mut(1);
+        let (src, dst) = if d == 0 {
+            (&a[0], &b[0])
+        } else {
+            (&b[0], &a[0])
+        };
+        let dir = &mut c.dirs[d];
+        if dir.buf.is_empty() {
+            dir.buf = vec![0; BUF_SIZE];
+        }
+        let mut moved = 0u64;
+        loop {
+            if dir.start < dir.end {
+                match sys::send(dst, &dir.buf[dir.start..dir.end]) {
+                    Ok(Some(n)) => {
+                        dir.start += n;
+                        moved += n as u64;
+                        unsafe { &*fwd }.fetch_add(n as u64, Ordering::SeqCst);
+                        dir.want_out = false;
+                    }
+                    Ok(None) => {
+                        dir.want_out = true;
+                        break;
+                    }
+                    Err(_) => return Ok(Step::Close(Some(1 - d))),
+                }
+                continue;
+            }
+            dir.start = 0;
+            dir.end = 0;
+            if dir.eof && dir.user {
+                break;
+            }
+            match sys::recv(src, &mut dir.buf) {
+                Ok(Some(0)) => {
+                    dir.eof = true;
+                    break;
+                }
+                Ok(Some(n)) => dir.end = n,
+                Ok(None) => break,
+                Err(_) => return Ok(Step::Close(Some(d))),
+            }
+        }
+        if moved > 0 {
+            let now = sys::monotonic_ns();
+            unsafe { &*last }.store(now, Ordering::Relaxed);
+            c.user_last_ns = now;
+            let counter = if d == 0 {
+                &server.user_bytes_in
+            } else {
+                &server.user_bytes_out
+            };
+            counter.fetch_add(moved, Ordering::Relaxed);
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Back to in-kernel redirects once every passed byte was forwarded and the
+    /// target has room again. The compare-and-swap fails if the verdict passed
+    /// another packet meanwhile, which keeps the byte order.
+    fn try_resume(&mut self, id: u32, d: usize, budget: u64) -> std::io::Result<()> {
+        let slot = id * 2 + d as u32;
+        let c = self.conns[id as usize].as_ref().expect("live conn");
+        if c.dirs[d].start != c.dirs[d].end || c.dirs[d].eof {
+            return Ok(());
+        }
+        let w = self.word(slot).load(Ordering::SeqCst);
+        if w & USER_BIT != 0 {
+            return Ok(());
+        }
+        let f = self.flow(slot);
+        let forwarded = self
+            .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
+            .load(Ordering::SeqCst);
+        let passed = w & PASS_COUNT_MASK;
+        if w & PASS_BIT != 0 {
+            if passed != forwarded {
+                return Ok(());
+            }
+            let acked = sys::tcp_counters(&c.socks[1 - d])?.bytes_acked;
+            let redirected = self
+                .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
+                .load(Ordering::SeqCst);
+            let tx_base = unsafe { std::ptr::read_volatile(addr_of_mut!((*f).tx_base)) };
+            if in_flight(tx_base, redirected, forwarded, acked) > budget / 2 {
+                return Ok(());
+            }
+            // Refresh the verdict's view so it does not fall straight back to PASS.
+            self.field(slot, |f| unsafe { addr_of_mut!((*f).peer_acked) })
+                .fetch_max(acked, Ordering::SeqCst);
+            if self
+                .word(slot)
+                .compare_exchange(w, w & !PASS_BIT, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if let Some(c) = self.conns[id as usize].as_mut() {
+            c.dirs[d].draining = false;
+            c.dirs[d].want_out = false;
+        }
+        Ok(())
+    }
+
+    fn update_interest(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        for side in 0..2 {
+            let mut want = (libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+            // As a source: EPOLLIN only while userspace copies its bytes.
+            let src = &c.dirs[side];
+            if src.draining && !src.shut && !(src.eof && src.user) {
+                want |= libc::EPOLLIN as u32;
+            }
+            // As a target: EPOLLOUT only while a forwarded write is blocked.
+            if c.dirs[1 - side].want_out {
+                want |= libc::EPOLLOUT as u32;
+            }
+            if want != c.interest[side] {
+                c.interest[side] = want;
+                let _ = self
+                    .epoll
+                    .modify(c.socks[side].as_raw_fd(), want, token(id, side));
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let mut expired = Vec::new();
+        let mut passing = Vec::new();
+        for (id, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let id = id as u32;
+            let mut last = c.user_last_ns;
+            for d in 0..2u32 {
+                let slot = id * 2 + d;
+                let la = self
+                    .field(slot, |f| unsafe { addr_of_mut!((*f).last_active_ns) })
+                    .load(Ordering::Relaxed);
+                last = last.max(la);
+                let w = self.word(slot).load(Ordering::Relaxed);
+                if w & PASS_BIT != 0 && !c.dirs[d as usize].draining {
+                    passing.push(id);
+                }
+            }
+            if c.idle_ns > 0 && now.saturating_sub(last) > c.idle_ns {
+                expired.push(id);
+            }
+        }
+        for id in passing {
+            // progress() picks up the PASS bit from the flow word.
+            self.progress(id);
+        }
+        for id in expired {
+            tracing::debug!("splice conn {id}: inactivity timeout");
+            self.close(id, None);
+        }
+    }
+
+    /// Takes the pair out of the maps and closes it; `reset_from` names the side
+    /// that failed, and the other side is reset too.
+    fn close(&mut self, id: u32, reset_from: Option<usize>) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.take()) else {
+            return;
+        };
+        if let Some(side) = reset_from {
+            let _ = sys::set_linger_reset(&c.socks[1 - side]);
+            let _ = sys::set_linger_reset(&c.socks[side]);
+        }
+        for side in 0..2 {
+            let _ = self.epoll.delete(c.socks[side].as_raw_fd());
+        }
+        let m = &mut self.maps;
+        for k in c.cookies {
+            let _ = m.spliced.remove(&k);
+            let _ = m.targets.remove(&k);
+            let _ = m.ends.remove(&k);
+        }
+        for d in 0..2 {
+            unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), FlowDir::default()) };
+        }
+        if let Some(s) = self.state.servers.get(c.server as usize) {
+            s.cur_conns.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(c);
+        self.free.push(id);
+    }
+}
+
+fn token(id: u32, side: usize) -> u64 {
+    ((id as u64) << 1) | side as u64
+}

@@ -1,0 +1,289 @@
+//! Thin, checked wrappers over the socket syscalls the data path needs and std does
+//! not offer (cookies, TCP_INFO byte counters, queue sizes, lingering resets).
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, RawFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn getsockopt<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<T> {
+    let mut v = MaybeUninit::<T>::zeroed();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    cvt(unsafe { libc::getsockopt(fd, level, name, v.as_mut_ptr().cast(), &mut len) })?;
+    Ok(unsafe { v.assume_init() })
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The kernel's socket cookie: the key of the socket maps.
+pub fn cookie(s: &impl AsRawFd) -> io::Result<u64> {
+    getsockopt::<u64>(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_COOKIE)
+}
+
+/// The prefix of `struct tcp_info` (linux/tcp.h) up to the counters we read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct TcpInfoRaw {
+    u8s: [u8; 8],
+    u32s: [u32; 24],
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+}
+const _: () = assert!(size_of::<TcpInfoRaw>() == 152);
+
+/// Byte counters of one TCP socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub state: u8,
+    /// Bytes the far end acknowledged (RFC 4898 HCThruOctetsAcked).
+    pub bytes_acked: u64,
+    /// Bytes received from the far end (HCThruOctetsReceived).
+    pub bytes_received: u64,
+}
+
+pub fn tcp_counters(s: &impl AsRawFd) -> io::Result<TcpCounters> {
+    let raw: TcpInfoRaw = getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO)?;
+    Ok(TcpCounters {
+        state: raw.u8s[0],
+        bytes_acked: raw.bytes_acked,
+        bytes_received: raw.bytes_received,
+    })
+}
+
+/// Bytes in the send queue not yet acknowledged (SIOCOUTQ).
+pub fn outq(s: &impl AsRawFd) -> io::Result<u64> {
+    let mut v: libc::c_int = 0;
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut v) })?;
+    Ok(v.max(0) as u64)
+}
+
+/// Bytes waiting to be read (FIONREAD).
+pub fn inq(s: &impl AsRawFd) -> io::Result<u64> {
+    let mut v: libc::c_int = 0;
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut v) })?;
+    Ok(v.max(0) as u64)
+}
+
+/// Makes the next close() send an RST instead of a FIN.
+pub fn set_linger_reset(s: &impl AsRawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l)
+}
+
+/// Re-evaluates the receive queue against the low watermark: with a psock attached
+/// this runs the stream verdict over bytes that arrived before insertion.
+pub fn kick_rcvlowat(s: &impl AsRawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, &one)
+}
+
+/// Pending socket error (SO_ERROR), e.g. ECONNRESET after an RST.
+pub fn take_error(s: &impl AsRawFd) -> io::Result<i32> {
+    getsockopt::<libc::c_int>(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+pub fn shutdown_write(s: &impl AsRawFd) -> io::Result<()> {
+    cvt(unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
+/// Nonblocking recv; Ok(None) on EAGAIN.
+pub fn recv(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let r = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as usize))
+}
+
+/// Nonblocking send without SIGPIPE; Ok(None) on EAGAIN.
+pub fn send(s: &impl AsRawFd, buf: &[u8]) -> io::Result<Option<usize>> {
+    let r = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as usize))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Raises the soft open-files limit to the hard limit; returns the new limit.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
+    rl.rlim_cur = rl.rlim_max;
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
+    Ok(rl.rlim_cur)
+}
+
+/// Minimal epoll wrapper for the splice manager.
+pub struct Epoll {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Self {
+            fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout_ms`; EINTR is an empty wake-up.
+    pub fn wait(&self, out: &mut Vec<libc::epoll_event>, timeout_ms: i32) -> io::Result<()> {
+        out.clear();
+        let cap = out.capacity().max(1);
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                out.as_mut_ptr(),
+                cap as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        unsafe { out.set_len(n as usize) };
+        Ok(())
+    }
+}
+
+/// An eventfd used to wake the splice manager from other threads.
+pub struct EventFd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl EventFd {
+    pub fn new() -> io::Result<Self> {
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        Ok(Self {
+            fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // A full counter still wakes the reader; nothing to do on error.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn counters_follow_traffic() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        assert_ne!(cookie(&c).unwrap(), cookie(&s).unwrap());
+        c.write_all(&[7u8; 1000]).unwrap();
+        let mut buf = [0u8; 1000];
+        s.read_exact(&mut buf).unwrap();
+        let sc = tcp_counters(&s).unwrap();
+        assert_eq!(sc.bytes_received, 1000);
+        // The ACK may lag a little; bounded wait.
+        for _ in 0..100 {
+            if tcp_counters(&c).unwrap().bytes_acked >= 1000 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(tcp_counters(&c).unwrap().bytes_acked >= 1000);
+        assert_eq!(inq(&s).unwrap(), 0);
+    }
+}

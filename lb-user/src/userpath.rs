@@ -1,0 +1,96 @@
+//! The userspace copy path: bounded buffers, half-close both ways, RST propagated
+//! as RST, inactivity timeout. Used with `--no-splice`, when the kernel path is
+//! unavailable, and for pairs the kernel refuses (a client that already closed).
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::state::State;
+use crate::sys;
+
+const BUF_SIZE: usize = 64 * 1024;
+
+/// One side failed; both sockets were set to close with an RST.
+#[derive(Debug)]
+struct Broken;
+
+/// Both sockets close with an RST once their halves are dropped.
+fn reset_both(r: &OwnedReadHalf, w: &OwnedWriteHalf) -> Broken {
+    let _ = sys::set_linger_reset(r.as_ref());
+    let _ = sys::set_linger_reset(w.as_ref());
+    Broken
+}
+
+async fn copy_dir(
+    mut r: OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    last: &AtomicU64,
+    counter: &AtomicU64,
+) -> Result<(), Broken> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return Err(reset_both(&r, &w)),
+        };
+        if n == 0 {
+            // Half-close: pass the FIN on, keep the other direction running.
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return Err(reset_both(&r, &w));
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(sys::monotonic_ns(), Ordering::Relaxed);
+    }
+}
+
+/// Proxies until both directions ended, one side reset, or the pair was idle for
+/// `idle`. Decrements the server's current connections at the end.
+pub async fn proxy(
+    client: TcpStream,
+    server: TcpStream,
+    state: Arc<State>,
+    server_idx: u32,
+    idle: Option<Duration>,
+) {
+    let last = AtomicU64::new(sys::monotonic_ns());
+    let srv = &state.servers[server_idx as usize];
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let both = async {
+        tokio::try_join!(
+            copy_dir(cr, sw, &last, &srv.user_bytes_in),
+            copy_dir(sr, cw, &last, &srv.user_bytes_out),
+        )
+    };
+    let watchdog = async {
+        let Some(idle) = idle else {
+            return std::future::pending::<()>().await;
+        };
+        let idle_ns = idle.as_nanos() as u64;
+        loop {
+            let since = sys::monotonic_ns().saturating_sub(last.load(Ordering::Relaxed));
+            if since >= idle_ns {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(idle_ns - since)).await;
+        }
+    };
+    tokio::select! {
+        r = both => {
+            if r.is_err() {
+                tracing::debug!("userspace conn to server {server_idx}: reset");
+            }
+        }
+        _ = watchdog => {
+            tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
+        }
+    }
+    srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
+}

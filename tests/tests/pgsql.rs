@@ -1,0 +1,65 @@
+//! The seed PostgreSQL example through lb: psql, pgbench, round robin.
+
+use lb_tests::postgres::parse_pgbench;
+use lb_tests::scenario::*;
+use lb_tests::*;
+use std::time::Duration;
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn pgsql_seed_config() {
+    run_test(|| {
+        let topo = Topology::new("pgsql")?;
+        let _pgs = pg_trio(&topo, false)?;
+        let lb = topo.start_lb(SEED_PGSQL, &[])?;
+        let t = wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+        println!("[lb-tests] all 3 backends UP after {t:?}");
+
+        let out = psql_ok(&topo.client, LB_V4, 5432, "select 42")?;
+        assert_eq!(out, "42");
+
+        // pgbench tables on every backend, initialized directly from the lb ns.
+        for b in BACKENDS_V4 {
+            pgbench(&topo.lb, &["-i", "-q", "-s", "1", "-h", b, "-p", "5432"])?;
+        }
+        let out = pgbench(
+            &topo.client,
+            &[
+                "-S", "-c", "8", "-j", "2", "-T", "5", "-h", LB_V4, "-p", "5432",
+            ],
+        )?;
+        let (tps, failed) = parse_pgbench(&out)?;
+        println!(
+            "[lb-tests] pgbench -S -c 8 -j 2 -T 5 through lb: tps = {tps:.1}, failed = {failed}"
+        );
+        assert!(tps > 0.0, "tps {tps}\n{out}");
+        assert_eq!(failed, 0, "{out}");
+
+        let before = total_conns(&lb)?;
+        psql_42_many(&topo.client, LB_V4, 5432, 30)?;
+        let after = total_conns(&lb)?;
+        assert_round_robin(&before, &after, &PG_NODES, 30)?;
+        println!("[lb-tests] servers: {:#?}", lb.show_servers()?);
+        lb.stop()?;
+        Ok(())
+    })
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn pgsql_wildcard_bind() {
+    run_test(|| {
+        let topo = Topology::new("pgsqlwild")?;
+        let _pgs = pg_trio(&topo, false)?;
+        let cfg = SEED_PGSQL.replace("bind 10.210.1.1:5432", "bind *:5432");
+        assert!(cfg.contains("bind *:5432"));
+        let lb = topo.start_lb(&cfg, &[])?;
+        wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+        let before = total_conns(&lb)?;
+        psql_42_many(&topo.client, LB_V4, 5432, 30)?;
+        let after = total_conns(&lb)?;
+        assert_round_robin(&before, &after, &PG_NODES, 30)?;
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -1,0 +1,118 @@
+//! A client that stops reading must not make lb (or the kernel, for
+//! redirected data) buffer the backend's stream without bound.
+
+use lb_tests::mem::MemSample;
+use lb_tests::traffic::{connect, Verifier, HEADER_LEN, MAGIC, S2C_XOR};
+use lb_tests::*;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 9000;
+const NAMES: [&str; 3] = ["blast1", "blast2", "blast3"];
+const TOTAL: u64 = 1 << 30;
+const FIRST: u64 = 1 << 20;
+const PAUSE: Duration = Duration::from_secs(10);
+const LIMIT_KIB: u64 = 128 * 1024;
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn slow_reader_bounded_memory() {
+    run_test(|| {
+        let topo = Topology::new("slow")?;
+        let backends: Vec<_> = BACKENDS_V4.iter().map(|b| sa(b, PORT)).collect();
+        let server = BlastServer::start(topo.srv.name(), &backends)?;
+        let servers: Vec<(&str, &str)> = NAMES.iter().copied().zip(BACKENDS_V4).collect();
+        let cfg = tcp_config("blast", &hp(LB_V4, PORT), &servers, PORT, "check", "60s");
+        let mut lb = topo.start_lb(&cfg, &[])?;
+        lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+        let pid = lb.pid();
+
+        std::thread::sleep(Duration::from_millis(500));
+        let base = MemSample::take(pid)?;
+        println!("[lb-tests] baseline: {base}");
+
+        let seed = 0x5eed_u64;
+        let (peak, peak_abs, verifier, read_time) = topo.in_client(|| -> anyhow::Result<_> {
+            let mut s = connect(sa(LB_V4, PORT))?;
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            let mut hdr = [0u8; HEADER_LEN];
+            for (i, v) in [MAGIC, 0, TOTAL, seed].iter().enumerate() {
+                hdr[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            s.write_all(&hdr)?;
+            s.shutdown(Shutdown::Write)?;
+
+            let mut v = Verifier::new(seed ^ S2C_XOR);
+            let mut buf = vec![0u8; 64 * 1024];
+            while v.received < FIRST {
+                let want = ((FIRST - v.received) as usize).min(buf.len());
+                let n = s.read(&mut buf[..want])?;
+                anyhow::ensure!(n > 0, "EOF after {} bytes", v.received);
+                v.feed(&buf[..n]);
+            }
+
+            // Stop reading; sample while the backend keeps pushing.
+            let mut peak = MemSample::default();
+            let mut peak_abs = MemSample::default();
+            let start = Instant::now();
+            while start.elapsed() < PAUSE {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = MemSample::take(pid)?;
+                let g = now.growth(&base);
+                println!(
+                    "[lb-tests] t={:>5.1}s growth: {g}",
+                    start.elapsed().as_secs_f64()
+                );
+                peak = peak.max(&g);
+                peak_abs = peak_abs.max(&now);
+            }
+
+            let t = Instant::now();
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                v.feed(&buf[..n]);
+                anyhow::ensure!(v.received <= TOTAL, "more than {TOTAL} bytes");
+            }
+            Ok((peak, peak_abs, v, t.elapsed()))
+        })?;
+
+        println!("[lb-tests] slow reader peak growth during the {PAUSE:?} pause: {peak}");
+        println!("[lb-tests] slow reader peak absolute values: {peak_abs}");
+        println!(
+            "[lb-tests] then read the remaining {:.0} MiB in {:.2} s",
+            (verifier.received.saturating_sub(FIRST)) as f64 / (1 << 20) as f64,
+            read_time.as_secs_f64()
+        );
+        verifier.check(TOTAL)?;
+        let conns = server.wait_for(1, Duration::from_secs(10))?;
+        assert!(conns[0].error.is_none(), "backend: {:?}", conns[0]);
+        assert_eq!(conns[0].s2c_sent, TOTAL);
+
+        assert!(
+            peak.lb_rss < LIMIT_KIB,
+            "lb RSS grew by {} KiB",
+            peak.lb_rss
+        );
+        assert!(
+            peak.tcp_mem < LIMIT_KIB,
+            "kernel TCP memory grew by {} KiB",
+            peak.tcp_mem
+        );
+        assert!(
+            peak.used < LIMIT_KIB,
+            "MemTotal-MemAvailable grew by {} KiB",
+            peak.used
+        );
+        match lb.show_stats() {
+            Ok(s) => println!("[lb-tests] lb show stats: {s}"),
+            Err(e) => println!("[lb-tests] lb show stats failed: {e:#}"),
+        }
+        lb.assert_alive()?;
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -1,0 +1,160 @@
+//! `cargo xtask test`: deps, build, fmt, clippy, unit tests, integration tests.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::{build, toolchain, util};
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Only run integration tests whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    pub filter: Option<String>,
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    pub skip_lint: bool,
+}
+
+enum Outcome {
+    Ok(Duration),
+    Failed(Duration),
+    Skipped,
+}
+
+struct Runner {
+    steps: Vec<(&'static str, Outcome)>,
+    failed: bool,
+}
+
+impl Runner {
+    /// Run one step unless an earlier one failed; print its duration.
+    fn step(&mut self, name: &'static str, f: impl FnOnce() -> Result<()>) {
+        if self.failed {
+            self.steps.push((name, Outcome::Skipped));
+            return;
+        }
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let result = f();
+        let took = start.elapsed();
+        match result {
+            Ok(()) => {
+                println!("==> {name}: ok ({})", util::fmt_duration(took));
+                self.steps.push((name, Outcome::Ok(took)));
+            }
+            Err(err) => {
+                eprintln!("==> {name}: FAILED ({}): {err:#}", util::fmt_duration(took));
+                self.steps.push((name, Outcome::Failed(took)));
+                self.failed = true;
+            }
+        }
+    }
+
+    fn skip(&mut self, name: &'static str) {
+        self.steps.push((name, Outcome::Skipped));
+    }
+
+    fn summary(&self) {
+        println!("\nsummary:");
+        for (name, outcome) in &self.steps {
+            let (word, took) = match outcome {
+                Outcome::Ok(d) => ("ok", util::fmt_duration(*d)),
+                Outcome::Failed(d) => ("FAILED", util::fmt_duration(*d)),
+                Outcome::Skipped => ("skipped", String::new()),
+            };
+            let line = format!("  {name:<20} {word:<8} {took}");
+            println!("{}", line.trim_end());
+        }
+    }
+}
+
+pub fn test(args: &TestArgs) -> Result<()> {
+    let root = util::repo_root();
+    let obj = build::ebpf_object();
+    let mut lb: PathBuf = util::target_dir().join("release/lb");
+    let mut r = Runner {
+        steps: Vec::new(),
+        failed: false,
+    };
+
+    r.step("deps", || {
+        toolchain::ensure_build_toolchain()?;
+        toolchain::ensure_packages(toolchain::TEST_PACKAGES, "the integration tests")
+    });
+    r.step("build", || {
+        build::build_ebpf()?;
+        lb = build::build_userspace(&obj, false)?;
+        Ok(())
+    });
+    if args.skip_lint {
+        r.skip("fmt");
+        r.skip("clippy");
+    } else {
+        r.step("fmt", || {
+            cargo(&root, &obj, &["fmt", "--all", "--", "--check"])?;
+            let ebpf = root.join("lb-ebpf/Cargo.toml");
+            let ebpf = ebpf.to_string_lossy();
+            cargo(
+                &root,
+                &obj,
+                &["fmt", "--all", "--manifest-path", &ebpf, "--", "--check"],
+            )
+        });
+        r.step("clippy", || {
+            cargo(
+                &root,
+                &obj,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        });
+    }
+    r.step("unit tests", || {
+        cargo(&root, &obj, &["test", "--workspace"])
+    });
+    r.step("integration tests", || {
+        util::require_root("the integration tests")?;
+        let mut cmd = util::cargo();
+        cmd.current_dir(&root)
+            .args([
+                "test",
+                "-p",
+                "lb-tests",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .args(args.filter.as_deref())
+            .env("LB_EBPF_OBJ", &obj)
+            .env("LB_BIN", &lb);
+        util::run(&mut cmd)
+    });
+
+    r.summary();
+    if r.failed {
+        bail!("tests failed");
+    }
+    println!("all steps passed");
+    Ok(())
+}
+
+/// Normal cargo in the workspace root. LB_EBPF_OBJ is set for every
+/// invocation: lb-user's build script embeds the object, and a consistent
+/// environment avoids needless rebuilds.
+fn cargo(root: &Path, obj: &Path, args: &[&str]) -> Result<()> {
+    util::run(
+        util::cargo()
+            .current_dir(root)
+            .args(args)
+            .env("LB_EBPF_OBJ", obj),
+    )
+}
