@@ -35,7 +35,6 @@ pub mod maps {
 pub mod progs {
     pub const DISPATCH: &str = "lb_dispatch";
     pub const VERDICT: &str = "lb_verdict";
-    pub const ACKS: &str = "lb_acks";
 }
 
 pub const MAX_LISTENERS: u32 = 512;
@@ -87,10 +86,10 @@ pub const PASS_COUNT_MASK: u64 = (1 << 62) - 1;
 
 /// One direction of one spliced connection, in the mmapable [`maps::FLOWS`] array.
 ///
-/// Written by the verdict (`redirected`, `last_active_ns`, the count in `pass_word`),
-/// by the sock_ops program (`peer_acked`) and by userspace (`forwarded`, set-up
-/// fields, and the PASS -> redirect switch, done with a compare-and-swap on
-/// `pass_word` so it only succeeds when every passed byte was forwarded).
+/// Written by the verdict (`redirected`, `last_active_ns`, `seq_base`, the count in
+/// `pass_word`) and by userspace (`forwarded`, set-up fields, and the PASS ->
+/// redirect switch, done with a compare-and-swap on `pass_word` so it only
+/// succeeds when every passed byte was forwarded).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowDir {
@@ -99,10 +98,13 @@ pub struct FlowDir {
     pub redirected: u64,
     /// Bytes userspace wrote to the peer while in PASS mode.
     pub forwarded: u64,
-    /// Peer's acked+queued byte count when the pair was spliced.
+    /// Peer's acked + queued byte count when the pair was spliced (userspace's
+    /// reference for "written to the peer", from TCP_INFO and SIOCOUTQ).
     pub tx_base: u64,
-    /// Peer's `bytes_acked` (sock_ops on every ACK with an RTT sample).
-    pub peer_acked: u64,
+    /// Peer's `write_seq` at the first verdict run (the verdict's reference).
+    pub seq_base: u32,
+    /// 1 once `seq_base` is set.
+    pub seq_set: u32,
     /// `bpf_ktime_get_ns()` of the last byte seen in this direction.
     pub last_active_ns: u64,
     /// In-flight budget for this direction, bytes.
@@ -114,12 +116,14 @@ pub struct FlowDir {
 }
 const _: () = assert!(core::mem::size_of::<FlowDir>() == 64);
 
-/// Bytes pushed toward the peer and not yet acknowledged by the far end: the memory
-/// this direction holds in the balancer (peer psock queue + send queue + in flight).
+/// Bytes pushed toward the peer that its socket has not taken into its send queue
+/// yet: the redirect backlog in the peer's psock, which no socket buffer limit
+/// bounds. `written` is the peer's `write_seq` progress since `seq_base` (mod 2^32;
+/// a backlog never comes near 4 GiB).
 #[inline(always)]
-pub const fn in_flight(tx_base: u64, redirected: u64, forwarded: u64, peer_acked: u64) -> u64 {
-    let pushed = tx_base.wrapping_add(redirected).wrapping_add(forwarded);
-    pushed.saturating_sub(peer_acked)
+pub const fn psock_backlog(redirected: u64, forwarded: u64, written: u32) -> u64 {
+    let pushed = redirected.wrapping_add(forwarded) as u32;
+    pushed.wrapping_sub(written) as u64
 }
 
 /// What the verdict does with `len` more bytes given the direction's state.
@@ -205,7 +209,7 @@ pub mod stat {
     pub const VERDICT_FIN: u32 = 5;
     pub const VERDICT_UNKNOWN: u32 = 6;
     pub const BUDGET_HIT: u32 = 7;
-    pub const ACK_UPDATES: u32 = 8;
+    pub const PEER_UNKNOWN: u32 = 8;
     pub const EVENT_LOST: u32 = 9;
     pub const COUNT: u32 = 10;
 
@@ -218,7 +222,7 @@ pub mod stat {
         "verdict_fin",
         "verdict_unknown",
         "budget_hit",
-        "ack_updates",
+        "peer_unknown",
         "event_lost",
     ];
 }
@@ -253,11 +257,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_flight_counts_unacked_pushed_bytes() {
-        assert_eq!(in_flight(0, 100, 0, 0), 100);
-        assert_eq!(in_flight(10, 100, 50, 60), 100);
-        // A FIN's sequence number can make acked exceed pushed by one.
-        assert_eq!(in_flight(0, 100, 0, 101), 0);
+    fn backlog_is_pushed_minus_written() {
+        assert_eq!(psock_backlog(100, 0, 0), 100);
+        assert_eq!(psock_backlog(100, 50, 120), 30);
+        assert_eq!(psock_backlog(100, 50, 150), 0);
+        // Across the 4 GiB wrap of the 32-bit sequence space.
+        let pushed = (1u64 << 32) + 10;
+        assert_eq!(psock_backlog(pushed, 0, 5), 5);
     }
 
     #[test]

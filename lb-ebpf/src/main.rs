@@ -1,6 +1,5 @@
-//! lb's kernel side: connection steering (sk_lookup), in-kernel splicing with a
-//! per-direction in-flight budget (sk_skb stream verdict), and ACK progress
-//! tracking for that budget (sock_ops). See docs/ARCHITECTURE.md.
+//! lb's kernel side: connection steering (sk_lookup) and in-kernel splicing with a
+//! per-direction in-flight budget (sk_skb stream verdict). See docs/ARCHITECTURE.md.
 #![no_std]
 #![no_main]
 // The bpfel core has no 64-bit atomic RMW methods; the intrinsic lowers to BPF's
@@ -11,24 +10,30 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{
-        sk_action::{SK_DROP, SK_PASS},
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG,
+    bindings::sk_action::{SK_DROP, SK_PASS},
+    cty::c_void,
+    helpers::{
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release,
+        bpf_skc_to_tcp_sock,
     },
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
-    macros::{map, sk_lookup, sock_ops, stream_verdict},
+    macros::{map, sk_lookup, stream_verdict},
     maps::{Array, HashMap, PerCpuArray, RingBuf, SockHash, SockMap},
-    programs::{SkBuffContext, SkLookupContext, SockOpsContext},
+    programs::{SkBuffContext, SkLookupContext},
 };
 use aya_log_ebpf::warn;
 use lb_common::{
-    fits_budget, in_flight, stat, BindKey, Event, FlowDir, ServerKStats, ServerMeta, ServerState,
+    fits_budget, psock_backlog, stat, BindKey, Event, FlowDir, ServerKStats, ServerMeta, ServerState,
     SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS,
     MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
 };
 
 const IPPROTO_TCP: u32 = 6;
+
+/// Byte offset of `write_seq` in the running kernel's `struct tcp_sock`, set by the
+/// loader from /sys/kernel/btf/vmlinux. A read-only global: the verifier sees its
+/// value as a constant, so the field access below is checked against BTF.
+#[unsafe(no_mangle)]
+static TCP_SOCK_WRITE_SEQ: u32 = 0;
 
 #[map]
 static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
@@ -169,12 +174,25 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
         // passed byte was forwarded, so this one may go in the kernel. Undo the count.
         fetch_add(word, len.wrapping_neg());
     }
-    let backlog = in_flight(
-        flow.tx_base,
-        flow.redirected,
-        flow.forwarded,
-        flow.peer_acked,
-    );
+    let backlog = match peer_write_seq(peer_cookie) {
+        Some(seq) => {
+            if flow.seq_set == 0 {
+                // First run for this direction: nothing redirected or forwarded yet.
+                flow.seq_base = seq;
+                flow.seq_set = 1;
+            }
+            psock_backlog(
+                flow.redirected,
+                flow.forwarded,
+                seq.wrapping_sub(flow.seq_base),
+            )
+        }
+        None => {
+            // The peer left the map (closing): the redirect fails below anyway.
+            count(stat::PEER_UNKNOWN);
+            0
+        }
+    };
     if !fits_budget(backlog, len, flow.budget) {
         // Sticky PASS: the bytes stay in the source socket, charged to it, so its
         // window closes; userspace forwards them in order once the peer drains.
@@ -214,33 +232,29 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
     ret
 }
 
-// ---------------------------------------------------------------- sock_ops
-
-#[sock_ops]
-pub fn lb_acks(ctx: SockOpsContext) -> u32 {
-    try_acks(&ctx);
-    1
-}
-
-fn try_acks(ctx: &SockOpsContext) {
-    match ctx.op() {
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
-            let _ = ctx.set_cb_flags(BPF_SOCK_OPS_RTT_CB_FLAG as i32);
-        }
-        BPF_SOCK_OPS_RTT_CB => {
-            let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
-            let Some(end) = (unsafe { LB_ENDS.get(&cookie) }) else {
-                return;
-            };
-            // This socket is the target of the opposite direction.
-            if let Some(flow) = LB_FLOWS.get_ptr_mut(end.slot ^ 1) {
-                let acked = unsafe { (*ctx.ops).bytes_acked };
-                unsafe { (*flow).peer_acked = acked };
-                count(stat::ACK_UPDATES);
-            }
-        }
-        _ => {}
+/// The peer socket's `write_seq`: how far its send queue was filled, by the psock
+/// worker moving redirected bytes and by userspace forwarding.
+#[inline(always)]
+fn peer_write_seq(cookie: u64) -> Option<u32> {
+    let key = cookie;
+    let sk = unsafe {
+        bpf_map_lookup_elem(
+            &LB_TARGETS as *const SockHash<u64> as *mut c_void,
+            &key as *const u64 as *const c_void,
+        )
+    };
+    if sk.is_null() {
+        return None;
     }
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
+    let seq = if tp.is_null() {
+        None
+    } else {
+        let off = unsafe { core::ptr::read_volatile(&TCP_SOCK_WRITE_SEQ) } as usize;
+        Some(unsafe { core::ptr::read_volatile((tp as *const u8).add(off) as *const u32) })
+    };
+    unsafe { bpf_sk_release(sk) };
+    seq
 }
 
 #[cfg(not(test))]

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, SockMap};
-use aya::programs::{CgroupAttachMode, SkLookup, SkSkb, SockOps};
+use aya::programs::{SkLookup, SkSkb};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{maps, progs, BindKey, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd};
 
@@ -77,7 +77,7 @@ fn ensure_bpffs() -> Result<(), BpfError> {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
-    /// Whether the splice programs (verdict + sock_ops) attached.
+    /// Whether the splice verdict loaded and attached (Err: why not).
     pub splice: Result<(), String>,
     /// aya-log records from the programs; the daemon polls it.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -93,34 +93,19 @@ fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> B
     move |source| BpfError::Program { name, source }
 }
 
-/// The cgroup v2 directory this process runs in (sock_ops attaches there, so it sees
-/// the daemon's sockets and those of its cgroup siblings only).
-fn own_cgroup2() -> Result<PathBuf, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
-    let root = mounts
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (_dev, dir, fstype) = (it.next()?, it.next()?, it.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .next()
-        .ok_or("no cgroup2 filesystem mounted")?;
-    let me = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-    let rel = me
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .trim_start_matches('/');
-    Ok(root.join(rel))
-}
-
 pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
     if OBJECT.is_empty() {
         return Err(BpfError::NoObject);
     }
     ensure_bpffs()?;
-    let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    // The verdict reads the peer's tcp_sock.write_seq; its offset comes from the
+    // running kernel's BTF. Without it the kernel path is off, steering still works.
+    let write_seq = crate::btf::kernel_member_offset("tcp_sock", "write_seq");
+    let mut loader = EbpfLoader::new();
+    if let Ok(off) = &write_seq {
+        loader.override_global("TCP_SOCK_WRITE_SEQ", off, true);
+    }
+    let mut ebpf = loader.load(OBJECT)?;
 
     // Steering: sk_lookup in this network namespace.
     let netns = File::open("/proc/self/ns/net").map_err(|source| BpfError::Io {
@@ -139,10 +124,10 @@ pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
     prog.attach(netns.as_fd())
         .map_err(prog_err(progs::DISPATCH))?;
 
-    let splice = if want_splice {
-        attach_splice(&mut ebpf)
-    } else {
-        Err("disabled by --no-splice".to_string())
+    let splice = match (want_splice, write_seq) {
+        (false, _) => Err("disabled by --no-splice".to_string()),
+        (true, Err(e)) => Err(format!("kernel BTF unavailable: {e}")),
+        (true, Ok(_)) => attach_splice(&mut ebpf),
     };
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
     // and programs loaded later could no longer reference it.
@@ -203,16 +188,6 @@ fn attach_splice(ebpf: &mut Ebpf) -> Result<(), String> {
         .attach(&map_fd)
         .map_err(|e| format!("attaching lb_verdict: {e}"))?;
 
-    let cg_path = own_cgroup2()?;
-    let cg = File::open(&cg_path).map_err(|e| format!("{}: {e}", cg_path.display()))?;
-    let acks: &mut SockOps = ebpf
-        .program_mut(progs::ACKS)
-        .ok_or("program lb_acks missing")?
-        .try_into()
-        .map_err(|e| format!("lb_acks: {e}"))?;
-    acks.load().map_err(|e| format!("loading lb_acks: {e:?}"))?;
-    acks.attach(cg, CgroupAttachMode::Single)
-        .map_err(|e| format!("attaching lb_acks to {}: {e:?}", cg_path.display()))?;
     Ok(())
 }
 

@@ -286,14 +286,17 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
 
 /// Forwards aya-log records from the programs to our log.
 async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    let mut fd =
-        match tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!("eBPF log forwarding unavailable: {e}");
-                return;
-            }
-        };
+    // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the logger,
+    // so the fd stays open for as long as it is registered.
+    let mut fd = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("eBPF log forwarding unavailable: {}", e);
+            return;
+        }
+    };
     loop {
         let Ok(mut guard) = fd.readable_mut().await else {
             return;

@@ -2,6 +2,7 @@
 //! language. See docs/ARCHITECTURE.md for the maps, programs and the life of one
 //! connection.
 pub mod bpf;
+pub mod btf;
 pub mod config;
 pub mod daemon;
 pub mod health;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, RingBuf, SockHash};
 use lb_common::{
-    in_flight, Event, FlowDir, SockEnd, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK, USER_BIT,
+    Event, FlowDir, SockEnd, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK, USER_BIT,
 };
 
 use crate::bpf::FlowTable;
@@ -273,7 +273,8 @@ impl Manager {
                 redirected: 0,
                 forwarded: 0,
                 tx_base: t.bytes_acked + q,
-                peer_acked: t.bytes_acked,
+                seq_base: 0,
+                seq_set: 0,
                 last_active_ns: now,
                 budget: self.budget,
                 server: nc.server_idx,
@@ -386,6 +387,10 @@ impl Manager {
             + self
                 .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
                 .load(Ordering::SeqCst);
+        tracing::trace!(
+            "slot {slot}: peer acked {} outq {q} pushed {pushed}",
+            t.bytes_acked
+        );
         Ok(t.bytes_acked + q >= pushed)
     }
 
@@ -421,7 +426,6 @@ impl Manager {
     /// Returns the step and whether this direction needs a timed re-check.
     fn progress_dir(&mut self, id: u32, d: usize) -> std::io::Result<(Step, bool)> {
         let slot = id * 2 + d as u32;
-        let budget = self.budget as u64;
         // Pick up a PASS switch whose ring-buffer event was lost.
         let w = self.word(slot).load(Ordering::SeqCst);
         let conn = self.conns[id as usize].as_mut().expect("live conn");
@@ -447,8 +451,13 @@ impl Manager {
                 Step::Continue => {}
                 close => return Ok((close, false)),
             }
-            if !user {
-                self.try_resume(id, d, budget)?;
+            if !user
+                && self.peer_drained(
+                    slot,
+                    &self.conns[id as usize].as_ref().expect("live conn").socks[1 - d],
+                )?
+            {
+                self.try_resume(id, d);
             }
         }
         let conn = self.conns[id as usize].as_ref().expect("live conn");
@@ -479,7 +488,9 @@ impl Manager {
             return Ok(true);
         }
         let src = &c.socks[d];
-        let received = sys::tcp_counters(src)?.bytes_received;
+        // Only called after the FIN arrived, and the FIN takes one sequence number
+        // that bytes_received counts.
+        let received = sys::tcp_counters(src)?.bytes_received.saturating_sub(1);
         let w = self.word(slot).load(Ordering::SeqCst);
         let passed = w & PASS_COUNT_MASK;
         let redirected = self
@@ -488,6 +499,9 @@ impl Manager {
         let forwarded = self
             .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
             .load(Ordering::SeqCst);
+        tracing::trace!(
+            "conn {id} dir {d}: received {received} redirected {redirected} passed {passed} forwarded {forwarded}"
+        );
         if redirected + passed < received {
             // Bytes still in the receive queue that the verdict has not run over.
             let _ = sys::kick_rcvlowat(src);
@@ -565,52 +579,38 @@ impl Manager {
         Ok(Step::Continue)
     }
 
-    /// Back to in-kernel redirects once every passed byte was forwarded and the
-    /// target has room again. The compare-and-swap fails if the verdict passed
-    /// another packet meanwhile, which keeps the byte order.
-    fn try_resume(&mut self, id: u32, d: usize, budget: u64) -> std::io::Result<()> {
+    /// Back to in-kernel redirects once every passed byte was forwarded (the caller
+    /// checked that the peer's psock backlog is empty). The compare-and-swap fails
+    /// if the verdict passed another packet meanwhile, which keeps the byte order.
+    fn try_resume(&mut self, id: u32, d: usize) {
         let slot = id * 2 + d as u32;
-        let c = self.conns[id as usize].as_ref().expect("live conn");
+        let Some(c) = self.conns[id as usize].as_ref() else {
+            return;
+        };
         if c.dirs[d].start != c.dirs[d].end || c.dirs[d].eof {
-            return Ok(());
+            return;
         }
         let w = self.word(slot).load(Ordering::SeqCst);
         if w & USER_BIT != 0 {
-            return Ok(());
+            return;
         }
-        let f = self.flow(slot);
-        let forwarded = self
-            .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
-            .load(Ordering::SeqCst);
-        let passed = w & PASS_COUNT_MASK;
         if w & PASS_BIT != 0 {
-            if passed != forwarded {
-                return Ok(());
-            }
-            let acked = sys::tcp_counters(&c.socks[1 - d])?.bytes_acked;
-            let redirected = self
-                .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
+            let forwarded = self
+                .field(slot, |f| unsafe { addr_of_mut!((*f).forwarded) })
                 .load(Ordering::SeqCst);
-            let tx_base = unsafe { std::ptr::read_volatile(addr_of_mut!((*f).tx_base)) };
-            if in_flight(tx_base, redirected, forwarded, acked) > budget / 2 {
-                return Ok(());
-            }
-            // Refresh the verdict's view so it does not fall straight back to PASS.
-            self.field(slot, |f| unsafe { addr_of_mut!((*f).peer_acked) })
-                .fetch_max(acked, Ordering::SeqCst);
-            if self
-                .word(slot)
-                .compare_exchange(w, w & !PASS_BIT, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
+            if w & PASS_COUNT_MASK != forwarded
+                || self
+                    .word(slot)
+                    .compare_exchange(w, w & !PASS_BIT, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
             {
-                return Ok(());
+                return;
             }
         }
         if let Some(c) = self.conns[id as usize].as_mut() {
             c.dirs[d].draining = false;
             c.dirs[d].want_out = false;
         }
-        Ok(())
     }
 
     fn update_interest(&mut self, id: u32) {

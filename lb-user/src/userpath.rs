@@ -18,10 +18,12 @@ const BUF_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 struct Broken;
 
-/// Both sockets close with an RST once their halves are dropped.
-fn reset_both(r: &OwnedReadHalf, w: &OwnedWriteHalf) -> Broken {
+/// Both sockets close with an RST once their halves are dropped. The write half is
+/// forgotten: dropping it would shut the socket down with a FIN first.
+fn reset_both(r: &OwnedReadHalf, w: OwnedWriteHalf) -> Broken {
     let _ = sys::set_linger_reset(r.as_ref());
     let _ = sys::set_linger_reset(w.as_ref());
+    w.forget();
     Broken
 }
 
@@ -35,7 +37,7 @@ async fn copy_dir(
     loop {
         let n = match r.read(&mut buf).await {
             Ok(n) => n,
-            Err(_) => return Err(reset_both(&r, &w)),
+            Err(_) => return Err(reset_both(&r, w)),
         };
         if n == 0 {
             // Half-close: pass the FIN on, keep the other direction running.
@@ -43,7 +45,7 @@ async fn copy_dir(
             return Ok(());
         }
         if w.write_all(&buf[..n]).await.is_err() {
-            return Err(reset_both(&r, &w));
+            return Err(reset_both(&r, w));
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         last.store(sys::monotonic_ns(), Ordering::Relaxed);

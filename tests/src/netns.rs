@@ -164,8 +164,8 @@ fn sweep_stale_once() {
     ONCE.call_once(sweep_stale);
 }
 
-/// Remove `lbt-<pid>-*` namespaces (and `/tmp/lbt-<pid>-*` scratch dirs,
-/// `/sys/fs/bpf/lb/lbt<pid>-*` pin dirs) left behind by crashed runs, i.e. whose `<pid>` is no longer
+/// Remove `lbt-<pid>-*` namespaces (and `/tmp/lbt-<pid>-*` scratch dirs
+/// over an hour old, `/sys/fs/bpf/lb/lbt<pid>-*` pin dirs) left behind by crashed runs, i.e. whose `<pid>` is no longer
 /// alive. Namespaces of concurrently running test processes are left alone.
 pub fn sweep_stale() {
     let me = std::process::id();
@@ -184,8 +184,16 @@ pub fn sweep_stale() {
     if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // Dirs of failed tests are kept for inspection: only sweep
+            // those of dead processes that are over an hour old.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600));
             if let Some(pid) = owner_pid(&name, PREFIX) {
-                if pid != me && !pid_alive(pid) {
+                if pid != me && !pid_alive(pid) && old {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }

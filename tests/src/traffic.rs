@@ -736,6 +736,11 @@ pub fn check_blast(
                 "server conn from {} seed {:#x}: {e}",
                 c.peer, c.seed
             ));
+        } else if c.elapsed > max_time {
+            errors.push(format!(
+                "server conn from {} seed {:#x} ({} up / {} down): took {:.2?} > {max_time:?}",
+                c.peer, c.seed, c.c2s_expected, c.s2c_expected, c.elapsed
+            ));
         }
     }
     let mut seen: Vec<u64> = conns.iter().map(|c| c.seed).collect();
@@ -778,8 +783,27 @@ pub fn check_blast(
     );
     if !errors.is_empty() {
         let n = errors.len();
-        errors.truncate(20);
-        bail!("{label}: {n} failures:\n{}", errors.join("\n"));
+        let n_srv = errors.iter().filter(|e| e.starts_with("server")).count();
+        // Show some of each kind.
+        errors.sort_by_key(|e| !e.starts_with("server"));
+        let mut shown: Vec<String> = errors
+            .iter()
+            .filter(|e| e.starts_with("server"))
+            .take(10)
+            .cloned()
+            .collect();
+        shown.extend(
+            errors
+                .iter()
+                .filter(|e| !e.starts_with("server"))
+                .take(10)
+                .cloned(),
+        );
+        bail!(
+            "{label}: {n} failures ({n_srv} seen by the backend, {} by clients or missing), some:\n{}",
+            n - n_srv,
+            shown.join("\n")
+        );
     }
     Ok(())
 }
@@ -797,11 +821,38 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct ProbeEvent {
     pub peer: SocketAddr,
+    /// How the client's direction ended (or Reset for `R`).
     pub outcome: Outcome,
+    /// When the server saw that end (or sent its RST, for `R`).
     pub at: Instant,
+    /// When the server sent its FIN (half-close commands).
+    pub fin_sent: Option<Instant>,
+    /// Bytes received from the client after the command byte.
+    pub data: Vec<u8>,
 }
 
-/// Backend for the RST tests. Protocol: the client sends one byte:
+/// Read until EOF/error, collecting at most 64 KiB.
+fn read_to_end_outcome(s: &TcpStream) -> (Outcome, Vec<u8>, Instant) {
+    let mut buf = [0u8; 4096];
+    let mut data = Vec::new();
+    let outcome = loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => break Outcome::Eof,
+            Ok(n) => {
+                if data.len() < 65536 {
+                    data.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break Outcome::Reset,
+            Err(e) => break Outcome::Other(e.to_string()),
+        }
+    };
+    (outcome, data, Instant::now())
+}
+
+/// Backend for the RST and half-close tests. Protocol: the client sends one
+/// byte (`F` and `S`: see [`ProbeServer::half_close`]):
 /// `H` (hold): server answers `K`, then reads until EOF/error and reports how
 /// the connection ended; `R` (reset): server answers `K`, waits 200 ms,
 /// then closes with SO_LINGER 0 (RST) and reports the time it did so.
@@ -834,24 +885,50 @@ impl ProbeServer {
                         peer,
                         outcome: Outcome::Reset,
                         at: Instant::now(),
+                        fin_sent: None,
+                        data: Vec::new(),
                     }
                 }
-                _ => {
-                    let mut buf = [0u8; 4096];
-                    let outcome = loop {
-                        match (&s).read(&mut buf) {
-                            Ok(0) => break Outcome::Eof,
-                            Ok(_) => continue,
-                            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                                break Outcome::Reset
-                            }
-                            Err(e) => break Outcome::Other(e.to_string()),
-                        }
-                    };
+                b'F' => {
+                    // Client closes its direction first; then we answer and FIN.
+                    let (outcome, data, at) = read_to_end_outcome(&s);
+                    let _ = (&s).write_all(b"BYE");
+                    let _ = s.shutdown(Shutdown::Write);
+                    let fin_sent = Some(Instant::now());
+                    // Keep the socket until the client is done (bounded by timeouts).
+                    let mut b = [0u8; 16];
+                    let _ = (&s).read(&mut b);
                     ProbeEvent {
                         peer,
                         outcome,
-                        at: Instant::now(),
+                        at,
+                        fin_sent,
+                        data,
+                    }
+                }
+                b'S' => {
+                    // We close our direction first, then read the client's.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let _ = (&s).write_all(b"BYE");
+                    let _ = s.shutdown(Shutdown::Write);
+                    let fin_sent = Some(Instant::now());
+                    let (outcome, data, at) = read_to_end_outcome(&s);
+                    ProbeEvent {
+                        peer,
+                        outcome,
+                        at,
+                        fin_sent,
+                        data,
+                    }
+                }
+                _ => {
+                    let (outcome, data, at) = read_to_end_outcome(&s);
+                    ProbeEvent {
+                        peer,
+                        outcome,
+                        at,
+                        fin_sent: None,
+                        data,
                     }
                 }
             };
@@ -861,6 +938,75 @@ impl ProbeServer {
             stop,
             events: Mutex::new(rx),
         })
+    }
+
+    /// Half-close in both orders, one connection. `server_first == false`:
+    /// the client sends "HELLO" + FIN, the backend must see the data and EOF;
+    /// it then answers "BYE" + FIN and the client must see both.
+    /// `server_first == true`: the backend sends "BYE" + FIN first, the
+    /// client must see it, then sends "HELLO" + FIN which the backend must
+    /// see. Returns the FIN forwarding delays (client->backend,
+    /// backend->client); errors if either end saw something else, or if a
+    /// FIN took more than 5 s.
+    pub fn half_close(
+        &self,
+        client_ns: &str,
+        addr: SocketAddr,
+        server_first: bool,
+    ) -> Result<(Duration, Duration)> {
+        self.drain();
+        let (client_fin, client_eof, reply) =
+            in_netns(client_ns, || -> Result<(Instant, Instant, Vec<u8>)> {
+                let mut s = connect(addr).with_context(|| format!("connect {addr}"))?;
+                timeouts(&s, Duration::from_secs(5));
+                s.write_all(if server_first { b"S" } else { b"F" })?;
+                let mut k = [0u8; 1];
+                s.read_exact(&mut k)
+                    .context("waiting for the backend's K")?;
+                let mut fin = Instant::now();
+                if !server_first {
+                    s.write_all(b"HELLO")?;
+                    s.shutdown(Shutdown::Write)?;
+                    fin = Instant::now();
+                }
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply).with_context(|| {
+                    format!("client waiting for the backend's data + FIN (got {reply:?})")
+                })?;
+                let eof = Instant::now();
+                if server_first {
+                    s.write_all(b"HELLO")?;
+                    s.shutdown(Shutdown::Write)?;
+                    fin = Instant::now();
+                    // Hold the socket until the backend has seen our FIN.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok((fin, eof, reply))
+            })?;
+        let ev = self.next_event(Duration::from_secs(10))?;
+        anyhow::ensure!(
+            reply == b"BYE",
+            "client received {reply:?}, expected \"BYE\""
+        );
+        anyhow::ensure!(
+            ev.data == b"HELLO",
+            "backend received {:?}, expected \"HELLO\"",
+            ev.data
+        );
+        anyhow::ensure!(
+            ev.outcome == Outcome::Eof,
+            "backend saw {:?}, expected EOF",
+            ev.outcome
+        );
+        let srv_fin = ev.fin_sent.ok_or_else(|| anyhow!("backend sent no FIN"))?;
+        let c2s = ev.at.saturating_duration_since(client_fin);
+        let s2c = client_eof.saturating_duration_since(srv_fin);
+        Ok((c2s, s2c))
+    }
+
+    /// Forget events left over from an earlier, failed probe.
+    fn drain(&self) {
+        while self.events.lock().unwrap().try_recv().is_ok() {}
     }
 
     fn next_event(&self, timeout: Duration) -> Result<ProbeEvent> {
@@ -875,6 +1021,7 @@ impl ProbeServer {
     /// closes with SO_LINGER 0. Returns how and how fast the backend saw
     /// the connection end (from the client's close).
     pub fn client_reset(&self, client_ns: &str, addr: SocketAddr) -> Result<(Outcome, Duration)> {
+        self.drain();
         let t0 = in_netns(client_ns, || -> Result<Instant> {
             let mut s = connect(addr).with_context(|| format!("connect {addr}"))?;
             timeouts(&s, Duration::from_secs(5));
@@ -898,6 +1045,7 @@ impl ProbeServer {
         client_ns: &str,
         addr: SocketAddr,
     ) -> Result<(Result<(), ErrorKind>, Duration)> {
+        self.drain();
         let (res, t1) = in_netns(client_ns, || -> Result<(Result<(), ErrorKind>, Instant)> {
             let mut s = connect(addr).with_context(|| format!("connect {addr}"))?;
             timeouts(&s, Duration::from_secs(5));

@@ -127,6 +127,56 @@ fn rst(tag: &str, extra: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// FIN forwarding in both orders, each within 2 s.
+fn half_close(tag: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let topo = Topology::new(tag)?;
+    let probe = ProbeServer::start(topo.srv.name(), &backends(PORT))?;
+    let mut lb = start(&topo, PORT, extra)?;
+    let addr = sa(LB_V4, PORT);
+    let mut failures = Vec::new();
+    for i in 0..6 {
+        let server_first = i % 2 == 1;
+        let order = if server_first { "backend" } else { "client" };
+        match probe.half_close(topo.client.name(), addr, server_first) {
+            Ok((c2s, s2c)) => {
+                println!(
+                    "[lb-tests] {tag} half-close #{i} ({order} first): FIN client->backend after {c2s:?}, \
+                     backend->client after {s2c:?}"
+                );
+                if c2s >= Duration::from_secs(2) || s2c >= Duration::from_secs(2) {
+                    failures.push(format!(
+                        "#{i} ({order} first): FIN delays {c2s:?} / {s2c:?} (limit 2 s)"
+                    ));
+                }
+            }
+            Err(e) => {
+                println!("[lb-tests] {tag} half-close #{i} ({order} first): {e:#}");
+                failures.push(format!("#{i} ({order} first): {e:#}"));
+            }
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "half-close failures:\n{}",
+        failures.join("\n")
+    );
+    lb.assert_alive()?;
+    lb.stop()?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn half_close_splice() {
+    run_test(|| half_close("half", &[]))
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn half_close_no_splice() {
+    run_test(|| half_close("halfns", &["--no-splice"]))
+}
+
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn bytes_splice() {

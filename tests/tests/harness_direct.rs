@@ -59,6 +59,12 @@ fn harness_direct_blast() {
         let (res, dt) = probe.backend_reset(topo.client.name(), sa(LB_V4, 9001))?;
         println!("[lb-tests] direct backend RST: client saw {res:?} after {dt:?}");
         assert_eq!(res, Err(std::io::ErrorKind::ConnectionReset));
+        for server_first in [false, true] {
+            let (c2s, s2c) = probe.half_close(topo.client.name(), sa(LB_V4, 9001), server_first)?;
+            println!(
+                "[lb-tests] direct half-close (server first: {server_first}): {c2s:?} / {s2c:?}"
+            );
+        }
         Ok(())
     })
 }

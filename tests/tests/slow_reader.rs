@@ -92,6 +92,11 @@ fn slow_reader_bounded_memory() {
         assert!(conns[0].error.is_none(), "backend: {:?}", conns[0]);
         assert_eq!(conns[0].s2c_sent, TOTAL);
 
+        // Print the kernel-side counters before asserting.
+        match lb.show_stats() {
+            Ok(s) => println!("[lb-tests] lb show stats: {s}"),
+            Err(e) => println!("[lb-tests] lb show stats failed: {e:#}"),
+        }
         assert!(
             peak.lb_rss < LIMIT_KIB,
             "lb RSS grew by {} KiB",
@@ -103,13 +108,20 @@ fn slow_reader_bounded_memory() {
             peak.tcp_mem
         );
         assert!(
-            peak.used < LIMIT_KIB,
-            "MemTotal-MemAvailable grew by {} KiB",
-            peak.used
+            peak.kernel < LIMIT_KIB,
+            "kernel memory (MemTotal - MemFree - Buffers - Cached - AnonPages) grew by {} KiB",
+            peak.kernel
         );
-        match lb.show_stats() {
-            Ok(s) => println!("[lb-tests] lb show stats: {s}"),
-            Err(e) => println!("[lb-tests] lb show stats failed: {e:#}"),
+        // MemTotal - MemAvailable also counts every other process's heap: on
+        // a machine shared with compilers it moves by hundreds of MiB on its
+        // own, so it is only enforced where this test has the machine to
+        // itself (CI, or LBT_STRICT_MEMINFO=1).
+        let strict =
+            std::env::var_os("CI").is_some() || std::env::var_os("LBT_STRICT_MEMINFO").is_some();
+        if peak.used >= LIMIT_KIB {
+            let msg = format!("MemTotal-MemAvailable grew by {} KiB", peak.used);
+            assert!(!strict, "{msg}");
+            println!("[lb-tests] WARNING (not enforced outside CI / LBT_STRICT_MEMINFO): {msg}");
         }
         lb.assert_alive()?;
         lb.stop()?;

@@ -129,9 +129,12 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 "test",
                 "-p",
                 "lb-tests",
+                "--no-fail-fast",
                 "--",
                 "--ignored",
                 "--test-threads=1",
+                // The tests print what they measured (memory peaks, times, tps).
+                "--nocapture",
             ])
             .args(args.filter.as_deref())
             .env("LB_EBPF_OBJ", &obj)
