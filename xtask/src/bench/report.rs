@@ -108,11 +108,18 @@ const ROWS: [(Workload, Metric, &str, bool); 5] = [
 ];
 
 #[derive(Debug, Serialize)]
+pub struct Cell {
+    pub target: Target,
+    /// None: no successful sample.
+    pub stats: Option<Stats>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Row {
     pub label: String,
     pub lower_is_better: bool,
-    /// Per target, in [`Target::ALL`] order (None: no successful sample).
-    pub cells: Vec<(Target, Option<Stats>)>,
+    /// Per target, in [`Target::ALL`] order.
+    pub cells: Vec<Cell>,
     /// Ratios of medians.
     pub lb_over_haproxy: Option<f64>,
     pub lb_over_direct: Option<f64>,
@@ -121,7 +128,7 @@ pub struct Row {
 pub fn summarize(samples: &[Sample]) -> Vec<Row> {
     ROWS.iter()
         .map(|&(workload, metric, label, lower_is_better)| {
-            let cells: Vec<(Target, Option<Stats>)> = Target::ALL
+            let cells: Vec<Cell> = Target::ALL
                 .iter()
                 .map(|&t| {
                     let values: Vec<f64> = samples
@@ -133,14 +140,17 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                             Metric::CpuPerGb => m.cpu_s_per_gb,
                         })
                         .collect();
-                    (t, Stats::of(&values))
+                    Cell {
+                        target: t,
+                        stats: Stats::of(&values),
+                    }
                 })
                 .collect();
             let median = |t: Target| {
                 cells
                     .iter()
-                    .find(|(c, _)| *c == t)
-                    .and_then(|(_, s)| s.map(|s| s.median))
+                    .find(|c| c.target == t)
+                    .and_then(|c| c.stats.map(|s| s.median))
             };
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -194,8 +204,8 @@ pub fn markdown_table(rows: &[Row], d: Durations, repeat: u32) -> String {
     s.push('\n');
     for r in rows {
         s.push_str(&format!("| {} |", r.label));
-        for (_, st) in &r.cells {
-            s.push_str(&format!(" {} |", cell(*st)));
+        for c in &r.cells {
+            s.push_str(&format!(" {} |", cell(c.stats)));
         }
         s.push_str(&format!(
             " {} | {} |\n",

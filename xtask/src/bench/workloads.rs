@@ -18,7 +18,9 @@ use super::targets::{IPERF_PORT, IPERF_SERVER, PG_PORT};
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     PgbenchSelect,
+    #[serde(rename = "iperf3-1-stream")]
     Iperf1,
+    #[serde(rename = "iperf3-4-streams")]
     Iperf4,
 }
 
