@@ -1009,7 +1009,7 @@ impl ProbeServer {
         while self.events.lock().unwrap().try_recv().is_ok() {}
     }
 
-    fn next_event(&self, timeout: Duration) -> Result<ProbeEvent> {
+    pub fn next_event(&self, timeout: Duration) -> Result<ProbeEvent> {
         self.events
             .lock()
             .unwrap()
