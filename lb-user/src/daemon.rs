@@ -185,40 +185,20 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         srv_state,
         ..
     } = maps;
-    let mut manager_thread = None;
-    let mut wake = None;
-    let splicer = if splice_on {
-        let flows = FlowTable::map(&flows).context("mapping LB_FLOWS")?;
-        let handle = tokio::runtime::Handle::current();
-        let st = state.clone();
-        let fallback = Box::new(move |nc: NewConn| {
-            let st = st.clone();
-            handle.spawn(async move { fallback_copy(nc, st).await });
-        });
-        let (mgr, splicer) = Manager::new(
-            SpliceMaps {
-                targets,
-                spliced,
-                ends,
-                events,
-                flows,
-            },
-            state.clone(),
-            cfg.global.splice_budget,
-            fallback,
-            stop.clone(),
-        )
-        .context("starting the splice manager")?;
-        wake = Some(mgr.wake_handle());
-        manager_thread = Some(
-            std::thread::Builder::new()
-                .name("lb-splice".into())
-                .spawn(move || mgr.run())
-                .context("spawning the splice manager thread")?,
-        );
-        Some(splicer)
+    let (splicer, wake, manager_thread) = if splice_on {
+        let maps = SpliceMaps {
+            targets,
+            spliced,
+            ends,
+            events,
+            flows: FlowTable::map(&flows).context("mapping LB_FLOWS")?,
+        };
+        match start_splicer(maps, &state, cfg.global.splice_budget, &stop)? {
+            Some((s, w, t)) => (Some(s), Some(w), Some(t)),
+            None => (None, None, None),
+        }
     } else {
-        None
+        (None, None, None)
     };
 
     let srv_state = Arc::new(std::sync::Mutex::new(srv_state));
@@ -304,6 +284,44 @@ async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
+}
+
+type SplicerParts = (Splicer, Arc<sys::EventFd>, std::thread::JoinHandle<()>);
+
+/// Starts the splice manager thread once its self-test passed; None (userspace
+/// copy for everything) if the kernel path fails it.
+fn start_splicer(
+    maps: SpliceMaps,
+    state: &Arc<State>,
+    budget: u64,
+    stop: &Arc<AtomicBool>,
+) -> Result<Option<SplicerParts>> {
+    let handle = tokio::runtime::Handle::current();
+    let st = state.clone();
+    let fallback = Box::new(move |nc: NewConn| {
+        let st = st.clone();
+        handle.spawn(async move { fallback_copy(nc, st).await });
+    });
+    let (mut mgr, splicer) = Manager::new(maps, state.clone(), budget, fallback, stop.clone())
+        .context("starting the splice manager")?;
+    match mgr.self_test() {
+        Ok(true) => {
+            tracing::info!("splice self-test passed (64 KiB each way through the verdict)")
+        }
+        Ok(false) => {
+            tracing::warn!("splice self-test skipped: loopback is down in this network namespace")
+        }
+        Err(e) => {
+            tracing::error!("in-kernel splice self-test failed: {e}; data path: userspace copy");
+            return Ok(None);
+        }
+    }
+    let wake = mgr.wake_handle();
+    let thread = std::thread::Builder::new()
+        .name("lb-splice".into())
+        .spawn(move || mgr.run())
+        .context("spawning the splice manager thread")?;
+    Ok(Some((splicer, wake, thread)))
 }
 
 async fn wait_for_signal() {

@@ -113,8 +113,14 @@ fn slow_reader(tag: &str, extra: &[&str]) {
             // The stream went through the verdict, and the budget pushed back.
             let redirected = stats["verdict_redirect"].as_u64().unwrap_or(0);
             let budget_hits = stats["budget_hit"].as_u64().unwrap_or(0);
-            assert!(redirected > 0, "nothing was redirected in the kernel: {stats}");
-            assert!(budget_hits > 0, "the in-flight budget never applied: {stats}");
+            assert!(
+                redirected > 0,
+                "nothing was redirected in the kernel: {stats}"
+            );
+            assert!(
+                budget_hits > 0,
+                "the in-flight budget never applied: {stats}"
+            );
         }
         assert!(
             peak.lb_rss < LIMIT_KIB,

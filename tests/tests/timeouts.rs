@@ -50,7 +50,8 @@ fn idle_timeout(tag: &str, extra: &[&str]) {
             closed_after.as_secs_f64()
         );
         assert!(
-            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2000),
+            closed_after >= Duration::from_millis(900)
+                && closed_after < Duration::from_millis(2000),
             "closed after {closed_after:?}, timeout is 1 s"
         );
         // The server side is closed too, after receiving every byte.
