@@ -100,6 +100,38 @@ fn listener(family: u32) -> Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Refuses binds that HAProxy could not bind either: a port some other socket
+/// listens on (sk_lookup would silently steal its connections), or an address
+/// that is not local (nothing would ever arrive).
+fn check_binds(cfg: &Config) -> Result<()> {
+    for fe in &cfg.frontends {
+        for b in &fe.binds {
+            for port in b.port_first..=b.port_last {
+                let ip = b.addr.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+                let addr = SocketAddr::new(ip, port);
+                let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+                let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+                    .and_then(|s| {
+                        if ip.is_ipv6() {
+                            s.set_only_v6(b.v6only)?;
+                        }
+                        s.set_reuse_address(true)?;
+                        s.bind(&addr.into())?;
+                        s.listen(1)
+                    });
+                if let Err(e) = probe {
+                    bail!(
+                        "{}: starting frontend '{}': cannot bind socket ({e}) [{addr}]",
+                        b.origin,
+                        fe.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Ctx {
     cfg: Config,
     state: Arc<State>,
@@ -117,6 +149,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     if let Some(b) = opts.splice_budget {
         cfg.global.splice_budget = b;
     }
+    check_binds(&cfg)?;
     let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
     tracing::info!(
         "open files limit {nofile}: at most ~{} proxied connections (two sockets each)",
