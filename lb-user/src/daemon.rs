@@ -100,6 +100,31 @@ fn listener(family: u32) -> Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// The map sizes are fixed when the object loads: say so before anything starts.
+fn check_capacity(cfg: &Config) -> Result<()> {
+    let servers: usize = cfg.backends.iter().map(|b| b.servers.len()).sum();
+    // The last slot is reserved for the start-up self-test.
+    let max_servers = lb_common::MAX_SERVERS as usize - 1;
+    if servers > max_servers {
+        bail!("{servers} servers configured; this build supports at most {max_servers}");
+    }
+    let max_frontends = lb_common::MAX_LISTENERS as usize / 2;
+    if cfg.frontends.len() > max_frontends {
+        bail!(
+            "{} frontends configured; this build supports at most {max_frontends}",
+            cfg.frontends.len()
+        );
+    }
+    let keys: usize = cfg.frontends.iter().map(|f| bind_keys(f).len()).sum();
+    if keys > lb_common::MAX_BINDS as usize {
+        bail!(
+            "the binds expand to {keys} address:port keys; this build supports at most {}",
+            lb_common::MAX_BINDS
+        );
+    }
+    Ok(())
+}
+
 /// Refuses binds that HAProxy could not bind either: a port some other socket
 /// listens on (sk_lookup would silently steal its connections), or an address
 /// that is not local (nothing would ever arrive).
@@ -149,6 +174,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     if let Some(b) = opts.splice_budget {
         cfg.global.splice_budget = b;
     }
+    check_capacity(&cfg)?;
     check_binds(&cfg)?;
     let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
     tracing::info!(
