@@ -134,16 +134,19 @@ fn check_binds(cfg: &Config) -> Result<()> {
             for port in b.port_first..=b.port_last {
                 let ip = b.addr.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
                 let addr = SocketAddr::new(ip, port);
-                let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-                let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
-                    .and_then(|s| {
-                        if ip.is_ipv6() {
-                            s.set_only_v6(b.v6only)?;
-                        }
-                        s.set_reuse_address(true)?;
-                        s.bind(&addr.into())?;
-                        s.listen(1)
-                    });
+                let domain = if ip.is_ipv4() {
+                    Domain::IPV4
+                } else {
+                    Domain::IPV6
+                };
+                let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).and_then(|s| {
+                    if ip.is_ipv6() {
+                        s.set_only_v6(b.v6only)?;
+                    }
+                    s.set_reuse_address(true)?;
+                    s.bind(&addr.into())?;
+                    s.listen(1)
+                });
                 if let Err(e) = probe {
                     bail!(
                         "{}: starting frontend '{}': cannot bind socket ({e}) [{addr}]",

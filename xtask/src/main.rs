@@ -35,7 +35,7 @@ enum Command {
     Run(run::RunArgs),
     /// Every test: fmt, clippy, unit tests, privileged integration tests.
     Test(test::TestArgs),
-    /// Benchmarks (not implemented yet).
+    /// Benchmarks: lb vs direct vs HAProxy, in one run (`--quick`, `--repeat N`).
     Bench(bench::BenchArgs),
 }
 

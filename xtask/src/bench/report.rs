@@ -215,9 +215,9 @@ pub fn markdown_table(rows: &[Row], d: Durations, repeat: u32) -> String {
     }
     s.push_str(&format!(
         "\nMedian of {repeat} run(s) (min–max); ratios are of medians. pgbench `-n -S -c 8 -j 2 -T {}`, \
-         iperf3 `-t {}`.\n\
+         iperf3 `-t {}`.\n\n\
          ¹ `direct`: pgbench against one backend (10.210.2.11); the balancers spread the 8 \
-         connections over three.\n\
+         connections over three.\n\n\
          ² Busy CPU-seconds of the whole machine (all CPUs: user+nice+system+irq+softirq, \
          including iperf3 itself and kernel workers) per 10^9 bytes received; lower is better.\n",
         d.pgbench_secs, d.iperf_secs
@@ -296,7 +296,7 @@ pub fn write_docs(record: &Record) -> Result<PathBuf> {
          ## Reproduce\n\n\
          As root, on an otherwise idle Debian 12 machine, from the repository root:\n\n\
          ```\n\
-         cargo xtask bench               # full run (~10 minutes), rewrites this file\n\
+         cargo xtask bench               # full run (~7 minutes), rewrites this file\n\
          cargo xtask bench --repeat 5    # more repetitions\n\
          cargo xtask bench --quick       # ~1 minute smoke run of the harness; figures are meaningless\n\
          ```\n\n\
