@@ -110,9 +110,11 @@ pub struct FlowDir {
     /// In-flight budget for this direction, bytes.
     pub budget: u32,
     pub server: u32,
-    /// Set by the verdict when a zero-length skb (FIN) went by.
-    pub fin_seen: u32,
-    pub _pad: u32,
+    /// The verdict's upper bound of the peer's psock backlog: exact when it last
+    /// read the peer's `write_seq`, plus what it redirected since (the backlog can
+    /// only shrink meanwhile). While `bound + len` fits the budget, the verdict
+    /// redirects without looking at the peer socket at all.
+    pub bound: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowDir>() == 64);
 

@@ -159,7 +159,6 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
     if len == 0 {
         // A FIN: redirecting it would break the target. Userspace sees EPOLLRDHUP
         // and shuts the peer down once every byte went through.
-        flow.fin_seen = 1;
         count(stat::VERDICT_FIN);
         return SK_DROP;
     }
@@ -174,41 +173,47 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
         // passed byte was forwarded, so this one may go in the kernel. Undo the count.
         fetch_add(word, len.wrapping_neg());
     }
-    let backlog = match peer_write_seq(peer_cookie) {
-        Some(seq) => {
-            if flow.seq_set == 0 {
-                // First run for this direction: nothing redirected or forwarded yet.
-                flow.seq_base = seq;
-                flow.seq_set = 1;
+    if flow.seq_set == 0 || !fits_budget(flow.bound, len, flow.budget) {
+        // First run, or the cheap bound is exhausted: measure the real backlog.
+        flow.bound = match peer_write_seq(peer_cookie) {
+            Some(seq) => {
+                if flow.seq_set == 0 {
+                    // First run: nothing redirected or forwarded yet since
+                    // set-up, so this is the zero point.
+                    flow.seq_base = seq;
+                    flow.seq_set = 1;
+                }
+                psock_backlog(
+                    flow.redirected,
+                    flow.forwarded,
+                    seq.wrapping_sub(flow.seq_base),
+                )
             }
-            psock_backlog(
-                flow.redirected,
-                flow.forwarded,
-                seq.wrapping_sub(flow.seq_base),
-            )
-        }
-        None => {
-            // The peer left the map (closing): the redirect fails below anyway.
-            count(stat::PEER_UNKNOWN);
-            0
-        }
-    };
-    if !fits_budget(backlog, len, flow.budget) {
-        // Sticky PASS: the bytes stay in the source socket, charged to it, so its
-        // window closes; userspace forwards them in order once the peer drains.
-        fetch_add(word, PASS_BIT + len);
-        let ev = Event {
-            kind: EVENT_PASS,
-            slot,
-            cookie,
+            None => {
+                // The peer left the map (closing): the redirect fails below anyway.
+                count(stat::PEER_UNKNOWN);
+                0
+            }
         };
-        if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
-            count(stat::EVENT_LOST);
+        if !fits_budget(flow.bound, len, flow.budget) {
+            // Sticky PASS: the bytes stay in the source socket, charged to it, so
+            // its window closes; userspace forwards them in order once the peer
+            // drains.
+            fetch_add(word, PASS_BIT + len);
+            let ev = Event {
+                kind: EVENT_PASS,
+                slot,
+                cookie,
+            };
+            if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
+                count(stat::EVENT_LOST);
+            }
+            count(stat::BUDGET_HIT);
+            count(stat::VERDICT_PASS);
+            return SK_PASS;
         }
-        count(stat::BUDGET_HIT);
-        count(stat::VERDICT_PASS);
-        return SK_PASS;
     }
+    flow.bound += len;
     fetch_add(&mut flow.redirected, len);
     if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(server) {
         // Even slots carry client->server bytes.

@@ -333,8 +333,7 @@ impl Manager {
                 last_active_ns: now,
                 budget: self.budget,
                 server: nc.server_idx,
-                fin_seen: 0,
-                _pad: 0,
+                bound: 0,
             };
             unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), f) };
         }
