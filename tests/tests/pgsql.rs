@@ -63,3 +63,44 @@ fn pgsql_wildcard_bind() {
         Ok(())
     })
 }
+
+/// A specific bind wins over a wildcard bind on the same port, for every address
+/// the wildcard covers: 10.210.1.1:5432 goes to one backend, any other local
+/// address on 5432 to the other.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn pgsql_specific_bind_before_wildcard() {
+    run_test(|| {
+        let topo = Topology::new("pgsqlspec")?;
+        let _pgs = pg_trio(&topo, false)?;
+        // A second address on the balancer, covered only by the wildcard.
+        topo.lb
+            .ip(&["addr", "add", "10.210.1.5/24", "dev", "eth-c"])?;
+        let cfg = "\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend specific
+    bind 10.210.1.1:5432
+    default_backend node1
+frontend wildcard
+    bind *:5432
+    default_backend node2
+backend node1
+    server pgsql_node1 10.210.2.11:5432 check
+backend node2
+    server pgsql_node2 10.210.2.12:5432 check
+";
+        let lb = topo.start_lb(cfg, &[])?;
+        wait_all(&lb, &PG_NODES[..2], "UP", Duration::from_secs(10))?;
+        let q = "select inet_server_addr()";
+        for _ in 0..3 {
+            assert_eq!(psql_ok(&topo.client, LB_V4, 5432, q)?, "10.210.2.11");
+            assert_eq!(psql_ok(&topo.client, "10.210.1.5", 5432, q)?, "10.210.2.12");
+        }
+        lb.stop()?;
+        Ok(())
+    })
+}
