@@ -75,3 +75,62 @@ fn idle_timeout_splice() {
 fn idle_timeout_no_splice() {
     idle_timeout("idlens", &["--no-splice"]);
 }
+
+/// `timeout connect` bounds the server connect: a server address nobody answers
+/// for (no host behind it, ARP never resolves) makes lb give up and close the
+/// client after the timeout, on both data paths.
+fn connect_timeout(tag: &str, extra: &[&str]) {
+    run_test(|| {
+        let topo = Topology::new(tag)?;
+        let cfg = "\
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 10.210.1.1:9400
+    default_backend be
+backend be
+    server ghost 10.210.2.99:9400
+";
+        let mut lb = topo.start_lb(cfg, extra)?;
+        let closed_after = topo.in_client(|| -> anyhow::Result<_> {
+            let mut s = connect(sa(LB_V4, 9400))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let t = Instant::now();
+            let mut buf = [0u8; 16];
+            // EOF or a reset: either way the client is not left hanging.
+            let r = s.read(&mut buf);
+            anyhow::ensure!(
+                matches!(r, Ok(0)) || r.is_err(),
+                "expected the connection to close, got {r:?}"
+            );
+            Ok(t.elapsed())
+        })?;
+        println!(
+            "[lb-tests] {tag}: client closed {:.2} s after connecting (timeout connect 1 s)",
+            closed_after.as_secs_f64()
+        );
+        assert!(
+            closed_after >= Duration::from_millis(900)
+                && closed_after < Duration::from_millis(2500),
+            "closed after {closed_after:?}"
+        );
+        lb.assert_alive()?;
+        lb.stop()?;
+        Ok(())
+    })
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_timeout_splice() {
+    connect_timeout("ctmo", &[]);
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_timeout_no_splice() {
+    connect_timeout("ctmons", &["--no-splice"]);
+}
