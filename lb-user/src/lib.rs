@@ -1,6 +1,7 @@
 //! lb: an eBPF-accelerated L4 (TCP) load balancer that speaks HAProxy's config
 //! language. See docs/ARCHITECTURE.md for the maps, programs and the life of one
 //! connection.
+pub mod balance;
 pub mod bpf;
 pub mod btf;
 pub mod config;
