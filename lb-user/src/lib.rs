@@ -7,6 +7,7 @@ pub mod btf;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod proxy_proto;
 pub mod show;
 pub mod splice;
 pub mod state;
