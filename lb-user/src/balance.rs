@@ -509,7 +509,9 @@ mod tests {
         let n = 100_000;
         let mut moved = 0;
         for k in 0..n {
-            let client = Some(IpAddr::V4(Ipv4Addr::from(k as u32 * 2_654_435_761)));
+            let client = Some(IpAddr::V4(Ipv4Addr::from(
+                (k as u32).wrapping_mul(2_654_435_761),
+            )));
             let before = a.pick(&c, client).unwrap();
             let after = b.pick(&gone, client).unwrap();
             if before != after {

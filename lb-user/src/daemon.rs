@@ -164,6 +164,9 @@ struct Ctx {
     cfg: Config,
     state: Arc<State>,
     splicer: Option<Splicer>,
+    /// `maxconn` in global and per frontend: accept pauses while they are used up.
+    global_slots: Option<Arc<tokio::sync::Semaphore>>,
+    frontend_slots: Vec<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 pub fn run(opts: RunOpts) -> Result<()> {
@@ -275,7 +278,16 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
             }
         })
     };
-    crate::health::spawn_all(&state, publish.clone());
+    let on_change = {
+        let state = state.clone();
+        let splicer = splicer.clone();
+        let publish = publish.clone();
+        Arc::new(move |idx: u32| {
+            publish(idx);
+            on_server_change(&state, splicer.as_ref(), idx);
+        })
+    };
+    crate::health::spawn_all(&state, on_change);
     {
         let state = state.clone();
         let publish = publish.clone();
@@ -290,10 +302,18 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         });
     }
 
+    let slots = |n: Option<u32>| {
+        n.filter(|&n| n > 0)
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)))
+    };
+    let global_slots = slots(cfg.global.maxconn);
+    let frontend_slots = cfg.frontends.iter().map(|f| slots(f.maxconn)).collect();
     let ctx = Arc::new(Ctx {
         cfg,
         state: state.clone(),
         splicer,
+        global_slots,
+        frontend_slots,
     });
     for (fe_idx, l) in accept_sockets {
         let l = TcpListener::from_std(l).context("registering a listener")?;
@@ -412,12 +432,60 @@ fn insert_bind(m: &mut HashMap<MapData, BindKey, u32>, k: &BindKey, idx: u32) ->
         .with_context(|| format!("inserting bind key {k:?} into LB_BINDS"))
 }
 
+/// What a server's state change triggers besides the maps: HAProxy's
+/// `on-marked-down shutdown-sessions` and `on-marked-up shutdown-backup-sessions`.
+fn on_server_change(state: &State, splicer: Option<&Splicer>, idx: u32) {
+    let Some(s) = state.servers.get(idx as usize) else {
+        return;
+    };
+    if !s.is_up() && s.shutdown_on_down {
+        shutdown_sessions(state, splicer, idx);
+    }
+    if s.is_up() && !s.backup && s.shutdown_backups_on_up {
+        if let Some(b) = state.backend_of(idx) {
+            for &i in &b.servers {
+                if state.servers[i as usize].backup {
+                    shutdown_sessions(state, splicer, i);
+                }
+            }
+        }
+    }
+}
+
+/// Resets every session of server `idx`, on both data paths (HAProxy's
+/// `shutdown sessions server`, used by `on-marked-down shutdown-sessions`).
+pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
+    if let Some(s) = state.servers.get(idx as usize) {
+        s.kill.notify_waiters();
+    }
+    if let Some(sp) = splicer {
+        sp.shutdown_server(idx);
+    }
+}
+
+/// One slot of each limit that applies, waited for in turn.
+async fn take_slots(ctx: &Ctx, fe_idx: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut permits = Vec::new();
+    for sem in [&ctx.global_slots, &ctx.frontend_slots[fe_idx]]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(p) = sem.clone().acquire_owned().await {
+            permits.push(p);
+        }
+    }
+    permits
+}
+
 async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
     loop {
+        // At the limit, HAProxy stops accepting (the kernel's backlog holds new
+        // clients) rather than refusing them.
+        let permits = take_slots(&ctx, fe_idx).await;
         match l.accept().await {
-            Ok((client, _peer)) => {
+            Ok((client, peer)) => {
                 let ctx = ctx.clone();
-                tokio::spawn(async move { handle(ctx, fe_idx, client).await });
+                tokio::spawn(async move { handle(ctx, fe_idx, client, peer, permits).await });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -444,35 +512,34 @@ fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<Duration> {
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, fe_idx: usize, client: TcpStream) {
+async fn handle(
+    ctx: Arc<Ctx>,
+    fe_idx: usize,
+    client: TcpStream,
+    peer: SocketAddr,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+) {
     let fe = &ctx.cfg.frontends[fe_idx];
     let Some(be_idx) = fe.default_backend_idx else {
         return;
     };
-    let Some(srv) = ctx.state.pick(be_idx) else {
-        // No server can take it: close at once, as HAProxy does.
+    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer).await else {
+        // No server could take it: close at once, as HAProxy does.
         return;
-    };
-    srv.cur_conns.fetch_add(1, Ordering::Relaxed);
-    srv.total_conns.fetch_add(1, Ordering::Relaxed);
-    let connect_timeout = ctx.cfg.backends[be_idx]
-        .timeout_connect
-        .unwrap_or(Duration::from_secs(5));
-    let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!("connect to {}/{}: {e}", srv.backend, srv.name);
-            srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("connect to {}/{}: timeout", srv.backend, srv.name);
-            srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let mut server = server;
+    if let Some(version) = srv.send_proxy {
+        // The header goes first, before any client byte can be spliced behind it.
+        let dst = client.local_addr().unwrap_or(peer);
+        let hdr = crate::proxy_proto::encode(version, peer, dst);
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
+            tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name);
+            ctx.state.release(srv.idx);
+            return;
+        }
+    }
     let idle = idle_timeout(&ctx, fe_idx, be_idx);
     let idx = srv.idx;
     if let Some(splicer) = &ctx.splicer {
@@ -483,17 +550,144 @@ async fn handle(ctx: Arc<Ctx>, fe_idx: usize, client: TcpStream) {
                     server,
                     server_idx: idx,
                     idle,
+                    permits,
                 };
                 if let Err(nc) = splicer.adopt(nc) {
                     fallback_copy(nc, ctx.state.clone()).await;
                 }
             }
-            _ => {
-                srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
-            }
+            _ => ctx.state.release(srv.idx),
         }
     } else {
         userpath::proxy(client, server, ctx.state.clone(), idx, idle).await;
+        drop(permits);
+    }
+}
+
+/// Whether retry number `retry` (1-based, of `retries`) goes to another server,
+/// per `option redispatch [interval]`: P > 0 every P-th retry, N < 0 the |N|-th
+/// retry before the end (-1, the default: the last one).
+pub fn redispatch_on(retry: u32, retries: u32, interval: Option<i32>) -> bool {
+    match interval {
+        Some(p) if p > 0 => retry.is_multiple_of(p as u32),
+        Some(n) if n < 0 => retry as i64 == retries as i64 + 1 + n as i64,
+        _ => false,
+    }
+}
+
+/// Picks a server and connects, with `retries` (default 3) more attempts after a
+/// failure: after min(timeout connect, 1 s) to the same server, or at once to
+/// another one when `option redispatch` says so. Counts the connection on the
+/// server it lands on.
+async fn connect_with_retries(
+    ctx: &Ctx,
+    be_idx: usize,
+    peer: SocketAddr,
+) -> Option<(&crate::state::Server, TcpStream)> {
+    let be = &ctx.cfg.backends[be_idx];
+    let connect_timeout = be.timeout_connect.unwrap_or(Duration::from_secs(5));
+    let retries = be.retries.as_ref().map_or(3, |r| r.value);
+    let redispatch = be.redispatch.as_ref().map(|r| r.value);
+    let queue_timeout = be
+        .timeout_queue
+        .as_ref()
+        .map_or(connect_timeout, |t| t.value);
+    let mut srv = queue_for_slot(ctx, be_idx, peer, None, queue_timeout).await?;
+    for attempt in 0..=retries {
+        let (err, timed_out) =
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
+                Ok(Ok(s)) => return Some((srv, s)),
+                Ok(Err(e)) => (e.to_string(), false),
+                Err(_) => ("timeout".to_string(), true),
+            };
+        ctx.state.release(srv.idx);
+        tracing::debug!(
+            "connect to {}/{} (attempt {}): {err}",
+            srv.backend,
+            srv.name,
+            attempt + 1
+        );
+        if attempt == retries {
+            break;
+        }
+        let avoid = if redispatch_on(attempt + 1, retries, redispatch) {
+            Some(srv.idx)
+        } else {
+            if !timed_out {
+                // A fast failure (refused, unreachable): HAProxy's turn-around
+                // timer, so a restarting server is not hammered. A timeout retries
+                // at once.
+                tokio::time::sleep(connect_timeout.min(Duration::from_secs(1))).await;
+            }
+            None
+        };
+        srv = match avoid {
+            Some(_) => queue_for_slot(ctx, be_idx, peer, avoid, queue_timeout).await?,
+            // The same server again, as soon as it has a free slot.
+            None => queue_for_server(ctx, srv, queue_timeout).await?,
+        };
+    }
+    None
+}
+
+/// A server with a free slot, waiting in the backend's queue (oldest first) for at
+/// most `timeout queue` while every usable server is at its `maxconn`. None when
+/// no server is usable, the queue is full (`maxqueue`) or the wait timed out.
+async fn queue_for_slot(
+    ctx: &Ctx,
+    be_idx: usize,
+    peer: SocketAddr,
+    avoid: Option<u32>,
+    queue_timeout: Duration,
+) -> Option<&crate::state::Server> {
+    let b = &ctx.state.backends[be_idx];
+    let deadline = tokio::time::Instant::now() + queue_timeout;
+    loop {
+        // Registered before looking, so a slot freed in between is not missed.
+        let freed = b.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(s) = ctx.state.pick(be_idx, Some(peer.ip()), avoid) {
+            return Some(s);
+        }
+        if !ctx.state.all_full(be_idx) {
+            return None;
+        }
+        if b.maxqueue > 0 && b.queued.load(Ordering::Relaxed) >= b.maxqueue {
+            return None;
+        }
+        b.queued.fetch_add(1, Ordering::Relaxed);
+        let woke = tokio::time::timeout_at(deadline, freed).await;
+        b.queued.fetch_sub(1, Ordering::Relaxed);
+        if woke.is_err() {
+            tracing::debug!("backend {}: queue timeout", b.name);
+            return None;
+        }
+    }
+}
+
+/// The same server again (a retry): wait for one of its slots like the queue does.
+async fn queue_for_server<'a>(
+    ctx: &'a Ctx,
+    srv: &'a crate::state::Server,
+    queue_timeout: Duration,
+) -> Option<&'a crate::state::Server> {
+    let b = ctx.state.backend_of(srv.idx)?;
+    let deadline = tokio::time::Instant::now() + queue_timeout;
+    loop {
+        let freed = b.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        let took = srv
+            .cur_conns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (srv.maxconn == 0 || n < srv.maxconn).then_some(n + 1)
+            });
+        if took.is_ok() {
+            srv.total_conns.fetch_add(1, Ordering::Relaxed);
+            return Some(srv);
+        }
+        tokio::time::timeout_at(deadline, freed).await.ok()?;
     }
 }
 
@@ -504,10 +698,27 @@ async fn fallback_copy(nc: NewConn, state: Arc<State>) {
         TcpStream::from_std(nc.server),
     ) {
         (Ok(c), Ok(s)) => userpath::proxy(c, s, state, idx, nc.idle).await,
-        _ => {
-            state.servers[idx as usize]
-                .cur_conns
-                .fetch_sub(1, Ordering::Relaxed);
-        }
+        _ => state.release(idx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redispatch_on;
+
+    #[test]
+    fn redispatch_intervals_follow_haproxy() {
+        // No `option redispatch`: never.
+        assert!((1..=3).all(|r| !redispatch_on(r, 3, None)));
+        // Default -1: the last retry only.
+        let last: Vec<bool> = (1..=3).map(|r| redispatch_on(r, 3, Some(-1))).collect();
+        assert_eq!(last, vec![false, false, true]);
+        // -2: the retry before the last.
+        let before: Vec<bool> = (1..=3).map(|r| redispatch_on(r, 3, Some(-2))).collect();
+        assert_eq!(before, vec![false, true, false]);
+        // 1: every retry; 2: every second one.
+        assert!((1..=3).all(|r| redispatch_on(r, 3, Some(1))));
+        let every2: Vec<bool> = (1..=4).map(|r| redispatch_on(r, 4, Some(2))).collect();
+        assert_eq!(every2, vec![false, true, false, true]);
     }
 }

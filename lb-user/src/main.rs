@@ -35,8 +35,10 @@ enum Cmd {
         splice_budget: Option<u64>,
     },
     /// Validate a configuration like `haproxy -c`: exit 0 if valid, 1 otherwise.
+    /// Prints HAProxy's warnings and what `lb run` does not apply yet.
     Check {
-        /// Configuration file (HAProxy syntax).
+        /// Configuration file or directory (its `*.cfg` files, in name order),
+        /// several as one configuration.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
@@ -133,25 +135,27 @@ fn real_main() -> Result<()> {
             splice_budget,
         }),
         Cmd::Check { files } => {
-            let mut bad = false;
-            for f in &files {
-                match config::parse_file(f) {
-                    Ok(cfg) => {
-                        for w in &cfg.warnings {
-                            eprintln!("[WARNING] {w}");
-                        }
+            // The files (and directories) form one configuration, as
+            // `haproxy -c -f A -f B`.
+            match config::parse_files(&files) {
+                Ok(cfg) => {
+                    for w in &cfg.warnings {
+                        eprintln!("[WARNING] {w}");
                     }
-                    Err(e) => {
-                        eprintln!("[ALERT] {e}");
-                        bad = true;
+                    for (origin, what) in config::runtime_gaps(&cfg) {
+                        eprintln!("[WARNING] {origin}: parsed; not applied by lb run yet: {what}");
                     }
+                    for (origin, what) in config::runtime_ignored(&cfg) {
+                        eprintln!("[NOTICE] {origin}: accepted, no effect in lb: {what}");
+                    }
+                    println!("Configuration file is valid");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("[ALERT] {e}");
+                    std::process::exit(1);
                 }
             }
-            if bad {
-                std::process::exit(1);
-            }
-            println!("Configuration file is valid");
-            Ok(())
         }
         Cmd::Show { what } => match what {
             ShowWhat::Servers { instance, json } => {

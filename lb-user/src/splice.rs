@@ -27,23 +27,41 @@ pub struct NewConn {
     pub server_idx: u32,
     /// min(timeout client, timeout server); None: no inactivity timeout.
     pub idle: Option<Duration>,
+    /// Frontend/global `maxconn` slots, returned when the connection ends.
+    pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What the manager does with a pair the kernel cannot take.
 pub type Fallback = Box<dyn Fn(NewConn) + Send>;
 
-/// Handle used by the accept path.
+enum Cmd {
+    Adopt(NewConn),
+    /// Reset every spliced connection of this server (both sides).
+    ShutdownServer(u32),
+}
+
+/// Handle used by the accept path and the health checks.
 #[derive(Clone)]
 pub struct Splicer {
-    tx: mpsc::Sender<NewConn>,
+    tx: mpsc::Sender<Cmd>,
     wake: Arc<sys::EventFd>,
 }
 
 impl Splicer {
     pub fn adopt(&self, c: NewConn) -> Result<(), NewConn> {
-        self.tx.send(c).map_err(|e| e.0)?;
+        self.tx.send(Cmd::Adopt(c)).map_err(|e| match e.0 {
+            Cmd::Adopt(c) => c,
+            Cmd::ShutdownServer(_) => unreachable!("sent an Adopt"),
+        })?;
         self.wake.notify();
         Ok(())
+    }
+
+    /// Closes (with an RST both ways) every spliced connection of `server`.
+    pub fn shutdown_server(&self, server: u32) {
+        if self.tx.send(Cmd::ShutdownServer(server)).is_ok() {
+            self.wake.notify();
+        }
     }
 }
 
@@ -86,13 +104,15 @@ struct Conn {
     dirs: [Dir; 2],
     interest: [u32; 2],
     pending: bool,
+    /// Dropped with the connection: frees its frontend/global `maxconn` slots.
+    _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub struct Manager {
     maps: SpliceMaps,
     epoll: sys::Epoll,
     wake: Arc<sys::EventFd>,
-    rx: mpsc::Receiver<NewConn>,
+    rx: mpsc::Receiver<Cmd>,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     /// Connections waiting on something no event reports (the kernel draining a
@@ -172,8 +192,11 @@ impl Manager {
                 match token {
                     TOKEN_WAKE => {
                         self.wake.drain();
-                        while let Ok(nc) = self.rx.try_recv() {
-                            self.adopt(nc);
+                        while let Ok(cmd) = self.rx.try_recv() {
+                            match cmd {
+                                Cmd::Adopt(nc) => self.adopt(nc),
+                                Cmd::ShutdownServer(idx) => self.shutdown_server(idx),
+                            }
                         }
                     }
                     TOKEN_EVENTS => self.read_events(),
@@ -235,6 +258,7 @@ impl Manager {
             server: d,
             server_idx: lb_common::MAX_SERVERS - 1,
             idle: None,
+            permits: Vec::new(),
         };
         self.adopt(nc);
         if self.conns[id as usize].is_none() {
@@ -258,6 +282,25 @@ impl Manager {
         result.map(|()| true)
     }
 
+    fn shutdown_server(&mut self, server: u32) {
+        let ids: Vec<u32> = (0..self.conns.len() as u32)
+            .filter(|&i| {
+                self.conns[i as usize]
+                    .as_ref()
+                    .is_some_and(|c| c.server == server)
+            })
+            .collect();
+        if !ids.is_empty() {
+            tracing::info!(
+                "shutting down {} spliced sessions of server {server}",
+                ids.len()
+            );
+        }
+        for id in ids {
+            self.close(id, Some(1));
+        }
+    }
+
     fn adopt(&mut self, nc: NewConn) {
         let Some(id) = self.free.pop() else {
             tracing::warn!(
@@ -279,6 +322,7 @@ impl Manager {
                     dirs: [Dir::default(), Dir::default()],
                     interest: [0; 2],
                     pending: false,
+                    _permits: nc.permits,
                 };
                 c.cookies = [
                     sys::cookie(&c.socks[0]).unwrap_or(0),
@@ -748,9 +792,7 @@ impl Manager {
         for d in 0..2 {
             unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), FlowDir::default()) };
         }
-        if let Some(s) = self.state.servers.get(c.server as usize) {
-            s.cur_conns.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.state.release(c.server);
         drop(c);
         self.free.push(id);
     }

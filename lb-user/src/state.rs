@@ -7,7 +7,26 @@ use std::sync::Mutex;
 
 use lb_common::{ServerMeta, ServerState, SRV_DOWN, SRV_MAINT, SRV_UP};
 
-use crate::config::{CheckParams, Config};
+use crate::balance::{Algo, Balancer, Candidate};
+use crate::config::{Backend, Balance, CheckParams, Config, HashMethod, ProxyProtocol};
+
+/// The balancing algorithm a backend's config asks for.
+pub fn algo_of(b: &Backend) -> Algo {
+    match b.balance {
+        Balance::RoundRobin => Algo::RoundRobin,
+        Balance::StaticRr => Algo::StaticRr,
+        Balance::LeastConn => Algo::LeastConn,
+        Balance::First => Algo::First,
+        Balance::Random { draws } => Algo::Random { draws },
+        Balance::Source => {
+            let ht = b.hash_type.as_ref().map(|h| h.value).unwrap_or_default();
+            Algo::Source {
+                consistent: ht.method == HashMethod::Consistent,
+                avalanche: ht.avalanche,
+            }
+        }
+    }
+}
 
 /// One configured server, shared by the accept path, health checks and the splice
 /// manager.
@@ -19,6 +38,18 @@ pub struct Server {
     pub name: String,
     pub addr: SocketAddr,
     pub check: Option<CheckParams>,
+    /// Numeric id (`id`, default the position in the backend, from 1).
+    pub id: u32,
+    /// `maxconn` (0: unlimited).
+    pub maxconn: u32,
+    /// `backup`: used only when no active server is UP.
+    pub backup: bool,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<crate::proxy_proto::Version>,
+    /// `on-marked-down shutdown-sessions`.
+    pub shutdown_on_down: bool,
+    /// `on-marked-up shutdown-backup-sessions`.
+    pub shutdown_backups_on_up: bool,
     pub state: AtomicU32,
     pub weight: AtomicU32,
     pub health: AtomicU32,
@@ -30,6 +61,9 @@ pub struct Server {
     pub check_us: AtomicU32,
     pub checks_failed: AtomicU64,
     pub state_changes: AtomicU64,
+    /// Wakes every userspace-copied session of this server to reset it
+    /// (`shutdown sessions`, `on-marked-down shutdown-sessions`).
+    pub kill: tokio::sync::Notify,
 }
 
 impl Server {
@@ -87,47 +121,22 @@ pub fn read_str(src: &[u8]) -> String {
     String::from_utf8_lossy(&src[..end]).into_owned()
 }
 
-/// Smooth weighted round robin (each pick adds every weight to its server's
-/// current value, takes the largest and subtracts the total): weights are honoured
-/// exactly over a cycle and picks of one server are spread out, not bunched.
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    current: Vec<i64>,
-}
-
-impl RoundRobin {
-    /// `weights[i]` is 0 for a server that must not be chosen (down, drained).
-    pub fn pick(&mut self, weights: &[u32]) -> Option<usize> {
-        if self.current.len() != weights.len() {
-            self.current = vec![0; weights.len()];
-        }
-        let total: i64 = weights.iter().map(|&w| w as i64).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut best: Option<usize> = None;
-        for (i, &w) in weights.iter().enumerate() {
-            if w == 0 {
-                self.current[i] = 0;
-                continue;
-            }
-            self.current[i] += w as i64;
-            if best.is_none_or(|b| self.current[i] > self.current[b]) {
-                best = Some(i);
-            }
-        }
-        let b = best?;
-        self.current[b] -= total;
-        Some(b)
-    }
-}
-
 #[derive(Debug)]
 pub struct BackendState {
     pub name: String,
     /// Global server indexes of this backend's servers.
     pub servers: Vec<u32>,
-    rr: Mutex<RoundRobin>,
+    /// `option allbackups`: every UP backup server is used, not only the first.
+    pub allbackups: bool,
+    balancer: Mutex<Balancer>,
+    /// Signalled (one waiter at a time, oldest first) when a server of this
+    /// backend frees a connection slot.
+    pub slot_freed: tokio::sync::Notify,
+    /// Connections waiting for a slot (HAProxy's backend queue).
+    pub queued: AtomicU32,
+    /// Queue limit: the sum of the servers' `maxqueue` when every server has
+    /// one, else 0 (unlimited).
+    pub maxqueue: u32,
 }
 
 /// All servers and backends of the running config.
@@ -143,7 +152,7 @@ impl State {
         let mut backends = Vec::new();
         for b in &cfg.backends {
             let mut idxs = Vec::new();
-            for s in &b.servers {
+            for (pos, s) in b.servers.iter().enumerate() {
                 let idx = servers.len() as u32;
                 idxs.push(idx);
                 let check = s.check.then_some(s.check_params);
@@ -160,6 +169,15 @@ impl State {
                     name: s.name.clone(),
                     addr: s.addr,
                     check,
+                    id: s.id.unwrap_or(pos as u32 + 1),
+                    maxconn: s.maxconn.unwrap_or(0),
+                    backup: s.backup,
+                    send_proxy: s.send_proxy.map(|p| match p {
+                        ProxyProtocol::V1 => crate::proxy_proto::Version::V1,
+                        ProxyProtocol::V2 => crate::proxy_proto::Version::V2,
+                    }),
+                    shutdown_on_down: s.on_marked_down_shutdown,
+                    shutdown_backups_on_up: s.on_marked_up_shutdown_backup,
                     state: AtomicU32::new(state),
                     weight: AtomicU32::new(s.weight),
                     health: AtomicU32::new(health),
@@ -171,38 +189,135 @@ impl State {
                     check_us: AtomicU32::new(0),
                     checks_failed: AtomicU64::new(0),
                     state_changes: AtomicU64::new(0),
+                    kill: tokio::sync::Notify::new(),
                 });
             }
             backends.push(BackendState {
                 name: b.name.clone(),
                 servers: idxs,
-                rr: Mutex::new(RoundRobin::default()),
+                allbackups: b.allbackups.is_some(),
+                balancer: Mutex::new(Balancer::new(algo_of(b))),
+                slot_freed: tokio::sync::Notify::new(),
+                queued: AtomicU32::new(0),
+                maxqueue: if b.servers.iter().all(|s| s.maxqueue.unwrap_or(0) > 0) {
+                    b.servers.iter().map(|s| s.maxqueue.unwrap_or(0)).sum()
+                } else {
+                    0
+                },
             });
         }
         Self { servers, backends }
     }
 
-    /// Picks a server of `backend` by weighted round robin among UP servers with a
-    /// non-zero weight. None when no server can take a connection.
-    pub fn pick(&self, backend: usize) -> Option<&Server> {
+    /// Picks a server of `backend` with its algorithm among the servers that can
+    /// take a connection: UP with a non-zero weight, active ones first; backup
+    /// servers only when no active server is UP (the first one, or all with
+    /// `option allbackups`). None when no server can take it.
+    /// `avoid`: a server that just failed, skipped if any other can take it.
+    /// The chosen server's connection is counted; [`State::release`] ends it.
+    pub fn pick(
+        &self,
+        backend: usize,
+        client: Option<std::net::IpAddr>,
+        avoid: Option<u32>,
+    ) -> Option<&Server> {
         let b = self.backends.get(backend)?;
-        let weights: Vec<u32> = b
+        let members: Vec<&Server> = b
             .servers
             .iter()
-            .map(|&i| {
-                let s = &self.servers[i as usize];
-                if s.is_up() {
-                    s.weight.load(Ordering::Relaxed)
+            .map(|&i| &self.servers[i as usize])
+            .collect();
+        let usable = |s: &Server| s.is_up() && s.weight.load(Ordering::Relaxed) > 0;
+        let any_active = members.iter().any(|s| !s.backup && usable(s));
+        let first_backup = members
+            .iter()
+            .filter(|s| s.backup && usable(s))
+            .min_by_key(|s| s.id)
+            .map(|s| s.idx);
+        let eligible = |s: &Server| {
+            usable(s)
+                && if any_active {
+                    !s.backup
                 } else {
-                    0
+                    s.backup && (b.allbackups || Some(s.idx) == first_backup)
+                }
+        };
+        let queued = b.queued.load(Ordering::Relaxed);
+        let cands: Vec<Candidate> = members
+            .iter()
+            .map(|s| {
+                let served = s.cur_conns.load(Ordering::Relaxed);
+                // A server at its maxconn takes nobody until a slot frees.
+                let full = s.maxconn > 0 && served >= s.maxconn;
+                Candidate {
+                    weight: if eligible(s) && !full {
+                        s.weight.load(Ordering::Relaxed)
+                    } else {
+                        0
+                    },
+                    served,
+                    queued,
+                    maxconn: s.maxconn,
+                    id: s.id,
                 }
             })
             .collect();
-        let i =
-            b.rr.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pick(&weights)?;
-        Some(&self.servers[b.servers[i] as usize])
+        let mut cands = cands;
+        if let Some(a) = avoid {
+            let others = members
+                .iter()
+                .zip(&cands)
+                .any(|(s, c)| s.idx != a && c.weight > 0);
+            if others {
+                for (s, c) in members.iter().zip(cands.iter_mut()) {
+                    if s.idx == a {
+                        c.weight = 0;
+                    }
+                }
+            }
+        }
+        // The choice and the count happen under one lock, so that two accepts
+        // can never both take a server's last slot.
+        let mut balancer = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
+        let i = balancer.pick(&cands, client)?;
+        let s = members[i];
+        s.cur_conns.fetch_add(1, Ordering::Relaxed);
+        s.total_conns.fetch_add(1, Ordering::Relaxed);
+        Some(s)
+    }
+
+    /// True when some server of `backend` could take the connection once a slot
+    /// frees: UP (or a usable backup) but at its maxconn.
+    pub fn all_full(&self, backend: usize) -> bool {
+        let Some(b) = self.backends.get(backend) else {
+            return false;
+        };
+        b.servers.iter().any(|&i| {
+            let s = &self.servers[i as usize];
+            s.is_up()
+                && s.weight.load(Ordering::Relaxed) > 0
+                && s.maxconn > 0
+                && s.cur_conns.load(Ordering::Relaxed) >= s.maxconn
+        })
+    }
+
+    /// A connection of server `idx` ended: count it and wake the oldest waiter
+    /// of the backend queue.
+    pub fn release(&self, idx: u32) {
+        let Some(s) = self.servers.get(idx as usize) else {
+            return;
+        };
+        s.cur_conns.fetch_sub(1, Ordering::Relaxed);
+        if s.maxconn > 0 {
+            if let Some(b) = self.backend_of(idx) {
+                b.slot_freed.notify_one();
+            }
+        }
+    }
+
+    /// The backend a server belongs to.
+    pub fn backend_of(&self, idx: u32) -> Option<&BackendState> {
+        self.backends.iter().find(|b| b.servers.contains(&idx))
     }
 }
 
@@ -256,37 +371,6 @@ pub fn state_name(state: u32) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn smooth_wrr_honours_weights_and_interleaves() {
-        let mut rr = RoundRobin::default();
-        let w = [5, 1, 1];
-        let picks: Vec<usize> = (0..7).map(|_| rr.pick(&w).unwrap()).collect();
-        assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 5);
-        assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
-        let mut counts = [0u32; 3];
-        for _ in 0..70_000 {
-            counts[rr.pick(&w).unwrap()] += 1;
-        }
-        assert_eq!(counts, [50_000, 10_000, 10_000]);
-    }
-
-    #[test]
-    fn equal_weights_are_plain_round_robin() {
-        let mut rr = RoundRobin::default();
-        let picks: Vec<usize> = (0..6).map(|_| rr.pick(&[1, 1, 1]).unwrap()).collect();
-        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
-    }
-
-    #[test]
-    fn zero_weights_are_skipped_and_none_when_all_zero() {
-        let mut rr = RoundRobin::default();
-        for _ in 0..10 {
-            assert_eq!(rr.pick(&[0, 3, 0]), Some(1));
-        }
-        assert_eq!(rr.pick(&[0, 0, 0]), None);
-        assert_eq!(rr.pick(&[]), None);
-    }
-
     fn server(rise: u32) -> Server {
         Server {
             idx: 0,
@@ -294,6 +378,12 @@ mod tests {
             name: "s".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             check: None,
+            id: 1,
+            maxconn: 0,
+            backup: false,
+            send_proxy: None,
+            shutdown_on_down: false,
+            shutdown_backups_on_up: false,
             state: AtomicU32::new(SRV_UP),
             weight: AtomicU32::new(1),
             health: AtomicU32::new(rise),
@@ -305,6 +395,7 @@ mod tests {
             check_us: AtomicU32::new(0),
             checks_failed: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
+            kill: tokio::sync::Notify::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::state::State;
 use crate::sys;
@@ -32,19 +33,30 @@ async fn copy_dir(
     mut w: OwnedWriteHalf,
     last: &AtomicU64,
     counter: &AtomicU64,
+    kill: &Notify,
 ) -> Result<(), Broken> {
     let mut buf = vec![0u8; BUF_SIZE];
+    // Registered once, so a shutdown between two reads is not missed.
+    let killed = kill.notified();
+    tokio::pin!(killed);
     loop {
-        let n = match r.read(&mut buf).await {
-            Ok(n) => n,
-            Err(_) => return Err(reset_both(&r, w)),
+        let n = tokio::select! {
+            r2 = r.read(&mut buf) => match r2 {
+                Ok(n) => n,
+                Err(_) => return Err(reset_both(&r, w)),
+            },
+            _ = &mut killed => return Err(reset_both(&r, w)),
         };
         if n == 0 {
             // Half-close: pass the FIN on, keep the other direction running.
             let _ = w.shutdown().await;
             return Ok(());
         }
-        if w.write_all(&buf[..n]).await.is_err() {
+        let written = tokio::select! {
+            r2 = w.write_all(&buf[..n]) => r2.is_ok(),
+            _ = &mut killed => false,
+        };
+        if !written {
             return Err(reset_both(&r, w));
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
@@ -67,8 +79,8 @@ pub async fn proxy(
     let (sr, sw) = server.into_split();
     let both = async {
         tokio::try_join!(
-            copy_dir(cr, sw, &last, &srv.user_bytes_in),
-            copy_dir(sr, cw, &last, &srv.user_bytes_out),
+            copy_dir(cr, sw, &last, &srv.user_bytes_in, &srv.kill),
+            copy_dir(sr, cw, &last, &srv.user_bytes_out, &srv.kill),
         )
     };
     let watchdog = async {
@@ -94,5 +106,5 @@ pub async fn proxy(
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
         }
     }
-    srv.cur_conns.fetch_sub(1, Ordering::Relaxed);
+    state.release(server_idx);
 }

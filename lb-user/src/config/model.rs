@@ -1,7 +1,9 @@
 //! The typed configuration model: the one place everything else reads.
 //!
 //! The parser (`parse.rs`) produces it, after cross checks; the map-writing step
-//! and the daemon take only this model.
+//! and the daemon take only this model. Values have HAProxy 2.6's meaning and
+//! defaults. Settings the daemon does not apply yet are listed by
+//! [`super::runtime_gaps`].
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +21,14 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// A configured value and the line that set it (for a value inherited from a
+/// `defaults` section, the line in that section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Config {
     pub global: Global,
@@ -34,9 +44,35 @@ pub const DEFAULT_SPLICE_BUDGET: u64 = 4 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Global {
+    /// `maxconn`: process-wide limit of concurrent connections.
     pub maxconn: Option<u32>,
     /// `tune.lb.splice-budget SIZE`: bytes in flight per direction on the kernel path.
     pub splice_budget: u64,
+    /// Where `maxconn` was set.
+    pub maxconn_origin: Option<Origin>,
+    /// `daemon` / `master-worker`: go to the background.
+    pub daemon: Option<Origin>,
+    /// `nbthread N`.
+    pub nbthread: Option<Located<u32>>,
+    /// `user NAME` / `uid N`, resolved to a uid.
+    pub user: Option<Located<Account>>,
+    /// `group NAME` / `gid N`, resolved to a gid.
+    pub group: Option<Located<Account>>,
+    pub pidfile: Option<Located<PathBuf>>,
+    pub chroot: Option<Located<PathBuf>>,
+    /// `hard-stop-after T`: longest soft stop.
+    pub hard_stop_after: Option<Located<Duration>>,
+    /// `log ...` lines: the global log targets (`log global` in proxies).
+    pub logs: Vec<Located<LogTarget>>,
+    /// `stats socket ...`: the runtime API sockets.
+    pub stats_sockets: Vec<Located<StatsSocket>>,
+    /// `stats timeout T` (HAProxy's default 10s).
+    pub stats_timeout: Option<Located<Duration>>,
+    /// `stats maxconn N` (HAProxy's default 10).
+    pub stats_maxconn: Option<Located<u32>>,
+    /// Other accepted global settings, which only tune HAProxy's own process
+    /// (`tune.*`, `ssl-default-*`, `spread-checks`, ...): the keyword.
+    pub other: Vec<Located<String>>,
 }
 
 impl Default for Global {
@@ -44,12 +80,105 @@ impl Default for Global {
         Self {
             maxconn: None,
             splice_budget: DEFAULT_SPLICE_BUDGET,
+            maxconn_origin: None,
+            daemon: None,
+            nbthread: None,
+            user: None,
+            group: None,
+            pidfile: None,
+            chroot: None,
+            hard_stop_after: None,
+            logs: Vec::new(),
+            stats_sockets: Vec::new(),
+            stats_timeout: None,
+            stats_maxconn: None,
+            other: Vec::new(),
         }
     }
 }
 
-/// One `bind` address: `addr` None is `*` (IPv4 any); `::` is `Some(IPv6 unspecified)`.
+/// A user or group: the name when given by name, and its numeric id.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: Option<String>,
+    pub id: u32,
+}
+
+/// Where a `log` line sends messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogAddress {
+    /// Syslog over UDP (default port 514).
+    Udp(SocketAddr),
+    /// A datagram UNIX socket (e.g. `/dev/log`).
+    Unix(PathBuf),
+    /// `fd@N`, `stdout` (fd 1), `stderr` (fd 2).
+    Fd(i32),
+    /// `ring@NAME`.
+    Ring(String),
+}
+
+/// One `log <address> [len N] [format F] [sample R:S] <facility> [level [minlevel]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTarget {
+    pub address: LogAddress,
+    /// Longest line, 80..=65535 (HAProxy's default 1024).
+    pub len: Option<u32>,
+    /// `local` (default), `rfc3164`, `rfc5424`, `priority`, `short`, `timed`,
+    /// `iso`, `raw`.
+    pub format: Option<String>,
+    /// `sample <ranges>:<size>`, as written.
+    pub sample: Option<String>,
+    pub facility: String,
+    pub level: Option<String>,
+    pub minlevel: Option<String>,
+}
+
+/// A proxy's `log` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyLog {
+    /// `log global`: the global targets.
+    Global,
+    Target(LogTarget),
+}
+
+/// Where a `stats socket` listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatsAddress {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// Privilege level of a stats socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatsLevel {
+    User,
+    /// HAProxy's default.
+    #[default]
+    Operator,
+    Admin,
+}
+
+/// `stats socket <address> [params]`: the runtime API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsSocket {
+    pub address: StatsAddress,
+    /// `mode` (octal permissions of a UNIX socket).
+    pub mode: Option<u32>,
+    /// `uid`/`user`.
+    pub uid: Option<u32>,
+    /// `gid`/`group`.
+    pub gid: Option<u32>,
+    pub level: StatsLevel,
+    /// `expose-fd listeners`.
+    pub expose_fd_listeners: bool,
+    /// `severity-output none|number|string`.
+    pub severity_output: Option<String>,
+    /// Other bind parameters given (name, maxconn, ...), as written.
+    pub other: Vec<String>,
+}
+
+/// One `bind` address: `addr` None is `*` (IPv4 any); `::` is `Some(IPv6 unspecified)`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Bind {
     pub addr: Option<IpAddr>,
     pub port_first: u16,
@@ -57,9 +186,28 @@ pub struct Bind {
     /// `v6only` given: `::` does not also take IPv4.
     pub v6only: bool,
     pub origin: Origin,
+    /// The host name the address was resolved from, if any.
+    pub fqdn: Option<String>,
+    /// `v4v6` given (explicit dual stack; `v6only` wins over it).
+    pub v4v6: bool,
+    /// `interface NAME`: SO_BINDTODEVICE.
+    pub interface: Option<String>,
+    /// `backlog N` (0 or unset: the frontend's backlog).
+    pub backlog: Option<u32>,
+    /// `maxconn N`: concurrent connections per socket.
+    pub maxconn: Option<u32>,
+    /// `accept-proxy`: a PROXY protocol header (v1 or v2) is required.
+    pub accept_proxy: bool,
+    /// `name NAME` (stats only).
+    pub name: Option<String>,
+    /// `id N` (stats only).
+    pub id: Option<u32>,
+    /// Other socket settings given (`tfo`, `defer-accept`, `mss 1400`, ...), as
+    /// written.
+    pub other: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Frontend {
     pub name: String,
     pub binds: Vec<Bind>,
@@ -70,15 +218,85 @@ pub struct Frontend {
     pub timeout_client: Option<Duration>,
     pub maxconn: Option<u32>,
     pub origin: Origin,
+    /// Where `maxconn` was set.
+    pub maxconn_origin: Option<Origin>,
+    /// `use_backend` rules, in order: the first whose condition holds picks the
+    /// backend; `default_backend` otherwise.
+    pub use_backends: Vec<UseBackend>,
+    /// `tcp-request connection` rules, in order (a named defaults section's
+    /// first).
+    pub tcp_request_connection: Vec<TcpRequestRule>,
+    /// ACLs declared in this section.
+    pub acls: Vec<Acl>,
+    /// `backlog N`: listen backlog of the binds without their own.
+    pub backlog: Option<Located<u32>>,
+    /// `timeout client-fin T`.
+    pub timeout_client_fin: Option<Located<Duration>>,
+    /// `option clitcpka` (or `option tcpka`): SO_KEEPALIVE on client sockets.
+    pub clitcpka: Option<Origin>,
+    /// `log` lines (`no log` clears them).
+    pub logs: Vec<Located<ProxyLog>>,
+    /// `option tcplog`.
+    pub tcplog: Option<Origin>,
+    /// `option dontlognull`.
+    pub dontlognull: Option<Origin>,
+    /// `disabled`: the proxy is not started.
+    pub disabled: Option<Origin>,
+    /// `id N`.
+    pub id: Option<Located<u32>>,
+    pub description: Option<String>,
+    /// Other accepted settings in effect, not modelled by a field: `option`s
+    /// (`option nolinger`, ...) and keywords (`log-format`, `clitcpka-idle`,
+    /// ...), as `"option nolinger"` / `"log-format"`.
+    pub other: Vec<Located<String>>,
 }
 
+/// `balance` algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Balance {
+    /// Smooth weighted round robin, dynamic weights (the default).
     #[default]
     RoundRobin,
+    /// Weighted round robin, static weights.
+    StaticRr,
+    /// Fewest connections, round robin among equals.
+    LeastConn,
+    /// First server (by id) with a free connection slot.
+    First,
+    /// Hash of the client's source address over the running servers' weights.
+    Source,
+    /// Power of `draws` random choices (default 2) on the consistent hash ring.
+    Random { draws: u32 },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// `hash-type` method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashMethod {
+    #[default]
+    MapBased,
+    Consistent,
+}
+
+/// `hash-type` function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashFunction {
+    #[default]
+    Sdbm,
+    Djb2,
+    Wt6,
+    Crc32,
+}
+
+/// `hash-type <method> [<function>] [avalanche]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HashType {
+    pub method: HashMethod,
+    pub function: HashFunction,
+    /// As documented: `consistent` without a function is sdbm with avalanche.
+    pub avalanche: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Backend {
     pub name: String,
     pub balance: Balance,
@@ -86,6 +304,44 @@ pub struct Backend {
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,
     pub origin: Origin,
+    /// Where `balance` was set (None: the default round robin).
+    pub balance_origin: Option<Origin>,
+    pub hash_type: Option<Located<HashType>>,
+    /// `retries N` (HAProxy's default 3 when unset).
+    pub retries: Option<Located<u32>>,
+    /// `option redispatch [interval]`: the interval (1: every retry, -1 (the
+    /// default): the last one).
+    pub redispatch: Option<Located<i32>>,
+    /// `option allbackups`.
+    pub allbackups: Option<Origin>,
+    /// `option srvtcpka` (or `option tcpka`).
+    pub srvtcpka: Option<Origin>,
+    pub timeout_queue: Option<Located<Duration>>,
+    pub timeout_check: Option<Located<Duration>>,
+    pub timeout_tunnel: Option<Located<Duration>>,
+    pub timeout_server_fin: Option<Located<Duration>>,
+    /// `fullconn N`.
+    pub fullconn: Option<Located<u32>>,
+    /// The application-level health check (None: TCP connect only).
+    pub health_check: Option<Located<HealthCheck>>,
+    /// `tcp-check` rules (with `option tcp-check`).
+    pub tcp_check_rules: Vec<Located<TcpCheckRule>>,
+    /// `http-check` rules (with `option httpchk`).
+    pub http_check_rules: Vec<Located<HttpCheckRule>>,
+    /// ACLs of a `backend` section (a `listen` section's are its frontend's).
+    pub acls: Vec<Acl>,
+    /// `log` lines.
+    pub logs: Vec<Located<ProxyLog>>,
+    /// `option log-health-checks`.
+    pub log_health_checks: Option<Origin>,
+    /// `disabled`: the proxy is not started.
+    pub disabled: Option<Origin>,
+    /// `id N`.
+    pub id: Option<Located<u32>>,
+    pub description: Option<String>,
+    /// Other accepted settings in effect, not modelled by a field (see
+    /// [`Frontend::other`]).
+    pub other: Vec<Located<String>>,
 }
 
 /// Health-check parameters, with HAProxy's defaults.
@@ -106,9 +362,71 @@ impl Default for CheckParams {
     }
 }
 
+/// PROXY protocol version sent to a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// How the server's port is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerPort {
+    /// The port in `addr`.
+    #[default]
+    Fixed,
+    /// No port (or 0): the port the client connected to (`addr` has port 0).
+    SameAsClient,
+    /// `+N` / `-N`: the client's destination port plus N (`addr` has port 0).
+    Offset(i32),
+}
+
+/// `init-addr` methods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitAddr {
+    /// The address in the server-state file.
+    Last,
+    /// The system resolver.
+    Libc,
+    /// Start without an address, in maintenance.
+    None,
+    Ip(IpAddr),
+}
+
+/// `on-error` mode of `observe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    FastInter,
+    FailCheck,
+    SuddenDeath,
+    MarkDown,
+}
+
+/// `agent-check` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AgentCheck {
+    /// `agent-check` given.
+    pub enabled: bool,
+    pub port: Option<u16>,
+    /// `agent-inter` (default: 2s).
+    pub inter: Option<Duration>,
+    /// `agent-send` string.
+    pub send: Option<String>,
+    /// `agent-addr`.
+    pub addr: Option<IpAddr>,
+}
+
+impl AgentCheck {
+    /// Any agent setting given.
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Server {
     pub name: String,
+    /// Address and port; port 0 unless `port_mode` is `Fixed`.
     pub addr: SocketAddr,
     /// `check` given.
     pub check: bool,
@@ -117,5 +435,324 @@ pub struct Server {
     pub weight: u32,
     /// `disabled`: starts in maintenance.
     pub disabled: bool,
+    pub origin: Origin,
+    pub port_mode: ServerPort,
+    /// The host name `addr` was resolved from (at start-up), if any.
+    pub fqdn: Option<String>,
+    /// The address is `0.0.0.0`/`::`: connect to the address the client
+    /// connected to.
+    pub addr_from_client: bool,
+    /// `init-addr` methods, in order.
+    pub init_addr: Option<Vec<InitAddr>>,
+    /// No address could be found and `init-addr none` allowed it: the server
+    /// starts in maintenance, `addr` is unspecified.
+    pub unresolved: bool,
+    /// `backup`: used only when no active server is up.
+    pub backup: bool,
+    /// `maxconn N` (0: unlimited).
+    pub maxconn: Option<u32>,
+    /// `minconn N`: dynamic limit with `fullconn`.
+    pub minconn: Option<u32>,
+    /// `maxqueue N` (0: unlimited).
+    pub maxqueue: Option<u32>,
+    /// `id N` (default: position, from 1).
+    pub id: Option<u32>,
+    /// `slowstart T`.
+    pub slowstart: Option<Duration>,
+    /// `port N`: port of the health checks.
+    pub check_port: Option<u16>,
+    /// `addr IP`: address of the health checks.
+    pub check_addr: Option<IpAddr>,
+    /// `fastinter T`: check interval while transitioning.
+    pub fastinter: Option<Duration>,
+    /// `downinter T`: check interval while down.
+    pub downinter: Option<Duration>,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<ProxyProtocol>,
+    /// `check-send-proxy`.
+    pub check_send_proxy: bool,
+    /// `on-marked-down shutdown-sessions`.
+    pub on_marked_down_shutdown: bool,
+    /// `on-marked-up shutdown-backup-sessions`.
+    pub on_marked_up_shutdown_backup: bool,
+    /// `observe layer4`.
+    pub observe_layer4: bool,
+    /// `on-error MODE`.
+    pub on_error: Option<OnError>,
+    /// `error-limit N` (default 10).
+    pub error_limit: Option<u32>,
+    pub agent: AgentCheck,
+    /// Other connection settings given (`tfo`, `source ...`, ...), as written.
+    pub other: Vec<String>,
+}
+
+impl Default for Server {
+    /// A server with HAProxy's defaults at `0.0.0.0:0` (for building models
+    /// in tests: `Server { name, addr, ..Default::default() }`).
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            check: false,
+            check_params: CheckParams::default(),
+            weight: 1,
+            disabled: false,
+            origin: Origin::default(),
+            port_mode: ServerPort::Fixed,
+            fqdn: None,
+            addr_from_client: false,
+            init_addr: None,
+            unresolved: false,
+            backup: false,
+            maxconn: None,
+            minconn: None,
+            maxqueue: None,
+            id: None,
+            slowstart: None,
+            check_port: None,
+            check_addr: None,
+            fastinter: None,
+            downinter: None,
+            send_proxy: None,
+            check_send_proxy: false,
+            on_marked_down_shutdown: false,
+            on_marked_up_shutdown_backup: false,
+            observe_layer4: false,
+            on_error: None,
+            error_limit: None,
+            agent: AgentCheck::default(),
+            other: Vec::new(),
+        }
+    }
+}
+
+/// The application-level health check of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `option tcp-check`: the `tcp-check` rules (connect only without rules).
+    TcpCheck,
+    /// `option httpchk [[<method>] <uri> [<version>]]`, refined by `http-check`
+    /// rules.
+    HttpChk {
+        method: String,
+        uri: String,
+        version: String,
+    },
+    /// `option pgsql-check user <name>`.
+    PgsqlCheck { user: String },
+    /// `option mysql-check [user <name> [post-41|pre-41]]`.
+    MysqlCheck { user: Option<String>, post41: bool },
+    /// `option redis-check`.
+    RedisCheck,
+    /// `option ssl-hello-chk`.
+    SslHelloChk,
+    /// `option smtpchk [<hello> <domain>]`.
+    SmtpChk { hello: String, domain: String },
+    /// `option ldap-check`.
+    LdapCheck,
+    /// `option spop-check`.
+    SpopCheck,
+    /// `option external-check`.
+    ExternalCheck,
+}
+
+impl HealthCheck {
+    /// The option's name, for messages.
+    pub fn option_name(&self) -> &'static str {
+        match self {
+            Self::TcpCheck => "tcp-check",
+            Self::HttpChk { .. } => "httpchk",
+            Self::PgsqlCheck { .. } => "pgsql-check",
+            Self::MysqlCheck { .. } => "mysql-check",
+            Self::RedisCheck => "redis-check",
+            Self::SslHelloChk => "ssl-hello-chk",
+            Self::SmtpChk { .. } => "smtpchk",
+            Self::LdapCheck => "ldap-check",
+            Self::SpopCheck => "spop-check",
+            Self::ExternalCheck => "external-check",
+        }
+    }
+}
+
+/// `tcp-check connect` / `http-check connect` options.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CheckConnect {
+    /// `default`: the server line's settings.
+    pub default: bool,
+    pub port: Option<u16>,
+    pub addr: Option<IpAddr>,
+    pub send_proxy: bool,
+    pub linger: bool,
+    /// `ssl`, `sni`, `alpn`, `via-socks4`, `proto` given, as written.
+    pub other: Vec<String>,
+}
+
+/// How an `expect` rule matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectMatch {
+    /// `string <s>`: the bytes are in the response.
+    String(String),
+    /// `rstring <regex>`.
+    Rstring(String),
+    /// `binary <hex>`, decoded.
+    Binary(Vec<u8>),
+    /// `rbinary <regex>` on the hex form of the response.
+    Rbinary(String),
+    /// `string-lf <fmt>` / `binary-lf <fmt>`: log-format, as written.
+    StringLf(String),
+    BinaryLf(String),
+    /// HTTP: `status <codes>` (`200`, `200-399`, `200,301`...).
+    Status(String),
+    /// HTTP: `rstatus <regex>`.
+    Rstatus(String),
+    /// HTTP: `hdr`/`fhdr` matches, as written.
+    Header(Vec<String>),
+}
+
+/// An `expect` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckExpect {
+    /// `!` given.
+    pub negate: bool,
+    pub matcher: ExpectMatch,
+    /// `min-recv N`.
+    pub min_recv: Option<i32>,
+    pub comment: Option<String>,
+    /// `ok-status`, `error-status`, `tout-status`, `on-success`, `on-error`,
+    /// `status-code` given, as written.
+    pub other: Vec<String>,
+}
+
+/// One `tcp-check` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpCheckRule {
+    Connect(CheckConnect),
+    /// `send <data>` (unescaped by the lexer) / `send-binary <hex>` (decoded).
+    Send(Vec<u8>),
+    /// `send-lf <fmt>` / `send-binary-lf <hexfmt>`, as written.
+    SendLf(String),
+    SendBinaryLf(String),
+    Expect(CheckExpect),
+    Comment(String),
+    /// `set-var(...)` / `set-var-fmt(...)` / `unset-var(...)`, as written.
+    Var(String),
+}
+
+/// One `http-check` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpCheckRule {
+    Connect(CheckConnect),
+    Send {
+        method: Option<String>,
+        uri: Option<String>,
+        version: Option<String>,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+    },
+    Expect(CheckExpect),
+    Comment(String),
+    DisableOn404,
+    SendState,
+    Var(String),
+}
+
+/// An L4 sample an ACL tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// The client's address.
+    Src,
+    /// The address the client connected to.
+    Dst,
+    SrcPort,
+    DstPort,
+    /// `always_true` / `TRUE`.
+    AlwaysTrue,
+    /// `always_false` / `FALSE`.
+    AlwaysFalse,
+}
+
+/// An IP network pattern: `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    /// 0..=32 for IPv4, 0..=128 for IPv6.
+    pub prefix: u8,
+}
+
+/// An ACL pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    Net(IpNet),
+    /// An inclusive integer range (`80`, `1024:65535`, `:1023`, `gt 1024`...).
+    /// `lo > hi` never matches.
+    Int {
+        lo: i64,
+        hi: i64,
+    },
+}
+
+/// One `acl` line (or inline `{ }` ACL): a fetch and its patterns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclTest {
+    pub fetch: Fetch,
+    /// Patterns, from the line and then from `-f` files in their order.
+    pub patterns: Vec<Pattern>,
+    /// `-f` files the patterns were read from.
+    pub files: Vec<PathBuf>,
+    pub origin: Origin,
+}
+
+/// A named ACL: every `acl <name>` line adds a test; it matches when any test
+/// matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acl {
+    pub name: String,
+    pub tests: Vec<AclTest>,
+}
+
+/// One term of a condition: `[!]acl`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CondTerm {
+    pub negate: bool,
+    /// The ACL name (`TRUE`, `LOCALHOST`... for predefined ones), None for an
+    /// inline `{ }` ACL.
+    pub name: Option<String>,
+    /// The tests: the term holds when any test matches.
+    pub tests: Vec<AclTest>,
+}
+
+/// `if|unless <terms> [or <terms>]...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// `unless`: the rule applies when the expression is false.
+    pub unless: bool,
+    /// Alternatives (OR) of conjunctions (AND) of terms.
+    pub any_of: Vec<Vec<CondTerm>>,
+}
+
+/// `use_backend <name> [if|unless <cond>]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UseBackend {
+    pub backend: String,
+    /// Index into `Config::backends`.
+    pub backend_idx: usize,
+    pub cond: Option<Condition>,
+    pub origin: Origin,
+}
+
+/// Action of a `tcp-request connection` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpRequestAction {
+    Accept,
+    Reject,
+    /// `expect-proxy layer4`.
+    ExpectProxy,
+}
+
+/// `tcp-request connection <action> [if|unless <cond>]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpRequestRule {
+    pub action: TcpRequestAction,
+    pub cond: Option<Condition>,
     pub origin: Origin,
 }

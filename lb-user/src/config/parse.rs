@@ -6,28 +6,32 @@
 //! sections the keyword is valid (HAProxy's "capabilities": defaults,
 //! frontend, backend; `listen` has both frontend and backend) and what to do
 //! with it: parse it, accept and ignore it, reject it as an HTTP-mode feature,
-//! or reject it as "not supported yet". Growing towards HAProxy's full TCP
-//! keyword set is adding rows, and turning "not supported yet" rows into
-//! parsers.
+//! or reject it as "not supported yet".
 //!
-//! The first error stops the parse; it names `file:line:col` and the token.
-use std::collections::HashMap;
+//! Several files are parsed in order into one configuration (a file ends the
+//! section it is in); the cross checks run once at the end. The first error
+//! stops the parse; it names `file:line:col` and the token.
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::lexer::{lex_line, Token};
-use super::model::{Backend, Balance, Bind, CheckParams, Config, Frontend, Global, Origin, Server};
+use super::lexer::{env_expand, lex_line, Token};
+use super::model::*;
+use super::sys::{RealSys, Sys};
+use super::values::*;
 
-/// Largest configuration accepted, in bytes.
+/// Largest configuration accepted, in bytes (per file).
 pub(crate) const MAX_CONFIG_SIZE: usize = 16 << 20;
 /// Longest line accepted, in bytes (before and after environment expansion).
 pub(crate) const MAX_LINE_LEN: usize = 64 << 10;
+/// Most configuration files (after expanding directories).
+pub(crate) const MAX_FILES: usize = 1000;
+/// Most nested `.if` blocks.
+const MAX_COND_DEPTH: usize = 64;
 /// Largest server weight, as HAProxy.
-const MAX_WEIGHT: u32 = 256;
-/// Largest timer HAProxy accepts: `INT_MAX` milliseconds (about 24.8 days).
-const MAX_TIMER_MS: u64 = i32::MAX as u64;
+pub(crate) const MAX_WEIGHT: u32 = 256;
 
 /// A configuration error.
 ///
@@ -111,6 +115,72 @@ impl ConfigError {
 
 /// Reads and parses a configuration file.
 pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
+    parse_files(&[path.to_path_buf()])
+}
+
+/// Reads and parses several configuration files (or directories) in order,
+/// as `haproxy -f A -f B ...`: a directory stands for its regular files named
+/// `*.cfg`, not hidden, in byte order.
+pub fn parse_files(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    let files = expand_paths(paths)?;
+    let mut p = Parser::new(&RealSys);
+    for f in &files {
+        let text = read_config(f)?;
+        p.feed(&text, f)?;
+    }
+    p.finish()
+}
+
+/// The files `-f` arguments stand for, in HAProxy's order.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let io_err = |source| ConfigError::Io {
+            file: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        if !meta.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            let name = entry.file_name();
+            let bytes = name.as_encoded_bytes();
+            if bytes.first() == Some(&b'.') || !bytes.ends_with(b".cfg") {
+                continue;
+            }
+            let full = path.join(&name);
+            // As HAProxy's stat(): symbolic links are followed.
+            if std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
+                names.push(name);
+            }
+        }
+        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        out.extend(names.into_iter().map(|n| path.join(n)));
+    }
+    if out.len() > MAX_FILES {
+        return Err(ConfigError::File {
+            file: paths.first().cloned().unwrap_or_default(),
+            msg: format!(
+                "too many configuration files ({}, at most {MAX_FILES})",
+                out.len()
+            ),
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::File {
+            file: paths.first().cloned().unwrap_or_default(),
+            msg: "no configuration file (a directory holds no '*.cfg' file)".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads one configuration file, bounded, as UTF-8.
+fn read_config(path: &Path) -> Result<String, ConfigError> {
     let io_err = |source| ConfigError::Io {
         file: path.to_path_buf(),
         source,
@@ -129,8 +199,8 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
             .max(bytes.len() as u64);
         return Err(too_large(path, size));
     }
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
         Err(e) => {
             let bytes = e.as_bytes();
             let valid = e.utf8_error().valid_up_to();
@@ -149,24 +219,23 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
                 .take(4)
                 .map(|b| format!("\\x{b:02x}"))
                 .collect::<String>();
-            return Err(ConfigError::Invalid {
+            Err(ConfigError::Invalid {
                 file: path.to_path_buf(),
                 line,
                 col,
                 msg: "invalid UTF-8".into(),
                 near,
                 hint: None,
-            });
+            })
         }
-    };
-    parse_str(&text, path)
+    }
 }
 
 /// Parses a configuration from memory; `file` only names it in messages.
 ///
 /// `${VAR}` expands from the process environment.
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    parse_with_env(text, file, &|name| std::env::var(name).ok())
+    parse_with(&[(text, file)], &RealSys)
 }
 
 fn too_large(file: &Path, size: u64) -> ConfigError {
@@ -177,42 +246,11 @@ fn too_large(file: &Path, size: u64) -> ConfigError {
     }
 }
 
-/// [`parse_str`] with the environment given as a lookup function.
-pub(crate) fn parse_with_env(
-    text: &str,
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    if text.len() > MAX_CONFIG_SIZE {
-        return Err(too_large(file, text.len() as u64));
-    }
-    let mut p = Parser::new(file);
-    for (idx, raw) in text.split('\n').enumerate() {
-        let no = idx + 1;
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if raw.len() > MAX_LINE_LEN {
-            let near: String = raw.chars().take(16).collect();
-            return Err(p.err_at(
-                no,
-                1,
-                &near,
-                format!(
-                    "line too long ({} bytes, at most {MAX_LINE_LEN})",
-                    raw.len()
-                ),
-            ));
-        }
-        let toks =
-            lex_line(raw, MAX_LINE_LEN, env).map_err(|e| p.err_at(no, e.col, &e.near, e.msg))?;
-        let mut toks = toks.into_iter();
-        if let Some(kw) = toks.next() {
-            let line = Line {
-                no,
-                kw,
-                args: toks.collect(),
-            };
-            p.line(&line)?;
-        }
+/// Parses several in-memory files, in order, against `sys`.
+pub(crate) fn parse_with(files: &[(&str, &Path)], sys: &dyn Sys) -> Result<Config, ConfigError> {
+    let mut p = Parser::new(sys);
+    for (text, file) in files {
+        p.feed(text, file)?;
     }
     p.finish()
 }
@@ -221,74 +259,45 @@ pub(crate) fn parse_with_env(
 // Keyword tables.
 
 /// Capabilities: the sections a keyword is valid in.
-const DEF: u8 = 1;
-const FE: u8 = 2;
-const BE: u8 = 4;
-const ANY: u8 = DEF | FE | BE;
-const LISTEN: u8 = FE | BE;
+pub(crate) const DEF: u8 = 1;
+pub(crate) const FE: u8 = 2;
+pub(crate) const BE: u8 = 4;
+pub(crate) const ANY: u8 = DEF | FE | BE;
+pub(crate) const LISTEN: u8 = FE | BE;
 /// For tables where sections do not matter.
-const ALL: u8 = 0xff;
+pub(crate) const ALL: u8 = 0xff;
 
 /// One keyword of a table. A `name` ending with `*` matches by prefix.
-struct Kw<A: 'static> {
-    name: &'static str,
-    caps: u8,
-    act: A,
+pub(crate) struct Kw<A: 'static> {
+    pub name: &'static str,
+    pub caps: u8,
+    pub act: A,
 }
 
-const fn kw<A>(name: &'static str, caps: u8, act: A) -> Kw<A> {
+pub(crate) const fn kw<A>(name: &'static str, caps: u8, act: A) -> Kw<A> {
     Kw { name, caps, act }
 }
 
-fn lookup<'t, A>(table: &'t [Kw<A>], word: &str) -> Option<&'t Kw<A>> {
+pub(crate) fn lookup<'t, A>(table: &'t [Kw<A>], word: &str) -> Option<&'t Kw<A>> {
     table.iter().find(|k| match k.name.strip_suffix('*') {
         Some(prefix) => word.starts_with(prefix),
         None => k.name == word,
     })
 }
 
-/// Closest candidate to an unknown `word`, if close enough.
-fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<String> {
-    let len = word.chars().count();
-    if len == 0 || len > 64 {
-        return None;
-    }
-    let max = 2.max(len / 3);
-    candidates
-        .into_iter()
-        .map(|c| c.trim_end_matches('*'))
-        .filter(|c| !c.is_empty() && *c != word)
-        .map(|c| (levenshtein(word, c), c))
-        .filter(|&(d, _)| d <= max && d < len)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c.to_string())
-}
-
-/// Edit distance (insertions, deletions, substitutions) between two words.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
-type Handler = fn(&mut Parser<'_>, &Line) -> Result<(), ConfigError>;
+pub(crate) type Handler = fn(&mut Parser<'_>, &Line) -> Result<(), ConfigError>;
 
 /// What a top-level keyword does.
 #[derive(Clone, Copy)]
-enum Act {
+pub(crate) enum Act {
     /// Parsed by the handler.
     Run(Handler),
-    /// Accepted, no effect on this balancer (logging, process settings...).
+    /// Accepted, no effect on this balancer (comments, deprecated no-ops).
     Ignore,
+    /// Accepted and recorded in the proxy's (or global) `other` list: a
+    /// setting of HAProxy's own process or of a feature the daemon does not
+    /// apply.
+    Other,
     /// An HTTP-mode feature.
     Http,
     /// A TCP feature of HAProxy not implemented yet; the text is an extra hint.
@@ -321,80 +330,69 @@ const SECTIONS: &[Kw<SecAct>] = &[
     kw("program", ALL, SecAct::NotYet),
     kw("ring", ALL, SecAct::NotYet),
     kw("log-forward", ALL, SecAct::NotYet),
-    kw("crt-store", ALL, SecAct::NotYet),
-    kw("traces", ALL, SecAct::NotYet),
     kw("http-errors", ALL, SecAct::Http),
     kw("cache", ALL, SecAct::Http),
     kw("fcgi-app", ALL, SecAct::Http),
 ];
 
-const GLOBAL_KWS: &[Kw<Act>] = &[
-    kw("maxconn", ALL, Act::Run(g_maxconn)),
-    kw("tune.lb.splice-budget", ALL, Act::Run(g_splice_budget)),
-    kw("log", ALL, Act::Ignore),
-    kw("daemon", ALL, Act::Ignore),
-    kw("nbthread", ALL, Act::Ignore),
-    kw("user", ALL, Act::Ignore),
-    kw("group", ALL, Act::Ignore),
-    kw("pidfile", ALL, Act::Ignore),
-    kw("stats", ALL, Act::Ignore),
-    kw("chroot", ALL, Act::Ignore),
-    kw("hard-stop-after", ALL, Act::Ignore),
-    kw("ca-base", ALL, Act::Ignore),
-    kw("crt-base", ALL, Act::Ignore),
-    kw("ssl-default-*", ALL, Act::Ignore),
-];
-
-const CHECK_HINT: &str = " (only plain TCP connect checks, 'check' on 'server', are)";
+pub(crate) const CHECK_HINT: &str = "";
 
 const PROXY_KWS: &[Kw<Act>] = &[
     // Parsed.
     kw("mode", ANY, Act::Run(p_mode)),
     kw("timeout", ANY, Act::Run(p_timeout)),
     kw("balance", DEF | BE, Act::Run(p_balance)),
+    kw("hash-type", DEF | BE, Act::Run(p_hash_type)),
     kw("retries", DEF | BE, Act::Run(p_retries)),
     kw("maxconn", DEF | FE, Act::Run(p_maxconn)),
+    kw("backlog", DEF | FE, Act::Run(p_backlog)),
+    kw("fullconn", DEF | BE, Act::Run(p_fullconn)),
     kw("option", ANY, Act::Run(p_option)),
     kw("default-server", DEF | BE, Act::Run(p_default_server)),
     kw("bind", FE, Act::Run(p_bind)),
     kw("default_backend", DEF | FE, Act::Run(p_default_backend)),
+    kw("use_backend", FE, Act::Run(p_use_backend)),
     kw("server", BE, Act::Run(p_server)),
-    // Accepted, no effect.
-    kw("log", ANY, Act::Ignore),
-    kw("description", ANY, Act::Ignore),
-    kw("id", LISTEN, Act::Ignore),
-    kw("enabled", LISTEN, Act::Ignore),
+    kw("acl", ANY, Act::Run(p_acl)),
+    kw("tcp-request", ANY, Act::Run(p_tcp_request)),
+    kw("tcp-check", DEF | BE, Act::Run(p_tcp_check)),
+    kw("http-check", DEF | BE, Act::Run(p_http_check)),
+    kw("log", ANY, Act::Run(p_log)),
+    kw("id", LISTEN, Act::Run(p_id)),
+    kw("description", LISTEN, Act::Run(p_description)),
+    kw("disabled", ANY, Act::Run(p_disabled)),
+    kw("enabled", ANY, Act::Run(p_enabled)),
+    // Accepted, recorded.
+    kw("log-format", DEF | FE, Act::Other),
+    kw("log-format-sd", DEF | FE, Act::Other),
+    kw("error-log-format", DEF | FE, Act::Other),
+    kw("log-tag", ANY, Act::Other),
+    kw("clitcpka-cnt", DEF | FE, Act::Other),
+    kw("clitcpka-idle", DEF | FE, Act::Other),
+    kw("clitcpka-intvl", DEF | FE, Act::Other),
+    kw("srvtcpka-cnt", DEF | BE, Act::Other),
+    kw("srvtcpka-idle", DEF | BE, Act::Other),
+    kw("srvtcpka-intvl", DEF | BE, Act::Other),
+    kw("bind-process", ANY, Act::Ignore),
     // TCP features not implemented yet.
-    kw("use_backend", FE, Act::NotYet("")),
-    kw("acl", ANY, Act::NotYet("")),
-    kw("tcp-request", ANY, Act::NotYet("")),
     kw("tcp-response", DEF | BE, Act::NotYet("")),
-    kw("tcp-check", DEF | BE, Act::NotYet(CHECK_HINT)),
-    kw("http-check", DEF | BE, Act::NotYet(CHECK_HINT)),
     kw("external-check", DEF | BE, Act::NotYet(CHECK_HINT)),
     kw("use-server", BE, Act::NotYet("")),
     kw("server-template", BE, Act::NotYet("")),
     kw("stick-table", LISTEN, Act::NotYet("")),
     kw("stick", BE, Act::NotYet("")),
     kw("source", DEF | BE, Act::NotYet("")),
-    kw("hash-type", DEF | BE, Act::NotYet("")),
     kw("hash-balance-factor", DEF | BE, Act::NotYet("")),
-    kw("fullconn", DEF | BE, Act::NotYet("")),
     kw("persist", DEF | BE, Act::NotYet("")),
     kw("dispatch", BE, Act::NotYet("")),
-    kw("disabled", ANY, Act::NotYet("")),
+    kw("transparent", DEF | BE, Act::NotYet("")),
     kw("rate-limit", DEF | FE, Act::NotYet("")),
-    kw("backlog", DEF | FE, Act::NotYet("")),
-    kw("log-format", ANY, Act::NotYet("")),
-    kw("error-log-format", ANY, Act::NotYet("")),
-    kw("log-tag", ANY, Act::NotYet("")),
     kw("email-alert", ANY, Act::NotYet("")),
-    kw("force-persist", LISTEN, Act::NotYet("")),
-    kw("ignore-persist", LISTEN, Act::NotYet("")),
+    kw("force-persist", BE, Act::NotYet("")),
+    kw("ignore-persist", BE, Act::NotYet("")),
     kw("load-server-state-from-file", DEF | BE, Act::NotYet("")),
     kw("server-state-file-name", DEF | BE, Act::NotYet("")),
     kw("filter", LISTEN, Act::NotYet("")),
-    kw("guid", LISTEN, Act::NotYet("")),
     // HTTP mode only.
     kw("http-request", ANY, Act::Http),
     kw("http-response", ANY, Act::Http),
@@ -420,89 +418,104 @@ const PROXY_KWS: &[Kw<Act>] = &[
     kw("unique-id-header", ANY, Act::Http),
     kw("max-keep-alive-queue", ANY, Act::Http),
     kw("retry-on", ANY, Act::Http),
+    kw("use-fcgi-app", ANY, Act::Http),
     // Removed from HAProxy.
     kw("contimeout", ANY, Act::Removed("timeout connect")),
     kw("clitimeout", ANY, Act::Removed("timeout client")),
     kw("srvtimeout", ANY, Act::Removed("timeout server")),
     kw("redispatch", ANY, Act::Removed("option redispatch")),
+    kw("reqadd", ANY, Act::Removed("http-request add-header")),
+    kw("reqrep", ANY, Act::Removed("http-request replace-header")),
+    kw("block", ANY, Act::Removed("http-request deny")),
 ];
 
 /// What an `option` does.
-#[derive(Clone, Copy)]
-enum OptAct {
-    Accept,
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OptAct {
+    /// A flag option (maybe with an argument), recorded.
+    Flag,
+    /// A health-check method (`option httpchk`, ...).
+    Check,
     Http,
     NotYet(&'static str),
 }
 
-const OPTION_KWS: &[Kw<OptAct>] = &[
-    kw("tcplog", DEF | FE, OptAct::Accept),
-    kw("dontlognull", DEF | FE, OptAct::Accept),
-    kw("dontlog-normal", DEF | FE, OptAct::Accept),
-    kw("log-separate-errors", DEF | FE, OptAct::Accept),
-    kw("logasap", DEF | FE, OptAct::Accept),
-    kw("redispatch", DEF | BE, OptAct::Accept),
-    kw("tcpka", ANY, OptAct::Accept),
-    kw("clitcpka", DEF | FE, OptAct::Accept),
-    kw("srvtcpka", DEF | BE, OptAct::Accept),
-    kw("log-health-checks", DEF | BE, OptAct::Accept),
-    kw("tcp-smart-accept", DEF | FE, OptAct::Accept),
-    kw("tcp-smart-connect", DEF | BE, OptAct::Accept),
-    kw("splice-auto", ANY, OptAct::Accept),
-    kw("splice-request", ANY, OptAct::Accept),
-    kw("splice-response", ANY, OptAct::Accept),
-    kw("nolinger", ANY, OptAct::NotYet("")),
-    kw("independent-streams", ANY, OptAct::NotYet("")),
-    kw("abortonclose", DEF | BE, OptAct::NotYet("")),
-    kw("allbackups", DEF | BE, OptAct::NotYet("")),
-    kw("persist", DEF | BE, OptAct::NotYet("")),
-    kw("transparent", DEF | BE, OptAct::NotYet("")),
-    kw("socket-stats", DEF | FE, OptAct::NotYet("")),
-    kw("tcp-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("httpchk", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("ssl-hello-chk", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("smtpchk", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("mysql-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("pgsql-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("redis-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("ldap-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("spop-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("external-check", DEF | BE, OptAct::NotYet(CHECK_HINT)),
-    kw("forwardfor", ANY, OptAct::Http),
-    kw("forwarded", ANY, OptAct::Http),
-    kw("originalto", ANY, OptAct::Http),
-    kw("httplog", ANY, OptAct::Http),
-    kw("httpclose", ANY, OptAct::Http),
-    kw("forceclose", ANY, OptAct::Http),
-    kw("http-server-close", ANY, OptAct::Http),
-    kw("http-keep-alive", ANY, OptAct::Http),
-    kw("http-buffer-request", ANY, OptAct::Http),
-    kw("http-pretend-keepalive", ANY, OptAct::Http),
-    kw("http-no-delay", ANY, OptAct::Http),
-    kw("http-use-proxy-header", ANY, OptAct::Http),
-    kw("http-ignore-probes", ANY, OptAct::Http),
-    kw("http-restrict-req-hdr-names", ANY, OptAct::Http),
-    kw("http-drop-request-trailers", ANY, OptAct::Http),
-    kw("http-drop-response-trailers", ANY, OptAct::Http),
-    kw("http-use-htx", ANY, OptAct::Http),
-    kw("accept-invalid-http-request", ANY, OptAct::Http),
-    kw("accept-invalid-http-response", ANY, OptAct::Http),
-    kw(
-        "accept-unsafe-violations-in-http-request",
-        ANY,
-        OptAct::Http,
-    ),
-    kw(
-        "accept-unsafe-violations-in-http-response",
-        ANY,
-        OptAct::Http,
-    ),
-    kw("h1-case-adjust-bogus-client", ANY, OptAct::Http),
-    kw("h1-case-adjust-bogus-server", ANY, OptAct::Http),
-    kw("checkcache", ANY, OptAct::Http),
-    kw("prefer-last-server", ANY, OptAct::Http),
-    kw("disable-h2-upgrade", ANY, OptAct::Http),
-    kw("idle-close-on-response", ANY, OptAct::Http),
+/// `(name, caps, act, negatable)`: `no option X` / `default option X` only
+/// for the options HAProxy marks with (*).
+pub(crate) struct OptKw {
+    pub name: &'static str,
+    pub caps: u8,
+    pub act: OptAct,
+    pub negatable: bool,
+}
+
+const fn opt(name: &'static str, caps: u8, act: OptAct, negatable: bool) -> OptKw {
+    OptKw {
+        name,
+        caps,
+        act,
+        negatable,
+    }
+}
+
+pub(crate) const OPTION_KWS: &[OptKw] = &[
+    opt("tcplog", ANY, OptAct::Flag, false),
+    opt("dontlognull", DEF | FE, OptAct::Flag, true),
+    opt("dontlog-normal", DEF | FE, OptAct::Flag, true),
+    opt("log-separate-errors", DEF | FE, OptAct::Flag, true),
+    opt("logasap", DEF | FE, OptAct::Flag, true),
+    opt("log-health-checks", DEF | BE, OptAct::Flag, true),
+    opt("redispatch", DEF | BE, OptAct::Flag, true),
+    opt("allbackups", DEF | BE, OptAct::Flag, true),
+    opt("tcpka", ANY, OptAct::Flag, false),
+    opt("clitcpka", DEF | FE, OptAct::Flag, true),
+    opt("srvtcpka", DEF | BE, OptAct::Flag, true),
+    opt("tcp-smart-accept", DEF | FE, OptAct::Flag, true),
+    opt("tcp-smart-connect", DEF | BE, OptAct::Flag, true),
+    opt("splice-auto", ANY, OptAct::Flag, true),
+    opt("splice-request", ANY, OptAct::Flag, true),
+    opt("splice-response", ANY, OptAct::Flag, true),
+    opt("nolinger", ANY, OptAct::Flag, true),
+    opt("independent-streams", ANY, OptAct::Flag, true),
+    opt("abortonclose", DEF | BE, OptAct::Flag, true),
+    opt("contstats", DEF | FE, OptAct::Flag, true),
+    opt("socket-stats", DEF | FE, OptAct::Flag, true),
+    opt("persist", DEF | BE, OptAct::NotYet(""), true),
+    opt("transparent", DEF | BE, OptAct::NotYet(""), true),
+    opt("tcp-check", DEF | BE, OptAct::Check, false),
+    opt("httpchk", DEF | BE, OptAct::Check, false),
+    opt("ssl-hello-chk", DEF | BE, OptAct::Check, false),
+    opt("smtpchk", DEF | BE, OptAct::Check, false),
+    opt("mysql-check", DEF | BE, OptAct::Check, false),
+    opt("pgsql-check", DEF | BE, OptAct::Check, false),
+    opt("redis-check", DEF | BE, OptAct::Check, false),
+    opt("ldap-check", DEF | BE, OptAct::Check, false),
+    opt("spop-check", DEF | BE, OptAct::Check, false),
+    opt("external-check", DEF | BE, OptAct::NotYet(""), false),
+    opt("forwardfor", ANY, OptAct::Http, false),
+    opt("forwarded", ANY, OptAct::Http, false),
+    opt("originalto", ANY, OptAct::Http, false),
+    opt("httplog", ANY, OptAct::Http, false),
+    opt("httpslog", ANY, OptAct::Http, false),
+    opt("httpclose", ANY, OptAct::Http, true),
+    opt("forceclose", ANY, OptAct::Http, true),
+    opt("http-server-close", ANY, OptAct::Http, true),
+    opt("http-keep-alive", ANY, OptAct::Http, true),
+    opt("http-buffer-request", ANY, OptAct::Http, true),
+    opt("http-pretend-keepalive", ANY, OptAct::Http, true),
+    opt("http-no-delay", ANY, OptAct::Http, true),
+    opt("http-use-proxy-header", ANY, OptAct::Http, true),
+    opt("http-ignore-probes", ANY, OptAct::Http, true),
+    opt("http-restrict-req-hdr-names", ANY, OptAct::Http, false),
+    opt("http-use-htx", ANY, OptAct::Http, true),
+    opt("accept-invalid-http-request", ANY, OptAct::Http, true),
+    opt("accept-invalid-http-response", ANY, OptAct::Http, true),
+    opt("h1-case-adjust-bogus-client", ANY, OptAct::Http, true),
+    opt("h1-case-adjust-bogus-server", ANY, OptAct::Http, true),
+    opt("checkcache", ANY, OptAct::Http, true),
+    opt("prefer-last-server", ANY, OptAct::Http, true),
+    opt("disable-h2-upgrade", ANY, OptAct::Http, true),
+    opt("idle-close-on-response", ANY, OptAct::Http, true),
 ];
 
 /// Where a `timeout` goes.
@@ -511,10 +524,11 @@ enum TSlot {
     Client,
     Connect,
     Server,
-    /// Accepted and validated; not used by this balancer.
-    Unused,
-    /// Accepted and validated, with a warning that it is not enforced yet.
-    NotEnforced,
+    ClientFin,
+    ServerFin,
+    Queue,
+    Check,
+    Tunnel,
     Http,
 }
 
@@ -522,11 +536,11 @@ const TIMEOUT_KWS: &[Kw<TSlot>] = &[
     kw("client", DEF | FE, TSlot::Client),
     kw("connect", DEF | BE, TSlot::Connect),
     kw("server", DEF | BE, TSlot::Server),
-    kw("queue", DEF | BE, TSlot::Unused),
-    kw("check", DEF | BE, TSlot::Unused),
-    kw("tunnel", DEF | BE, TSlot::NotEnforced),
-    kw("client-fin", DEF | FE, TSlot::NotEnforced),
-    kw("server-fin", DEF | BE, TSlot::NotEnforced),
+    kw("queue", DEF | BE, TSlot::Queue),
+    kw("check", DEF | BE, TSlot::Check),
+    kw("tunnel", DEF | BE, TSlot::Tunnel),
+    kw("client-fin", DEF | FE, TSlot::ClientFin),
+    kw("server-fin", DEF | BE, TSlot::ServerFin),
     kw("http-request", ANY, TSlot::Http),
     kw("http-keep-alive", ANY, TSlot::Http),
     kw("tarpit", ANY, TSlot::Http),
@@ -534,18 +548,19 @@ const TIMEOUT_KWS: &[Kw<TSlot>] = &[
 
 #[derive(Clone, Copy)]
 enum BalAct {
-    RoundRobin,
+    Algo(Balance),
+    Random,
     NotYet,
     Http,
 }
 
 const BALANCE_KWS: &[Kw<BalAct>] = &[
-    kw("roundrobin", ALL, BalAct::RoundRobin),
-    kw("static-rr", ALL, BalAct::NotYet),
-    kw("leastconn", ALL, BalAct::NotYet),
-    kw("first", ALL, BalAct::NotYet),
-    kw("source", ALL, BalAct::NotYet),
-    kw("random", ALL, BalAct::NotYet),
+    kw("roundrobin", ALL, BalAct::Algo(Balance::RoundRobin)),
+    kw("static-rr", ALL, BalAct::Algo(Balance::StaticRr)),
+    kw("leastconn", ALL, BalAct::Algo(Balance::LeastConn)),
+    kw("first", ALL, BalAct::Algo(Balance::First)),
+    kw("source", ALL, BalAct::Algo(Balance::Source)),
+    kw("random", ALL, BalAct::Random),
     kw("hash", ALL, BalAct::NotYet),
     kw("rdp-cookie", ALL, BalAct::NotYet),
     kw("uri", ALL, BalAct::Http),
@@ -557,10 +572,21 @@ const BALANCE_KWS: &[Kw<BalAct>] = &[
 enum BindAct {
     V6Only,
     V4V6,
-    /// Takes one word, ignored.
     Name,
-    /// Takes a positive number, validated and ignored.
-    Number,
+    Id,
+    Backlog,
+    Maxconn,
+    Interface,
+    AcceptProxy,
+    /// A socket setting recorded in `other`, taking no value.
+    Other0,
+    /// A socket setting recorded in `other`, taking one value.
+    Other1,
+    /// UNIX-socket (or stats-socket) setting: no effect on TCP sockets, as in
+    /// HAProxy; takes one value.
+    Unix1,
+    Tls0,
+    Tls1,
     NotYet,
 }
 
@@ -568,99 +594,198 @@ const BIND_KWS: &[Kw<BindAct>] = &[
     kw("v6only", ALL, BindAct::V6Only),
     kw("v4v6", ALL, BindAct::V4V6),
     kw("name", ALL, BindAct::Name),
-    kw("backlog", ALL, BindAct::Number),
-    kw("maxconn", ALL, BindAct::Number),
-    kw("ssl", ALL, BindAct::NotYet),
-    kw("crt", ALL, BindAct::NotYet),
-    kw("crt-list", ALL, BindAct::NotYet),
-    kw("ca-file", ALL, BindAct::NotYet),
-    kw("alpn", ALL, BindAct::NotYet),
-    kw("verify", ALL, BindAct::NotYet),
-    kw("interface", ALL, BindAct::NotYet),
-    kw("transparent", ALL, BindAct::NotYet),
-    kw("defer-accept", ALL, BindAct::NotYet),
-    kw("tfo", ALL, BindAct::NotYet),
-    kw("mss", ALL, BindAct::NotYet),
-    kw("namespace", ALL, BindAct::NotYet),
-    kw("accept-proxy", ALL, BindAct::NotYet),
-    kw("accept-netscaler-cip", ALL, BindAct::NotYet),
-    kw("tcp-ut", ALL, BindAct::NotYet),
-    kw("id", ALL, BindAct::NotYet),
-    kw("nice", ALL, BindAct::NotYet),
-    kw("process", ALL, BindAct::NotYet),
-    kw("thread", ALL, BindAct::NotYet),
-    kw("shards", ALL, BindAct::NotYet),
-    kw("mode", ALL, BindAct::NotYet),
-    kw("uid", ALL, BindAct::NotYet),
-    kw("gid", ALL, BindAct::NotYet),
-    kw("user", ALL, BindAct::NotYet),
-    kw("group", ALL, BindAct::NotYet),
-    kw("level", ALL, BindAct::NotYet),
-    kw("proto", ALL, BindAct::NotYet),
+    kw("id", ALL, BindAct::Id),
+    kw("backlog", ALL, BindAct::Backlog),
+    kw("maxconn", ALL, BindAct::Maxconn),
+    kw("interface", ALL, BindAct::Interface),
+    kw("accept-proxy", ALL, BindAct::AcceptProxy),
+    kw("tfo", ALL, BindAct::Other0),
+    kw("defer-accept", ALL, BindAct::Other0),
+    kw("transparent", ALL, BindAct::Other0),
+    kw("mss", ALL, BindAct::Other1),
+    kw("nice", ALL, BindAct::Other1),
+    kw("tcp-ut", ALL, BindAct::Other1),
+    kw("namespace", ALL, BindAct::Other1),
+    kw("process", ALL, BindAct::Other1),
+    kw("thread", ALL, BindAct::Other1),
+    kw("shards", ALL, BindAct::Other1),
+    kw("proto", ALL, BindAct::Other1),
+    kw("accept-netscaler-cip", ALL, BindAct::Other1),
+    kw("mode", ALL, BindAct::Unix1),
+    kw("uid", ALL, BindAct::Unix1),
+    kw("gid", ALL, BindAct::Unix1),
+    kw("user", ALL, BindAct::Unix1),
+    kw("group", ALL, BindAct::Unix1),
+    kw("level", ALL, BindAct::Unix1),
+    kw("severity-output", ALL, BindAct::Unix1),
+    kw("expose-fd", ALL, BindAct::Unix1),
+    kw("ssl", ALL, BindAct::Tls0),
+    kw("crt", ALL, BindAct::Tls1),
+    kw("crt-list", ALL, BindAct::Tls1),
+    kw("ca-file", ALL, BindAct::Tls1),
+    kw("alpn", ALL, BindAct::Tls1),
+    kw("npn", ALL, BindAct::Tls1),
+    kw("verify", ALL, BindAct::Tls1),
+    kw("ciphers", ALL, BindAct::Tls1),
+    kw("ciphersuites", ALL, BindAct::Tls1),
+    kw("curves", ALL, BindAct::Tls1),
+    kw("ecdhe", ALL, BindAct::Tls1),
+    kw("crl-file", ALL, BindAct::Tls1),
+    kw("ssl-min-ver", ALL, BindAct::Tls1),
+    kw("ssl-max-ver", ALL, BindAct::Tls1),
+    kw("strict-sni", ALL, BindAct::Tls0),
+    kw("allow-0rtt", ALL, BindAct::Tls0),
+    kw("prefer-client-ciphers", ALL, BindAct::Tls0),
+    kw("generate-certificates", ALL, BindAct::Tls0),
+    kw("no-ca-names", ALL, BindAct::Tls0),
+    kw("no-tls-tickets", ALL, BindAct::Tls0),
+    kw("no-sslv3", ALL, BindAct::Tls0),
+    kw("no-tlsv1*", ALL, BindAct::Tls0),
+    kw("force-*", ALL, BindAct::Tls0),
+    kw("tls-ticket-keys", ALL, BindAct::Tls1),
+    kw("ca-*", ALL, BindAct::Tls1),
+    kw("crt-ignore-err", ALL, BindAct::Tls1),
+    kw("quic-*", ALL, BindAct::NotYet),
 ];
 
-#[derive(Clone, Copy)]
-enum SrvAct {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SrvAct {
     Check,
     NoCheck,
     Weight,
     Inter,
+    FastInter,
+    DownInter,
     Rise,
     Fall,
     Disabled,
     Enabled,
+    Backup,
+    NoBackup,
+    Maxconn,
+    Minconn,
+    Maxqueue,
+    Id,
+    Slowstart,
+    Port,
+    Addr,
+    SendProxy,
+    SendProxyV2,
+    NoSendProxy,
+    NoSendProxyV2,
+    CheckSendProxy,
+    OnMarkedDown,
+    OnMarkedUp,
+    OnError,
+    ErrorLimit,
+    Observe,
+    AgentCheck,
+    NoAgentCheck,
+    AgentPort,
+    AgentInter,
+    AgentSend,
+    AgentAddr,
+    InitAddr,
+    /// A connection setting recorded in `other`, no value.
+    Other0,
+    /// Same, one value.
+    Other1,
+    Tls0,
+    Tls1,
     NotYet,
     Http,
 }
 
-const SERVER_KWS: &[Kw<SrvAct>] = &[
+pub(crate) const SERVER_KWS: &[Kw<SrvAct>] = &[
     kw("check", ALL, SrvAct::Check),
     kw("no-check", ALL, SrvAct::NoCheck),
     kw("weight", ALL, SrvAct::Weight),
     kw("inter", ALL, SrvAct::Inter),
+    kw("fastinter", ALL, SrvAct::FastInter),
+    kw("downinter", ALL, SrvAct::DownInter),
     kw("rise", ALL, SrvAct::Rise),
     kw("fall", ALL, SrvAct::Fall),
     kw("disabled", ALL, SrvAct::Disabled),
     kw("enabled", ALL, SrvAct::Enabled),
-    kw("backup", ALL, SrvAct::NotYet),
-    kw("maxconn", ALL, SrvAct::NotYet),
-    kw("maxqueue", ALL, SrvAct::NotYet),
-    kw("minconn", ALL, SrvAct::NotYet),
-    kw("slowstart", ALL, SrvAct::NotYet),
-    kw("port", ALL, SrvAct::NotYet),
-    kw("addr", ALL, SrvAct::NotYet),
-    kw("fastinter", ALL, SrvAct::NotYet),
-    kw("downinter", ALL, SrvAct::NotYet),
-    kw("agent-check", ALL, SrvAct::NotYet),
-    kw("agent-port", ALL, SrvAct::NotYet),
-    kw("agent-inter", ALL, SrvAct::NotYet),
-    kw("send-proxy", ALL, SrvAct::NotYet),
-    kw("send-proxy-v2", ALL, SrvAct::NotYet),
-    kw("check-send-proxy", ALL, SrvAct::NotYet),
-    kw("ssl", ALL, SrvAct::NotYet),
-    kw("check-ssl", ALL, SrvAct::NotYet),
-    kw("verify", ALL, SrvAct::NotYet),
-    kw("sni", ALL, SrvAct::NotYet),
-    kw("ca-file", ALL, SrvAct::NotYet),
-    kw("crt", ALL, SrvAct::NotYet),
-    kw("alpn", ALL, SrvAct::NotYet),
+    kw("backup", ALL, SrvAct::Backup),
+    kw("no-backup", ALL, SrvAct::NoBackup),
+    kw("maxconn", ALL, SrvAct::Maxconn),
+    kw("minconn", ALL, SrvAct::Minconn),
+    kw("maxqueue", ALL, SrvAct::Maxqueue),
+    kw("id", ALL, SrvAct::Id),
+    kw("slowstart", ALL, SrvAct::Slowstart),
+    kw("port", ALL, SrvAct::Port),
+    kw("addr", ALL, SrvAct::Addr),
+    kw("send-proxy", ALL, SrvAct::SendProxy),
+    kw("send-proxy-v2", ALL, SrvAct::SendProxyV2),
+    kw("no-send-proxy", ALL, SrvAct::NoSendProxy),
+    kw("no-send-proxy-v2", ALL, SrvAct::NoSendProxyV2),
+    kw("check-send-proxy", ALL, SrvAct::CheckSendProxy),
+    kw("on-marked-down", ALL, SrvAct::OnMarkedDown),
+    kw("on-marked-up", ALL, SrvAct::OnMarkedUp),
+    kw("on-error", ALL, SrvAct::OnError),
+    kw("error-limit", ALL, SrvAct::ErrorLimit),
+    kw("observe", ALL, SrvAct::Observe),
+    kw("agent-check", ALL, SrvAct::AgentCheck),
+    kw("no-agent-check", ALL, SrvAct::NoAgentCheck),
+    kw("agent-port", ALL, SrvAct::AgentPort),
+    kw("agent-inter", ALL, SrvAct::AgentInter),
+    kw("agent-send", ALL, SrvAct::AgentSend),
+    kw("agent-addr", ALL, SrvAct::AgentAddr),
+    kw("init-addr", ALL, SrvAct::InitAddr),
+    kw("tfo", ALL, SrvAct::Other0),
+    kw("no-tfo", ALL, SrvAct::Other0),
+    kw("non-stick", ALL, SrvAct::Other0),
+    kw("stick", ALL, SrvAct::Other0),
+    kw("tcp-ut", ALL, SrvAct::Other1),
+    kw("namespace", ALL, SrvAct::Other1),
+    kw("proto", ALL, SrvAct::Other1),
+    kw("max-reuse", ALL, SrvAct::Other1),
+    kw("ssl", ALL, SrvAct::Tls0),
+    kw("no-ssl", ALL, SrvAct::Tls0),
+    kw("check-ssl", ALL, SrvAct::Tls0),
+    kw("no-check-ssl", ALL, SrvAct::Tls0),
+    kw("ssl-reuse", ALL, SrvAct::Tls0),
+    kw("no-ssl-reuse", ALL, SrvAct::Tls0),
+    kw("tls-tickets", ALL, SrvAct::Tls0),
+    kw("no-tls-tickets", ALL, SrvAct::Tls0),
+    kw("no-sslv3", ALL, SrvAct::Tls0),
+    kw("no-tlsv1*", ALL, SrvAct::Tls0),
+    kw("force-*", ALL, SrvAct::Tls0),
+    kw("no-verifyhost", ALL, SrvAct::Tls0),
+    kw("allow-0rtt", ALL, SrvAct::Tls0),
+    kw("send-proxy-v2-ssl", ALL, SrvAct::Tls0),
+    kw("send-proxy-v2-ssl-cn", ALL, SrvAct::Tls0),
+    kw("no-send-proxy-v2-ssl", ALL, SrvAct::Tls0),
+    kw("no-send-proxy-v2-ssl-cn", ALL, SrvAct::Tls0),
+    kw("check-via-socks4", ALL, SrvAct::Tls0),
+    kw("verify", ALL, SrvAct::Tls1),
+    kw("verifyhost", ALL, SrvAct::Tls1),
+    kw("sni", ALL, SrvAct::Tls1),
+    kw("check-sni", ALL, SrvAct::Tls1),
+    kw("ca-file", ALL, SrvAct::Tls1),
+    kw("crl-file", ALL, SrvAct::Tls1),
+    kw("crt", ALL, SrvAct::Tls1),
+    kw("alpn", ALL, SrvAct::Tls1),
+    kw("check-alpn", ALL, SrvAct::Tls1),
+    kw("npn", ALL, SrvAct::Tls1),
+    kw("ciphers", ALL, SrvAct::Tls1),
+    kw("ciphersuites", ALL, SrvAct::Tls1),
+    kw("ssl-min-ver", ALL, SrvAct::Tls1),
+    kw("ssl-max-ver", ALL, SrvAct::Tls1),
+    kw("proxy-v2-options", ALL, SrvAct::Tls1),
+    kw("check-proto", ALL, SrvAct::Tls1),
+    kw("socks4", ALL, SrvAct::NotYet),
     kw("resolvers", ALL, SrvAct::NotYet),
     kw("resolve-prefer", ALL, SrvAct::NotYet),
-    kw("init-addr", ALL, SrvAct::NotYet),
-    kw("on-error", ALL, SrvAct::NotYet),
-    kw("on-marked-down", ALL, SrvAct::NotYet),
-    kw("on-marked-up", ALL, SrvAct::NotYet),
-    kw("observe", ALL, SrvAct::NotYet),
-    kw("error-limit", ALL, SrvAct::NotYet),
+    kw("resolve-net", ALL, SrvAct::NotYet),
+    kw("resolve-opts", ALL, SrvAct::NotYet),
     kw("track", ALL, SrvAct::NotYet),
-    kw("id", ALL, SrvAct::NotYet),
     kw("source", ALL, SrvAct::NotYet),
-    kw("tfo", ALL, SrvAct::NotYet),
-    kw("namespace", ALL, SrvAct::NotYet),
-    kw("proto", ALL, SrvAct::NotYet),
-    kw("socks4", ALL, SrvAct::NotYet),
+    kw("log-proto", ALL, SrvAct::NotYet),
     kw("cookie", ALL, SrvAct::Http),
     kw("redir", ALL, SrvAct::Http),
+    kw("ws", ALL, SrvAct::Http),
     kw("pool-max-conn", ALL, SrvAct::Http),
     kw("pool-low-conn", ALL, SrvAct::Http),
     kw("pool-purge-delay", ALL, SrvAct::Http),
@@ -671,74 +796,206 @@ const SERVER_KWS: &[Kw<SrvAct>] = &[
 // Parser state.
 
 /// One non-empty line: its keyword and arguments.
-struct Line {
-    no: usize,
-    kw: Token,
-    args: Vec<Token>,
+pub(crate) struct Line {
+    pub no: usize,
+    pub kw: Token,
+    pub args: Vec<Token>,
 }
 
 /// A word and where it was.
 #[derive(Clone, Debug)]
-struct Spanned {
-    text: String,
-    line: usize,
-    col: usize,
+pub(crate) struct Spanned {
+    pub text: String,
+    pub origin: Origin,
+    pub col: usize,
 }
 
-/// What `default-server` presets for the following `server` lines.
+/// Server parameters: what `default-server` presets and `server` lines set.
 #[derive(Clone, Debug)]
-struct ServerDefaults {
-    check: bool,
-    params: CheckParams,
-    weight: u32,
-    disabled: bool,
+pub(crate) struct ServerParams {
+    pub check: bool,
+    pub params: CheckParams,
+    pub weight: u32,
+    pub disabled: bool,
+    pub backup: bool,
+    pub maxconn: Option<u32>,
+    pub minconn: Option<u32>,
+    pub maxqueue: Option<u32>,
+    pub id: Option<u32>,
+    pub slowstart: Option<Duration>,
+    pub check_port: Option<u16>,
+    pub check_addr: Option<IpAddr>,
+    pub fastinter: Option<Duration>,
+    pub downinter: Option<Duration>,
+    pub send_proxy: Option<ProxyProtocol>,
+    pub check_send_proxy: bool,
+    pub on_marked_down_shutdown: bool,
+    pub on_marked_up_shutdown_backup: bool,
+    pub observe_layer4: bool,
+    pub on_error: Option<OnError>,
+    pub error_limit: Option<u32>,
+    pub agent: AgentCheck,
+    pub init_addr: Option<Vec<InitAddr>>,
+    pub other: Vec<String>,
 }
 
-impl Default for ServerDefaults {
+impl Default for ServerParams {
     fn default() -> Self {
         Self {
             check: false,
             params: CheckParams::default(),
             weight: 1,
             disabled: false,
+            backup: false,
+            maxconn: None,
+            minconn: None,
+            maxqueue: None,
+            id: None,
+            slowstart: None,
+            check_port: None,
+            check_addr: None,
+            fastinter: None,
+            downinter: None,
+            send_proxy: None,
+            check_send_proxy: false,
+            on_marked_down_shutdown: false,
+            on_marked_up_shutdown_backup: false,
+            observe_layer4: false,
+            on_error: None,
+            error_limit: None,
+            agent: AgentCheck::default(),
+            init_addr: None,
+            other: Vec::new(),
         }
     }
 }
 
-/// What a `defaults` section carries into the proxies that follow.
-#[derive(Clone, Debug, Default)]
-struct Settings {
-    timeout_client: Option<Duration>,
-    timeout_connect: Option<Duration>,
-    timeout_server: Option<Duration>,
-    balance: Balance,
-    maxconn: Option<u32>,
-    default_backend: Option<Spanned>,
-    default_server: ServerDefaults,
+/// An `option` in effect.
+#[derive(Clone, Debug)]
+pub(crate) struct OptSet {
+    pub name: &'static str,
+    pub origin: Origin,
+    /// `option redispatch <interval>`.
+    pub arg: Option<i32>,
 }
 
-struct Defaults {
-    name: Option<String>,
-    s: Settings,
+/// What a `defaults` section carries into the proxies that follow, and what a
+/// proxy holds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    pub timeout_client: Option<Duration>,
+    pub timeout_connect: Option<Duration>,
+    pub timeout_server: Option<Duration>,
+    pub timeout_client_fin: Option<Located<Duration>>,
+    pub timeout_server_fin: Option<Located<Duration>>,
+    pub timeout_queue: Option<Located<Duration>>,
+    pub timeout_check: Option<Located<Duration>>,
+    pub timeout_tunnel: Option<Located<Duration>>,
+    pub balance: Balance,
+    pub balance_origin: Option<Origin>,
+    pub hash_type: Option<Located<HashType>>,
+    pub maxconn: Option<u32>,
+    pub maxconn_origin: Option<Origin>,
+    pub backlog: Option<Located<u32>>,
+    pub retries: Option<Located<u32>>,
+    pub fullconn: Option<Located<u32>>,
+    pub default_backend: Option<Spanned>,
+    pub default_server: ServerParams,
+    pub options: Vec<OptSet>,
+    pub logs: Vec<Located<ProxyLog>>,
+    pub health_check: Option<Located<HealthCheck>>,
+    pub tcp_check_rules: Vec<Located<TcpCheckRule>>,
+    /// The rules were set in this section (not inherited).
+    pub tcp_check_own: bool,
+    pub http_check_rules: Vec<Located<HttpCheckRule>>,
+    pub http_check_own: bool,
+    pub disabled: Option<Origin>,
+    pub other: Vec<Located<String>>,
+}
+
+impl Settings {
+    pub(crate) fn option(&self, name: &str) -> Option<&OptSet> {
+        self.options.iter().find(|o| o.name == name)
+    }
+}
+
+/// A closed or open `defaults` section.
+#[derive(Clone, Debug)]
+pub(crate) struct Defaults {
+    pub name: Option<String>,
+    pub origin: Origin,
+    pub s: Settings,
+    /// ACLs, private to the section's own rules.
+    pub acls: Vec<Acl>,
+    /// ACL name -> index in `acls`.
+    pub acl_index: HashMap<String, usize>,
+    /// `tcp-request connection` rules (named sections only).
+    pub tcp_rules: Vec<TcpRequestRule>,
+    /// Terms of the rules' conditions naming ACLs, resolved on close.
+    pub pending: Vec<PendingCond>,
+}
+
+/// Which rule a condition naming ACLs belongs to, to fill the ACLs' tests in
+/// once the section is complete (an `acl` line after the rule still counts).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PendingCond {
+    UseBackend(usize),
+    TcpRequest(usize),
+}
+
+/// How a proxy got its defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DefaultsRef {
+    None,
+    Implicit(usize),
+    Explicit(usize),
+}
+
+/// A `use_backend` rule being parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct UseDraft {
+    pub backend: Spanned,
+    pub cond: Option<Condition>,
+    pub origin: Origin,
+}
+
+/// A `server` being parsed: its host name is resolved at the end, as HAProxy.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerDraft {
+    pub server: Server,
+    /// Host name to resolve, with the forced family and the column of the address.
+    pub host: Option<(String, Family, usize)>,
+    pub addr_col: usize,
+    /// The address as written.
+    pub addr_text: String,
 }
 
 /// A frontend, backend or listen section being parsed.
-struct Proxy {
-    caps: u8,
-    name: Spanned,
-    s: Settings,
-    binds: Vec<(Bind, usize, String)>,
-    servers: Vec<Server>,
-    server_lines: HashMap<String, usize>,
+pub(crate) struct Proxy {
+    pub caps: u8,
+    pub name: Spanned,
+    pub s: Settings,
+    pub binds: Vec<(Bind, usize, String)>,
+    pub servers: Vec<ServerDraft>,
+    pub server_lines: HashMap<String, usize>,
+    pub acls: Vec<Acl>,
+    /// ACL name -> index in `acls`.
+    pub acl_index: HashMap<String, usize>,
+    pub use_backends: Vec<UseDraft>,
+    pub tcp_rules: Vec<TcpRequestRule>,
+    pub pending: Vec<PendingCond>,
+    pub defaults_ref: DefaultsRef,
+    pub id: Option<(Located<u32>, usize)>,
+    pub description: Option<String>,
 }
 
 impl Proxy {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         kind_name(self.caps)
     }
 }
 
-fn kind_name(caps: u8) -> &'static str {
+pub(crate) fn kind_name(caps: u8) -> &'static str {
     match caps {
         FE => "frontend",
         BE => "backend",
@@ -747,58 +1004,238 @@ fn kind_name(caps: u8) -> &'static str {
     }
 }
 
-enum Section {
+pub(crate) enum Section {
     None,
     Global,
-    Defaults(Defaults),
+    Defaults(Box<Defaults>),
     Proxy(Box<Proxy>),
 }
 
-struct Parser<'a> {
-    file: &'a Path,
-    global: Global,
-    warnings: Vec<String>,
-    section: Section,
-    /// The last `defaults` section, preset of the proxies that follow.
-    defaults: Settings,
-    named_defaults: HashMap<String, Settings>,
-    proxies: Vec<Proxy>,
-    frontend_lines: HashMap<String, usize>,
-    backend_lines: HashMap<String, usize>,
+/// State of one `.if` block.
+struct CondFrame {
+    /// Lines are taken in the current branch.
+    active: bool,
+    /// A branch was already taken (later `.elif`/`.else` are skipped).
+    taken: bool,
+    /// The enclosing block is active.
+    parent_active: bool,
+    /// `.else` was seen.
+    seen_else: bool,
+    line: usize,
 }
 
-/// Shortens and escapes a token for display.
-fn near(text: &str) -> String {
-    const MAX: usize = 48;
-    let mut out: String = text
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push_str("...");
-    }
-    out
+pub(crate) struct Parser<'s> {
+    pub sys: &'s dyn Sys,
+    /// `setenv`/`unsetenv`... on top of the process environment.
+    pub env_overlay: HashMap<String, Option<String>>,
+    /// `resetenv`: variables of the process environment still visible.
+    pub env_keep: Option<HashSet<String>>,
+    pub file: PathBuf,
+    pub global: Global,
+    pub global_seen: bool,
+    pub warnings: Vec<String>,
+    pub section: Section,
+    /// Index in `defaults_list` of the last `defaults` section.
+    pub last_defaults: Option<usize>,
+    pub defaults_list: Vec<Defaults>,
+    /// Name -> indexes in `defaults_list`.
+    pub defaults_by_name: HashMap<String, Vec<usize>>,
+    pub proxies: Vec<Proxy>,
+    pub frontend_lines: HashMap<String, Origin>,
+    pub backend_lines: HashMap<String, Origin>,
+    conds: Vec<CondFrame>,
 }
 
-impl<'a> Parser<'a> {
-    fn new(file: &'a Path) -> Self {
+impl<'s> Parser<'s> {
+    pub(crate) fn new(sys: &'s dyn Sys) -> Self {
         Self {
-            file,
+            sys,
+            env_overlay: HashMap::new(),
+            env_keep: None,
+            file: PathBuf::new(),
             global: Global::default(),
+            global_seen: false,
             warnings: Vec::new(),
             section: Section::None,
-            defaults: Settings::default(),
-            named_defaults: HashMap::new(),
+            last_defaults: None,
+            defaults_list: Vec::new(),
+            defaults_by_name: HashMap::new(),
             proxies: Vec::new(),
             frontend_lines: HashMap::new(),
             backend_lines: HashMap::new(),
+            conds: Vec::new(),
         }
+    }
+
+    /// An environment variable, with `setenv`/`unsetenv`/`resetenv` applied.
+    pub(crate) fn env(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.env_overlay.get(name) {
+            return v.clone();
+        }
+        if self.env_keep.as_ref().is_some_and(|k| !k.contains(name)) {
+            return None;
+        }
+        self.sys.env(name)
+    }
+
+    /// `${VAR}` expansion of an address word, as HAProxy's `env_expand()`.
+    pub(crate) fn expand(&self, s: &str) -> String {
+        env_expand(s, &|n| self.env(n))
+    }
+
+    fn section_pseudo_name(&self) -> String {
+        match &self.section {
+            Section::None => String::new(),
+            Section::Global => "global".into(),
+            Section::Defaults(d) => d.name.clone().unwrap_or_else(|| "defaults".into()),
+            Section::Proxy(p) => p.name.text.clone(),
+        }
+    }
+
+    /// Parses one file's text.
+    pub(crate) fn feed(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        self.file = file.to_path_buf();
+        if text.len() > MAX_CONFIG_SIZE {
+            return Err(too_large(file, text.len() as u64));
+        }
+        let depth = self.conds.len();
+        for (idx, raw) in text.split('\n').enumerate() {
+            let no = idx + 1;
+            if raw.len() > MAX_LINE_LEN {
+                let near: String = raw.chars().take(16).collect();
+                return Err(self.err_at(
+                    no,
+                    1,
+                    &near,
+                    format!(
+                        "line too long ({} bytes, at most {MAX_LINE_LEN})",
+                        raw.len()
+                    ),
+                ));
+            }
+            let section = self.section_pseudo_name();
+            let file_name = self.file.display().to_string();
+            let toks = lex_line(raw, MAX_LINE_LEN, &|name| match name {
+                ".LINE" => Some(no.to_string()),
+                ".FILE" => Some(file_name.clone()),
+                ".SECTION" => Some(section.clone()),
+                n if n.starts_with('.') => None,
+                n => self.env(n),
+            })
+            .map_err(|e| self.err_at(no, e.col, &e.near, e.msg))?;
+            let mut toks = toks.into_iter();
+            let Some(kw) = toks.next() else { continue };
+            let line = Line {
+                no,
+                kw,
+                args: toks.collect(),
+            };
+            if line.kw.text.starts_with('.') && self.directive(&line)? {
+                continue;
+            }
+            if self.conds.last().is_some_and(|c| !c.active) {
+                continue;
+            }
+            self.line(&line)?;
+        }
+        if self.conds.len() > depth {
+            let line = self.conds.last().map_or(1, |c| c.line);
+            return Err(self.err_at(
+                line,
+                1,
+                ".if",
+                "'.if' block not terminated by '.endif' at the end of the file",
+            ));
+        }
+        // A file ends the section it is in.
+        self.close_section()?;
+        Ok(())
+    }
+
+    /// Conditional blocks and messages (`.if`, `.elif`, `.else`, `.endif`,
+    /// `.diag`, `.notice`, `.warning`, `.alert`). Returns false for other words
+    /// starting with a dot.
+    fn directive(&mut self, l: &Line) -> Result<bool, ConfigError> {
+        let active = self.conds.last().is_none_or(|c| c.active);
+        match l.kw.text.as_str() {
+            ".if" => {
+                if self.conds.len() >= MAX_COND_DEPTH {
+                    return Err(self.err(
+                        l.no,
+                        &l.kw,
+                        format!("too many nested '.if' (at most {MAX_COND_DEPTH})"),
+                    ));
+                }
+                let v = if active { self.eval_cond(l)? } else { false };
+                self.conds.push(CondFrame {
+                    active: active && v,
+                    taken: v,
+                    parent_active: active,
+                    seen_else: false,
+                    line: l.no,
+                });
+            }
+            ".elif" => {
+                let Some(top) = self.conds.last() else {
+                    return Err(self.err(l.no, &l.kw, "'.elif' without a matching '.if'"));
+                };
+                if top.seen_else {
+                    return Err(self.err(l.no, &l.kw, "'.elif' after '.else'"));
+                }
+                let (parent, taken) = (top.parent_active, top.taken);
+                let v = if parent && !taken {
+                    self.eval_cond(l)?
+                } else {
+                    false
+                };
+                if let Some(top) = self.conds.last_mut() {
+                    top.active = parent && !taken && v;
+                    top.taken |= v;
+                }
+            }
+            ".else" => {
+                let Some(top) = self.conds.last_mut() else {
+                    return Err(self.err(l.no, &l.kw, "'.else' without a matching '.if'"));
+                };
+                if top.seen_else {
+                    return Err(self.err(l.no, &l.kw, "several '.else' in one '.if' block"));
+                }
+                top.seen_else = true;
+                top.active = top.parent_active && !top.taken;
+                top.taken = true;
+            }
+            ".endif" => {
+                if self.conds.pop().is_none() {
+                    return Err(self.err(l.no, &l.kw, "'.endif' without a matching '.if'"));
+                }
+            }
+            ".diag" | ".notice" => {}
+            ".warning" if active => {
+                let msg = l.args.iter().map(|t| t.text.as_str()).collect::<Vec<_>>();
+                self.warn(l.no, msg.join(" "));
+            }
+            ".alert" if active => {
+                let msg = l.args.iter().map(|t| t.text.as_str()).collect::<Vec<_>>();
+                return Err(self.err(l.no, &l.kw, format!(".alert: {}", msg.join(" "))));
+            }
+            ".warning" | ".alert" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn eval_cond(&self, l: &Line) -> Result<bool, ConfigError> {
+        let text: Vec<&str> = l.args.iter().map(|t| t.text.as_str()).collect();
+        let text = text.join(" ");
+        super::cond::eval(&text, &|n| self.env(n)).map_err(|m| {
+            let tok = l.args.first().unwrap_or(&l.kw);
+            self.err(l.no, tok, format!("invalid '{}' condition: {m}", l.kw.text))
+        })
     }
 
     // --- errors ---
 
-    fn err_at(
+    pub(crate) fn err_at(
         &self,
         line: usize,
         col: usize,
@@ -806,7 +1243,7 @@ impl<'a> Parser<'a> {
         msg: impl Into<String>,
     ) -> ConfigError {
         ConfigError::Invalid {
-            file: self.file.to_path_buf(),
+            file: self.file.clone(),
             line,
             col,
             msg: msg.into(),
@@ -815,60 +1252,60 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn err(&self, line: usize, tok: &Token, msg: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, line: usize, tok: &Token, msg: impl Into<String>) -> ConfigError {
         self.err_at(line, tok.col, &tok.text, msg)
     }
 
-    fn err_hint(
+    pub(crate) fn err_hint(
         &self,
         line: usize,
         tok: &Token,
         msg: impl Into<String>,
         hint: Option<String>,
     ) -> ConfigError {
-        match self.err(line, tok, msg) {
-            ConfigError::Invalid {
-                file,
-                line,
-                col,
-                msg,
-                near,
-                ..
-            } => ConfigError::Invalid {
-                file,
-                line,
-                col,
-                msg,
-                near,
-                hint,
-            },
-            other => other,
-        }
+        with_hint(self.err(line, tok, msg), hint)
     }
 
-    fn warn(&mut self, line: usize, msg: impl std::fmt::Display) {
+    pub(crate) fn warn(&mut self, line: usize, msg: impl std::fmt::Display) {
         self.warnings
             .push(format!("{}:{line}: warning: {msg}", self.file.display()));
     }
 
-    fn origin(&self, line: usize) -> Origin {
+    pub(crate) fn warn_at(&mut self, origin: &Origin, msg: impl std::fmt::Display) {
+        self.warnings.push(format!("{origin}: warning: {msg}"));
+    }
+
+    pub(crate) fn origin(&self, line: usize) -> Origin {
         Origin {
-            file: self.file.to_path_buf(),
+            file: self.file.clone(),
             line,
+        }
+    }
+
+    pub(crate) fn spanned(&self, line: usize, tok: &Token) -> Spanned {
+        Spanned {
+            text: tok.text.clone(),
+            origin: self.origin(line),
+            col: tok.col,
         }
     }
 
     // --- arguments ---
 
     /// Argument `i`, or an error on the keyword saying what it expects.
-    fn arg<'l>(&self, l: &'l Line, i: usize, expects: &str) -> Result<&'l Token, ConfigError> {
+    pub(crate) fn arg<'l>(
+        &self,
+        l: &'l Line,
+        i: usize,
+        expects: &str,
+    ) -> Result<&'l Token, ConfigError> {
         l.args
             .get(i)
             .ok_or_else(|| self.err(l.no, &l.kw, format!("'{}' expects {expects}", l.kw.text)))
     }
 
     /// Errors on any argument from `n` on.
-    fn no_more(&self, l: &Line, n: usize, what: &str) -> Result<(), ConfigError> {
+    pub(crate) fn no_more(&self, l: &Line, n: usize, what: &str) -> Result<(), ConfigError> {
         match l.args.get(n) {
             Some(extra) => Err(self.err(
                 l.no,
@@ -881,7 +1318,7 @@ impl<'a> Parser<'a> {
 
     // --- sections ---
 
-    fn caps(&self) -> u8 {
+    pub(crate) fn caps(&self) -> u8 {
         match &self.section {
             Section::Defaults(_) => DEF,
             Section::Proxy(p) => p.caps,
@@ -889,37 +1326,29 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn settings(&mut self, l: &Line) -> Result<&mut Settings, ConfigError> {
+    pub(crate) fn internal(&self, l: &Line, what: &str) -> ConfigError {
+        self.err(l.no, &l.kw, format!("internal error: {what}"))
+    }
+
+    pub(crate) fn settings(&mut self, l: &Line) -> Result<&mut Settings, ConfigError> {
+        let err = self.internal(l, "no proxy section");
         match &mut self.section {
             Section::Defaults(d) => Ok(&mut d.s),
             Section::Proxy(p) => Ok(&mut p.s),
-            Section::None | Section::Global => Err(ConfigError::Invalid {
-                file: self.file.to_path_buf(),
-                line: l.no,
-                col: l.kw.col,
-                msg: "internal error: no proxy section".into(),
-                near: near(&l.kw.text),
-                hint: None,
-            }),
+            Section::None | Section::Global => Err(err),
         }
     }
 
-    fn proxy(&mut self, l: &Line) -> Result<&mut Proxy, ConfigError> {
+    pub(crate) fn proxy(&mut self, l: &Line) -> Result<&mut Proxy, ConfigError> {
+        let err = self.internal(l, "no frontend/backend section");
         match &mut self.section {
             Section::Proxy(p) => Ok(p),
-            _ => Err(ConfigError::Invalid {
-                file: self.file.to_path_buf(),
-                line: l.no,
-                col: l.kw.col,
-                msg: "internal error: no frontend/backend section".into(),
-                near: near(&l.kw.text),
-                hint: None,
-            }),
+            _ => Err(err),
         }
     }
 
     /// Name of the current section, for messages: `frontend 'x'`.
-    fn section_desc(&self) -> String {
+    pub(crate) fn section_desc(&self) -> String {
         match &self.section {
             Section::Proxy(p) => format!("{} '{}'", p.kind(), p.name.text),
             Section::Defaults(d) => match &d.name {
@@ -931,25 +1360,45 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn close_section(&mut self) {
+    fn close_section(&mut self) -> Result<(), ConfigError> {
         match std::mem::replace(&mut self.section, Section::None) {
-            Section::Defaults(d) => {
-                if let Some(name) = d.name {
-                    self.named_defaults.insert(name, d.s.clone());
+            Section::Defaults(mut d) => {
+                super::acl::resolve_defaults(&mut d);
+                if let Some(name) = &d.name {
+                    self.defaults_by_name
+                        .entry(name.clone())
+                        .or_default()
+                        .push(self.defaults_list.len());
                 }
-                self.defaults = d.s;
+                self.defaults_list.push(*d);
+                self.last_defaults = Some(self.defaults_list.len() - 1);
             }
-            Section::Proxy(p) => self.proxies.push(*p),
+            Section::Proxy(mut p) => {
+                super::acl::resolve_proxy(&mut p);
+                self.proxies.push(*p);
+            }
             Section::None | Section::Global => {}
         }
+        Ok(())
     }
 
-    fn line(&mut self, l: &Line) -> Result<(), ConfigError> {
+    pub(crate) fn line(&mut self, l: &Line) -> Result<(), ConfigError> {
         if let Some(sec) = lookup(SECTIONS, &l.kw.text) {
             return self.open_section(l, sec.act);
         }
         match self.section {
             Section::None => {
+                if lookup(PROXY_KWS, &l.kw.text).is_some() {
+                    return Err(self.err(
+                        l.no,
+                        &l.kw,
+                        format!(
+                            "unknown keyword '{}' out of section: it belongs in a 'defaults', \
+                             'frontend', 'backend' or 'listen' section",
+                            l.kw.text
+                        ),
+                    ));
+                }
                 let hint = suggest(&l.kw.text, SECTIONS.iter().map(|k| k.name));
                 Err(self.err_hint(
                     l.no,
@@ -958,29 +1407,41 @@ impl<'a> Parser<'a> {
                     hint,
                 ))
             }
-            Section::Global => self.global_line(l),
+            Section::Global => super::global::global_line(self, l),
             Section::Defaults(_) | Section::Proxy(_) => self.proxy_line(l),
         }
     }
 
     fn open_section(&mut self, l: &Line, act: SecAct) -> Result<(), ConfigError> {
-        self.close_section();
+        self.close_section()?;
         match act {
             SecAct::Global => {
                 self.no_more(l, 0, "global")?;
+                self.global_seen = true;
                 self.section = Section::Global;
             }
             SecAct::Defaults => {
                 let (name, from) = self.header_args(l, false)?;
                 // A new defaults section starts from scratch, unless `from`.
-                let s = match from {
-                    Some(_) => self.defaults_named(l, from)?,
+                let mut s = match from {
+                    Some(f) => {
+                        let idx = self.defaults_named(l, f)?;
+                        self.defaults_list[idx].s.clone()
+                    }
                     None => Settings::default(),
                 };
-                self.section = Section::Defaults(Defaults {
+                // Check rules are inherited until the section sets its own.
+                s.tcp_check_own = false;
+                s.http_check_own = false;
+                self.section = Section::Defaults(Box::new(Defaults {
                     name: name.map(|t| t.text.clone()),
+                    origin: self.origin(l.no),
                     s,
-                });
+                    acls: Vec::new(),
+                    acl_index: HashMap::new(),
+                    tcp_rules: Vec::new(),
+                    pending: Vec::new(),
+                }));
             }
             SecAct::Proxy(caps) => {
                 let (name, from) = self.header_args(l, true)?;
@@ -992,24 +1453,63 @@ impl<'a> Parser<'a> {
                     ));
                 };
                 self.check_duplicate_proxy(l, caps, name)?;
-                let s = self.defaults_named(l, from)?;
+                let (s, defaults_ref) = match from {
+                    Some(f) => {
+                        let idx = self.defaults_named(l, f)?;
+                        (
+                            self.defaults_list[idx].s.clone(),
+                            DefaultsRef::Explicit(idx),
+                        )
+                    }
+                    None => match self.last_defaults {
+                        Some(idx) => (
+                            self.defaults_list[idx].s.clone(),
+                            DefaultsRef::Implicit(idx),
+                        ),
+                        None => (Settings::default(), DefaultsRef::None),
+                    },
+                };
+                let origin = self.origin(l.no);
                 if caps & FE != 0 {
-                    self.frontend_lines.insert(name.text.clone(), l.no);
+                    self.frontend_lines
+                        .insert(name.text.clone(), origin.clone());
                 }
                 if caps & BE != 0 {
-                    self.backend_lines.insert(name.text.clone(), l.no);
+                    self.backend_lines.insert(name.text.clone(), origin.clone());
+                }
+                let tcp_rules = match defaults_ref {
+                    DefaultsRef::Explicit(i) | DefaultsRef::Implicit(i) => {
+                        self.defaults_list[i].tcp_rules.clone()
+                    }
+                    DefaultsRef::None => Vec::new(),
+                };
+                let mut s = s;
+                s.tcp_check_own = false;
+                s.http_check_own = false;
+                // Rules of a defaults section are inherited only by proxies with
+                // the matching capability (checked at the end).
+                if caps & FE == 0 {
+                    s.default_backend = None;
                 }
                 self.section = Section::Proxy(Box::new(Proxy {
                     caps,
-                    name: Spanned {
-                        text: name.text.clone(),
-                        line: l.no,
-                        col: name.col,
-                    },
+                    name: self.spanned(l.no, name),
                     s,
                     binds: Vec::new(),
                     servers: Vec::new(),
                     server_lines: HashMap::new(),
+                    acls: Vec::new(),
+                    acl_index: HashMap::new(),
+                    use_backends: Vec::new(),
+                    tcp_rules: if caps & FE != 0 {
+                        tcp_rules
+                    } else {
+                        Vec::new()
+                    },
+                    pending: Vec::new(),
+                    defaults_ref,
+                    id: None,
+                    description: None,
                 }));
             }
             SecAct::NotYet => {
@@ -1059,23 +1559,39 @@ impl<'a> Parser<'a> {
         Ok((name, from))
     }
 
-    fn defaults_named(&self, l: &Line, from: Option<&Token>) -> Result<Settings, ConfigError> {
-        match from {
-            None => Ok(self.defaults.clone()),
-            Some(t) => self.named_defaults.get(&t.text).cloned().ok_or_else(|| {
-                let hint = suggest(&t.text, self.named_defaults.keys().map(String::as_str));
-                self.err_hint(
+    /// The `defaults` section `from` names: exactly one with that name.
+    fn defaults_named(&self, l: &Line, t: &Token) -> Result<usize, ConfigError> {
+        let found = self
+            .defaults_by_name
+            .get(&t.text)
+            .map_or(&[][..], Vec::as_slice);
+        match found {
+            [one] => Ok(*one),
+            [] => {
+                let hint = suggest(
+                    &t.text,
+                    self.defaults_list.iter().filter_map(|d| d.name.as_deref()),
+                );
+                Err(self.err_hint(
                     l.no,
                     t,
                     format!("unknown 'defaults' section '{}'", t.text),
                     hint,
-                )
-            }),
+                ))
+            }
+            [a, b, ..] => Err(self.err(
+                l.no,
+                t,
+                format!(
+                    "ambiguous defaults section name '{}': it names the sections at {} and {}",
+                    t.text, self.defaults_list[*a].origin, self.defaults_list[*b].origin
+                ),
+            )),
         }
     }
 
     /// Names of proxies and servers: letters, digits, '-', '_', '.', ':' (as HAProxy).
-    fn check_name(&self, line: usize, t: &Token, what: &str) -> Result<(), ConfigError> {
+    pub(crate) fn check_name(&self, line: usize, t: &Token, what: &str) -> Result<(), ConfigError> {
         if t.text.is_empty() {
             return Err(self.err(line, t, format!("empty {what} name")));
         }
@@ -1098,15 +1614,13 @@ impl<'a> Parser<'a> {
     }
 
     fn check_duplicate_proxy(&self, l: &Line, caps: u8, name: &Token) -> Result<(), ConfigError> {
-        let clash = |lines: &HashMap<String, usize>, what: &str| match lines.get(&name.text) {
+        let clash = |lines: &HashMap<String, Origin>, what: &str| match lines.get(&name.text) {
             Some(prev) => Err(self.err(
                 l.no,
                 name,
                 format!(
-                    "{} '{}' has the same name as another {what} declared at {}:{prev}",
-                    l.kw.text,
-                    name.text,
-                    self.file.display()
+                    "{} '{}' has the same name as another {what} declared at {prev}",
+                    l.kw.text, name.text
                 ),
             )),
             None => Ok(()),
@@ -1122,26 +1636,9 @@ impl<'a> Parser<'a> {
 
     // --- keyword dispatch ---
 
-    fn global_line(&mut self, l: &Line) -> Result<(), ConfigError> {
-        let Some(k) = lookup(GLOBAL_KWS, &l.kw.text) else {
-            let cands = GLOBAL_KWS
-                .iter()
-                .map(|k| k.name)
-                .chain(SECTIONS.iter().map(|k| k.name));
-            let hint = suggest(&l.kw.text, cands);
-            return Err(self.err_hint(
-                l.no,
-                &l.kw,
-                format!("unknown keyword '{}' in 'global' section", l.kw.text),
-                hint,
-            ));
-        };
-        self.run(l, k.act, &l.kw.text)
-    }
-
     fn proxy_line(&mut self, l: &Line) -> Result<(), ConfigError> {
         let caps = self.caps();
-        if l.kw.text == "no" {
+        if l.kw.text == "no" || l.kw.text == "default" {
             return self.no_line(l);
         }
         let Some(k) = lookup(PROXY_KWS, &l.kw.text) else {
@@ -1163,12 +1660,6 @@ impl<'a> Parser<'a> {
             ));
         };
         if k.caps & caps == 0 {
-            let allowed: Vec<String> = [(DEF, "defaults"), (FE, "frontend"), (BE, "backend")]
-                .iter()
-                .filter(|(c, _)| k.caps & c != 0)
-                .map(|(_, n)| format!("'{n}'"))
-                .chain((k.caps & LISTEN != 0).then(|| "'listen'".to_string()))
-                .collect();
             return Err(self.err(
                 l.no,
                 &l.kw,
@@ -1176,17 +1667,31 @@ impl<'a> Parser<'a> {
                     "'{}' is not allowed in a '{}' section (only in {})",
                     l.kw.text,
                     kind_name(caps),
-                    allowed.join(", ")
+                    allowed_sections(k.caps)
                 ),
             ));
         }
         self.run(l, k.act, &l.kw.text)
     }
 
-    fn run(&mut self, l: &Line, act: Act, what: &str) -> Result<(), ConfigError> {
+    pub(crate) fn run(&mut self, l: &Line, act: Act, what: &str) -> Result<(), ConfigError> {
         match act {
             Act::Run(f) => f(self, l),
             Act::Ignore => Ok(()),
+            Act::Other => {
+                let origin = self.origin(l.no);
+                let value = Located {
+                    value: what.to_string(),
+                    origin,
+                };
+                match &mut self.section {
+                    Section::Global => self.global.other.push(value),
+                    Section::Defaults(d) => d.s.other.push(value),
+                    Section::Proxy(p) => p.s.other.push(value),
+                    Section::None => {}
+                }
+                Ok(())
+            }
             Act::Http => Err(self.http_err(l.no, &l.kw, what)),
             Act::NotYet(hint) => Err(self.not_yet_err(l.no, &l.kw, what, hint)),
             Act::Removed(by) => Err(self.err(
@@ -1197,7 +1702,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn http_err(&self, line: usize, tok: &Token, what: &str) -> ConfigError {
+    pub(crate) fn http_err(&self, line: usize, tok: &Token, what: &str) -> ConfigError {
         self.err(
             line,
             tok,
@@ -1207,18 +1712,37 @@ impl<'a> Parser<'a> {
         )
     }
 
-    fn not_yet_err(&self, line: usize, tok: &Token, what: &str, hint: &str) -> ConfigError {
+    pub(crate) fn tls_err(&self, line: usize, tok: &Token, what: &str) -> ConfigError {
+        self.err(
+            line,
+            tok,
+            format!("'{what}' is a TLS feature, which this L4 (TCP) load balancer does not offer"),
+        )
+    }
+
+    pub(crate) fn not_yet_err(
+        &self,
+        line: usize,
+        tok: &Token,
+        what: &str,
+        hint: &str,
+    ) -> ConfigError {
         self.err(line, tok, format!("'{what}' is not supported yet{hint}"))
     }
 
-    /// `no option X`, `no log`: turning off what is off by default here.
+    /// `no option X`, `default option X`, `no log`.
     fn no_line(&mut self, l: &Line) -> Result<(), ConfigError> {
+        let prefix = l.kw.text.clone();
         let what = self.arg(l, 0, "'option <name>' or 'log'")?;
         match what.text.as_str() {
-            "log" => Ok(()),
+            "log" if prefix == "no" => {
+                self.no_more(l, 1, "no log")?;
+                self.settings(l)?.logs.clear();
+                Ok(())
+            }
             "option" => {
                 let o = self.arg(l, 1, "'option <name>'")?;
-                if lookup(OPTION_KWS, &o.text).is_none() {
+                let Some(k) = OPTION_KWS.iter().find(|k| k.name == o.text) else {
                     let hint = suggest(&o.text, OPTION_KWS.iter().map(|k| k.name));
                     return Err(self.err_hint(
                         l.no,
@@ -1226,329 +1750,82 @@ impl<'a> Parser<'a> {
                         format!("unknown option '{}'", o.text),
                         hint,
                     ));
+                };
+                if !k.negatable {
+                    return Err(self.err(
+                        l.no,
+                        &l.kw,
+                        format!("negation/default is not supported for option '{}'", k.name),
+                    ));
                 }
-                self.no_more(l, 2, "no option")
+                self.no_more(l, 2, &format!("{prefix} option"))?;
+                match k.act {
+                    OptAct::Http => {
+                        return Err(self.http_err(l.no, o, &format!("option {}", k.name)))
+                    }
+                    OptAct::NotYet(_) | OptAct::Check | OptAct::Flag => {}
+                }
+                let s = self.settings(l)?;
+                s.options.retain(|x| x.name != k.name);
+                Ok(())
             }
-            _ => Err(self.err(l.no, what, "'no' only applies to 'option' and 'log'")),
+            _ => Err(self.err(
+                l.no,
+                what,
+                format!("'{prefix}' only applies to 'option' and 'log'"),
+            )),
         }
     }
-}
 
-// ---------------------------------------------------------------------------
-// Value parsers. They return a message without position; the caller places it.
-
-fn parse_uint(s: &str, min: u64, max: u64) -> Result<u64, String> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{}' is not a number", near(s)));
-    }
-    let v = if s.len() > 19 {
-        None
-    } else {
-        s.parse::<u64>().ok()
-    };
-    match v {
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{} is out of range (expected {min}..={max})",
-            near(s)
-        )),
-    }
-}
-
-fn parse_u32(s: &str, min: u32) -> Result<u32, String> {
-    let v = parse_uint(s, u64::from(min), u64::from(u32::MAX))?;
-    u32::try_from(v).map_err(|_| format!("{} is out of range", near(s)))
-}
-
-/// Splits `123abc` into `("123", "abc")`.
-fn split_number(s: &str) -> (&str, &str) {
-    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    s.split_at(end)
-}
-
-/// An HAProxy time: a number with an optional unit (`us`, `ms`, `s`, `m`, `h`,
-/// `d`); no unit means milliseconds. At most `INT_MAX` milliseconds.
-pub(crate) fn parse_time(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = split_number(s);
-    if digits.is_empty() {
-        return Err(format!(
-            "'{}' is not a time (expected a number and an optional unit: us, ms, s, m, h, d)",
-            near(s)
-        ));
-    }
-    let micros_per_unit: u64 = match unit {
-        "" | "ms" => 1_000,
-        "us" => 1,
-        "s" => 1_000_000,
-        "m" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
-        _ => {
-            return Err(format!(
-                "unknown time unit '{}' (expected us, ms, s, m, h or d)",
-                near(unit)
-            ))
+    /// Warns (as HAProxy) when a keyword has no effect in this section.
+    pub(crate) fn warn_caps(&mut self, l: &Line, kw_caps: u8, what: &str) -> bool {
+        let caps = self.caps();
+        if kw_caps & caps != 0 {
+            return false;
         }
-    };
-    let overflow = || {
-        format!(
-            "timer overflow in '{}' (the maximum is {MAX_TIMER_MS} ms, about 24.8 days)",
-            near(s)
-        )
-    };
-    let n: u64 = if digits.len() > 19 {
-        return Err(overflow());
-    } else {
-        digits.parse().map_err(|_| overflow())?
-    };
-    let micros = n.checked_mul(micros_per_unit).ok_or_else(overflow)?;
-    if micros > MAX_TIMER_MS * 1_000 {
-        return Err(overflow());
-    }
-    Ok(Duration::from_micros(micros))
-}
-
-/// An HAProxy size: a number with an optional `k`, `m` or `g` suffix (any case,
-/// powers of 1024).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, unit) = split_number(s);
-    if digits.is_empty() {
-        return Err(format!(
-            "'{}' is not a size (expected a number and an optional k, m or g suffix)",
-            near(s)
-        ));
-    }
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" | "K" => 1 << 10,
-        "m" | "M" => 1 << 20,
-        "g" | "G" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "unknown size unit '{}' (expected k, m or g)",
-                near(unit)
-            ))
-        }
-    };
-    let too_big = || format!("size '{}' is too large", near(s));
-    let n: u64 = if digits.len() > 19 {
-        return Err(too_big());
-    } else {
-        digits.parse().map_err(|_| too_big())?
-    };
-    n.checked_mul(mult).ok_or_else(too_big)
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    if s.is_empty() {
-        return Err("missing port number".into());
-    }
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid port '{}'", near(s)));
-    }
-    match if s.len() > 10 {
-        None
-    } else {
-        s.parse::<u64>().ok()
-    } {
-        Some(0) => Err("port 0 is not valid (expected 1-65535)".into()),
-        Some(p) => {
-            u16::try_from(p).map_err(|_| format!("port {p} is out of range (expected 1-65535)"))
-        }
-        None => Err(format!(
-            "port {} is out of range (expected 1-65535)",
-            near(s)
-        )),
-    }
-}
-
-/// Address family forced by an `ipv4@`/`ipv6@` prefix.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Any,
-    V4,
-    V6,
-}
-
-/// `[family@]host[:port]` split: `host` None is a wildcard (`*` or empty).
-struct HostPort<'s> {
-    family: Family,
-    host: Option<IpAddr>,
-    port: Option<&'s str>,
-}
-
-fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        && s.chars().any(|c| c.is_ascii_alphabetic())
-}
-
-fn split_address(s: &str) -> Result<HostPort<'_>, String> {
-    let (family, rest) = match s.split_once('@') {
-        None => (Family::Any, s),
-        Some((prefix, rest)) => {
-            let family = match prefix {
-                "ipv4" | "tcp4" => Family::V4,
-                "ipv6" | "tcp6" => Family::V6,
-                "tcp" => Family::Any,
-                "unix" | "abns" | "abnsz" | "fd" | "sockpair" | "udp" | "udp4" | "udp6"
-                | "quic4" | "quic6" | "uxst" | "uxdg" | "mptcp" | "mptcp4" | "mptcp6" | "rhttp" => {
-                    return Err(format!(
-                        "address family '{}@' is not supported (only TCP over IPv4 and IPv6)",
-                        near(prefix)
-                    ))
-                }
-                _ => return Err(format!("unknown address family '{}@'", near(prefix))),
-            };
-            (family, rest)
-        }
-    };
-    if rest.starts_with('/') {
-        return Err("UNIX socket addresses are not supported (only TCP over IPv4 and IPv6)".into());
-    }
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (h, after) = inner
-            .split_once(']')
-            .ok_or_else(|| "missing ']' after an IPv6 address".to_string())?;
-        let port = if after.is_empty() {
-            None
+        let missing = if kw_caps & BE != 0 {
+            "backend"
         } else {
-            Some(after.strip_prefix(':').ok_or_else(|| {
-                format!("expected ':' and a port after ']', found '{}'", near(after))
-            })?)
+            "frontend"
         };
-        let ip: Ipv6Addr = h
-            .parse()
-            .map_err(|_| format!("invalid IPv6 address '{}'", near(h)))?;
-        (Some(IpAddr::V6(ip)), port)
-    } else {
-        let (h, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        };
-        let host = match h {
-            "" | "*" => None,
-            _ => match h.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) if rest.parse::<Ipv6Addr>().is_ok() => {
-                    return Err(format!(
-                        "missing port: HAProxy reads the last ':' of '{}' as the port separator; \
-                         write '[{}]:PORT' or '{}:PORT'",
-                        near(rest),
-                        near(rest),
-                        near(rest)
-                    ))
-                }
-                Err(_) if is_hostname(h) => {
-                    return Err(format!(
-                        "hostname '{}' not supported yet (use an IP address)",
-                        near(h)
-                    ))
-                }
-                Err(_) => return Err(format!("invalid address '{}'", near(h))),
-            },
-        };
-        (host, port)
-    };
-    match (family, host) {
-        (Family::V4, Some(IpAddr::V6(_))) => {
-            return Err("an IPv6 address cannot follow 'ipv4@'".into())
-        }
-        (Family::V6, Some(IpAddr::V4(_))) => {
-            return Err("an IPv4 address cannot follow 'ipv6@'".into())
-        }
-        _ => {}
+        let desc = self.section_desc();
+        self.warn(
+            l.no,
+            format_args!("'{what}' ignored because {desc} has no {missing} capability"),
+        );
+        true
     }
-    Ok(HostPort { family, host, port })
 }
 
-/// A `bind` address: `(addr, port_first, port_last)`, `addr` None for IPv4 any.
-fn parse_bind_addr(s: &str) -> Result<(Option<IpAddr>, u16, u16), String> {
-    let hp = split_address(s)?;
-    let addr = match (hp.family, hp.host) {
-        (Family::V6, None) => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        (_, Some(IpAddr::V4(ip))) if ip.is_unspecified() => None,
-        (_, host) => host,
-    };
-    let port = match hp.port {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            return Err(format!(
-                "missing port in '{}' (expected [address]:port)",
-                near(s)
-            ))
-        }
-    };
-    let (first, last) = match port.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (parse_port(a)?, parse_port(b)?);
-            if a > b {
-                return Err(format!(
-                    "invalid port range '{}': the first port is above the last",
-                    near(port)
-                ));
-            }
-            (a, b)
-        }
-        None => {
-            let p = parse_port(port)?;
-            (p, p)
-        }
-    };
-    Ok((addr, first, last))
+pub(crate) fn with_hint(e: ConfigError, hint: Option<String>) -> ConfigError {
+    match e {
+        ConfigError::Invalid {
+            file,
+            line,
+            col,
+            msg,
+            near,
+            ..
+        } => ConfigError::Invalid {
+            file,
+            line,
+            col,
+            msg,
+            near,
+            hint,
+        },
+        other => other,
+    }
 }
 
-fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
-    let hp = split_address(s)?;
-    let ip = match hp.host {
-        Some(ip) if !ip.is_unspecified() => ip,
-        _ => {
-            return Err(format!(
-                "server address '{}' must be a specific IP address",
-                near(s)
-            ))
-        }
-    };
-    let port = match hp.port {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            return Err(format!(
-                "missing port in '{}' (servers without a port are not supported yet)",
-                near(s)
-            ))
-        }
-    };
-    if port.starts_with('+') || port.starts_with('-') {
-        return Err("port offsets (+N/-N) are not supported yet".into());
-    }
-    if port.contains('-') {
-        return Err("port ranges are not allowed on servers".into());
-    }
-    Ok(SocketAddr::new(ip, parse_port(port)?))
-}
-
-// ---------------------------------------------------------------------------
-// Global keywords.
-
-fn g_maxconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "<number> as an argument")?;
-    p.no_more(l, 1, "maxconn")?;
-    let n = parse_u32(&v.text, 1).map_err(|m| p.err(l.no, v, format!("invalid 'maxconn': {m}")))?;
-    p.global.maxconn = Some(n);
-    Ok(())
-}
-
-fn g_splice_budget(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "<size> as an argument (e.g. 4m)")?;
-    p.no_more(l, 1, &l.kw.text)?;
-    let size =
-        parse_size(&v.text).map_err(|m| p.err(l.no, v, format!("invalid '{}': {m}", l.kw.text)))?;
-    if size == 0 {
-        return Err(p.err(l.no, v, format!("'{}' must be greater than 0", l.kw.text)));
-    }
-    p.global.splice_budget = size;
-    Ok(())
+fn allowed_sections(caps: u8) -> String {
+    let allowed: Vec<String> = [(DEF, "defaults"), (FE, "frontend"), (BE, "backend")]
+        .iter()
+        .filter(|(c, _)| caps & c != 0)
+        .map(|(_, n)| format!("'{n}'"))
+        .chain((caps & LISTEN != 0).then(|| "'listen'".to_string()))
+        .collect();
+    allowed.join(", ")
 }
 
 // ---------------------------------------------------------------------------
@@ -1594,40 +1871,39 @@ fn p_timeout(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let v = p.arg(l, 1, "a timeout name and a time (e.g. 30s)")?;
     p.no_more(l, 2, &what)?;
     let d = parse_time(&v.text).map_err(|m| p.err(l.no, v, format!("invalid '{what}': {m}")))?;
-    // As HAProxy, 0 is no timeout.
-    let d = (!d.is_zero()).then_some(d);
-    let caps = p.caps();
-    if k.caps & caps == 0 {
-        let missing = if k.caps & BE != 0 {
-            "backend"
-        } else {
-            "frontend"
-        };
-        let desc = p.section_desc();
-        p.warn(
-            l.no,
-            format_args!("'{what}' ignored because {desc} has no {missing} capability"),
-        );
+    if p.warn_caps(l, k.caps, &what) {
         return Ok(());
     }
+    // As HAProxy, 0 is no timeout.
+    let d = (!d.is_zero()).then_some(d);
+    let origin = p.origin(l.no);
+    let located = d.map(|value| Located { value, origin });
     let s = p.settings(l)?;
     match k.act {
         TSlot::Client => s.timeout_client = d,
         TSlot::Connect => s.timeout_connect = d,
         TSlot::Server => s.timeout_server = d,
-        TSlot::Unused | TSlot::Http => {}
-        TSlot::NotEnforced => p.warn(
-            l.no,
-            format_args!("'{what}' is accepted but not enforced yet by this load balancer"),
-        ),
+        TSlot::ClientFin => s.timeout_client_fin = located,
+        TSlot::ServerFin => s.timeout_server_fin = located,
+        TSlot::Queue => s.timeout_queue = located,
+        TSlot::Check => s.timeout_check = located,
+        TSlot::Tunnel => s.timeout_tunnel = located,
+        TSlot::Http => {}
     }
     Ok(())
 }
 
 fn p_balance(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let a = p.arg(l, 0, "an algorithm ('roundrobin') as an argument")?;
-    // `hdr(name)`, `rdp-cookie(name)`: the algorithm is before '('.
-    let algo = a.text.split('(').next().unwrap_or_default();
+    let a = p.arg(
+        l,
+        0,
+        "an algorithm ('roundrobin', 'leastconn'...) as an argument",
+    )?;
+    // `hdr(name)`, `rdp-cookie(name)`, `random(2)`: the algorithm is before '('.
+    let (algo, paren) = match a.text.split_once('(') {
+        Some((algo, rest)) => (algo, Some(rest)),
+        None => (a.text.as_str(), None),
+    };
     let Some(k) = lookup(BALANCE_KWS, algo) else {
         let hint = suggest(algo, BALANCE_KWS.iter().map(|k| k.name));
         return Err(p.err_hint(
@@ -1638,35 +1914,164 @@ fn p_balance(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         ));
     };
     let what = format!("balance {}", k.name);
-    match k.act {
-        BalAct::Http => Err(p.http_err(l.no, a, &what)),
-        BalAct::NotYet => Err(p.not_yet_err(l.no, a, &what, " (only 'roundrobin' is)")),
-        BalAct::RoundRobin => {
-            p.no_more(l, 1, &what)?;
-            p.settings(l)?.balance = Balance::RoundRobin;
-            Ok(())
+    let balance = match k.act {
+        BalAct::Http => return Err(p.http_err(l.no, a, &what)),
+        BalAct::NotYet => return Err(p.not_yet_err(l.no, a, &what, "")),
+        BalAct::Algo(b) => {
+            if paren.is_some() {
+                return Err(p.err(
+                    l.no,
+                    a,
+                    format!("'{what}' takes no argument in parentheses"),
+                ));
+            }
+            b
         }
+        BalAct::Random => {
+            let draws = match paren {
+                None => 2,
+                Some(rest) => {
+                    let n = rest.strip_suffix(')').ok_or_else(|| {
+                        p.err(
+                            l.no,
+                            a,
+                            "balance random: missing ')' after the number of draws",
+                        )
+                    })?;
+                    let n = parse_u32(n, 0)
+                        .map_err(|m| p.err(l.no, a, format!("balance random: {m}")))?;
+                    if n == 0 {
+                        return Err(p.err(
+                            l.no,
+                            a,
+                            "balance random: the number of draws must be at least 1",
+                        ));
+                    }
+                    n
+                }
+            };
+            Balance::Random { draws }
+        }
+    };
+    p.no_more(l, 1, &what)?;
+    let origin = p.origin(l.no);
+    let s = p.settings(l)?;
+    s.balance = balance;
+    s.balance_origin = Some(origin);
+    Ok(())
+}
+
+fn p_hash_type(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let m = p.arg(l, 0, "'map-based' or 'consistent' as an argument")?;
+    let method = match m.text.as_str() {
+        "map-based" => HashMethod::MapBased,
+        "consistent" => HashMethod::Consistent,
+        _ => {
+            return Err(p.err_hint(
+                l.no,
+                m,
+                format!(
+                    "unknown hash method '{}' (expected 'map-based' or 'consistent')",
+                    m.text
+                ),
+                suggest(&m.text, ["map-based", "consistent"]),
+            ))
+        }
+    };
+    let mut ht = HashType {
+        method,
+        function: HashFunction::Sdbm,
+        // As documented, consistent hashing without a function is sdbm with avalanche.
+        avalanche: method == HashMethod::Consistent && l.args.len() == 1,
+    };
+    if let Some(f) = l.args.get(1) {
+        ht.function = match f.text.as_str() {
+            "sdbm" => HashFunction::Sdbm,
+            "djb2" => HashFunction::Djb2,
+            "wt6" => HashFunction::Wt6,
+            "crc32" => HashFunction::Crc32,
+            "avalanche" => {
+                return Err(p.err(
+                    l.no,
+                    f,
+                    "'avalanche' is a modifier: it follows a hash function \
+                     (e.g. 'hash-type consistent sdbm avalanche')",
+                ))
+            }
+            _ => {
+                return Err(p.err_hint(
+                    l.no,
+                    f,
+                    format!(
+                        "unknown hash function '{}' (expected 'sdbm', 'djb2', 'wt6' or 'crc32')",
+                        f.text
+                    ),
+                    suggest(&f.text, ["sdbm", "djb2", "wt6", "crc32"]),
+                ))
+            }
+        };
     }
+    if let Some(m) = l.args.get(2) {
+        if m.text != "avalanche" {
+            return Err(p.err(
+                l.no,
+                m,
+                format!("unknown hash modifier '{}' (expected 'avalanche')", m.text),
+            ));
+        }
+        ht.avalanche = true;
+    }
+    p.no_more(l, 3, "hash-type")?;
+    let origin = p.origin(l.no);
+    p.settings(l)?.hash_type = Some(Located { value: ht, origin });
+    Ok(())
+}
+
+fn located_u32(
+    p: &Parser<'_>,
+    l: &Line,
+    min: u32,
+    what: &str,
+) -> Result<Located<u32>, ConfigError> {
+    let v = p.arg(l, 0, "<number> as an argument")?;
+    p.no_more(l, 1, what)?;
+    let n =
+        parse_u32(&v.text, min).map_err(|m| p.err(l.no, v, format!("invalid '{what}': {m}")))?;
+    Ok(Located {
+        value: n,
+        origin: p.origin(l.no),
+    })
 }
 
 fn p_retries(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "<number> as an argument")?;
-    p.no_more(l, 1, "retries")?;
-    parse_u32(&v.text, 0).map_err(|m| p.err(l.no, v, format!("invalid 'retries': {m}")))?;
+    let v = located_u32(p, l, 0, "retries")?;
+    p.settings(l)?.retries = Some(v);
+    Ok(())
+}
+
+fn p_fullconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = located_u32(p, l, 0, "fullconn")?;
+    p.settings(l)?.fullconn = Some(v);
+    Ok(())
+}
+
+fn p_backlog(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = located_u32(p, l, 0, "backlog")?;
+    p.settings(l)?.backlog = Some(v);
     Ok(())
 }
 
 fn p_maxconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "<number> as an argument")?;
-    p.no_more(l, 1, "maxconn")?;
-    let n = parse_u32(&v.text, 1).map_err(|m| p.err(l.no, v, format!("invalid 'maxconn': {m}")))?;
-    p.settings(l)?.maxconn = Some(n);
+    let v = located_u32(p, l, 1, "maxconn")?;
+    let s = p.settings(l)?;
+    s.maxconn = Some(v.value);
+    s.maxconn_origin = Some(v.origin);
     Ok(())
 }
 
 fn p_option(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let o = p.arg(l, 0, "an option name as an argument")?;
-    let Some(k) = lookup(OPTION_KWS, &o.text) else {
+    let Some(k) = OPTION_KWS.iter().find(|k| k.name == o.text) else {
         let hint = suggest(&o.text, OPTION_KWS.iter().map(|k| k.name));
         return Err(p.err_hint(l.no, o, format!("unknown option '{}'", o.text), hint));
     };
@@ -1674,22 +2079,32 @@ fn p_option(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     match k.act {
         OptAct::Http => return Err(p.http_err(l.no, o, &what)),
         OptAct::NotYet(hint) => return Err(p.not_yet_err(l.no, o, &what, hint)),
-        OptAct::Accept => {}
+        OptAct::Check => return super::checks::option_check(p, l, k.name),
+        OptAct::Flag => {}
     }
-    p.no_more(l, 1, &what)?;
-    let caps = p.caps();
-    if k.caps & caps == 0 {
-        let missing = if k.caps & BE != 0 {
-            "backend"
-        } else {
-            "frontend"
-        };
-        let desc = p.section_desc();
-        p.warn(
-            l.no,
-            format_args!("'{what}' ignored because {desc} has no {missing} capability"),
-        );
+    let mut arg = None;
+    if k.name == "redispatch" {
+        if let Some(v) = l.args.get(1) {
+            let n = parse_int(&v.text, i64::from(i32::MIN), i64::from(i32::MAX))
+                .map_err(|m| p.err(l.no, v, format!("invalid '{what}' interval: {m}")))?;
+            // Both bounds are i32's.
+            arg = Some(n as i32);
+        }
+        p.no_more(l, 2, &what)?;
+    } else {
+        p.no_more(l, 1, &what)?;
     }
+    if p.warn_caps(l, k.caps, &what) {
+        return Ok(());
+    }
+    let origin = p.origin(l.no);
+    let s = p.settings(l)?;
+    s.options.retain(|x| x.name != k.name);
+    s.options.push(OptSet {
+        name: k.name,
+        origin,
+        arg,
+    });
     Ok(())
 }
 
@@ -1697,31 +2112,122 @@ fn p_default_backend(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let b = p.arg(l, 0, "<backend name> as an argument")?;
     p.no_more(l, 1, "default_backend")?;
     p.check_name(l.no, b, "backend")?;
-    p.settings(l)?.default_backend = Some(Spanned {
-        text: b.text.clone(),
-        line: l.no,
-        col: b.col,
-    });
+    let sp = p.spanned(l.no, b);
+    p.settings(l)?.default_backend = Some(sp);
     Ok(())
+}
+
+fn p_use_backend(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let b = p.arg(l, 0, "<backend name> [{if | unless} <condition>]")?;
+    if b.text.contains("%[") || b.text.contains('%') {
+        return Err(p.not_yet_err(
+            l.no,
+            b,
+            "use_backend with a log-format (dynamic) backend name",
+            "",
+        ));
+    }
+    p.check_name(l.no, b, "backend")?;
+    let cond = match l.args.get(1) {
+        None => None,
+        Some(_) => Some(super::acl::parse_condition(p, l, 1, "use_backend")?),
+    };
+    let backend = p.spanned(l.no, b);
+    let origin = p.origin(l.no);
+    let proxy = p.proxy(l)?;
+    let idx = proxy.use_backends.len();
+    proxy.use_backends.push(UseDraft {
+        backend,
+        cond,
+        origin,
+    });
+    proxy.pending.push(PendingCond::UseBackend(idx));
+    Ok(())
+}
+
+fn p_id(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "a positive number as an argument")?;
+    p.no_more(l, 1, "id")?;
+    let n = parse_u32(&v.text, 1).map_err(|m| p.err(l.no, v, format!("invalid 'id': {m}")))?;
+    let origin = p.origin(l.no);
+    let col = v.col;
+    p.proxy(l)?.id = Some((Located { value: n, origin }, col));
+    Ok(())
+}
+
+fn p_description(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    p.arg(l, 0, "a string as an argument")?;
+    let text: Vec<&str> = l.args.iter().map(|t| t.text.as_str()).collect();
+    p.proxy(l)?.description = Some(text.join(" "));
+    Ok(())
+}
+
+fn p_disabled(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    p.no_more(l, 0, "disabled")?;
+    let origin = p.origin(l.no);
+    p.settings(l)?.disabled = Some(origin);
+    Ok(())
+}
+
+fn p_enabled(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    p.no_more(l, 0, "enabled")?;
+    p.settings(l)?.disabled = None;
+    Ok(())
+}
+
+fn p_log(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let first = p.arg(
+        l,
+        0,
+        "'global' or <address> [len <n>] [format <f>] <facility> [level [minlevel]]",
+    )?;
+    let origin = p.origin(l.no);
+    let value = if first.text == "global" {
+        p.no_more(l, 1, "log global")?;
+        ProxyLog::Global
+    } else {
+        ProxyLog::Target(super::global::parse_log_target(p, l)?)
+    };
+    p.settings(l)?.logs.push(Located { value, origin });
+    Ok(())
+}
+
+fn p_acl(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    super::acl::p_acl(p, l)
+}
+
+fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    super::acl::p_tcp_request(p, l)
+}
+
+fn p_tcp_check(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    super::checks::p_tcp_check(p, l)
+}
+
+fn p_http_check(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    super::checks::p_http_check(p, l)
 }
 
 fn p_bind(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let a = p.arg(l, 0, "[address]:port[,...] as an argument")?;
+    let expanded = p.expand(&a.text);
+    // Columns point into the word only when it was written as is.
+    let plain = a.verbatim && expanded == a.text;
     let mut binds = Vec::new();
     let mut offset = 0usize;
-    for part in a.text.split(',') {
+    for part in expanded.split(',') {
         // Point at the failing address in `a,b,c` when the word was plain.
-        let col = if a.verbatim { a.col + offset } else { a.col };
+        let col = if plain { a.col + offset } else { a.col };
         offset += part.chars().count() + 1;
         let shown = if part.is_empty() {
-            a.text.as_str()
+            expanded.as_str()
         } else {
             part
         };
-        let (addr, port_first, port_last) = if part.is_empty() {
+        let (addr, fqdn, port_first, port_last) = if part.is_empty() {
             Err("empty address in the list".to_string())
         } else {
-            parse_bind_addr(part)
+            bind_addr(p, part)
         }
         .map_err(|m| p.err_at(l.no, col, shown, format!("invalid bind address: {m}")))?;
         binds.push((
@@ -1731,12 +2237,24 @@ fn p_bind(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
                 port_last,
                 v6only: false,
                 origin: p.origin(l.no),
+                fqdn,
+                v4v6: false,
+                interface: None,
+                backlog: None,
+                maxconn: None,
+                accept_proxy: false,
+                name: None,
+                id: None,
+                other: Vec::new(),
             },
             col,
             part.to_string(),
         ));
     }
-    let mut v6only = false;
+    let mut proto = binds
+        .first()
+        .map(|(b, _, _)| b.clone())
+        .ok_or_else(|| p.internal(l, "no address"))?;
     let mut i = 1;
     while let Some(t) = l.args.get(i) {
         let Some(k) = lookup(BIND_KWS, &t.text) else {
@@ -1748,31 +2266,118 @@ fn p_bind(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
                 hint,
             ));
         };
+        let what = format!("bind ... {}", t.text);
+        let mut value = || -> Result<&Token, ConfigError> {
+            i += 1;
+            p.arg(l, i, &format!("a value after '{}'", t.text))
+        };
         match k.act {
-            BindAct::V6Only => v6only = true,
-            BindAct::V4V6 => v6only = false,
-            BindAct::Name => {
-                i += 1;
-                p.arg(l, i, &format!("a value after '{}'", k.name))?;
+            BindAct::V6Only => proto.v6only = true,
+            BindAct::V4V6 => proto.v4v6 = true,
+            BindAct::AcceptProxy => proto.accept_proxy = true,
+            BindAct::Name => proto.name = Some(value()?.text.clone()),
+            BindAct::Interface => proto.interface = Some(value()?.text.clone()),
+            BindAct::Id => {
+                let v = value()?;
+                let n = parse_u32(&v.text, 1)
+                    .map_err(|m| p.err(l.no, v, format!("invalid 'id': {m}")))?;
+                let sockets: usize = binds
+                    .iter()
+                    .map(|(b, _, _)| usize::from(b.port_last - b.port_first) + 1)
+                    .sum();
+                if sockets > 1 {
+                    return Err(p.err(
+                        l.no,
+                        t,
+                        "'id' can only be set on a 'bind' line declaring a single socket",
+                    ));
+                }
+                proto.id = Some(n);
             }
-            BindAct::Number => {
-                i += 1;
-                let v = p.arg(l, i, &format!("a number after '{}'", k.name))?;
-                parse_u32(&v.text, 1)
+            BindAct::Backlog | BindAct::Maxconn => {
+                let v = value()?;
+                let n = parse_u32(&v.text, 0)
                     .map_err(|m| p.err(l.no, v, format!("invalid '{}': {m}", k.name)))?;
+                if let BindAct::Backlog = k.act {
+                    proto.backlog = Some(n);
+                } else {
+                    proto.maxconn = Some(n);
+                }
             }
-            BindAct::NotYet => {
-                return Err(p.not_yet_err(l.no, t, &format!("bind ... {}", k.name), ""))
+            BindAct::Other0 => proto.other.push(t.text.clone()),
+            BindAct::Other1 => {
+                let v = value()?;
+                proto.other.push(format!("{} {}", t.text, v.text));
             }
+            BindAct::Unix1 => {
+                value()?;
+            }
+            BindAct::Tls0 | BindAct::Tls1 => return Err(p.tls_err(l.no, t, &what)),
+            BindAct::NotYet => return Err(p.not_yet_err(l.no, t, &what, "")),
         }
         i += 1;
     }
     let proxy = p.proxy(l)?;
-    for (mut b, col, text) in binds {
-        b.v6only = v6only;
+    for (b, col, text) in binds {
+        let b = Bind {
+            addr: b.addr,
+            port_first: b.port_first,
+            port_last: b.port_last,
+            fqdn: b.fqdn,
+            ..proto.clone()
+        };
         proxy.binds.push((b, col, text));
     }
     Ok(())
+}
+
+/// A `bind` address: `(addr, fqdn, port_first, port_last)`, `addr` None for IPv4 any.
+fn bind_addr(
+    p: &Parser<'_>,
+    s: &str,
+) -> Result<(Option<IpAddr>, Option<String>, u16, u16), String> {
+    let hp = split_address(s)?;
+    let port = match hp.port {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            return Err(format!(
+                "missing port in '{}' (expected [address]:port)",
+                near(s)
+            ))
+        }
+    };
+    let (first, last) = parse_port_range(port)?;
+    let (addr, fqdn) = match (hp.family, hp.host) {
+        (Family::V6, Host::Wildcard(_)) => (Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), None),
+        (_, Host::Wildcard(Some(IpAddr::V6(a)))) => (Some(IpAddr::V6(a)), None),
+        (_, Host::Wildcard(_)) => (None, None),
+        (_, Host::Ip(ip)) => (Some(ip), None),
+        (family, Host::Name(name)) => {
+            let ip = resolve_one(p, &name, family)?;
+            let addr = if ip.is_unspecified() && ip.is_ipv4() {
+                None
+            } else {
+                Some(ip)
+            };
+            (addr, Some(name))
+        }
+    };
+    Ok((addr, fqdn, first, last))
+}
+
+/// Resolves a host name as HAProxy's `str2ip2()`: the first address (of the
+/// forced family, if any).
+pub(crate) fn resolve_one(p: &Parser<'_>, name: &str, family: Family) -> Result<IpAddr, String> {
+    let addrs = p
+        .sys
+        .resolve(name)
+        .map_err(|e| format!("could not resolve address '{}': {e}", near(name)))?;
+    let first = addrs.iter().copied().find(|a| match family {
+        Family::Any => true,
+        Family::V4 => a.is_ipv4(),
+        Family::V6 => a.is_ipv6(),
+    });
+    first.ok_or_else(|| format!("could not resolve address '{}'", near(name)))
 }
 
 impl Parser<'_> {
@@ -1781,8 +2386,9 @@ impl Parser<'_> {
         &self,
         l: &Line,
         start: usize,
-        sd: &mut ServerDefaults,
+        sd: &mut ServerParams,
     ) -> Result<(), ConfigError> {
+        let is_default = l.kw.text == "default-server";
         let mut i = start;
         while let Some(t) = l.args.get(i) {
             let Some(k) = lookup(SERVER_KWS, &t.text) else {
@@ -1794,55 +2400,199 @@ impl Parser<'_> {
                     hint,
                 ));
             };
+            let what = format!("{} ... {}", l.kw.text, t.text);
             let mut value = || -> Result<&Token, ConfigError> {
                 i += 1;
-                self.arg(l, i, &format!("a value after '{}'", k.name))
+                self.arg(l, i, &format!("a value after '{}'", t.text))
             };
             let invalid =
-                |v: &Token, m: String| self.err(l.no, v, format!("invalid '{}': {m}", k.name));
+                |v: &Token, m: String| self.err(l.no, v, format!("invalid '{}': {m}", t.text));
+            let time = |v: &Token| -> Result<Duration, ConfigError> {
+                let d = parse_time(&v.text).map_err(|m| invalid(v, m))?;
+                if d.is_zero() {
+                    return Err(invalid(v, "must be greater than 0".into()));
+                }
+                Ok(d)
+            };
             match k.act {
                 SrvAct::Check => sd.check = true,
                 SrvAct::NoCheck => sd.check = false,
                 SrvAct::Disabled => sd.disabled = true,
                 SrvAct::Enabled => sd.disabled = false,
+                SrvAct::Backup => sd.backup = true,
+                SrvAct::NoBackup => sd.backup = false,
+                SrvAct::SendProxy => sd.send_proxy = Some(ProxyProtocol::V1),
+                SrvAct::SendProxyV2 => sd.send_proxy = Some(ProxyProtocol::V2),
+                SrvAct::NoSendProxy | SrvAct::NoSendProxyV2 => sd.send_proxy = None,
+                SrvAct::CheckSendProxy => sd.check_send_proxy = true,
+                SrvAct::AgentCheck => sd.agent.enabled = true,
+                SrvAct::NoAgentCheck => sd.agent.enabled = false,
                 SrvAct::Weight => {
                     let v = value()?;
                     sd.weight = parse_uint(&v.text, 0, u64::from(MAX_WEIGHT))
                         .and_then(|w| u32::try_from(w).map_err(|e| e.to_string()))
                         .map_err(|m| invalid(v, m))?;
                 }
-                SrvAct::Inter => {
+                SrvAct::Inter => sd.params.inter = time(value()?)?,
+                SrvAct::FastInter => sd.fastinter = Some(time(value()?)?),
+                SrvAct::DownInter => sd.downinter = Some(time(value()?)?),
+                SrvAct::AgentInter => sd.agent.inter = Some(time(value()?)?),
+                SrvAct::Slowstart => {
                     let v = value()?;
                     let d = parse_time(&v.text).map_err(|m| invalid(v, m))?;
-                    if d.is_zero() {
-                        return Err(invalid(v, "must be greater than 0".into()));
-                    }
-                    sd.params.inter = d;
+                    sd.slowstart = (!d.is_zero()).then_some(d);
                 }
-                SrvAct::Rise | SrvAct::Fall => {
+                SrvAct::Rise | SrvAct::Fall | SrvAct::ErrorLimit => {
                     let v = value()?;
                     let n = parse_u32(&v.text, 1).map_err(|m| invalid(v, m))?;
-                    if let SrvAct::Rise = k.act {
-                        sd.params.rise = n;
-                    } else {
-                        sd.params.fall = n;
+                    match k.act {
+                        SrvAct::Rise => sd.params.rise = n,
+                        SrvAct::Fall => sd.params.fall = n,
+                        _ => sd.error_limit = Some(n),
                     }
                 }
-                SrvAct::NotYet => {
-                    return Err(self.not_yet_err(
-                        l.no,
-                        t,
-                        &format!("{} ... {}", l.kw.text, k.name),
-                        "",
-                    ))
+                SrvAct::Maxconn | SrvAct::Minconn | SrvAct::Maxqueue => {
+                    let v = value()?;
+                    let n = parse_u32(&v.text, 0).map_err(|m| invalid(v, m))?;
+                    match k.act {
+                        SrvAct::Maxconn => sd.maxconn = Some(n),
+                        SrvAct::Minconn => sd.minconn = Some(n),
+                        _ => sd.maxqueue = Some(n),
+                    }
                 }
-                SrvAct::Http => {
-                    return Err(self.http_err(l.no, t, &format!("{} ... {}", l.kw.text, k.name)))
+                SrvAct::Id => {
+                    if is_default {
+                        return Err(self.err(
+                            l.no,
+                            t,
+                            "'id' is not allowed on 'default-server' (ids are unique per server)",
+                        ));
+                    }
+                    let v = value()?;
+                    sd.id = Some(parse_u32(&v.text, 1).map_err(|m| invalid(v, m))?);
                 }
+                SrvAct::Port | SrvAct::AgentPort => {
+                    let v = value()?;
+                    let port = parse_port(&v.text).map_err(|m| invalid(v, m))?;
+                    if let SrvAct::Port = k.act {
+                        sd.check_port = Some(port);
+                    } else {
+                        sd.agent.port = Some(port);
+                    }
+                }
+                SrvAct::Addr | SrvAct::AgentAddr => {
+                    let v = value()?;
+                    let ip = self.plain_ip(&v.text).map_err(|m| invalid(v, m))?;
+                    if let SrvAct::Addr = k.act {
+                        sd.check_addr = Some(ip);
+                    } else {
+                        sd.agent.addr = Some(ip);
+                    }
+                }
+                SrvAct::AgentSend => sd.agent.send = Some(value()?.text.clone()),
+                SrvAct::OnMarkedDown => {
+                    let v = value()?;
+                    if v.text != "shutdown-sessions" {
+                        return Err(invalid(
+                            v,
+                            format!(
+                                "unknown action '{}' (expected 'shutdown-sessions')",
+                                near(&v.text)
+                            ),
+                        ));
+                    }
+                    sd.on_marked_down_shutdown = true;
+                }
+                SrvAct::OnMarkedUp => {
+                    let v = value()?;
+                    if v.text != "shutdown-backup-sessions" {
+                        return Err(invalid(
+                            v,
+                            format!(
+                                "unknown action '{}' (expected 'shutdown-backup-sessions')",
+                                near(&v.text)
+                            ),
+                        ));
+                    }
+                    sd.on_marked_up_shutdown_backup = true;
+                }
+                SrvAct::OnError => {
+                    let v = value()?;
+                    sd.on_error = Some(match v.text.as_str() {
+                        "fastinter" => OnError::FastInter,
+                        "fail-check" => OnError::FailCheck,
+                        "sudden-death" => OnError::SuddenDeath,
+                        "mark-down" => OnError::MarkDown,
+                        _ => {
+                            return Err(invalid(
+                                v,
+                                format!(
+                                    "unknown mode '{}' (expected 'fastinter', 'fail-check', \
+                                     'sudden-death' or 'mark-down')",
+                                    near(&v.text)
+                                ),
+                            ))
+                        }
+                    });
+                }
+                SrvAct::Observe => {
+                    let v = value()?;
+                    match v.text.as_str() {
+                        "layer4" => sd.observe_layer4 = true,
+                        "layer7" => return Err(self.http_err(l.no, v, "observe layer7")),
+                        _ => {
+                            return Err(invalid(
+                                v,
+                                format!("unknown mode '{}' (expected 'layer4')", near(&v.text)),
+                            ))
+                        }
+                    }
+                }
+                SrvAct::InitAddr => {
+                    let v = value()?;
+                    let mut methods = Vec::new();
+                    for m in v.text.split(',') {
+                        methods.push(match m {
+                            "last" => InitAddr::Last,
+                            "libc" => InitAddr::Libc,
+                            "none" => InitAddr::None,
+                            _ => InitAddr::Ip(self.plain_ip(m).map_err(|_| {
+                                invalid(
+                                    v,
+                                    format!(
+                                        "'{}' is not 'last', 'libc', 'none' or an IP address",
+                                        near(m)
+                                    ),
+                                )
+                            })?),
+                        });
+                    }
+                    sd.init_addr = Some(methods);
+                }
+                SrvAct::Other0 => sd.other.push(t.text.clone()),
+                SrvAct::Other1 => {
+                    let v = value()?;
+                    sd.other.push(format!("{} {}", t.text, v.text));
+                }
+                SrvAct::Tls0 | SrvAct::Tls1 => return Err(self.tls_err(l.no, t, &what)),
+                SrvAct::NotYet => return Err(self.not_yet_err(l.no, t, &what, "")),
+                SrvAct::Http => return Err(self.http_err(l.no, t, &what)),
             }
             i += 1;
         }
         Ok(())
+    }
+
+    /// An IPv4 or IPv6 address, no port, no host name.
+    fn plain_ip(&self, s: &str) -> Result<IpAddr, String> {
+        let s = self.expand(s);
+        let inner = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(&s);
+        inner
+            .parse()
+            .map_err(|_| format!("'{}' is not an IP address", near(&s)))
     }
 }
 
@@ -1853,16 +2603,65 @@ fn p_default_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A server address: `(addr, port mode, host name to resolve)`.
+fn server_addr(
+    p: &Parser<'_>,
+    s: &str,
+) -> Result<(SocketAddr, ServerPort, Option<(String, Family)>, bool), String> {
+    let hp = split_address(s)?;
+    let (port, mode) = match hp.port {
+        None | Some("") => (0, ServerPort::SameAsClient),
+        Some(port) if port.starts_with('+') || port.starts_with('-') => {
+            let n = parse_int(port.trim_start_matches('+'), -65535, 65535)
+                .map_err(|m| format!("invalid port offset: {m}"))?;
+            // Within ±65535.
+            (0, ServerPort::Offset(n as i32))
+        }
+        Some(port) if port.contains('-') => {
+            return Err("port ranges are not allowed on servers".into())
+        }
+        Some("0") => (0, ServerPort::SameAsClient),
+        Some(port) => (parse_port(port)?, ServerPort::Fixed),
+    };
+    let (ip, host, from_client) = match (hp.family, hp.host) {
+        (_, Host::Ip(ip)) => (ip, None, false),
+        (Family::V6, Host::Wildcard(_)) | (_, Host::Wildcard(Some(IpAddr::V6(_)))) => {
+            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), None, true)
+        }
+        (_, Host::Wildcard(_)) => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), None, true),
+        (family, Host::Name(name)) => {
+            let _ = p;
+            (
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Some((name, family)),
+                false,
+            )
+        }
+    };
+    Ok((SocketAddr::new(ip, port), mode, host, from_client))
+}
+
 fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let name = p.arg(l, 0, "<name> and <address>:<port> as arguments")?;
     p.check_name(l.no, name, "server")?;
     let a = p.arg(l, 1, "<name> and <address>:<port> as arguments")?;
-    let addr = parse_server_addr(&a.text)
+    let expanded = p.expand(&a.text);
+    let (addr, port_mode, host, from_client) = server_addr(p, &expanded)
         .map_err(|m| p.err(l.no, a, format!("invalid server address: {m}")))?;
     let mut sd = p.settings(l)?.default_server.clone();
     p.server_params(l, 2, &mut sd)?;
-    let file = p.file;
+    if sd.agent.enabled && sd.agent.port.is_none() {
+        return Err(p.err(
+            l.no,
+            name,
+            format!(
+                "server '{}' has 'agent-check' but no 'agent-port'",
+                name.text
+            ),
+        ));
+    }
     let origin = p.origin(l.no);
+    let file = p.file.clone();
     let proxy = p.proxy(l)?;
     if let Some(prev) = proxy.server_lines.get(&name.text) {
         let msg = format!(
@@ -1875,7 +2674,7 @@ fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         return Err(p.err(l.no, name, msg));
     }
     proxy.server_lines.insert(name.text.clone(), l.no);
-    proxy.servers.push(Server {
+    let server = Server {
         name: name.text.clone(),
         addr,
         check: sd.check,
@@ -1883,6 +2682,36 @@ fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         weight: sd.weight,
         disabled: sd.disabled,
         origin,
+        port_mode,
+        fqdn: host.as_ref().map(|(h, _)| h.clone()),
+        addr_from_client: from_client,
+        init_addr: sd.init_addr,
+        unresolved: false,
+        backup: sd.backup,
+        maxconn: sd.maxconn,
+        minconn: sd.minconn,
+        maxqueue: sd.maxqueue,
+        id: sd.id,
+        slowstart: sd.slowstart,
+        check_port: sd.check_port,
+        check_addr: sd.check_addr,
+        fastinter: sd.fastinter,
+        downinter: sd.downinter,
+        send_proxy: sd.send_proxy,
+        check_send_proxy: sd.check_send_proxy,
+        on_marked_down_shutdown: sd.on_marked_down_shutdown,
+        on_marked_up_shutdown_backup: sd.on_marked_up_shutdown_backup,
+        observe_layer4: sd.observe_layer4,
+        on_error: sd.on_error,
+        error_limit: sd.error_limit,
+        agent: sd.agent,
+        other: sd.other,
+    };
+    proxy.servers.push(ServerDraft {
+        server,
+        host: host.map(|(h, f)| (h, f, a.col)),
+        addr_col: a.col,
+        addr_text: a.text.clone(),
     });
     Ok(())
 }
@@ -1892,13 +2721,13 @@ fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
 
 /// What a bind listens on, for conflict detection: `(kind, addr)` with kind 0
 /// for IPv4 any, 1 for IPv6 any, 2 for a specific address.
-type BindKey = (u8, IpAddr);
+type BindKey = (u8, IpAddr, Option<String>);
 
 struct BindSlot {
     key: BindKey,
     first: u16,
     last: u16,
-    line: usize,
+    origin: Origin,
     col: usize,
     text: String,
     frontend: usize,
@@ -1906,47 +2735,70 @@ struct BindSlot {
     dual: bool,
 }
 
+fn invalid_at(sp: &Spanned, msg: String, hint: Option<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: sp.origin.file.clone(),
+        line: sp.origin.line,
+        col: sp.col,
+        msg,
+        near: near(&sp.text),
+        hint,
+    }
+}
+
 impl Parser<'_> {
-    fn finish(mut self) -> Result<Config, ConfigError> {
-        self.close_section();
-        let file = self.file.to_path_buf();
+    pub(crate) fn finish(mut self) -> Result<Config, ConfigError> {
+        self.close_section()?;
         if !self.proxies.iter().any(|p| p.caps & FE != 0) {
             return Err(ConfigError::File {
-                file,
+                file: self.file.clone(),
                 msg: "no 'frontend' or 'listen' section: nothing to do".into(),
             });
         }
+        self.check_defaults_use()?;
+        self.check_ids()?;
 
-        let proxies = std::mem::take(&mut self.proxies);
+        let mut proxies = std::mem::take(&mut self.proxies);
+        for p in &mut proxies {
+            self.resolve_servers(p)?;
+        }
         let mut backends = Vec::new();
         let mut backend_idx: HashMap<&str, usize> = HashMap::new();
         for p in proxies.iter().filter(|p| p.caps & BE != 0) {
             backend_idx.insert(&p.name.text, backends.len());
-            backends.push(Backend {
-                name: p.name.text.clone(),
-                balance: p.s.balance,
-                servers: p.servers.clone(),
-                timeout_connect: p.s.timeout_connect,
-                timeout_server: p.s.timeout_server,
-                origin: self.origin(p.name.line),
-            });
+            backends.push(self.backend(p));
         }
 
         let mut frontends = Vec::new();
         let mut slots = Vec::new();
         for p in proxies.iter().filter(|p| p.caps & FE != 0) {
             if p.binds.is_empty() {
-                return Err(self.err_at(
-                    p.name.line,
-                    p.name.col,
-                    &p.name.text,
+                return Err(invalid_at(
+                    &p.name,
                     format!(
                         "{} '{}' has no 'bind' directive (declare it as a 'backend' if this was intended)",
                         p.kind(),
                         p.name.text
                     ),
+                    None,
                 ));
             }
+            let find_backend = |t: &Spanned, what: &str| match backend_idx.get(t.text.as_str()) {
+                Some(&i) => Ok(i),
+                None => {
+                    let hint = suggest(&t.text, backend_idx.keys().copied());
+                    Err(invalid_at(
+                        t,
+                        format!(
+                            "{} '{}': '{what}' names unknown backend '{}'",
+                            p.kind(),
+                            p.name.text,
+                            t.text
+                        ),
+                        hint,
+                    ))
+                }
+            };
             // A listen section is its own default backend, unless told otherwise.
             let target = match (&p.s.default_backend, p.caps & BE != 0) {
                 (Some(d), _) => Some(d.clone()),
@@ -1954,60 +2806,60 @@ impl Parser<'_> {
                 (None, false) => None,
             };
             let idx = match &target {
-                Some(t) => match backend_idx.get(t.text.as_str()) {
-                    Some(&i) => Some(i),
-                    None => {
-                        let hint = suggest(&t.text, backend_idx.keys().copied());
-                        return Err(ConfigError::Invalid {
-                            file,
-                            line: t.line,
-                            col: t.col,
-                            msg: format!(
-                                "{} '{}': 'default_backend' names unknown backend '{}'",
-                                p.kind(),
-                                p.name.text,
-                                t.text
-                            ),
-                            near: near(&t.text),
-                            hint,
-                        });
-                    }
-                },
-                None => {
-                    self.warn(
-                        p.name.line,
-                        format_args!(
-                            "frontend '{}' has no 'default_backend': its connections will be closed",
-                            p.name.text
-                        ),
-                    );
-                    None
-                }
+                Some(t) => Some(find_backend(t, "default_backend")?),
+                None => None,
             };
+            let mut use_backends = Vec::new();
+            for u in &p.use_backends {
+                let i = find_backend(&u.backend, "use_backend")?;
+                use_backends.push(UseBackend {
+                    backend: u.backend.text.clone(),
+                    backend_idx: i,
+                    cond: u.cond.clone(),
+                    origin: u.origin.clone(),
+                });
+            }
+            if idx.is_none() {
+                let msg = if use_backends.is_empty() {
+                    format!(
+                        "frontend '{}' has no 'default_backend': its connections will be closed",
+                        p.name.text
+                    )
+                } else {
+                    format!(
+                        "frontend '{}' has no 'default_backend': connections no 'use_backend' \
+                         rule matches will be closed",
+                        p.name.text
+                    )
+                };
+                self.warn_at(&p.name.origin, msg);
+            }
             for (b, col, text) in &p.binds {
                 let mut push = |key: BindKey, dual: bool| {
                     slots.push(BindSlot {
                         key,
                         first: b.port_first,
                         last: b.port_last,
-                        line: b.origin.line,
+                        origin: b.origin.clone(),
                         col: *col,
                         text: text.clone(),
                         frontend: frontends.len(),
                         dual,
                     })
                 };
+                let dev = b.interface.clone();
                 match b.addr {
-                    None => push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED)), false),
+                    None => push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), dev), false),
                     Some(ip @ IpAddr::V6(v6)) if v6.is_unspecified() => {
-                        push((1, ip), false);
+                        push((1, ip, dev.clone()), false);
                         if !b.v6only {
-                            push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED)), true);
+                            push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), dev), true);
                         }
                     }
-                    Some(ip) => push((2, ip), false),
+                    Some(ip) => push((2, ip, dev), false),
                 }
             }
+            let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
             frontends.push(Frontend {
                 name: p.name.text.clone(),
                 binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
@@ -2015,7 +2867,21 @@ impl Parser<'_> {
                 default_backend_idx: idx,
                 timeout_client: p.s.timeout_client,
                 maxconn: p.s.maxconn,
-                origin: self.origin(p.name.line),
+                origin: p.name.origin.clone(),
+                maxconn_origin: p.s.maxconn_origin.clone(),
+                use_backends,
+                tcp_request_connection: p.tcp_rules.clone(),
+                acls: p.acls.clone(),
+                backlog: p.s.backlog.clone(),
+                timeout_client_fin: p.s.timeout_client_fin.clone(),
+                clitcpka: opt("clitcpka").or_else(|| opt("tcpka")),
+                logs: p.s.logs.clone(),
+                tcplog: opt("tcplog"),
+                dontlognull: opt("dontlognull"),
+                disabled: p.s.disabled.clone(),
+                id: p.id.as_ref().map(|(v, _)| v.clone()),
+                description: p.description.clone(),
+                other: other_settings(&p.s, FE),
             });
         }
 
@@ -2027,8 +2893,8 @@ impl Parser<'_> {
                 p.caps & BE != 0 && (p.s.timeout_connect.is_none() || p.s.timeout_server.is_none());
             if fe_missing || be_missing {
                 let kind = if p.caps == LISTEN { "proxy" } else { p.kind() };
-                self.warn(
-                    p.name.line,
+                self.warn_at(
+                    &p.name.origin,
                     format_args!(
                         "missing timeouts for {kind} '{}'. While not properly invalid, you will \
                          certainly encounter various problems with such a configuration. To fix \
@@ -2037,6 +2903,9 @@ impl Parser<'_> {
                         p.name.text
                     ),
                 );
+            }
+            if p.caps & BE != 0 {
+                self.backend_warnings(p);
             }
         }
 
@@ -2048,42 +2917,351 @@ impl Parser<'_> {
         })
     }
 
+    fn backend(&self, p: &Proxy) -> Backend {
+        let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
+        Backend {
+            name: p.name.text.clone(),
+            balance: p.s.balance,
+            servers: p.servers.iter().map(|d| d.server.clone()).collect(),
+            timeout_connect: p.s.timeout_connect,
+            timeout_server: p.s.timeout_server,
+            origin: p.name.origin.clone(),
+            balance_origin: p.s.balance_origin.clone(),
+            hash_type: p.s.hash_type.clone(),
+            retries: p.s.retries.clone(),
+            redispatch: p.s.option("redispatch").map(|o| Located {
+                value: o.arg.unwrap_or(-1),
+                origin: o.origin.clone(),
+            }),
+            allbackups: opt("allbackups"),
+            srvtcpka: opt("srvtcpka").or_else(|| opt("tcpka")),
+            timeout_queue: p.s.timeout_queue.clone(),
+            timeout_check: p.s.timeout_check.clone(),
+            timeout_tunnel: p.s.timeout_tunnel.clone(),
+            timeout_server_fin: p.s.timeout_server_fin.clone(),
+            fullconn: p.s.fullconn.clone(),
+            health_check: p.s.health_check.clone(),
+            tcp_check_rules: p.s.tcp_check_rules.clone(),
+            http_check_rules: p.s.http_check_rules.clone(),
+            acls: if p.caps & FE == 0 {
+                p.acls.clone()
+            } else {
+                Vec::new()
+            },
+            logs: p.s.logs.clone(),
+            log_health_checks: opt("log-health-checks"),
+            disabled: p.s.disabled.clone(),
+            id: p.id.as_ref().map(|(v, _)| v.clone()),
+            description: p.description.clone(),
+            other: other_settings(&p.s, BE),
+        }
+    }
+
+    fn backend_warnings(&mut self, p: &Proxy) {
+        let origin = &p.name.origin;
+        let hc = p.s.health_check.as_ref().map(|h| &h.value);
+        if !p.s.tcp_check_rules.is_empty() && hc != Some(&HealthCheck::TcpCheck) {
+            self.warn_at(
+                origin,
+                format_args!(
+                    "backend '{}' uses tcp-check rules without 'option tcp-check', so the rules are ignored",
+                    p.name.text
+                ),
+            );
+        }
+        if !p.s.http_check_rules.is_empty() && !matches!(hc, Some(HealthCheck::HttpChk { .. })) {
+            self.warn_at(
+                origin,
+                format_args!(
+                    "backend '{}' uses http-check rules without 'option httpchk', so the rules are ignored",
+                    p.name.text
+                ),
+            );
+        }
+        if p.s.balance == Balance::First {
+            let without: Vec<&str> = p
+                .servers
+                .iter()
+                .filter(|s| !s.server.backup && s.server.maxconn.unwrap_or(0) == 0)
+                .map(|s| s.server.name.as_str())
+                .collect();
+            if !without.is_empty() {
+                let at = p.s.balance_origin.clone().unwrap_or_else(|| origin.clone());
+                self.warn_at(
+                    &at,
+                    format_args!(
+                        "backend '{}' uses 'balance first' but server(s) {} have no 'maxconn': \
+                         the first one will take every connection",
+                        p.name.text,
+                        without.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Resolves host names of servers (HAProxy does it once the whole
+    /// configuration is read, following `init-addr`).
+    fn resolve_servers(&self, p: &mut Proxy) -> Result<(), ConfigError> {
+        let (kind, proxy_name) = (p.kind(), p.name.text.clone());
+        // A `tcp-check connect port N` first gives checks a port of their own.
+        let rules_port =
+            p.s.health_check
+                .as_ref()
+                .is_some_and(|h| h.value == HealthCheck::TcpCheck)
+                && p.s.tcp_check_rules.iter().find_map(|r| match &r.value {
+                    TcpCheckRule::Comment(_) | TcpCheckRule::Var(_) => None,
+                    TcpCheckRule::Connect(c) => Some(c.port.is_some()),
+                    _ => Some(false),
+                }) == Some(true);
+        for d in &p.servers {
+            let s = &d.server;
+            if s.check && s.port_mode != ServerPort::Fixed && s.check_port.is_none() && !rules_port
+            {
+                return Err(ConfigError::Invalid {
+                    file: s.origin.file.clone(),
+                    line: s.origin.line,
+                    col: d.addr_col,
+                    msg: format!(
+                        "{kind} '{proxy_name}': server '{}' has neither service port nor check port \
+                         (add 'port N' for its checks)",
+                        s.name
+                    ),
+                    near: near(&d.addr_text),
+                    hint: None,
+                });
+            }
+        }
+        for d in &mut p.servers {
+            let Some((host, family, col)) = d.host.clone() else {
+                continue;
+            };
+            let methods = d
+                .server
+                .init_addr
+                .clone()
+                .unwrap_or_else(|| vec![InitAddr::Last, InitAddr::Libc]);
+            let mut found = None;
+            let mut last_err = String::new();
+            for m in &methods {
+                match m {
+                    // No server-state file is read.
+                    InitAddr::Last => {}
+                    InitAddr::Libc => match resolve_one(self, &host, family) {
+                        Ok(ip) => {
+                            found = Some(ip);
+                            break;
+                        }
+                        Err(e) => last_err = e,
+                    },
+                    InitAddr::Ip(ip) => {
+                        found = Some(*ip);
+                        break;
+                    }
+                    InitAddr::None => {
+                        d.server.unresolved = true;
+                        d.server.disabled = true;
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some(ip) => d.server.addr.set_ip(ip),
+                None if d.server.unresolved => {}
+                None => {
+                    if last_err.is_empty() {
+                        last_err = format!("could not resolve address '{}'", near(&host));
+                    }
+                    return Err(ConfigError::Invalid {
+                        file: d.server.origin.file.clone(),
+                        line: d.server.origin.line,
+                        col,
+                        msg: format!(
+                            "{kind} '{proxy_name}': server '{}': {last_err}",
+                            d.server.name
+                        ),
+                        near: near(&host),
+                        hint: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Proxy ids (frontends and backends share them) and server ids (per
+    /// backend) are unique.
+    fn check_ids(&self) -> Result<(), ConfigError> {
+        let mut seen: HashMap<u32, (String, Origin)> = HashMap::new();
+        for p in &self.proxies {
+            if let Some((id, col)) = &p.id {
+                if let Some((other, at)) = seen.get(&id.value) {
+                    return Err(ConfigError::Invalid {
+                        file: id.origin.file.clone(),
+                        line: id.origin.line,
+                        col: *col,
+                        msg: format!(
+                            "{} '{}' reuses the id {} of {other} (declared at {at})",
+                            p.kind(),
+                            p.name.text,
+                            id.value
+                        ),
+                        near: id.value.to_string(),
+                        hint: None,
+                    });
+                }
+                seen.insert(
+                    id.value,
+                    (format!("{} '{}'", p.kind(), p.name.text), id.origin.clone()),
+                );
+            }
+            if p.caps & BE == 0 {
+                continue;
+            }
+            let mut ids: HashMap<u32, &Server> = HashMap::new();
+            for d in &p.servers {
+                let Some(id) = d.server.id else { continue };
+                if let Some(prev) = ids.get(&id) {
+                    return Err(ConfigError::Invalid {
+                        file: d.server.origin.file.clone(),
+                        line: d.server.origin.line,
+                        col: d.addr_col,
+                        msg: format!(
+                            "{} '{}': server '{}': id {id} is already used by server '{}' at {}",
+                            p.kind(),
+                            p.name.text,
+                            d.server.name,
+                            prev.name,
+                            prev.origin
+                        ),
+                        near: format!("id {id}"),
+                        hint: None,
+                    });
+                }
+                ids.insert(id, &d.server);
+            }
+        }
+        Ok(())
+    }
+
+    /// HAProxy's rules about named `defaults` sections: one used both
+    /// explicitly (`from`) and implicitly is a warning; one defining
+    /// `tcp-request` rules cannot serve both frontends and backends, nor a
+    /// `listen`.
+    fn check_defaults_use(&mut self) -> Result<(), ConfigError> {
+        let explicit: HashSet<usize> = self
+            .proxies
+            .iter()
+            .filter_map(|p| match p.defaults_ref {
+                DefaultsRef::Explicit(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        let mut warnings = Vec::new();
+        let mut users: HashMap<usize, (u8, &Proxy)> = HashMap::new();
+        for p in &self.proxies {
+            let idx = match p.defaults_ref {
+                DefaultsRef::Explicit(i) => i,
+                DefaultsRef::Implicit(i) => {
+                    if explicit.contains(&i) {
+                        let d = &self.defaults_list[i];
+                        warnings.push((
+                            p.name.origin.clone(),
+                            format!(
+                                "defaults section '{}' (declared at {}) is explicitly referenced \
+                                 by another proxy and implicitly used here. To avoid any \
+                                 ambiguity don't mix both usage. Add a last defaults section not \
+                                 explicitly used or always use explicit references.",
+                                d.name.as_deref().unwrap_or(""),
+                                d.origin
+                            ),
+                        ));
+                    }
+                    i
+                }
+                DefaultsRef::None => continue,
+            };
+            let d = &self.defaults_list[idx];
+            if d.tcp_rules.is_empty() {
+                continue;
+            }
+            if p.caps == LISTEN {
+                return Err(invalid_at(
+                    &p.name,
+                    format!(
+                        "a listen section cannot inherit from a defaults section defining TCP \
+                         rules (defaults section at {})",
+                        d.origin
+                    ),
+                    None,
+                ));
+            }
+            match users.get(&idx) {
+                Some((caps, _)) if *caps != p.caps => {
+                    return Err(invalid_at(
+                        &p.name,
+                        format!(
+                            "frontends and backends cannot inherit from the same defaults section \
+                             if it defines TCP rules (defaults section at {})",
+                            d.origin
+                        ),
+                        None,
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    users.insert(idx, (p.caps, p));
+                }
+            }
+        }
+        for (o, w) in warnings {
+            self.warn_at(&o, w);
+        }
+        Ok(())
+    }
+
     /// Two binds (in any frontends) on the same address with overlapping ports.
     fn check_bind_conflicts(
         &self,
         slots: &mut [BindSlot],
         frontends: &[Frontend],
     ) -> Result<(), ConfigError> {
-        slots.sort_by_key(|s| (s.key, s.first, s.line, s.col));
+        slots.sort_by(|a, b| {
+            (&a.key, a.first, &a.origin.file, a.origin.line, a.col).cmp(&(
+                &b.key,
+                b.first,
+                &b.origin.file,
+                b.origin.line,
+                b.col,
+            ))
+        });
         let mut widest: Option<&BindSlot> = None;
         for s in slots.iter() {
             if let Some(w) = widest.filter(|w| w.key == s.key && s.first <= w.last) {
-                // Report the one further down the file.
-                let (early, late) = if (w.line, w.col) <= (s.line, s.col) {
-                    (w, s)
-                } else {
-                    (s, w)
-                };
+                // Report the later one.
+                let pos = |b: &BindSlot| (b.origin.file.clone(), b.origin.line, b.col);
+                let (early, late) = if pos(w) <= pos(s) { (w, s) } else { (s, w) };
                 let fe_name = |i: usize| frontends.get(i).map_or("?", |f| f.name.as_str());
                 let dual = if early.dual || late.dual {
                     " ('::' also takes IPv4 unless 'v6only' is set)"
                 } else {
                     ""
                 };
-                return Err(self.err_at(
-                    late.line,
-                    late.col,
-                    &late.text,
-                    format!(
-                        "bind '{}' of frontend '{}' conflicts with bind '{}' of frontend '{}' at {}:{}{dual}",
+                return Err(ConfigError::Invalid {
+                    file: late.origin.file.clone(),
+                    line: late.origin.line,
+                    col: late.col,
+                    msg: format!(
+                        "bind '{}' of frontend '{}' conflicts with bind '{}' of frontend '{}' at {}{dual}",
                         late.text,
                         fe_name(late.frontend),
                         early.text,
                         fe_name(early.frontend),
-                        self.file.display(),
-                        early.line
+                        early.origin
                     ),
-                ));
+                    near: near(&late.text),
+                    hint: None,
+                });
             }
             if widest.is_none_or(|w| w.key != s.key || s.last > w.last) {
                 widest = Some(s);
@@ -2091,4 +3269,42 @@ impl Parser<'_> {
         }
         Ok(())
     }
+}
+
+/// The `other` settings of a proxy for one side: accepted keywords and the
+/// options not modelled by a field.
+fn other_settings(s: &Settings, side: u8) -> Vec<Located<String>> {
+    const MODELLED: &[&str] = &[
+        "tcplog",
+        "dontlognull",
+        "clitcpka",
+        "srvtcpka",
+        "tcpka",
+        "redispatch",
+        "allbackups",
+        "log-health-checks",
+    ];
+    let mut out: Vec<Located<String>> = Vec::new();
+    for o in &s.options {
+        if MODELLED.contains(&o.name) {
+            continue;
+        }
+        let caps = OPTION_KWS
+            .iter()
+            .find(|k| k.name == o.name)
+            .map_or(ANY, |k| k.caps);
+        if caps & side != 0 {
+            out.push(Located {
+                value: format!("option {}", o.name),
+                origin: o.origin.clone(),
+            });
+        }
+    }
+    for x in &s.other {
+        let caps = lookup(PROXY_KWS, &x.value).map_or(ANY, |k| k.caps);
+        if caps & side != 0 {
+            out.push(x.clone());
+        }
+    }
+    out
 }

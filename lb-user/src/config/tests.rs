@@ -1,15 +1,18 @@
 //! Tests of the configuration parser: model, inheritance, addresses, lexing,
 //! units, errors (with exact positions) and a no-panic property test.
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::parse::{parse_size, parse_time, parse_with_env, MAX_CONFIG_SIZE, MAX_LINE_LEN};
+use super::parse::{parse_with, MAX_CONFIG_SIZE, MAX_LINE_LEN};
+use super::sys::Sys;
+use super::values::{parse_size, parse_time};
 use super::*;
 
-const FILE: &str = "t.cfg";
+pub(super) const FILE: &str = "t.cfg";
 
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     match name {
         "ADDR" => Some("10.1.2.3".into()),
         "PORT" => Some("6432".into()),
@@ -20,15 +23,53 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
-fn parse(cfg: &str) -> Config {
-    match parse_with_env(cfg, Path::new(FILE), &env) {
+/// A system with a fixed environment, host names, accounts and files.
+pub(super) struct FakeSys;
+
+impl Sys for FakeSys {
+    fn env(&self, name: &str) -> Option<String> {
+        env(name)
+    }
+    fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let ips: &[&str] = match host {
+            "localhost" => &["127.0.0.1", "::1"],
+            "db1.example" => &["10.0.1.1"],
+            "db2.example" => &["fd00::2", "10.0.1.2"],
+            "v6only.example" => &["fd00::6"],
+            _ => return Err("Name or service not known".into()),
+        };
+        Ok(ips.iter().map(|s| s.parse().unwrap()).collect())
+    }
+    fn user(&self, name: &str) -> Option<u32> {
+        (name == "haproxy").then_some(115)
+    }
+    fn group(&self, name: &str) -> Option<u32> {
+        (name == "haproxy").then_some(120)
+    }
+    fn read(&self, path: &Path) -> Result<String, String> {
+        match path.to_str() {
+            Some("/etc/lb/allow.lst") => Ok("# trusted\n10.0.0.0/8\n  192.168.1.5\n\n::1\n".into()),
+            Some("/etc/lb/bad.lst") => Ok("10.0.0.1\nnot-an-ip!\n".into()),
+            Some("/etc/lb/ports.lst") => Ok("80\n8000:8080\n".into()),
+            _ => Err("No such file or directory".into()),
+        }
+    }
+}
+
+pub(super) fn try_parse_files(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let files: Vec<(&str, &Path)> = files.iter().map(|(t, f)| (*t, Path::new(*f))).collect();
+    parse_with(&files, &FakeSys)
+}
+
+pub(super) fn parse(cfg: &str) -> Config {
+    match try_parse_files(&[(cfg, FILE)]) {
         Ok(c) => c,
         Err(e) => panic!("unexpected error: {e}\n--- config:\n{cfg}"),
     }
 }
 
-fn parse_err(cfg: &str) -> ConfigError {
-    match parse_with_env(cfg, Path::new(FILE), &env) {
+pub(super) fn parse_err(cfg: &str) -> ConfigError {
+    match try_parse_files(&[(cfg, FILE)]) {
         Ok(c) => panic!("expected an error, got {c:#?}\n--- config:\n{cfg}"),
         Err(e) => e,
     }
@@ -81,11 +122,13 @@ fn seed_example_exact_model() {
         weight: 1,
         disabled: false,
         origin: origin(line),
+        ..Default::default()
     };
     let expected = Config {
         global: Global {
             maxconn: None,
             splice_budget: 4 * 1024 * 1024,
+            ..Default::default()
         },
         frontends: vec![Frontend {
             name: "pgsql_frontend".into(),
@@ -95,12 +138,14 @@ fn seed_example_exact_model() {
                 port_last: 5432,
                 v6only: false,
                 origin: origin(2),
+                ..Default::default()
             }],
             default_backend: Some("pgsql_backend".into()),
             default_backend_idx: Some(0),
             timeout_client: None,
             maxconn: None,
             origin: origin(1),
+            ..Default::default()
         }],
         backends: vec![Backend {
             name: "pgsql_backend".into(),
@@ -113,6 +158,8 @@ fn seed_example_exact_model() {
             timeout_connect: None,
             timeout_server: None,
             origin: origin(5),
+            balance_origin: Some(origin(7)),
+            ..Default::default()
         }],
         warnings: vec![
             "t.cfg:1: warning: missing timeouts for frontend 'pgsql_frontend'. While not properly \
@@ -359,7 +406,8 @@ backend b
             (None, 5436, false, 10),
             (None, 5437, false, 11),
             (ip("192.168.1.1"), 5438, false, 12),
-            (ip("2001:db8::1"), 5439, false, 13),
+            // v6only wins over v4v6, as documented.
+            (ip("2001:db8::1"), 5439, true, 13),
             (ip("2001:db8::2"), 5440, false, 14),
             (any6, 5441, false, 15),
         ]
@@ -449,16 +497,19 @@ backend b
 
 #[test]
 fn quoting_and_environment() {
+    // As HAProxy 2.6: variables expand inside double quotes only, except in
+    // addresses, which expand `$NAME` / `${NAME}` anywhere (no default value).
     let cfg = parse(&format!(
         "{TIMEOUTS}\
 frontend \"f\"   # a comment
 \tbind \"${{ADDR}}:${{PORT}}\",'[::1]':80  # another
     description \"${{SPACED}} # not a comment\" and more
-    default_backend ${{BACKEND}}
+    default_backend \"${{BACKEND}}\"
 backend pg_be
     server 'a' \"10.0.0.1:${{PORT}}\" weight \"${{W}}\"
-    server \"b\"'-'2 10.0.0.2:${{UNSET-5433}}
-    server c 10.0.0.3:5434 ${{UNSET}} check
+    server \"b\"'-'2 10.0.0.2:$PORT
+    server c ${{ADDR}}:5434 \"${{UNSET-check}}\"
+    server d '${{ADDR}}':1 weight \"$W\"
 "
     ));
     let f = &cfg.frontends[0];
@@ -467,6 +518,10 @@ backend pg_be
     assert_eq!(f.binds[0].port_first, 6432);
     assert_eq!(f.binds[1].addr, ip("::1"));
     assert_eq!(f.default_backend.as_deref(), Some("pg_be"));
+    assert_eq!(
+        f.description.as_deref(),
+        Some("hello world # not a comment and more")
+    );
     let s = &cfg.backends[0].servers;
     assert_eq!(
         (s[0].name.as_str(), s[0].addr, s[0].weight),
@@ -474,9 +529,17 @@ backend pg_be
     );
     assert_eq!(
         (s[1].name.as_str(), s[1].addr),
-        ("b-2", sa("10.0.0.2:5433"))
+        ("b-2", sa("10.0.0.2:6432"))
     );
+    assert_eq!(s[2].addr, sa("10.1.2.3:5434"));
     assert!(s[2].check);
+    assert_eq!((s[3].addr, s[3].weight), (sa("10.1.2.3:1"), 7));
+    // Outside double quotes, '$' is an ordinary character.
+    let e = parse_err("backend b\n    server s 10.0.0.1:80 ${W}\n");
+    assert!(
+        e.to_string().contains("unknown 'server' parameter '${W}'"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -583,7 +646,8 @@ fn accepted_options_and_timeouts() {
     option tcpka
     option log-health-checks
     no option clitcpka
-    no option httplog
+    no option logasap
+    default option redispatch
     no log
 frontend f
     bind :80
@@ -612,13 +676,35 @@ backend b
             fall: 1
         }
     );
-    assert_eq!(cfg.warnings.len(), 3, "{:?}", cfg.warnings);
+    assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+    assert!(cfg.warnings[0].starts_with("t.cfg:13: warning: missing timeouts for frontend 'f'"));
+    assert!(cfg.warnings[1].starts_with("t.cfg:20: warning: missing timeouts for backend 'b'"));
+    let (f, b) = (&cfg.frontends[0], &cfg.backends[0]);
+    let at = |line: usize| Some(origin(line));
+    assert_eq!(f.clitcpka, at(15));
+    assert_eq!(f.tcplog, at(16));
     assert_eq!(
-        cfg.warnings[0],
-        "t.cfg:21: warning: 'timeout tunnel' is accepted but not enforced yet by this load balancer"
+        f.logs,
+        [Located {
+            value: ProxyLog::Global,
+            origin: origin(17)
+        }]
     );
-    assert!(cfg.warnings[1].starts_with("t.cfg:12: warning: missing timeouts for frontend 'f'"));
-    assert!(cfg.warnings[2].starts_with("t.cfg:19: warning: missing timeouts for backend 'b'"));
+    assert_eq!(b.srvtcpka, at(21));
+    assert_eq!(b.log_health_checks, at(8));
+    assert_eq!(b.redispatch, None);
+    assert_eq!(
+        b.timeout_tunnel,
+        Some(Located {
+            value: Duration::from_secs(3600),
+            origin: origin(22)
+        })
+    );
+    assert_eq!(
+        b.timeout_queue.as_ref().map(|t| t.value),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(b.timeout_check.as_ref().map(|t| t.origin.line), Some(6));
 }
 
 #[test]
@@ -724,8 +810,8 @@ error_cases! {
         "unknown keyword 'defualt_backend' in 'frontend' section, near 'defualt_backend'; did you mean 'default_backend'?";
     err_unknown_global_keyword:
         "global\n    maxcon 100\n", "2:5", "did you mean 'maxconn'?";
-    err_unknown_global_tune:
-        "global\n    tune.bufsize 16384\n", "2:5", "unknown keyword 'tune.bufsize' in 'global' section";
+    err_unknown_global_keyword_nbproc:
+        "global\n    nbproc 2\n", "2:5", "'nbproc' was removed from HAProxy, use 'nbthread' instead";
     err_keyword_out_of_section:
         "# header\nbind :80\n", "2:1", "unknown keyword 'bind' out of section";
     err_section_typo:
@@ -749,24 +835,24 @@ error_cases! {
         "defaults\n  timeout http-request 10s\n", "2:11", "'timeout http-request' is an HTTP-mode feature";
     err_http_errors_section:
         "http-errors e\n", "1:1", "'http-errors' is an HTTP-mode feature";
-    err_use_backend:
-        "frontend f\n    bind :80\n    use_backend b if x\n", "3:5", "'use_backend' is not supported yet";
-    err_acl:
-        "frontend f\n    acl x src 10.0.0.0/8\n", "2:5", "'acl' is not supported yet";
-    err_tcp_request:
-        "frontend f\n\ttcp-request content accept\n", "2:2", "'tcp-request' is not supported yet";
-    err_balance_leastconn:
-        "backend b\n    balance leastconn\n", "2:13", "'balance leastconn' is not supported yet (only 'roundrobin' is)";
+    err_use_backend_unknown_acl:
+        "frontend f\n    bind :80\n    use_backend b if x\n", "3:22", "no such ACL 'x'";
+    err_acl_http_fetch:
+        "frontend f\n    acl x path_beg /api\n", "2:11", "'path_beg' is an HTTP-mode feature";
+    err_tcp_request_content:
+        "frontend f\n\ttcp-request content accept\n", "2:14", "'tcp-request content' is not supported yet";
+    err_balance_hash:
+        "backend b\n    balance hash src\n", "2:13", "'balance hash' is not supported yet";
     err_balance_uri:
         "backend b\n    balance uri\n", "2:13", "'balance uri' is an HTTP-mode feature";
     err_balance_unknown:
         "backend b\n    balance roundrobn\n", "2:13", "did you mean 'roundrobin'?";
-    err_option_httpchk:
-        "backend b\n    option httpchk GET /\n", "2:12", "'option httpchk' is not supported yet (only plain TCP connect checks";
+    err_option_httpchk_args:
+        "backend b\n    option httpchk GET / HTTP/1.1 x\n", "2:35", "'option httpchk' cannot handle unexpected argument 'x'";
     err_option_unknown:
         "backend b\n    option tcpkeepalive\n", "2:12", "unknown option 'tcpkeepalive'";
-    err_server_backup:
-        "backend b\n    server s1 10.0.0.1:80 check backup\n", "2:33", "'server ... backup' is not supported yet";
+    err_server_source:
+        "backend b\n    server s1 10.0.0.1:80 check source 10.0.0.9\n", "2:33", "'server ... source' is not supported yet";
     err_server_param_typo:
         "backend b\n    server s1 10.0.0.1:80 wieght 3\n", "2:27", "did you mean 'weight'?";
     err_weight_too_big:
@@ -777,18 +863,19 @@ error_cases! {
         "backend b\n    default-server inter 0\n", "2:26", "invalid 'inter': must be greater than 0";
     err_rise_zero:
         "backend b\n    server s 10.0.0.1:80 rise 0\n", "2:31", "invalid 'rise': 0 is out of range";
-    err_server_port_zero:
-        "backend b\n    server s1 10.0.0.1:0\n", "2:15", "port 0 is not valid";
+    err_server_port_range:
+        "backend b\n    server s1 10.0.0.1:80-81\n", "2:15", "port ranges are not allowed on servers";
     err_server_port_too_big:
         "backend b\n    server s1 10.0.0.1:65536\n", "2:15", "port 65536 is out of range (expected 1-65535)";
-    err_server_hostname:
-        "backend b\n    server s1 db.example.com:5432\n", "2:15", "hostname 'db.example.com' not supported yet";
-    err_server_no_port:
-        "backend b\n    server s1 10.0.0.1\n", "2:15", "missing port";
-    err_server_port_offset:
-        "backend b\n    server s1 10.0.0.1:+1\n", "2:15", "port offsets (+N/-N) are not supported yet";
-    err_server_wildcard:
-        "backend b\n    server s1 *:80\n", "2:15", "must be a specific IP address";
+    err_server_hostname_unresolved:
+        "frontend f\n    bind :80\n    default_backend b\nbackend b\n    server s1 db.example.com:5432\n", "5:15",
+        "backend 'b': server 's1': could not resolve address 'db.example.com'";
+    err_server_bad_address:
+        "backend b\n    server s1 10.0.0.300:80\n", "2:15", "invalid address '10.0.0.300'";
+    err_server_port_offset_range:
+        "backend b\n    server s1 10.0.0.1:+70000\n", "2:15", "invalid port offset";
+    err_server_unix:
+        "backend b\n    server s1 /run/pg.sock\n", "2:15", "UNIX socket addresses are not supported";
     err_server_missing_args:
         "backend b\n    server s1\n", "2:5", "'server' expects <name> and <address>:<port>";
     err_bind_port_zero:
@@ -816,7 +903,7 @@ error_cases! {
     err_bind_param_typo:
         "frontend f\n    bind :80 v6-only\n", "2:14", "did you mean 'v6only'?";
     err_bind_ssl:
-        "frontend f\n    bind :443 ssl crt /x.pem\n", "2:15", "'bind ... ssl' is not supported yet";
+        "frontend f\n    bind :443 ssl crt /x.pem\n", "2:15", "'bind ... ssl' is a TLS feature, which this L4 (TCP) load balancer does not offer";
     err_bind_in_backend:
         "backend b\n    bind :80\n", "2:5", "'bind' is not allowed in a 'backend' section (only in 'frontend', 'listen')";
     err_server_in_frontend:
@@ -848,7 +935,7 @@ error_cases! {
     err_unterminated_quote:
         "frontend f\n    bind \":80\n", "2:10", "unterminated double quote";
     err_unterminated_env:
-        "frontend f\n    bind :${PORT\n", "2:11", "missing closing '}' after environment variable 'PORT'";
+        "frontend f\n    bind \":${PORT\"\n", "2:12", "unmatched brace in environment variable name 'PORT'";
     err_timeout_typo:
         "defaults\n    timeout clinet 5s\n", "2:13", "unknown timeout 'clinet', near 'clinet'; did you mean 'client'?";
     err_timeout_bad_unit:
@@ -865,8 +952,8 @@ error_cases! {
         "global\n    tune.lb.splice-budget 4t\n", "2:27", "unknown size unit 't'";
     err_splice_budget_zero:
         "global\n    tune.lb.splice-budget 0\n", "2:27", "must be greater than 0";
-    err_maxconn_zero:
-        "global\n    maxconn 0\n", "2:13", "invalid 'maxconn': 0 is out of range";
+    err_maxconn_not_a_number:
+        "global\n    maxconn 1k\n", "2:13", "invalid 'maxconn': '1k' is not a number";
     err_maxconn_in_backend:
         "backend b\n    maxconn 10\n", "2:5", "'maxconn' is not allowed in a 'backend' section";
     err_mode_extra_arg:
@@ -1010,13 +1097,18 @@ fn check_invariants(cfg: &Config) {
     }
     for b in &cfg.backends {
         for s in &b.servers {
-            assert!(s.weight <= 256 && s.addr.port() != 0);
+            assert!(s.weight <= 256);
+            if s.port_mode == ServerPort::Fixed {
+                assert_ne!(s.addr.port(), 0);
+            } else {
+                assert_eq!(s.addr.port(), 0);
+            }
         }
     }
 }
 
 fn try_parse(text: &str) {
-    match parse_with_env(text, Path::new(FILE), &env) {
+    match try_parse_files(&[(text, FILE)]) {
         Ok(cfg) => check_invariants(&cfg),
         Err(e) => {
             let s = e.to_string();

@@ -1,0 +1,343 @@
+//! What a valid configuration asks for that `lb run` does not apply yet.
+//!
+//! [`runtime_gaps`] lists the configured features that change what clients or
+//! servers would see (balancing, routing, limits, checks, PROXY protocol,
+//! timeouts, ...) or services HAProxy would offer (the stats socket): `lb run`
+//! refuses a configuration with any. [`runtime_ignored`] lists the settings
+//! `lb run` accepts without applying because they only concern HAProxy's own
+//! process or logging (log targets, `nbthread`, `tune.*`, names and ids shown
+//! in statistics, ...).
+//!
+//! The daemon applies: binds, `default_backend`, `balance roundrobin`, server
+//! address, `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`,
+//! `timeout connect|client|server`, `tune.lb.splice-budget`.
+use super::model::*;
+
+/// Accepted proxy settings (see `Frontend::other`) with no effect on traffic.
+const IGNORED_OTHER: &[&str] = &[
+    "option splice-auto",
+    "option splice-request",
+    "option splice-response",
+    "option tcp-smart-accept",
+    "option tcp-smart-connect",
+    "option contstats",
+    "option socket-stats",
+    "option logasap",
+    "option dontlog-normal",
+    "option log-separate-errors",
+    "log-format",
+    "log-format-sd",
+    "error-log-format",
+    "log-tag",
+];
+
+/// Accepted global settings that change traffic.
+const GAP_GLOBAL_OTHER: &[&str] = &["maxconnrate", "maxsessrate"];
+
+/// Configured features `lb run` does not apply yet, with where they were set.
+pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
+    let mut out = Vec::new();
+    let mut gap = |o: &Origin, what: String| out.push((o.clone(), what));
+    let g = &cfg.global;
+    for s in &g.stats_sockets {
+        gap(&s.origin, "stats socket (runtime API)".into());
+    }
+    if let Some(v) = &g.stats_timeout {
+        gap(&v.origin, "stats timeout (runtime API)".into());
+    }
+    if let Some(v) = &g.stats_maxconn {
+        gap(&v.origin, "stats maxconn (runtime API)".into());
+    }
+    if let Some(v) = &g.user {
+        gap(&v.origin, "user (dropping privileges)".into());
+    }
+    if let Some(v) = &g.group {
+        gap(&v.origin, "group (dropping privileges)".into());
+    }
+    if let Some(v) = &g.chroot {
+        gap(&v.origin, "chroot".into());
+    }
+    if let Some(v) = &g.pidfile {
+        gap(&v.origin, "pidfile".into());
+    }
+    for o in &g.other {
+        if GAP_GLOBAL_OTHER.contains(&o.value.as_str()) {
+            gap(&o.origin, format!("{} (global)", o.value));
+        }
+    }
+
+    for f in &cfg.frontends {
+        let scope = format!("frontend '{}'", f.name);
+        if let Some(o) = &f.disabled {
+            gap(o, format!("disabled ({scope})"));
+        }
+        if let Some(o) = &f.maxconn_origin {
+            gap(o, format!("maxconn ({scope})"));
+        }
+        if let Some(v) = &f.backlog {
+            gap(&v.origin, format!("backlog ({scope})"));
+        }
+        for u in &f.use_backends {
+            gap(&u.origin, format!("use_backend {} ({scope})", u.backend));
+        }
+        for r in &f.tcp_request_connection {
+            let action = match r.action {
+                TcpRequestAction::Accept => "accept",
+                TcpRequestAction::Reject => "reject",
+                TcpRequestAction::ExpectProxy => "expect-proxy layer4",
+            };
+            gap(
+                &r.origin,
+                format!("tcp-request connection {action} ({scope})"),
+            );
+        }
+        if let Some(v) = &f.timeout_client_fin {
+            gap(&v.origin, format!("timeout client-fin ({scope})"));
+        }
+        if let Some(o) = &f.clitcpka {
+            gap(o, format!("option clitcpka/tcpka ({scope})"));
+        }
+        for o in &f.other {
+            if !IGNORED_OTHER.contains(&o.value.as_str()) {
+                gap(&o.origin, format!("{} ({scope})", o.value));
+            }
+        }
+        for b in &f.binds {
+            let mut setting = |what: &str| gap(&b.origin, format!("bind {what} ({scope})"));
+            if let Some(i) = &b.interface {
+                setting(&format!("interface {i}"));
+            }
+            if let Some(n) = b.backlog.filter(|&n| n > 0) {
+                setting(&format!("backlog {n}"));
+            }
+            if let Some(n) = b.maxconn.filter(|&n| n > 0) {
+                setting(&format!("maxconn {n}"));
+            }
+            if b.accept_proxy {
+                setting("accept-proxy");
+            }
+            for o in &b.other {
+                setting(o);
+            }
+        }
+    }
+
+    for b in &cfg.backends {
+        let scope = format!("backend '{}'", b.name);
+        if let Some(o) = &b.disabled {
+            gap(o, format!("disabled ({scope})"));
+        }
+        if let (Some(o), false) = (&b.balance_origin, b.balance == Balance::RoundRobin) {
+            let algo = match b.balance {
+                Balance::RoundRobin => "roundrobin".to_string(),
+                Balance::StaticRr => "static-rr".into(),
+                Balance::LeastConn => "leastconn".into(),
+                Balance::First => "first".into(),
+                Balance::Source => "source".into(),
+                Balance::Random { draws } => format!("random({draws})"),
+            };
+            gap(o, format!("balance {algo} ({scope})"));
+        }
+        if let Some(v) = b.retries.as_ref().filter(|v| v.value > 0) {
+            gap(&v.origin, format!("retries {} ({scope})", v.value));
+        }
+        if let Some(v) = &b.redispatch {
+            gap(&v.origin, format!("option redispatch ({scope})"));
+        }
+        if let Some(o) = &b.allbackups {
+            gap(o, format!("option allbackups ({scope})"));
+        }
+        if let Some(o) = &b.srvtcpka {
+            gap(o, format!("option srvtcpka/tcpka ({scope})"));
+        }
+        if let Some(v) = &b.timeout_tunnel {
+            gap(&v.origin, format!("timeout tunnel ({scope})"));
+        }
+        if let Some(v) = &b.timeout_server_fin {
+            gap(&v.origin, format!("timeout server-fin ({scope})"));
+        }
+        let queues = b.servers.iter().any(|s| s.maxconn.unwrap_or(0) > 0);
+        if let (Some(v), true) = (&b.timeout_queue, queues) {
+            gap(&v.origin, format!("timeout queue ({scope})"));
+        }
+        let minconn = b.servers.iter().any(|s| s.minconn.is_some());
+        if let (Some(v), true) = (&b.fullconn, minconn) {
+            gap(&v.origin, format!("fullconn ({scope})"));
+        }
+        let checks = b.servers.iter().any(|s| s.check);
+        if let Some(h) = &b.health_check {
+            // Without rules, `option tcp-check` is the plain connect check.
+            let plain = h.value == HealthCheck::TcpCheck && b.tcp_check_rules.is_empty();
+            if checks && !plain {
+                gap(
+                    &h.origin,
+                    format!("option {} ({scope})", h.value.option_name()),
+                );
+            }
+        }
+        for o in &b.other {
+            if !IGNORED_OTHER.contains(&o.value.as_str()) {
+                gap(&o.origin, format!("{} ({scope})", o.value));
+            }
+        }
+        for s in &b.servers {
+            let scope = format!("server '{}/{}'", b.name, s.name);
+            let mut setting = |what: String| gap(&s.origin, format!("{what} ({scope})"));
+            if s.backup {
+                setting("backup server".into());
+            }
+            if let Some(n) = s.maxconn.filter(|&n| n > 0) {
+                setting(format!("maxconn {n} on the server"));
+            }
+            if let Some(n) = s.minconn {
+                setting(format!("minconn {n}"));
+            }
+            if let Some(n) = s.maxqueue.filter(|&n| n > 0) {
+                setting(format!("maxqueue {n}"));
+            }
+            if s.slowstart.is_some() {
+                setting("slowstart".into());
+            }
+            match s.port_mode {
+                ServerPort::Fixed => {}
+                ServerPort::SameAsClient => {
+                    setting("no port (the client's destination port)".into())
+                }
+                ServerPort::Offset(n) => setting(format!("port offset {n:+}")),
+            }
+            if s.addr_from_client {
+                setting("address 0.0.0.0/:: (the client's destination address)".into());
+            }
+            if s.unresolved {
+                setting("init-addr none (no address at start-up)".into());
+            }
+            if let Some(v) = s.send_proxy {
+                setting(match v {
+                    ProxyProtocol::V1 => "send-proxy".into(),
+                    ProxyProtocol::V2 => "send-proxy-v2".into(),
+                });
+            }
+            if s.check {
+                if let Some(p) = s.check_port {
+                    setting(format!("check port {p}"));
+                }
+                if let Some(a) = s.check_addr {
+                    setting(format!("check addr {a}"));
+                }
+                if s.fastinter.is_some() {
+                    setting("fastinter".into());
+                }
+                if s.downinter.is_some() {
+                    setting("downinter".into());
+                }
+                if s.check_send_proxy {
+                    setting("check-send-proxy".into());
+                }
+            }
+            if s.on_marked_down_shutdown {
+                setting("on-marked-down shutdown-sessions".into());
+            }
+            if s.on_marked_up_shutdown_backup {
+                setting("on-marked-up shutdown-backup-sessions".into());
+            }
+            if s.observe_layer4 {
+                setting("observe layer4".into());
+            }
+            if s.agent.enabled {
+                setting("agent-check".into());
+            }
+            for o in &s.other {
+                setting(format!("server option {o}"));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0.file, a.0.line).cmp(&(&b.0.file, b.0.line)));
+    out
+}
+
+/// Accepted settings `lb run` does not apply because they only concern
+/// HAProxy's own process, logging or statistics labels.
+pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
+    let mut out = Vec::new();
+    let mut note = |o: &Origin, what: String| out.push((o.clone(), what));
+    let g = &cfg.global;
+    if let Some(o) = &g.maxconn_origin {
+        note(
+            o,
+            "maxconn (global): not enforced; lb's limit is its open-files limit".into(),
+        );
+    }
+    if let Some(o) = &g.daemon {
+        note(o, "daemon: lb runs in the foreground".into());
+    }
+    if let Some(v) = &g.nbthread {
+        note(&v.origin, "nbthread".into());
+    }
+    if let Some(v) = &g.hard_stop_after {
+        note(
+            &v.origin,
+            "hard-stop-after: lb closes every connection when it stops".into(),
+        );
+    }
+    for l in &g.logs {
+        note(&l.origin, "log (global): lb logs to stderr".into());
+    }
+    for o in &g.other {
+        if !GAP_GLOBAL_OTHER.contains(&o.value.as_str()) {
+            note(&o.origin, format!("{} (global)", o.value));
+        }
+    }
+    let proxy_logs =
+        |note: &mut dyn FnMut(&Origin, String), logs: &[Located<ProxyLog>], scope: &str| {
+            for l in logs {
+                note(&l.origin, format!("log ({scope}): lb logs to stderr"));
+            }
+        };
+    for f in &cfg.frontends {
+        let scope = format!("frontend '{}'", f.name);
+        proxy_logs(&mut note, &f.logs, &scope);
+        if let Some(o) = &f.tcplog {
+            note(o, format!("option tcplog ({scope})"));
+        }
+        if let Some(o) = &f.dontlognull {
+            note(o, format!("option dontlognull ({scope})"));
+        }
+        if let Some(v) = &f.id {
+            note(&v.origin, format!("id ({scope})"));
+        }
+        for o in &f.other {
+            if IGNORED_OTHER.contains(&o.value.as_str()) {
+                note(&o.origin, format!("{} ({scope})", o.value));
+            }
+        }
+        for b in &f.binds {
+            if b.name.is_some() || b.id.is_some() {
+                note(&b.origin, format!("bind name/id ({scope})"));
+            }
+        }
+    }
+    for b in &cfg.backends {
+        let scope = format!("backend '{}'", b.name);
+        proxy_logs(&mut note, &b.logs, &scope);
+        if let Some(o) = &b.log_health_checks {
+            note(o, format!("option log-health-checks ({scope})"));
+        }
+        if let Some(v) = &b.id {
+            note(&v.origin, format!("id ({scope})"));
+        }
+        for o in &b.other {
+            if IGNORED_OTHER.contains(&o.value.as_str()) {
+                note(&o.origin, format!("{} ({scope})", o.value));
+            }
+        }
+        for s in &b.servers {
+            if s.id.is_some() && b.balance != Balance::First {
+                note(
+                    &s.origin,
+                    format!("server id (server '{}/{}')", b.name, s.name),
+                );
+            }
+        }
+    }
+    out
+}
