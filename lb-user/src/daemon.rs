@@ -523,6 +523,36 @@ async fn handle(
     let Some(be_idx) = fe.default_backend_idx else {
         return;
     };
+    let local = client.local_addr().ok();
+    let mut peer = peer;
+    let mut dst = local.unwrap_or(peer);
+    // Client bytes read before the pair is spliced, to be sent to the server first.
+    let mut early = Vec::new();
+    if local.is_some_and(|l| accepts_proxy(fe, l)) {
+        let wait = fe.timeout_client.unwrap_or(Duration::from_secs(5));
+        match read_proxy_header(&client, wait).await {
+            Ok(Some((src, to))) => {
+                // The original client, as the proxy in front of us saw it.
+                peer = src;
+                dst = to;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("frontend '{}': client {peer}: {e}; closing", fe.name);
+                return;
+            }
+        }
+        // The verdict runs over whole skbs (tcp_read_skb ignores what userspace
+        // already read of one), so the rest of a partly read skb must not stay
+        // queued: take everything queued now and send it ahead ourselves.
+        match drain_queued(&client) {
+            Ok(bytes) => early = bytes,
+            Err(e) => {
+                tracing::debug!("client {peer}: {e}");
+                return;
+            }
+        }
+    }
     let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer).await else {
         // No server could take it: close at once, as HAProxy does.
         return;
@@ -532,13 +562,21 @@ async fn handle(
     let mut server = server;
     if let Some(version) = srv.send_proxy {
         // The header goes first, before any client byte can be spliced behind it.
-        let dst = client.local_addr().unwrap_or(peer);
         let hdr = crate::proxy_proto::encode(version, peer, dst);
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
             tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name);
             ctx.state.release(srv.idx);
             return;
         }
+    }
+    if !early.is_empty() {
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &early).await {
+            tracing::debug!("early bytes to {}/{}: {e}", srv.backend, srv.name);
+            ctx.state.release(srv.idx);
+            return;
+        }
+        srv.user_bytes_in
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
     }
     let idle = idle_timeout(&ctx, fe_idx, be_idx);
     let idx = srv.idx;
@@ -562,6 +600,84 @@ async fn handle(
         userpath::proxy(client, server, ctx.state.clone(), idx, idle).await;
         drop(permits);
     }
+}
+
+/// Whether the bind that took this connection (its local address) has
+/// `accept-proxy`: a specific address before the wildcard, as sk_lookup does.
+fn accepts_proxy(fe: &Frontend, local: SocketAddr) -> bool {
+    let covers = |b: &crate::config::Bind| (b.port_first..=b.port_last).contains(&local.port());
+    let specific = fe.binds.iter().find(|b| {
+        covers(b)
+            && b.addr
+                .is_some_and(|a| !a.is_unspecified() && a == local.ip())
+    });
+    let chosen = specific.or_else(|| {
+        fe.binds.iter().find(|b| {
+            covers(b)
+                && match b.addr {
+                    None => local.is_ipv4(),
+                    Some(a) => a.is_unspecified(),
+                }
+        })
+    });
+    chosen.is_some_and(|b| b.accept_proxy)
+}
+
+/// Reads a PROXY protocol header (v1 or v2) off the client, leaving the bytes
+/// after it in the socket. Ok(None): LOCAL/UNKNOWN, keep the socket's addresses.
+async fn read_proxy_header(
+    client: &TcpStream,
+    wait: Duration,
+) -> Result<Option<(SocketAddr, SocketAddr)>, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 16 + 65535];
+    loop {
+        let n = tokio::time::timeout_at(deadline, client.peek(&mut buf))
+            .await
+            .map_err(|_| "no PROXY header before the timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before its PROXY header".into());
+        }
+        match crate::proxy_proto::decode(&buf[..n]) {
+            Ok(Some(p)) => {
+                // Consume exactly the header; the payload stays queued.
+                let mut left = p.len;
+                while left > 0 {
+                    client.readable().await.map_err(|e| e.to_string())?;
+                    match client.try_read(&mut buf[..left]) {
+                        Ok(0) => return Err("closed inside its PROXY header".into()),
+                        Ok(k) => left -= k,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                return Ok(p.addrs);
+            }
+            Ok(None) => {
+                // Wait for more bytes than the ones already peeked.
+                client.readable().await.map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Reads everything the client's receive queue holds right now, until it is
+/// empty: no partly read skb is left behind.
+fn drain_queued(client: &TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    // Plain recv(2): tokio's try_read would skip the syscall when its readiness
+    // flag is clear, and leave bytes behind.
+    while sys::inq(client)? > 0 {
+        match sys::recv(client, &mut buf)? {
+            Some(0) | None => break,
+            Some(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(out)
 }
 
 /// Whether retry number `retry` (1-based, of `retries`) goes to another server,
@@ -681,7 +797,8 @@ async fn queue_for_server<'a>(
         let took = srv
             .cur_conns
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (srv.maxconn == 0 || n < srv.maxconn).then_some(n + 1)
+                let max = srv.effective_maxconn();
+                (max == 0 || n < max).then_some(n + 1)
             });
         if took.is_ok() {
             srv.total_conns.fetch_add(1, Ordering::Relaxed);

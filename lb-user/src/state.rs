@@ -50,6 +50,11 @@ pub struct Server {
     pub shutdown_on_down: bool,
     /// `on-marked-up shutdown-backup-sessions`.
     pub shutdown_backups_on_up: bool,
+    /// `slowstart`: weight and maxconn ramp up over this after coming back UP.
+    pub slowstart: Option<std::time::Duration>,
+    /// CLOCK_MONOTONIC ns of the last DOWN -> UP transition; 0: UP since start
+    /// (no ramp at start-up, as HAProxy).
+    pub up_since_ns: AtomicU64,
     pub state: AtomicU32,
     pub weight: AtomicU32,
     pub health: AtomicU32,
@@ -67,6 +72,36 @@ pub struct Server {
 }
 
 impl Server {
+    /// Fraction (0..=1) of the slow-start ramp done; 1 without slowstart.
+    fn ramp(&self) -> f64 {
+        let (Some(ss), since) = (self.slowstart, self.up_since_ns.load(Ordering::Relaxed)) else {
+            return 1.0;
+        };
+        if since == 0 || ss.is_zero() {
+            return 1.0;
+        }
+        let elapsed = crate::sys::monotonic_ns().saturating_sub(since) as f64;
+        (elapsed / ss.as_nanos() as f64).min(1.0)
+    }
+
+    /// The weight balancing uses now: the configured one, ramped during
+    /// slowstart (never below 1 while the configured weight is not 0).
+    pub fn effective_weight(&self) -> u32 {
+        let w = self.weight.load(Ordering::Relaxed);
+        if w == 0 {
+            return 0;
+        }
+        ((w as f64 * self.ramp()).ceil() as u32).clamp(1, w)
+    }
+
+    /// `maxconn` ramped during slowstart like the weight (0: unlimited).
+    pub fn effective_maxconn(&self) -> u32 {
+        if self.maxconn == 0 {
+            return 0;
+        }
+        ((self.maxconn as f64 * self.ramp()).ceil() as u32).clamp(1, self.maxconn)
+    }
+
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Relaxed) == SRV_UP
     }
@@ -178,6 +213,8 @@ impl State {
                     }),
                     shutdown_on_down: s.on_marked_down_shutdown,
                     shutdown_backups_on_up: s.on_marked_up_shutdown_backup,
+                    slowstart: s.slowstart,
+                    up_since_ns: AtomicU64::new(0),
                     state: AtomicU32::new(state),
                     weight: AtomicU32::new(s.weight),
                     health: AtomicU32::new(health),
@@ -227,7 +264,7 @@ impl State {
             .iter()
             .map(|&i| &self.servers[i as usize])
             .collect();
-        let usable = |s: &Server| s.is_up() && s.weight.load(Ordering::Relaxed) > 0;
+        let usable = |s: &Server| s.is_up() && s.effective_weight() > 0;
         let any_active = members.iter().any(|s| !s.backup && usable(s));
         let first_backup = members
             .iter()
@@ -247,17 +284,18 @@ impl State {
             .iter()
             .map(|s| {
                 let served = s.cur_conns.load(Ordering::Relaxed);
+                let maxconn = s.effective_maxconn();
                 // A server at its maxconn takes nobody until a slot frees.
-                let full = s.maxconn > 0 && served >= s.maxconn;
+                let full = maxconn > 0 && served >= maxconn;
                 Candidate {
                     weight: if eligible(s) && !full {
-                        s.weight.load(Ordering::Relaxed)
+                        s.effective_weight()
                     } else {
                         0
                     },
                     served,
                     queued,
-                    maxconn: s.maxconn,
+                    maxconn,
                     id: s.id,
                 }
             })
@@ -294,10 +332,11 @@ impl State {
         };
         b.servers.iter().any(|&i| {
             let s = &self.servers[i as usize];
+            let maxconn = s.effective_maxconn();
             s.is_up()
-                && s.weight.load(Ordering::Relaxed) > 0
-                && s.maxconn > 0
-                && s.cur_conns.load(Ordering::Relaxed) >= s.maxconn
+                && s.effective_weight() > 0
+                && maxconn > 0
+                && s.cur_conns.load(Ordering::Relaxed) >= maxconn
         })
     }
 
@@ -350,6 +389,10 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
     }
     let want = if h >= p.rise { SRV_UP } else { SRV_DOWN };
     if want != cur {
+        if want == SRV_UP {
+            s.up_since_ns
+                .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+        }
         s.state.store(want, Ordering::Relaxed);
         s.state_changes.fetch_add(1, Ordering::Relaxed);
         Some(want)
@@ -384,6 +427,8 @@ mod tests {
             send_proxy: None,
             shutdown_on_down: false,
             shutdown_backups_on_up: false,
+            slowstart: None,
+            up_since_ns: AtomicU64::new(0),
             state: AtomicU32::new(SRV_UP),
             weight: AtomicU32::new(1),
             health: AtomicU32::new(rise),
@@ -422,6 +467,30 @@ mod tests {
         let p = CheckParams::default();
         let s = server(p.rise);
         assert_eq!(apply_check(&s, false, &p), Some(SRV_DOWN));
+    }
+
+    #[test]
+    fn slowstart_ramps_weight_and_maxconn_after_coming_back() {
+        let mut s = server(2);
+        s.weight = AtomicU32::new(100);
+        s.maxconn = 50;
+        s.slowstart = Some(std::time::Duration::from_secs(10));
+        // UP since start-up: no ramp.
+        assert_eq!(s.effective_weight(), 100);
+        // Just came back: near the bottom, never 0.
+        s.up_since_ns
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+        assert!(s.effective_weight() <= 2, "{}", s.effective_weight());
+        assert!(s.effective_maxconn() >= 1 && s.effective_maxconn() <= 2);
+        // Half way: half the weight.
+        let half = crate::sys::monotonic_ns() - 5_000_000_000;
+        s.up_since_ns.store(half, Ordering::Relaxed);
+        let w = s.effective_weight();
+        assert!((49..=52).contains(&w), "{w}");
+        // Done: full weight.
+        s.up_since_ns.store(1, Ordering::Relaxed);
+        assert_eq!(s.effective_weight(), 100);
+        assert_eq!(s.effective_maxconn(), 50);
     }
 
     #[test]

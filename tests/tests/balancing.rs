@@ -580,3 +580,55 @@ backend be
         Ok(())
     })
 }
+
+/// `accept-proxy`: the client's PROXY header is consumed, and the address it
+/// carries is what lb balances on and passes on with `send-proxy`.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn accept_proxy_then_send_proxy() {
+    run_test(|| {
+        let topo = Topology::new("acceptpxy")?;
+        let cfg = "\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 10.210.1.1:9510 accept-proxy
+    default_backend be
+backend be
+    server s1 10.210.2.11:9510 send-proxy
+";
+        for extra in [&[][..], &["--no-splice"][..]] {
+            let incoming = "PROXY TCP4 192.0.2.77 198.51.100.9 5555 443\r\n";
+            let payload = b"HELLO after the header";
+            let rx = capture_first(
+                topo.srv.name(),
+                sa(BACKENDS_V4[0], 9510),
+                incoming.len() + payload.len(),
+            );
+            let lb = topo.start_lb(cfg, extra)?;
+            topo.in_client(|| -> anyhow::Result<()> {
+                let mut s = connect(sa(LB_V4, 9510))?;
+                s.write_all(incoming.as_bytes())?;
+                s.write_all(payload)?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut r = [0u8; 2];
+                s.read_exact(&mut r)?;
+                Ok(())
+            })?;
+            let got = rx.recv_timeout(Duration::from_secs(10))?;
+            let mut want = incoming.as_bytes().to_vec();
+            want.extend_from_slice(payload);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{extra:?}"
+            );
+            println!("[lb-tests] accept-proxy {extra:?}: original client passed on byte-exact");
+            drop(lb);
+        }
+        Ok(())
+    })
+}
