@@ -241,10 +241,10 @@ impl Balancer {
 
     /// A table in which each server appears `weight` times, spread out.
     fn rebuild_table(&mut self, c: &[Candidate]) {
-        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
-        if weights == self.table_weights {
+        if c.iter().map(|s| s.weight).eq(self.table_weights.iter().copied()) {
             return;
         }
+        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
         let total: u32 = weights.iter().sum();
         let mut acc = vec![0i64; c.len()];
         self.table.clear();
@@ -271,9 +271,11 @@ impl Balancer {
     /// Weights are taken when the set of eligible servers changes, not on every
     /// weight change: HAProxy's static-rr ignores runtime weight changes too.
     fn static_rr(&mut self, c: &[Candidate]) -> Option<usize> {
-        let eligible: Vec<bool> = c.iter().map(|s| s.weight > 0).collect();
-        let known: Vec<bool> = self.table_weights.iter().map(|&w| w > 0).collect();
-        if eligible != known {
+        let same_set = c
+            .iter()
+            .map(|s| s.weight > 0)
+            .eq(self.table_weights.iter().map(|&w| w > 0));
+        if !same_set {
             self.rebuild_table(c);
         }
         if self.table.is_empty() {
@@ -293,10 +295,10 @@ impl Balancer {
     }
 
     fn rebuild_ring(&mut self, c: &[Candidate]) {
-        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
-        if weights == self.ring_weights {
+        if c.iter().map(|s| s.weight).eq(self.ring_weights.iter().copied()) {
             return;
         }
+        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
         self.ring.clear();
         for (i, s) in c.iter().enumerate() {
             for node in 0..s.weight * RING_SCALE {
@@ -332,12 +334,28 @@ impl Balancer {
         if self.last_pick.len() != c.len() {
             self.last_pick = vec![0; c.len()];
         }
-        // Minimal key; among equals the one picked longest ago (round robin).
-        c.iter()
-            .enumerate()
-            .filter(|(_, s)| s.weight > 0 && s.has_slot())
-            .min_by_key(|&(i, s)| (s.load_key(), self.last_pick[i]))
-            .map(|(i, _)| i)
+        // Minimal connections per unit of weight; among equals the one picked
+        // longest ago (round robin). Compared by cross-multiplication: no
+        // division per server.
+        let mut best: Option<(usize, u64, u64)> = None;
+        for (i, s) in c.iter().enumerate() {
+            if s.weight == 0 || !s.has_slot() {
+                continue;
+            }
+            let load = s.served as u64 + s.queued as u64 + 1;
+            let w = s.weight as u64;
+            let better = match best {
+                None => true,
+                Some((b, bl, bw)) => {
+                    let (lhs, rhs) = (load * bw, bl * w);
+                    lhs < rhs || (lhs == rhs && self.last_pick[i] < self.last_pick[b])
+                }
+            };
+            if better {
+                best = Some((i, load, w));
+            }
+        }
+        best.map(|(i, _, _)| i)
     }
 
     fn next_random(&mut self) -> u64 {

@@ -170,12 +170,23 @@ struct Ctx {
 }
 
 pub fn run(opts: RunOpts) -> Result<()> {
-    let [file] = opts.files.as_slice() else {
-        bail!("exactly one -f FILE is supported for now");
-    };
-    let mut cfg = config::parse_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cfg = config::parse_files(&opts.files).map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
+    }
+    // A setting lb cannot honour yet is refused, never silently dropped: the
+    // user would otherwise run with a behaviour their config does not say.
+    let gaps = config::runtime_gaps(&cfg);
+    if !gaps.is_empty() {
+        let list: Vec<String> = gaps.iter().map(|(o, what)| format!("  {o}: {what}")).collect();
+        bail!(
+            "the configuration is valid, but lb does not apply these settings yet:\n{}\n\
+             (`lb check -f ...` lists them too)",
+            list.join("\n")
+        );
+    }
+    for (o, what) in config::runtime_ignored(&cfg) {
+        tracing::info!("{o}: {what}");
     }
     if let Some(b) = opts.splice_budget {
         cfg.global.splice_budget = b;

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: deps, build, fmt, clippy, unit tests, integration tests.
+//! `cargo xtask test`: deps, build, fmt, clippy, unit tests, fuzzing of the
+//! config parser, integration tests.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,6 +122,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     r.step("unit tests", || {
         cargo(&root, &obj, &["test", "--workspace"])
     });
+    r.step("fuzz config parser 60s", || fuzz_config(&root));
     r.step("integration tests", || {
         util::require_root("the integration tests")?;
         let mut cmd = util::cargo();
@@ -159,5 +161,35 @@ fn cargo(root: &Path, obj: &Path, args: &[&str]) -> Result<()> {
             .current_dir(root)
             .args(args)
             .env("LB_EBPF_OBJ", obj),
+    )
+}
+
+/// `cargo fuzz run config` for 60 s on the configuration parser (installs
+/// cargo-fuzz if missing). cargo-fuzz needs nightly features: the stable
+/// toolchain with RUSTC_BOOTSTRAP=1. Seeds: the corpus of tests/configs/ and
+/// fuzz/regressions/; what the fuzzer learns stays in fuzz/corpus/ (ignored).
+fn fuzz_config(root: &Path) -> Result<()> {
+    let bin = util::cargo_bin_dir()?;
+    let path = util::path_with_first(&[&bin])?;
+    if !bin.join("cargo-fuzz").is_file() {
+        util::run(
+            util::cargo()
+                .args(["install", "cargo-fuzz", "--locked"])
+                .env("PATH", &path),
+        )?;
+    }
+    let corpus = root.join("fuzz/corpus/config");
+    std::fs::create_dir_all(&corpus)?;
+    util::run(
+        util::cargo()
+            .current_dir(root)
+            .env("PATH", &path)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "config"])
+            .arg(&corpus)
+            .arg(root.join("tests/configs"))
+            .arg(root.join("fuzz/regressions"))
+            // No input may take 10 s (a hang); inputs up to 64 KiB.
+            .args(["--", "-max_total_time=60", "-max_len=65536", "-timeout=10"]),
     )
 }

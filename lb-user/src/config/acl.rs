@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::lexer::Token;
 use super::model::*;
@@ -669,7 +670,7 @@ pub(crate) fn parse_condition(
             CondTerm {
                 negate,
                 name: None,
-                tests: vec![test],
+                tests: Arc::new(vec![test]),
             }
         } else {
             named_term(p, l, t, word, negate)?
@@ -704,7 +705,7 @@ fn named_term(
         return Ok(CondTerm {
             negate,
             name: Some(word.to_string()),
-            tests: Vec::new(),
+            tests: Arc::default(),
         });
     }
     let origin = p.origin(l.no);
@@ -762,38 +763,51 @@ fn named_term(
     Ok(CondTerm {
         negate,
         name: Some(word.to_string()),
-        tests,
+        tests: Arc::new(tests),
     })
 }
 
-fn fill(cond: &mut Condition, acls: &[Acl], index: &HashMap<String, usize>) {
+/// The tests of every ACL of a section, shared.
+fn shared(acls: &[Acl]) -> HashMap<&str, Arc<Vec<AclTest>>> {
+    acls.iter()
+        .map(|a| (a.name.as_str(), Arc::new(a.tests.clone())))
+        .collect()
+}
+
+fn fill(cond: &mut Condition, acls: &HashMap<&str, Arc<Vec<AclTest>>>) {
     for term in cond.any_of.iter_mut().flatten() {
-        if let Some(name) = &term.name {
-            if let Some(acl) = index.get(name).and_then(|&i| acls.get(i)) {
-                term.tests.clone_from(&acl.tests);
-            }
+        if let Some(tests) = term.name.as_deref().and_then(|n| acls.get(n)) {
+            term.tests = Arc::clone(tests);
         }
     }
 }
 
 /// Fills the tests of the ACLs the section's rules name.
 pub(crate) fn resolve_proxy(px: &mut Proxy) {
+    if px.pending.is_empty() {
+        return;
+    }
+    let acls = shared(&px.acls);
     for pc in std::mem::take(&mut px.pending) {
         let cond = match pc {
             PendingCond::UseBackend(i) => px.use_backends.get_mut(i).and_then(|u| u.cond.as_mut()),
             PendingCond::TcpRequest(i) => px.tcp_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
         };
         if let Some(c) = cond {
-            fill(c, &px.acls, &px.acl_index);
+            fill(c, &acls);
         }
     }
 }
 
 pub(crate) fn resolve_defaults(d: &mut Defaults) {
+    if d.pending.is_empty() {
+        return;
+    }
+    let acls = shared(&d.acls);
     for pc in std::mem::take(&mut d.pending) {
         if let PendingCond::TcpRequest(i) = pc {
             if let Some(c) = d.tcp_rules.get_mut(i).and_then(|r| r.cond.as_mut()) {
-                fill(c, &d.acls, &d.acl_index);
+                fill(c, &acls);
             }
         }
     }

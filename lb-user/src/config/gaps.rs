@@ -8,9 +8,15 @@
 //! process or logging (log targets, `nbthread`, `tune.*`, names and ids shown
 //! in statistics, ...).
 //!
-//! The daemon applies: binds, `default_backend`, `balance roundrobin`, server
-//! address, `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`,
-//! `timeout connect|client|server`, `tune.lb.splice-budget`.
+//! The daemon applies: binds (with `accept-proxy`), `default_backend`, every
+//! `balance` algorithm (with `hash-type` for `source`), `maxconn` (global,
+//! frontend, server, with the backend queue: `maxqueue`, `timeout queue`),
+//! `retries`, `option redispatch`, backup servers and `option allbackups`,
+//! `send-proxy`/`send-proxy-v2`, `slowstart`, `on-marked-down
+//! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
+//! `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`, `timeout
+//! connect|client|server`, `tune.lb.splice-budget`. Keep this list and
+//! [`runtime_gaps`] in step with it.
 use super::model::*;
 
 /// Accepted proxy settings (see `Frontend::other`) with no effect on traffic.
@@ -71,9 +77,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         if let Some(o) = &f.disabled {
             gap(o, format!("disabled ({scope})"));
         }
-        if let Some(o) = &f.maxconn_origin {
-            gap(o, format!("maxconn ({scope})"));
-        }
         if let Some(v) = &f.backlog {
             gap(&v.origin, format!("backlog ({scope})"));
         }
@@ -113,9 +116,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             if let Some(n) = b.maxconn.filter(|&n| n > 0) {
                 setting(&format!("maxconn {n}"));
             }
-            if b.accept_proxy {
-                setting("accept-proxy");
-            }
             for o in &b.other {
                 setting(o);
             }
@@ -127,26 +127,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         if let Some(o) = &b.disabled {
             gap(o, format!("disabled ({scope})"));
         }
-        if let (Some(o), false) = (&b.balance_origin, b.balance == Balance::RoundRobin) {
-            let algo = match b.balance {
-                Balance::RoundRobin => "roundrobin".to_string(),
-                Balance::StaticRr => "static-rr".into(),
-                Balance::LeastConn => "leastconn".into(),
-                Balance::First => "first".into(),
-                Balance::Source => "source".into(),
-                Balance::Random { draws } => format!("random({draws})"),
-            };
-            gap(o, format!("balance {algo} ({scope})"));
-        }
-        if let Some(v) = b.retries.as_ref().filter(|v| v.value > 0) {
-            gap(&v.origin, format!("retries {} ({scope})", v.value));
-        }
-        if let Some(v) = &b.redispatch {
-            gap(&v.origin, format!("option redispatch ({scope})"));
-        }
-        if let Some(o) = &b.allbackups {
-            gap(o, format!("option allbackups ({scope})"));
-        }
         if let Some(o) = &b.srvtcpka {
             gap(o, format!("option srvtcpka/tcpka ({scope})"));
         }
@@ -155,10 +135,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         }
         if let Some(v) = &b.timeout_server_fin {
             gap(&v.origin, format!("timeout server-fin ({scope})"));
-        }
-        let queues = b.servers.iter().any(|s| s.maxconn.unwrap_or(0) > 0);
-        if let (Some(v), true) = (&b.timeout_queue, queues) {
-            gap(&v.origin, format!("timeout queue ({scope})"));
         }
         let minconn = b.servers.iter().any(|s| s.minconn.is_some());
         if let (Some(v), true) = (&b.fullconn, minconn) {
@@ -183,20 +159,8 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         for s in &b.servers {
             let scope = format!("server '{}/{}'", b.name, s.name);
             let mut setting = |what: String| gap(&s.origin, format!("{what} ({scope})"));
-            if s.backup {
-                setting("backup server".into());
-            }
-            if let Some(n) = s.maxconn.filter(|&n| n > 0) {
-                setting(format!("maxconn {n} on the server"));
-            }
             if let Some(n) = s.minconn {
                 setting(format!("minconn {n}"));
-            }
-            if let Some(n) = s.maxqueue.filter(|&n| n > 0) {
-                setting(format!("maxqueue {n}"));
-            }
-            if s.slowstart.is_some() {
-                setting("slowstart".into());
             }
             match s.port_mode {
                 ServerPort::Fixed => {}
@@ -210,12 +174,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             }
             if s.unresolved {
                 setting("init-addr none (no address at start-up)".into());
-            }
-            if let Some(v) = s.send_proxy {
-                setting(match v {
-                    ProxyProtocol::V1 => "send-proxy".into(),
-                    ProxyProtocol::V2 => "send-proxy-v2".into(),
-                });
             }
             if s.check {
                 if let Some(p) = s.check_port {
@@ -233,12 +191,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                 if s.check_send_proxy {
                     setting("check-send-proxy".into());
                 }
-            }
-            if s.on_marked_down_shutdown {
-                setting("on-marked-down shutdown-sessions".into());
-            }
-            if s.on_marked_up_shutdown_backup {
-                setting("on-marked-up shutdown-backup-sessions".into());
             }
             if s.observe_layer4 {
                 setting("observe layer4".into());
@@ -261,12 +213,6 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
     let mut out = Vec::new();
     let mut note = |o: &Origin, what: String| out.push((o.clone(), what));
     let g = &cfg.global;
-    if let Some(o) = &g.maxconn_origin {
-        note(
-            o,
-            "maxconn (global): not enforced; lb's limit is its open-files limit".into(),
-        );
-    }
     if let Some(o) = &g.daemon {
         note(o, "daemon: lb runs in the foreground".into());
     }

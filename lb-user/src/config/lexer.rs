@@ -114,8 +114,7 @@ pub(crate) fn lex_line(
     let mut squote: Option<usize> = None;
     let mut dquote: Option<usize> = None;
 
-    loop {
-        let Some(&c) = chars.get(i) else { break };
+    while let Some(&c) = chars.get(i) {
         if c == '\r' || c == '\n' {
             break;
         }

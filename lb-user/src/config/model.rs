@@ -6,6 +6,7 @@
 //! [`super::runtime_gaps`].
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a directive came from, for error messages naming `file:line`.
@@ -717,8 +718,9 @@ pub struct CondTerm {
     /// The ACL name (`TRUE`, `LOCALHOST`... for predefined ones), None for an
     /// inline `{ }` ACL.
     pub name: Option<String>,
-    /// The tests: the term holds when any test matches.
-    pub tests: Vec<AclTest>,
+    /// The tests: the term holds when any test matches. Shared by every term
+    /// naming the same ACL.
+    pub tests: Arc<Vec<AclTest>>,
 }
 
 /// `if|unless <terms> [or <terms>]...`.

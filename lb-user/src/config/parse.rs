@@ -335,8 +335,6 @@ const SECTIONS: &[Kw<SecAct>] = &[
     kw("fcgi-app", ALL, SecAct::Http),
 ];
 
-pub(crate) const CHECK_HINT: &str = "";
-
 const PROXY_KWS: &[Kw<Act>] = &[
     // Parsed.
     kw("mode", ANY, Act::Run(p_mode)),
@@ -376,7 +374,7 @@ const PROXY_KWS: &[Kw<Act>] = &[
     kw("bind-process", ANY, Act::Ignore),
     // TCP features not implemented yet.
     kw("tcp-response", DEF | BE, Act::NotYet("")),
-    kw("external-check", DEF | BE, Act::NotYet(CHECK_HINT)),
+    kw("external-check", DEF | BE, Act::NotYet("")),
     kw("use-server", BE, Act::NotYet("")),
     kw("server-template", BE, Act::NotYet("")),
     kw("stick-table", LISTEN, Act::NotYet("")),
@@ -1660,16 +1658,28 @@ impl<'s> Parser<'s> {
             ));
         };
         if k.caps & caps == 0 {
-            return Err(self.err(
-                l.no,
-                &l.kw,
-                format!(
-                    "'{}' is not allowed in a '{}' section (only in {})",
-                    l.kw.text,
-                    kind_name(caps),
-                    allowed_sections(k.caps)
-                ),
-            ));
+            // As HAProxy: a keyword a proxy lacks the capability for is
+            // ignored with a warning, except servers in a frontend and
+            // anything a defaults section cannot hold.
+            let fatal = caps == DEF
+                || matches!(
+                    k.name,
+                    "server" | "default-server" | "server-template" | "dispatch"
+                );
+            if fatal || !matches!(k.act, Act::Run(_) | Act::Other | Act::Ignore) {
+                return Err(self.err(
+                    l.no,
+                    &l.kw,
+                    format!(
+                        "'{}' is not allowed in a '{}' section (only in {})",
+                        l.kw.text,
+                        kind_name(caps),
+                        allowed_sections(k.caps)
+                    ),
+                ));
+            }
+            self.warn_caps(l, k.caps, &l.kw.text);
+            return Ok(());
         }
         self.run(l, k.act, &l.kw.text)
     }
@@ -2603,11 +2613,13 @@ fn p_default_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A parsed server address: the address (unspecified for a host name), how
+/// the port is chosen, the host name to resolve with its family, and whether
+/// the address is the client's destination.
+type ServerAddr = (SocketAddr, ServerPort, Option<(String, Family)>, bool);
+
 /// A server address: `(addr, port mode, host name to resolve)`.
-fn server_addr(
-    p: &Parser<'_>,
-    s: &str,
-) -> Result<(SocketAddr, ServerPort, Option<(String, Family)>, bool), String> {
+fn server_addr(p: &Parser<'_>, s: &str) -> Result<ServerAddr, String> {
     let hp = split_address(s)?;
     let (port, mode) = match hp.port {
         None | Some("") => (0, ServerPort::SameAsClient),

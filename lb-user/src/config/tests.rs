@@ -733,6 +733,24 @@ backend empty
         ]
     );
     assert_eq!(cfg.frontends[1].default_backend_idx, None);
+    // Keywords of the other side are ignored with a warning too, as HAProxy.
+    let cfg = parse(&format!(
+        "{TIMEOUTS}frontend f\n    bind :80\n    balance leastconn\n    retries 2\n    default_backend b\n\
+         backend b\n    bind :81\n    maxconn 5\n    use_backend x\n"
+    ));
+    assert_eq!(cfg.frontends.len(), 1);
+    assert_eq!(cfg.frontends[0].binds.len(), 1);
+    assert_eq!(cfg.backends[0].balance, Balance::RoundRobin);
+    assert_eq!(
+        cfg.warnings,
+        [
+            "t.cfg:7: warning: 'balance' ignored because frontend 'f' has no backend capability",
+            "t.cfg:8: warning: 'retries' ignored because frontend 'f' has no backend capability",
+            "t.cfg:11: warning: 'bind' ignored because backend 'b' has no frontend capability",
+            "t.cfg:12: warning: 'maxconn' ignored because backend 'b' has no frontend capability",
+            "t.cfg:13: warning: 'use_backend' ignored because backend 'b' has no frontend capability",
+        ]
+    );
 }
 
 #[test]
@@ -904,8 +922,8 @@ error_cases! {
         "frontend f\n    bind :80 v6-only\n", "2:14", "did you mean 'v6only'?";
     err_bind_ssl:
         "frontend f\n    bind :443 ssl crt /x.pem\n", "2:15", "'bind ... ssl' is a TLS feature, which this L4 (TCP) load balancer does not offer";
-    err_bind_in_backend:
-        "backend b\n    bind :80\n", "2:5", "'bind' is not allowed in a 'backend' section (only in 'frontend', 'listen')";
+    err_bind_in_defaults:
+        "defaults\n    bind :80\n", "2:5", "'bind' is not allowed in a 'defaults' section (only in 'frontend', 'listen')";
     err_server_in_frontend:
         "frontend f\n    server s 10.0.0.1:80\n", "2:5", "'server' is not allowed in a 'frontend' section";
     err_default_backend_unknown:
@@ -954,8 +972,8 @@ error_cases! {
         "global\n    tune.lb.splice-budget 0\n", "2:27", "must be greater than 0";
     err_maxconn_not_a_number:
         "global\n    maxconn 1k\n", "2:13", "invalid 'maxconn': '1k' is not a number";
-    err_maxconn_in_backend:
-        "backend b\n    maxconn 10\n", "2:5", "'maxconn' is not allowed in a 'backend' section";
+    err_default_server_in_frontend:
+        "frontend f\n    default-server check\n", "2:5", "'default-server' is not allowed in a 'frontend' section";
     err_mode_extra_arg:
         "defaults\n    mode tcp extra\n", "2:14", "unexpected extra argument to 'mode'";
     err_bad_proxy_name:
@@ -1073,6 +1091,64 @@ const VOCAB: &[&str] = &[
     "\t",
     "é",
     "\u{0}",
+    "acl",
+    "a",
+    "use_backend",
+    "tcp-request",
+    "connection",
+    "reject",
+    "accept",
+    "if",
+    "unless",
+    "or",
+    "!",
+    "{",
+    "}",
+    "src",
+    "dst_port",
+    "10.0.0.0/8",
+    "1024:65535",
+    "gt",
+    "-f",
+    "/etc/lb/allow.lst",
+    "tcp-check",
+    "http-check",
+    "connect",
+    "send",
+    "expect",
+    "string",
+    "httpchk",
+    "pgsql-check",
+    "user",
+    "hash-type",
+    "consistent",
+    "leastconn",
+    "first",
+    "source",
+    "random(2)",
+    "maxconn",
+    "agent-check",
+    "agent-port",
+    "init-addr",
+    "none",
+    "send-proxy",
+    "port",
+    "addr",
+    "db1.example",
+    ".if",
+    ".elif",
+    ".else",
+    ".endif",
+    "defined(ADDR)",
+    "setenv",
+    "\"${ADDR}\"",
+    "\"$.LINE\"",
+    "stats",
+    "socket",
+    "level",
+    "admin",
+    "10.0.0.1",
+    "d",
 ];
 
 const CORPUS: &[&str] = &[
@@ -1193,6 +1269,16 @@ fn no_panic_on_random_and_mutated_input() {
             .collect::<String>()
     ));
     try_parse(&"\"".repeat(1000));
+    try_parse(&".if 1\n".repeat(100));
+    try_parse(&format!(
+        ".if {}1{}\n.endif\n",
+        "(".repeat(100),
+        ")".repeat(100)
+    ));
+    try_parse(&format!(
+        "frontend f\n bind :1\n use_backend b if {}\n",
+        "{ src 1.2.3.4 } ".repeat(30)
+    ));
     try_parse(&"${".repeat(1000));
     try_parse(&format!("{}\n", "a ".repeat(100)));
 }

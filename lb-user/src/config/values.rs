@@ -334,7 +334,7 @@ pub(crate) fn parse_ipv4_loose(s: &str) -> Option<Ipv4Addr> {
 
 /// Decodes an even-length hexadecimal string.
 pub(crate) fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return Err(format!(
             "'{}' is not an even number of hexadecimal digits",
             near(s)
