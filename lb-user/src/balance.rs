@@ -241,7 +241,10 @@ impl Balancer {
 
     /// A table in which each server appears `weight` times, spread out.
     fn rebuild_table(&mut self, c: &[Candidate]) {
-        if c.iter().map(|s| s.weight).eq(self.table_weights.iter().copied()) {
+        if c.iter()
+            .map(|s| s.weight)
+            .eq(self.table_weights.iter().copied())
+        {
             return;
         }
         let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
@@ -295,7 +298,10 @@ impl Balancer {
     }
 
     fn rebuild_ring(&mut self, c: &[Candidate]) {
-        if c.iter().map(|s| s.weight).eq(self.ring_weights.iter().copied()) {
+        if c.iter()
+            .map(|s| s.weight)
+            .eq(self.ring_weights.iter().copied())
+        {
             return;
         }
         let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();

@@ -178,7 +178,10 @@ pub fn run(opts: RunOpts) -> Result<()> {
     // user would otherwise run with a behaviour their config does not say.
     let gaps = config::runtime_gaps(&cfg);
     if !gaps.is_empty() {
-        let list: Vec<String> = gaps.iter().map(|(o, what)| format!("  {o}: {what}")).collect();
+        let list: Vec<String> = gaps
+            .iter()
+            .map(|(o, what)| format!("  {o}: {what}"))
+            .collect();
         bail!(
             "the configuration is valid, but lb does not apply these settings yet:\n{}\n\
              (`lb check -f ...` lists them too)",

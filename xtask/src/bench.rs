@@ -1,42 +1,66 @@
-//! `cargo xtask bench [--quick] [--repeat N]`: lb against a direct
-//! connection and HAProxy, in the integration tests' network namespaces.
+//! `cargo xtask bench`: lb against a direct connection and HAProxy, in one
+//! run, over the integration tests' network namespaces (or one namespace's
+//! loopback).
 //!
-//! Targets (`targets`): direct, haproxy, lb, lb --no-splice; workloads
-//! (`workloads`): pgbench -S and iperf3 with 1 and 4 streams. Every target is
-//! measured in the same run against the same backends, repetitions
-//! interleaved, so that noise cancels in the ratios. The table goes to stdout,
-//! raw samples to target/bench/*.json (`report`), and a full run rewrites
-//! docs/BENCHMARKS.md.
+//! Targets (`targets`): direct, haproxy, lb, lb --no-splice. Workloads
+//! (`workloads`): pgbench -S (8 and 64 clients, -C), iperf3 (1 and 4
+//! streams), sockperf ping-pong (pinned and not), short connections, idle
+//! connections and slow readers (the last three with the `benchclient`
+//! crate). Every target is measured in the same run against the same
+//! backends, repetitions interleaved, so that noise cancels in the ratios.
+//! Tables go to stdout, raw samples to target/bench/*.json (`report`),
+//! charts to PNG (`chart`); a full run rewrites docs/BENCHMARKS.md and
+//! docs/bench/*.png.
 
+mod chart;
 mod machine;
+mod mem;
+mod net;
 mod proc;
 mod report;
 mod targets;
 mod workloads;
 
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use lb_tests::scenario::pg_trio;
-use lb_tests::Topology;
+use lb_tests::Postgres;
 
 use crate::{build, toolchain, util};
+use net::{Net, TopologyKind};
 use report::{Record, Sample, TargetRun};
 use targets::Target;
-use workloads::{Durations, Workload};
+use workloads::{Ctx, Settings, Workload};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Short run proving the harness works (1 repetition, 2 s per workload);
-    /// its figures mean little and docs/BENCHMARKS.md is left alone.
+    /// Every workload briefly (1 repetition, 1 s runs, 500 idle
+    /// connections): proves the harness works, in under 2 minutes; its
+    /// figures mean little and the docs are left alone.
     #[arg(long)]
     pub quick: bool,
     /// Repetitions of every workload on every target [default: 3, 1 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: Option<u32>,
+    /// Where the traffic flows.
+    #[arg(long, value_enum, default_value = "netns")]
+    pub topology: TopologyKind,
+    /// Only these workloads (comma-separated) [default: all]; the docs are
+    /// then left alone.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub workloads: Vec<Workload>,
+    /// Only these targets (comma-separated) [default: all]; the docs are
+    /// then left alone.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub targets: Vec<Target>,
+    /// Before measuring, wait (15 minutes at most) until the 1-minute load
+    /// average is under 0.5 and no test or other benchmark runs.
+    #[arg(long)]
+    pub wait_quiet: bool,
 }
 
 /// Debian packages the benchmarks run.
@@ -45,55 +69,196 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("postgresql-15", "PostgreSQL backends for pgbench"),
     ("postgresql-client-15", "pgbench and psql"),
     ("iperf3", "bulk TCP throughput"),
+    ("sockperf", "round-trip latency"),
     ("iproute2", "network namespaces, routes, ss"),
+    ("util-linux", "taskset, nsenter"),
+    ("fonts-dejavu-core", "the font of the PNG charts"),
 ];
 
 struct Plan {
     quick: bool,
     repeat: u32,
-    durations: Durations,
+    topology: TopologyKind,
+    workloads: Vec<Workload>,
+    targets: Vec<Target>,
+    settings: Settings,
+    benchclient: PathBuf,
+}
+
+impl Plan {
+    /// A full run of everything: the one that rewrites the docs.
+    fn complete(&self) -> bool {
+        !self.quick
+            && self.workloads.len() == Workload::ALL.len()
+            && self.targets.len() == Target::ALL.len()
+    }
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     util::require_root("`cargo xtask bench`")?;
     toolchain::ensure_packages(BENCH_PACKAGES, "the benchmarks")?;
     let lb = build::build(&build::BuildArgs::default())?;
+    let benchclient = build_benchclient()?;
     // The harness starts the daemon from $LB_BIN; no other thread runs yet.
     std::env::set_var("LB_BIN", &lb);
-    warn_if_busy();
+    if args.wait_quiet {
+        wait_quiet()?;
+    } else {
+        warn_if_busy();
+    }
 
+    let pick = |chosen: &[Workload]| -> Vec<Workload> {
+        Workload::ALL
+            .into_iter()
+            .filter(|w| chosen.is_empty() || chosen.contains(w))
+            .collect()
+    };
     let plan = Plan {
         quick: args.quick,
         repeat: args.repeat.unwrap_or(if args.quick { 1 } else { 3 }),
-        durations: if args.quick {
-            Durations {
-                pgbench_secs: 2,
-                iperf_secs: 2,
+        topology: args.topology,
+        workloads: pick(&args.workloads),
+        targets: Target::ALL
+            .into_iter()
+            .filter(|t| args.targets.is_empty() || args.targets.contains(t))
+            .collect(),
+        settings: if args.quick {
+            Settings {
+                secs: 1,
+                idle_conns: 500,
+                slow_conns: 2,
+                slow_secs: 1,
+                short_threads: 8,
             }
         } else {
-            Durations {
-                pgbench_secs: 10,
-                iperf_secs: 10,
+            Settings {
+                secs: 8,
+                idle_conns: 5000,
+                slow_conns: 4,
+                slow_secs: 6,
+                short_threads: 8,
             }
         },
+        benchclient,
     };
     with_harness_cleanup(|| run_and_report(&plan))
 }
 
-/// Measure, print the table, write the JSON (and the docs after a full,
-/// clean run). Errors if any sample failed, after writing the results.
+/// `cargo build --release -p benchclient`; returns the binary.
+fn build_benchclient() -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.current_dir(util::repo_root())
+        .args(["build", "--release", "-p", "benchclient"]);
+    util::run(&mut cmd).context("building benchclient failed")?;
+    Ok(util::target_dir().join("release/benchclient"))
+}
+
+/// Measure, print the tables, write the JSON and the charts (and the docs
+/// after a complete, clean run). Errors if any step failed, after writing
+/// the results.
 fn run_and_report(plan: &Plan) -> Result<()> {
     let unix_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let date = utc_date();
     let machine = machine::describe();
-    let cfg = targets::config_text();
     let started = Instant::now();
-    let (samples, runs) = measure(plan, &cfg)?;
+    let run = measure(plan)?;
     let elapsed_s = started.elapsed().as_secs_f64();
 
-    let errors: Vec<String> = samples
+    let errors = collect_errors(&run.samples, &run.runs);
+    let notes: Vec<String> = run
+        .samples
+        .iter()
+        .filter_map(|s| s.measurement.as_ref())
+        .flat_map(|m| m.notes.iter().cloned())
+        .collect();
+    let rows = report::summarize(&run.samples, &plan.workloads);
+    let table = report::markdown_table(&rows, &plan.settings, plan.repeat);
+    let goals = report::goals(&rows);
+    let counters = report::lb_counters_table(&run.samples, &plan.workloads);
+    let shortfalls = report::shortfalls(&goals, &rows, &run.samples);
+
+    let write_docs = plan.complete() && errors.is_empty();
+    let chart_dir = if write_docs {
+        util::repo_root().join("docs/bench")
+    } else {
+        util::target_dir().join("bench/charts")
+    };
+    let title_suffix = format!(" — {} topology", topology_name(plan.topology));
+    let charts = chart::draw_all(&chart_dir, &rows, &title_suffix).unwrap_or_else(|e| {
+        eprintln!("[bench] warning: no charts: {e:#}");
+        Vec::new()
+    });
+
+    let record = Record {
+        format: 2,
+        unix_time,
+        date: &date,
+        quick: plan.quick,
+        repeat: plan.repeat,
+        topology: plan.topology,
+        topology_description: &run.topology_description,
+        settings: &plan.settings,
+        workloads: &plan.workloads,
+        elapsed_s,
+        machine: &machine,
+        config: &run.config,
+        table: &rows,
+        table_markdown: &table,
+        goals: &goals,
+        charts: &charts,
+        samples: &run.samples,
+        target_runs: &run.runs,
+        notes: &notes,
+        errors: &errors,
+    };
+    println!(
+        "\n## lb benchmarks ({date}, {} topology, {} CPUs, {}, kernel {})\n\n{table}\n\
+         ### Goals\n\n{}\n{shortfalls}\n### lb kernel counters per workload (median)\n\n{counters}",
+        topology_name(plan.topology),
+        machine.nproc,
+        machine.cpu_model,
+        machine.kernel,
+        report::goals_table(&goals),
+    );
+    for n in &notes {
+        println!("NOTE: {n}");
+    }
+    let json = report::write_json(&record)?;
+    println!("raw samples: {}", json.display());
+    for c in &charts {
+        println!("chart: {}", c.display());
+    }
+
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("[bench] FAILED: {e}\n");
+        }
+        bail!(
+            "{} benchmark step(s) failed (see above and {})",
+            errors.len(),
+            json.display()
+        );
+    }
+    if write_docs {
+        let path = report::write_docs(&record, &counters, &shortfalls)?;
+        println!("wrote {}", path.display());
+    } else {
+        println!("partial or quick run: docs/BENCHMARKS.md and docs/bench/ left alone");
+    }
+    Ok(())
+}
+
+fn topology_name(t: TopologyKind) -> &'static str {
+    match t {
+        TopologyKind::Netns => "netns",
+        TopologyKind::Loopback => "loopback",
+    }
+}
+
+fn collect_errors(samples: &[Sample], runs: &[TargetRun]) -> Vec<String> {
+    samples
         .iter()
         .filter_map(|s| {
             let e = s.error.as_ref()?;
@@ -108,85 +273,54 @@ fn run_and_report(plan: &Plan) -> Result<()> {
             let e = r.error.as_ref()?;
             Some(format!("{} (rep {}): {e}", r.target.label(), r.rep))
         }))
-        .collect();
-    let rows = report::summarize(&samples);
-    let table = report::markdown_table(&rows, plan.durations, plan.repeat);
-    let record = Record {
-        format: 1,
-        unix_time,
-        date: &date,
-        quick: plan.quick,
-        repeat: plan.repeat,
-        durations: plan.durations,
-        elapsed_s,
-        machine: &machine,
-        config: &cfg,
-        table: &rows,
-        table_markdown: &table,
-        samples: &samples,
-        target_runs: &runs,
-        errors: &errors,
-    };
-    println!(
-        "\n## lb benchmarks ({date}, {} CPUs, {}, kernel {})\n\n{table}",
-        machine.nproc, machine.cpu_model, machine.kernel
-    );
-    let json = report::write_json(&record)?;
-    println!("raw samples: {}", json.display());
+        .collect()
+}
 
-    if !errors.is_empty() {
-        for e in &errors {
-            eprintln!("[bench] FAILED: {e}\n");
-        }
-        bail!(
-            "{} benchmark step(s) failed (see above and {})",
-            errors.len(),
-            json.display()
-        );
-    }
-    if plan.quick {
-        println!("quick run: docs/BENCHMARKS.md left alone");
-    } else {
-        println!("wrote {}", report::write_docs(&record)?.display());
-    }
-    Ok(())
+struct RunData {
+    samples: Vec<Sample>,
+    runs: Vec<TargetRun>,
+    config: String,
+    topology_description: String,
 }
 
 /// The namespaces, backends, and every (repetition, target, workload).
-fn measure(plan: &Plan, cfg: &str) -> Result<(Vec<Sample>, Vec<TargetRun>)> {
-    let topo = Topology::new("bench")?;
-    println!("[bench] namespaces {}-{{client,lb,srv}}", topo.name);
-    let _pgs = pg_trio(&topo, false)?;
-    workloads::pgbench_init(&topo)?;
+fn measure(plan: &Plan) -> Result<RunData> {
+    let net = Net::new(plan.topology)?;
+    println!("[bench] {}", net.describe());
+    let b = net.backends();
+    let _pgs = Postgres::trio(net.srv(), [&[b[0]], &[b[1]], &[b[2]]])?;
+    workloads::pgbench_init(&net)?;
+    let mut echo = workloads::echo_server(&net, &plan.benchclient)?;
+    let cfg = targets::config_text(&net, proc::nproc());
 
     let mut samples = Vec::new();
     let mut runs = Vec::new();
+    let n = plan.targets.len();
     for rep in 1..=plan.repeat {
         // Each repetition starts with a different target, against drift.
-        for i in 0..Target::ALL.len() {
-            let target = Target::ALL[(i + rep as usize - 1) % Target::ALL.len()];
+        for i in 0..n {
+            let target = plan.targets[(i + rep as usize - 1) % n];
             println!("[bench] rep {rep}/{}: {}", plan.repeat, target.label());
-            runs.push(bench_target(
-                &topo,
-                cfg,
-                target,
-                rep,
-                plan.durations,
-                &mut samples,
-            ));
+            runs.push(bench_target(&net, &cfg, plan, target, rep, &mut samples));
+            echo.check_alive()?;
         }
     }
-    Ok((samples, runs))
+    Ok(RunData {
+        samples,
+        runs,
+        config: cfg,
+        topology_description: net.describe(),
+    })
 }
 
 /// Start `target`, run every workload against it, stop it. Failures are
 /// recorded in the samples / the returned run, not propagated.
 fn bench_target(
-    topo: &Topology,
+    net: &Net,
     cfg: &str,
+    plan: &Plan,
     target: Target,
     rep: u32,
-    d: Durations,
     samples: &mut Vec<Sample>,
 ) -> TargetRun {
     let mut run = TargetRun {
@@ -196,17 +330,18 @@ fn bench_target(
         lb_stats: None,
         error: None,
     };
-    let mut running = match targets::start(topo, cfg, target) {
+    let mut running = match targets::start(net, cfg, target) {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("{:#}", e.context(format!("starting {}", target.label())));
             eprintln!("[bench] {msg}");
-            for workload in Workload::ALL {
+            for &workload in &plan.workloads {
                 samples.push(Sample {
                     target,
                     workload,
                     rep,
                     measurement: None,
+                    lb_stats_delta: None,
                     error: Some("target did not start".into()),
                 });
             }
@@ -215,16 +350,27 @@ fn bench_target(
         }
     };
     run.datapath = running.datapath();
-    for workload in Workload::ALL {
-        let result =
-            workloads::run(topo, workload, target.host(), d).map_err(|e| running.annotate(e));
+    let ctx = Ctx {
+        net,
+        target,
+        balancer: running.pid(),
+        settings: &plan.settings,
+        benchclient: &plan.benchclient,
+    };
+    for &workload in &plan.workloads {
+        let before = running.lb_stats();
+        let result = workloads::run(&ctx, workload).map_err(|e| running.annotate(e));
+        let lb_stats_delta = match (before, running.lb_stats()) {
+            (Some(b), Some(a)) => targets::stats_delta(&b, &a),
+            _ => None,
+        };
         let (measurement, error) = match result {
             Ok(m) => {
-                println!("[bench]   {:<16} {}", workload.label(), show(workload, &m));
+                println!("[bench]   {:<20} {}", workload.label(), show(&m));
                 (Some(m), None)
             }
             Err(e) => {
-                eprintln!("[bench]   {:<16} FAILED: {e:#}", workload.label());
+                eprintln!("[bench]   {:<20} FAILED: {e:#}", workload.label());
                 (None, Some(format!("{e:#}")))
             }
         };
@@ -233,6 +379,7 @@ fn bench_target(
             workload,
             rep,
             measurement,
+            lb_stats_delta,
             error,
         });
     }
@@ -246,15 +393,29 @@ fn bench_target(
     run
 }
 
-fn show(w: Workload, m: &workloads::Measurement) -> String {
-    match w {
-        Workload::PgbenchSelect => format!("{:.0} tps", m.value),
-        Workload::Iperf1 | Workload::Iperf4 => format!(
-            "{:.2} Gbit/s, {:.2} CPU-s/GB",
-            m.value,
-            m.cpu_s_per_gb.unwrap_or(f64::NAN)
-        ),
-    }
+/// The figures of one measurement, for the progress lines.
+fn show(m: &workloads::Measurement) -> String {
+    use workloads::fig;
+    let shown = [
+        (fig::TPS, "tps"),
+        (fig::GBIT_S, "Gbit/s"),
+        (fig::P50_US, "µs p50"),
+        (fig::P99_US, "µs p99"),
+        (fig::CONNS_PER_S, "conn/s"),
+        (fig::SETUP_P99_US, "µs setup p99"),
+        (fig::CPU_S_PER_GB, "CPU-s/GB"),
+        (fig::CPU_MS_PER_1K, "CPU-ms/1k"),
+        (fig::ESTABLISHED, "conns"),
+        (fig::RSS_B_PER_CONN, "B RSS/conn"),
+        (fig::SLAB_B_PER_CONN, "B slab/conn"),
+        (fig::RSS_GROWTH_MIB, "MiB RSS growth"),
+        (fig::TCP_MEM_GROWTH_MIB, "MiB TCP mem growth"),
+    ];
+    shown
+        .iter()
+        .filter_map(|&(k, unit)| Some(format!("{} {unit}", report::num(m.get(k)?))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Run `f` under the harness's failure reporting: scratch dirs (configs,
@@ -300,13 +461,14 @@ fn utc_date() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
-/// Warn when an integration-test run or another benchmark shares the CPUs:
-/// the figures would be noise.
-fn warn_if_busy() {
+/// Test runs and benchmarks of other processes (never ours or our
+/// ancestors'): pid and command line.
+fn other_runs() -> Vec<(u32, String)> {
     let ours = ancestors();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in dir.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -322,11 +484,54 @@ fn warn_if_busy() {
             .iter()
             .any(|pat| cmdline.contains(pat))
         {
-            eprintln!(
-                "[bench] WARNING: pid {pid} ({}) is running: the figures will be noisy",
-                cmdline.trim()
-            );
+            out.push((pid, cmdline.trim().to_string()));
         }
+    }
+    out
+}
+
+/// Warn when an integration-test run or another benchmark shares the CPUs:
+/// the figures would be noise.
+fn warn_if_busy() {
+    for (pid, cmdline) in other_runs() {
+        eprintln!("[bench] WARNING: pid {pid} ({cmdline}) is running: the figures will be noisy");
+    }
+}
+
+fn load_1min() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Poll every 30 s, 15 minutes at most, until the machine is quiet: 1-min
+/// load under 0.5 and no other test or benchmark. Goes on (with a warning)
+/// after that.
+fn wait_quiet() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15 * 60);
+    loop {
+        let load = load_1min().unwrap_or(f64::NAN);
+        let others = other_runs();
+        if load < 0.5 && others.is_empty() {
+            println!("[bench] machine quiet (1-min load {load:.2})");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "[bench] WARNING: still busy after 15 minutes (load {load:.2}, {} other runs): \
+                 measuring anyway, the figures will be noisy",
+                others.len()
+            );
+            return Ok(());
+        }
+        println!(
+            "[bench] waiting for a quiet machine: 1-min load {load:.2}, other runs: {:?}",
+            others.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_secs(30));
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Machine {
     pub haproxy: String,
     pub iperf3: String,
     pub postgresql: String,
+    pub sockperf: String,
+    /// CONFIG_IRQ_TIME_ACCOUNTING: without it softirq time is sampled by ticks.
+    pub irq_time_accounting: Option<bool>,
     pub lb_commit: String,
 }
 
@@ -44,8 +47,21 @@ pub fn describe() -> Machine {
         haproxy: first_line(&["haproxy", "-v"]),
         iperf3: first_line(&["iperf3", "--version"]),
         postgresql: first_line(&["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+        sockperf: first_line(&["sockperf", "--version"]),
+        irq_time_accounting: irq_time_accounting(),
         lb_commit: lb_commit(),
     }
+}
+
+/// Whether the kernel was built with CONFIG_IRQ_TIME_ACCOUNTING (from
+/// /proc/config.gz, through zcat); None if unknown.
+fn irq_time_accounting() -> Option<bool> {
+    let out = Command::new("zcat").arg("/proc/config.gz").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().any(|l| l == "CONFIG_IRQ_TIME_ACCOUNTING=y"))
 }
 
 /// `key : value` from /proc/cpuinfo or `key: value` from /proc/meminfo.

@@ -3,19 +3,22 @@
 //! userspace. One function starts each; the returned guard stops it.
 
 use anyhow::{anyhow, bail, Context, Result};
-use lb_tests::{hp, psql_ok, Lb, Netns, Topology, BACKENDS_V4, LB_SRV_V4, LB_V4};
+use clap::ValueEnum;
+use lb_tests::{hp, psql_ok, Lb, Netns, Topology, LB_SRV_V4, LB_V4};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::net::Net;
 use super::proc::{wait_listening, ChildGuard};
 
 pub const PG_PORT: u16 = 5432;
 pub const IPERF_PORT: u16 = 5201;
-/// The only iperf3 server: a test's control and data connections must all
-/// reach the same one, so the balancers' iperf backend has just this server.
-pub const IPERF_SERVER: &str = BACKENDS_V4[0];
+pub const SOCKPERF_PORT: u16 = 11111;
+/// benchclient's echo / streaming server (short connections, idle
+/// connections, slow readers).
+pub const ECHO_PORT: u16 = 7000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     Direct,
@@ -42,53 +45,79 @@ impl Target {
         }
     }
 
-    /// The address clients connect to. `direct` has no balancer: pgbench and
-    /// iperf3 go to the first backend.
-    pub fn host(self) -> &'static str {
+    /// The address clients connect to. `direct` has no balancer: clients go
+    /// to the first backend.
+    pub fn host(self, net: &Net) -> &'static str {
         match self {
-            Target::Direct => BACKENDS_V4[0],
-            _ => LB_V4,
+            Target::Direct => net.backends()[0],
+            _ => net.lb_addr(),
         }
     }
 }
 
-/// The config both balancers run, verbatim (lb ignores `nbthread`; 2 = the
-/// CPU count, lb's tokio default). No health checks: only the data path is
-/// measured.
-pub fn config_text() -> String {
-    let mut pg_servers = String::new();
-    for (i, ip) in BACKENDS_V4.iter().enumerate() {
-        pg_servers.push_str(&format!("    server pg{} {}\n", i + 1, hp(ip, PG_PORT)));
-    }
+/// The config both balancers run, verbatim. `nbthread` = the CPU count,
+/// lb's tokio default (lb ignores the keyword). `maxconn 9000`: room for the
+/// idle-connection test; HAProxy sizes its file limit from it (two sockets a
+/// connection, under the 20000 hard limit). No health checks: only the data
+/// path is measured. Single-server backends where one client's connections
+/// must all reach the same server (iperf3's control and data connections)
+/// or where there is only one server (sockperf).
+pub fn config_text(net: &Net, nproc: usize) -> String {
+    let lb = net.lb_addr();
+    let b = net.backends();
+    let servers = |prefix: &str, port: u16| -> String {
+        b.iter()
+            .enumerate()
+            .map(|(i, ip)| format!("    server {prefix}{} {}\n", i + 1, hp(ip, port)))
+            .collect()
+    };
+    let section = |name: &str, port: u16, servers: String| -> String {
+        format!(
+            "frontend {name}_fe\n    bind {bind}\n    default_backend {name}_be\n\
+             backend {name}_be\n    balance roundrobin\n{servers}",
+            bind = hp(lb, port),
+        )
+    };
     format!(
-        "global\n    maxconn 4096\n    nbthread 2\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-         frontend pgsql_fe\n    bind {pg_bind}\n    default_backend pgsql_be\n\
-         backend pgsql_be\n    balance roundrobin\n{pg_servers}\
-         frontend iperf_fe\n    bind {iperf_bind}\n    default_backend iperf_be\n\
-         backend iperf_be\n    balance roundrobin\n    server iperf1 {iperf_server}\n",
-        pg_bind = hp(LB_V4, PG_PORT),
-        iperf_bind = hp(LB_V4, IPERF_PORT),
-        iperf_server = hp(IPERF_SERVER, IPERF_PORT),
+        "global\n    maxconn 9000\n    nbthread {nproc}\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         {pg}{iperf}{sockperf}{echo}",
+        pg = section("pgsql", PG_PORT, servers("pg", PG_PORT)),
+        iperf = section(
+            "iperf",
+            IPERF_PORT,
+            format!("    server iperf1 {}\n", hp(b[0], IPERF_PORT))
+        ),
+        sockperf = section(
+            "sockperf",
+            SOCKPERF_PORT,
+            format!("    server sockperf1 {}\n", hp(b[0], SOCKPERF_PORT))
+        ),
+        echo = section("echo", ECHO_PORT, servers("echo", ECHO_PORT)),
     )
 }
 
 /// A started target; dropping it stops it.
 pub enum Running<'a> {
-    Direct(DirectRoutes<'a>),
+    /// `None` on the loopback topology: nothing to set up.
+    Direct(Option<DirectRoutes<'a>>),
     Haproxy(ChildGuard),
     Lb(Lb),
 }
 
 /// Start `target` and check that a PostgreSQL query goes through it.
-pub fn start<'a>(topo: &'a Topology, cfg: &str, target: Target) -> Result<Running<'a>> {
+pub fn start<'a>(net: &'a Net, cfg: &str, target: Target) -> Result<Running<'a>> {
     let mut running = match target {
-        Target::Direct => Running::Direct(start_direct(topo)?),
-        Target::Haproxy => Running::Haproxy(start_haproxy(topo, cfg)?),
-        Target::Lb => Running::Lb(start_lb(topo, cfg, false)?),
-        Target::LbNoSplice => Running::Lb(start_lb(topo, cfg, true)?),
+        Target::Direct => Running::Direct(match net.veth() {
+            Some(topo) => Some(start_direct(topo)?),
+            None => None,
+        }),
+        Target::Haproxy => Running::Haproxy(start_haproxy(net, cfg)?),
+        Target::Lb => Running::Lb(start_lb(net, cfg, false)?),
+        Target::LbNoSplice => Running::Lb(start_lb(net, cfg, true)?),
     };
-    let answer = psql_ok(&topo.client, target.host(), PG_PORT, "select 1")
+    let host = target.host(net);
+    let answer = psql_ok(net.client(), host, PG_PORT, "select 1")
         .map_err(|e| running.annotate(e.context(format!("smoke query via {}", target.label()))))?;
     if answer != "1" {
         return Err(running.annotate(anyhow!(
@@ -101,6 +130,15 @@ pub fn start<'a>(topo: &'a Topology, cfg: &str, target: Target) -> Result<Runnin
 }
 
 impl Running<'_> {
+    /// The balancer's process id (`direct`: none).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Direct(_) => None,
+            Running::Haproxy(g) => g.pid(),
+            Running::Lb(lb) => Some(lb.pid()),
+        }
+    }
+
     /// Error (with its log) if the balancer has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         match self {
@@ -155,8 +193,23 @@ impl Running<'_> {
     }
 }
 
-/// `direct`: routes between the client and backend subnets through the lb
-/// namespace, with forwarding enabled there only. Undone on drop, in reverse.
+/// Counter growth between two `lb show stats --json` objects (name -> count).
+pub fn stats_delta(before: &Value, after: &Value) -> Option<Value> {
+    let (b, a) = (before.as_object()?, after.as_object()?);
+    let delta: serde_json::Map<String, Value> = a
+        .iter()
+        .filter_map(|(k, v)| {
+            let now = v.as_u64()?;
+            let then = b.get(k).and_then(Value::as_u64).unwrap_or(0);
+            Some((k.clone(), Value::from(now.saturating_sub(then))))
+        })
+        .collect();
+    Some(Value::Object(delta))
+}
+
+/// `direct` on the veth topology: routes between the client and backend
+/// subnets through the lb namespace, with forwarding enabled there only.
+/// Undone on drop, in reverse.
 pub struct DirectRoutes<'a> {
     topo: &'a Topology,
     /// The lb namespace's previous `net.ipv4.ip_forward`, once changed.
@@ -204,15 +257,16 @@ fn start_direct(topo: &Topology) -> Result<DirectRoutes<'_>> {
 }
 
 /// Debian's HAProxy in the lb namespace, in the foreground (`-db`).
-fn start_haproxy(topo: &Topology, cfg: &str) -> Result<ChildGuard> {
-    let cfg_path = topo.write_cfg("haproxy.cfg", cfg)?;
-    let mut cmd = topo.lb.cmd("haproxy");
+fn start_haproxy(net: &Net, cfg: &str) -> Result<ChildGuard> {
+    let cfg_path = lb_tests::util::write_file(net.dir(), "haproxy.cfg", cfg)?;
+    let mut cmd = net.lb().cmd("haproxy");
     cmd.arg("-f").arg(&cfg_path).arg("-db");
-    let log = topo.dir.path().join("haproxy.log");
+    let log = net.dir().join("haproxy.log");
     let mut guard = ChildGuard::spawn("haproxy", cmd, &log)?;
+    let lb = net.lb_addr();
     wait_listening(
-        &topo.lb,
-        &[hp(LB_V4, PG_PORT), hp(LB_V4, IPERF_PORT)],
+        net.lb(),
+        &[hp(lb, PG_PORT), hp(lb, IPERF_PORT), hp(lb, ECHO_PORT)],
         &mut guard,
     )
     .context("haproxy did not start listening")?;
@@ -221,9 +275,9 @@ fn start_haproxy(topo: &Topology, cfg: &str) -> Result<ChildGuard> {
 
 /// `lb run` through the harness (waits for the ready file); `no_splice`
 /// adds `--no-splice`. With the splice, lb must say it uses it.
-fn start_lb(topo: &Topology, cfg: &str, no_splice: bool) -> Result<Lb> {
+fn start_lb(net: &Net, cfg: &str, no_splice: bool) -> Result<Lb> {
     let args: &[&str] = if no_splice { &["--no-splice"] } else { &[] };
-    let lb = topo.start_lb(cfg, args)?;
+    let lb = Lb::start(net.lb(), net.dir(), cfg, args)?;
     if !no_splice {
         let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
         if !log.contains("data path: in-kernel splice") {
