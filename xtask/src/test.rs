@@ -17,6 +17,10 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     pub skip_lint: bool,
+    /// Skip the last step, `cargo xtask bench --quick` (proves the benchmark
+    /// harness still works; its figures are not checked).
+    #[arg(long)]
+    pub skip_bench: bool,
 }
 
 enum Outcome {
@@ -143,6 +147,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .env("LB_BIN", &lb);
         util::run(&mut cmd)
     });
+
+    if !args.skip_bench && args.filter.is_none() {
+        r.step("bench --quick (harness only)", || {
+            let mut cmd = util::cargo();
+            cmd.current_dir(&root).args(["xtask", "bench", "--quick"]);
+            util::run(&mut cmd)
+        });
+    }
 
     r.summary();
     if r.failed {
