@@ -9,7 +9,7 @@
 pub mod maps {
     /// SOCKMAP: listener index -> listening socket (one IPv4 and one IPv6 per frontend).
     pub const LISTENERS: &str = "LB_LISTENERS";
-    /// HASH: [`crate::BindKey`] -> listener index, filled from `bind` lines.
+    /// HASH: [`crate::BindKey`] -> [`crate::BindTarget`], filled from `bind` lines.
     pub const BINDS: &str = "LB_BINDS";
     /// SOCKHASH (no program): socket cookie -> socket; redirect targets.
     pub const TARGETS: &str = "LB_TARGETS";
@@ -29,12 +29,29 @@ pub mod maps {
     pub const STATS: &str = "LB_STATS";
     /// RINGBUF of [`crate::Event`] from the verdict to userspace.
     pub const EVENTS: &str = "LB_EVENTS";
+    /// PERCPU_ARRAY: frontend index -> [`crate::XdpFeStats`], counted by `lb_xdp`.
+    pub const XDP_FE_STATS: &str = "LB_XDP_FE_STATS";
+    /// ARRAY of one [`crate::XdpConfig`]: the XDP program's settings.
+    pub const XDP_CFG: &str = "LB_XDP_CFG";
+    /// LPM_TRIE: [`crate::AclKey4`] -> [`crate::ACL_ACCEPT`] / [`crate::ACL_REJECT`].
+    pub const XDP_ACL4: &str = "LB_XDP_ACL4";
+    /// LPM_TRIE: [`crate::AclKey6`] -> [`crate::ACL_ACCEPT`] / [`crate::ACL_REJECT`].
+    pub const XDP_ACL6: &str = "LB_XDP_ACL6";
+    /// LRU_HASH: [`crate::SynSource`] -> [`crate::SynBucket`], the per-source SYN
+    /// token buckets.
+    pub const XDP_SYN: &str = "LB_XDP_SYN";
+    /// ARRAY: slot -> [`crate::XdpIface`], where the daemon attached `lb_xdp`
+    /// (for `lb xdp status`; written by userspace only).
+    pub const XDP_IFACES: &str = "LB_XDP_IFACES";
+    /// ARRAY: frontend index -> [`crate::FrontendMeta`] (names for `lb xdp status`).
+    pub const FE_META: &str = "LB_FE_META";
 }
 
 /// Program (function) names in the eBPF object.
 pub mod progs {
     pub const DISPATCH: &str = "lb_dispatch";
     pub const VERDICT: &str = "lb_verdict";
+    pub const XDP: &str = "lb_xdp";
 }
 
 pub const MAX_LISTENERS: u32 = 512;
@@ -45,6 +62,16 @@ pub const MAX_FLOWS: u32 = 32_768;
 pub const MAX_SOCKS: u32 = MAX_FLOWS;
 pub const MAX_SERVERS: u32 = 4_096;
 pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Frontends: one IPv4 and one IPv6 listener each.
+pub const MAX_FRONTENDS: u32 = MAX_LISTENERS / 2;
+/// Entries of each ACL trie (both generations together).
+pub const MAX_ACL_ENTRIES: u32 = 1 << 20;
+/// Sources tracked by the SYN rate limit; the least recently seen are evicted.
+pub const MAX_SYN_SOURCES: u32 = 65_536;
+/// Interfaces `lb_xdp` can be attached to at once.
+pub const MAX_XDP_IFACES: u32 = 32;
+/// IPv6 extension headers `lb_xdp` walks before giving up (counted, passed).
+pub const XDP_MAX_EXT_HDRS: u32 = 4;
 
 /// `BPF_F_MMAPABLE`: lets userspace share the flow words with the verdict.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -60,6 +87,26 @@ pub struct BindKey {
     pub addr_be: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<BindKey>() == 24);
+
+/// Value of [`maps::BINDS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindTarget {
+    /// Listener index: frontend * 2 + is_v6.
+    pub listener: u32,
+    /// `bind ... interface`: only packets that arrived on this interface
+    /// match; 0 for any.
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<BindTarget>() == 8);
+
+impl BindTarget {
+    /// Whether a packet that arrived on `ifindex` may use this bind.
+    #[inline(always)]
+    pub const fn admits(&self, ifindex: u32) -> bool {
+        self.ifindex == 0 || self.ifindex == ifindex
+    }
+}
 
 pub const AF_INET: u32 = 2;
 pub const AF_INET6: u32 = 10;
@@ -213,7 +260,26 @@ pub mod stat {
     pub const BUDGET_HIT: u32 = 7;
     pub const PEER_UNKNOWN: u32 = 8;
     pub const EVENT_LOST: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Every packet `lb_xdp` saw.
+    pub const XDP_SEEN: u32 = 10;
+    /// TCP packets to a configured frontend (address, port).
+    pub const XDP_FRONTEND: u32 = 11;
+    /// Headers cut short by the end of the packet: passed to the kernel, which
+    /// drops them by its own checks.
+    pub const XDP_TRUNCATED: u32 = 12;
+    /// Impossible headers (IPv4 IHL < 5 or beyond the total length, wrong IP
+    /// version, TCP data offset < 5): dropped.
+    pub const XDP_MALFORMED: u32 = 13;
+    /// IPv4 or IPv6 fragments: passed (no TCP header to match on; the kernel
+    /// reassembles them and the daemon applies the ACL at accept).
+    pub const XDP_FRAGMENT: u32 = 14;
+    /// More IPv6 extension headers than `XDP_MAX_EXT_HDRS`: passed.
+    pub const XDP_EXT_DEPTH: u32 = 15;
+    /// Dropped by a `tcp-request connection` rule.
+    pub const XDP_ACL_DROP: u32 = 16;
+    /// SYNs dropped by the per-source rate limit.
+    pub const XDP_SYN_DROP: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -226,6 +292,14 @@ pub mod stat {
         "budget_hit",
         "peer_unknown",
         "event_lost",
+        "xdp_seen",
+        "xdp_frontend",
+        "xdp_truncated",
+        "xdp_malformed",
+        "xdp_fragment",
+        "xdp_ext_depth",
+        "xdp_acl_drop",
+        "xdp_syn_drop",
     ];
 }
 
@@ -242,10 +316,173 @@ pub struct Event {
 }
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
 
+/// Value of [`maps::XDP_FE_STATS`] (per CPU): what `lb_xdp` saw for one frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpFeStats {
+    /// TCP packets to the frontend's addresses and ports (dropped ones included).
+    pub packets: u64,
+    /// Their bytes, whole frames as received.
+    pub bytes: u64,
+    /// SYNs (without ACK): connection attempts.
+    pub syns: u64,
+    /// Packets dropped by `tcp-request connection` rules.
+    pub acl_drops: u64,
+    /// SYNs dropped by the per-source SYN rate limit.
+    pub syn_drops: u64,
+}
+const _: () = assert!(core::mem::size_of::<XdpFeStats>() == 40);
+
+/// The only entry of [`maps::XDP_CFG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// ACL generation in force (0 or 1): the low bit of every ACL key's scope.
+    /// Userspace fills the other generation, then flips this word, then clears
+    /// the old one, so a reload never leaves a window without rules.
+    pub acl_gen: u32,
+    pub _pad: u32,
+    /// Nanoseconds of credit one SYN costs (10^9 / rate); 0 disables the limit.
+    pub syn_interval_ns: u64,
+    /// Most credit a source can hold: burst * `syn_interval_ns`.
+    pub syn_cap_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 24);
+
+/// [`XdpIface::mode`]: native (driver) XDP.
+pub const XDP_MODE_NATIVE: u32 = 1;
+/// [`XdpIface::mode`]: generic (skb) XDP.
+pub const XDP_MODE_SKB: u32 = 2;
+
+/// Value of [`maps::XDP_IFACES`]: one attachment of `lb_xdp`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpIface {
+    /// NUL-padded interface name.
+    pub name: [u8; 16],
+    pub ifindex: u32,
+    /// [`XDP_MODE_NATIVE`] or [`XDP_MODE_SKB`]; 0 for an unused slot.
+    pub mode: u32,
+    /// Kernel id of the attached program.
+    pub prog_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<XdpIface>() == 32);
+
+/// Value of [`maps::FE_META`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendMeta {
+    /// NUL-padded UTF-8 name.
+    pub name: [u8; 64],
+    /// 1 when this slot is configured.
+    pub in_use: u32,
+    /// Number of `tcp-request connection` rules compiled into the ACL tries.
+    pub acl_rules: u32,
+}
+const _: () = assert!(core::mem::size_of::<FrontendMeta>() == 72);
+
+impl Default for FrontendMeta {
+    fn default() -> Self {
+        Self {
+            name: [0; 64],
+            in_use: 0,
+            acl_rules: 0,
+        }
+    }
+}
+
+/// ACL trie value: let the packet through.
+pub const ACL_ACCEPT: u32 = 0;
+/// ACL trie value: drop the packet.
+pub const ACL_REJECT: u32 = 1;
+
+/// The scope bytes of an ACL key: frontend and generation, big endian so that
+/// they are the first 32 bits the trie matches.
+#[inline(always)]
+pub const fn acl_scope_be(frontend: u32, gen: u32) -> [u8; 4] {
+    ((frontend << 1) | (gen & 1)).to_be_bytes()
+}
+
+/// Data of an [`maps::XDP_ACL4`] key; the prefix length counts the 32 scope bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AclKey4 {
+    pub scope_be: [u8; 4],
+    pub addr_be: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<AclKey4>() == 8);
+
+/// Data of an [`maps::XDP_ACL6`] key; the prefix length counts the 32 scope bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AclKey6 {
+    pub scope_be: [u8; 4],
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<AclKey6>() == 20);
+
+/// Key of [`maps::XDP_SYN`]: one client address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SynSource {
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u32,
+    /// IPv4 addresses use the first four bytes.
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SynSource>() == 20);
+
+/// Value of [`maps::XDP_SYN`]: a token bucket kept as nanoseconds of credit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynBucket {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SynBucket>() == 16);
+
+/// One SYN against a bucket: refill by the time elapsed (capped at `cap_ns`),
+/// then take `interval_ns` if there is that much. Credit in nanoseconds needs no
+/// division in the program. Returns (allowed, the bucket after).
+#[inline(always)]
+pub const fn syn_take(
+    b: SynBucket,
+    now_ns: u64,
+    interval_ns: u64,
+    cap_ns: u64,
+) -> (bool, SynBucket) {
+    let elapsed = now_ns.saturating_sub(b.last_ns);
+    let mut credit = b.credit_ns.saturating_add(elapsed);
+    if credit > cap_ns {
+        credit = cap_ns;
+    }
+    let ok = credit >= interval_ns;
+    if ok {
+        credit -= interval_ns;
+    }
+    (
+        ok,
+        SynBucket {
+            credit_ns: credit,
+            last_ns: now_ns,
+        },
+    )
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for XdpFeStats {}
+    unsafe impl aya::Pod for XdpIface {}
+    unsafe impl aya::Pod for FrontendMeta {}
+    unsafe impl aya::Pod for XdpConfig {}
+    unsafe impl aya::Pod for AclKey4 {}
+    unsafe impl aya::Pod for AclKey6 {}
+    unsafe impl aya::Pod for SynSource {}
+    unsafe impl aya::Pod for SynBucket {}
     use super::*;
     unsafe impl aya::Pod for BindKey {}
+    unsafe impl aya::Pod for BindTarget {}
     unsafe impl aya::Pod for SockEnd {}
     unsafe impl aya::Pod for FlowDir {}
     unsafe impl aya::Pod for ServerMeta {}
@@ -273,6 +510,43 @@ mod tests {
         assert!(fits_budget(0, 4096, 4096));
         assert!(!fits_budget(1, 4096, 4096));
         assert!(fits_budget(4 << 20, 0, 4 << 20));
+    }
+
+    #[test]
+    fn syn_bucket_refills_and_caps() {
+        let (interval, cap) = (1_000, 3_000);
+        // A new source starts full: three SYNs pass at once, the fourth not.
+        let mut b = SynBucket {
+            credit_ns: cap,
+            last_ns: 0,
+        };
+        for _ in 0..3 {
+            let (ok, nb) = syn_take(b, 0, interval, cap);
+            assert!(ok);
+            b = nb;
+        }
+        let (ok, b) = syn_take(b, 0, interval, cap);
+        assert!(!ok);
+        // One interval later exactly one more.
+        let (ok, b) = syn_take(b, 1_000, interval, cap);
+        assert!(ok);
+        let (ok, b) = syn_take(b, 1_500, interval, cap);
+        assert!(!ok);
+        // A long pause refills only up to the cap.
+        let (_, b) = syn_take(b, 1_000_000, interval, cap);
+        assert_eq!(b.credit_ns, cap - interval);
+        // A clock that goes backwards (another CPU stamped later) adds nothing.
+        let (ok, b2) = syn_take(b, 10, interval, cap);
+        assert!(ok);
+        assert_eq!(b2.credit_ns, cap - 2 * interval);
+    }
+
+    #[test]
+    fn acl_scope_orders_frontend_then_generation() {
+        assert_eq!(acl_scope_be(0, 0), [0, 0, 0, 0]);
+        assert_eq!(acl_scope_be(0, 1), [0, 0, 0, 1]);
+        assert_eq!(acl_scope_be(3, 1), [0, 0, 0, 7]);
+        assert_eq!(acl_scope_be(3, 2), [0, 0, 0, 6]);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! lb's kernel side: connection steering (sk_lookup) and in-kernel splicing with a
-//! per-direction in-flight budget (sk_skb stream verdict). See docs/ARCHITECTURE.md.
+//! lb's kernel side: connection steering (sk_lookup), in-kernel splicing with a
+//! per-direction in-flight budget (sk_skb stream verdict) and the XDP front door
+//! (counters, L4 deny/allow lists, SYN rate limit). See docs/ARCHITECTURE.md.
 #![no_std]
 #![no_main]
 // The bpfel core has no 64-bit atomic RMW methods; the intrinsic lowers to BPF's
 // atomic_fetch_add (cpu v3).
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+
+mod xdp;
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -22,9 +25,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use lb_common::{
-    fits_budget, psock_backlog, stat, BindKey, Event, FlowDir, ServerKStats, ServerMeta,
-    ServerState, SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS,
-    MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
+    fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerKStats,
+    ServerMeta, ServerState, SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES, EVENT_PASS, MAX_BINDS,
+    MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -38,7 +41,7 @@ static TCP_SOCK_WRITE_SEQ: u32 = 0;
 #[map]
 static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
 #[map]
-static LB_BINDS: HashMap<BindKey, u32> = HashMap::with_max_entries(MAX_BINDS, 0);
+pub(crate) static LB_BINDS: HashMap<BindKey, BindTarget> = HashMap::with_max_entries(MAX_BINDS, 0);
 #[map]
 static LB_TARGETS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKS, 0);
 #[map]
@@ -67,7 +70,7 @@ fn fetch_add(p: *mut u64, v: u64) -> u64 {
 }
 
 #[inline(always)]
-fn count(idx: u32) {
+pub(crate) fn count(idx: u32) {
     if let Some(p) = LB_STATS.get_ptr_mut(idx) {
         // Per-CPU slot: no other writer.
         unsafe { *p += 1 };
@@ -85,7 +88,7 @@ fn try_dispatch(ctx: &SkLookupContext) -> u32 {
     // Every ctx field is read unconditionally: LLVM otherwise merges the per-family
     // reads into one access at a computed offset, which the verifier refuses.
     let l = ctx.lookup;
-    let (protocol, family, port, ip4, ip6) = unsafe {
+    let (protocol, family, port, ip4, ip6, ifindex) = unsafe {
         (
             core::ptr::read_volatile(&(*l).protocol),
             core::ptr::read_volatile(&(*l).family),
@@ -97,6 +100,7 @@ fn try_dispatch(ctx: &SkLookupContext) -> u32 {
                 core::ptr::read_volatile(&(*l).local_ip6[2]),
                 core::ptr::read_volatile(&(*l).local_ip6[3]),
             ],
+            core::ptr::read_volatile(&(*l).ingress_ifindex),
         )
     };
     if protocol != IPPROTO_TCP {
@@ -114,25 +118,32 @@ fn try_dispatch(ctx: &SkLookupContext) -> u32 {
             key.addr_be[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
     }
-    // Specific address first, then the wildcard of the same family and port.
-    let idx = match unsafe { LB_BINDS.get(&key) } {
-        Some(i) => *i,
-        None => {
-            key.addr_be = [0; 16];
-            match unsafe { LB_BINDS.get(&key) } {
-                Some(i) => *i,
-                None => {
-                    count(stat::LOOKUP_MISS);
-                    return SK_PASS;
-                }
-            }
-        }
+    let Some(idx) = bind_lookup(&mut key, ifindex) else {
+        count(stat::LOOKUP_MISS);
+        return SK_PASS;
     };
     match LB_LISTENERS.redirect_sk_lookup(ctx, idx, 0) {
         Ok(()) => count(stat::LOOKUP_HIT),
         Err(_) => count(stat::LOOKUP_NO_LISTENER),
     }
     SK_PASS
+}
+
+/// The listener index for a destination: the specific address first, then the
+/// wildcard of the same family and port; a bind restricted to an interface only
+/// takes packets that arrived there. Clobbers `key.addr_be`.
+#[inline(always)]
+pub(crate) fn bind_lookup(key: &mut BindKey, ifindex: u32) -> Option<u32> {
+    if let Some(t) = unsafe { LB_BINDS.get(&*key) } {
+        if t.admits(ifindex) {
+            return Some(t.listener);
+        }
+    }
+    key.addr_be = [0; 16];
+    match unsafe { LB_BINDS.get(&*key) } {
+        Some(t) if t.admits(ifindex) => Some(t.listener),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------- stream verdict

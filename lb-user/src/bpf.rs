@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, SockMap};
 use aya::programs::{SkLookup, SkSkb};
 use aya::{Ebpf, EbpfLoader};
-use lb_common::{maps, progs, BindKey, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd};
+use lb_common::{
+    maps, progs, BindKey, BindTarget, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd,
+};
 
 /// The object built by `cargo xtask build`, embedded by build.rs (empty if absent).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// Root of pinned maps; one directory per instance.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/lb";
@@ -38,6 +41,8 @@ pub enum BpfError {
         path: PathBuf,
         source: aya::pin::PinError,
     },
+    #[error(transparent)]
+    Xdp(Box<crate::xdp::XdpError>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -79,6 +84,8 @@ pub struct Loaded {
     pub pin_dir: PathBuf,
     /// Whether the splice verdict loaded and attached (Err: why not).
     pub splice: Result<(), String>,
+    /// Whether `lb_xdp` is loaded (the daemon attaches it once its maps are filled).
+    pub xdp: bool,
     /// aya-log records from the programs; the daemon polls it.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -93,7 +100,10 @@ fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> B
     move |source| BpfError::Program { name, source }
 }
 
-pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
+/// Loads the object, attaches steering (and the splice verdict when wanted),
+/// loads `lb_xdp` when `want_xdp` (an XDP program failing the verifier is an
+/// error: the configuration asked for it), and pins the maps.
+pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded, BpfError> {
     if OBJECT.is_empty() {
         return Err(BpfError::NoObject);
     }
@@ -129,6 +139,9 @@ pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
         (true, Err(e)) => Err(format!("kernel BTF unavailable: {e}")),
         (true, Ok(_)) => attach_splice(&mut ebpf),
     };
+    if want_xdp {
+        crate::xdp::load(&mut ebpf).map_err(|e| BpfError::Xdp(Box::new(e)))?;
+    }
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
     // and programs loaded later could no longer reference it.
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -153,6 +166,10 @@ pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
         maps::STATS,
         maps::FLOWS,
         maps::BINDS,
+        maps::XDP_FE_STATS,
+        maps::XDP_IFACES,
+        maps::FE_META,
+        maps::XDP_CFG,
     ] {
         let map = ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
         let path = dir.join(name);
@@ -163,6 +180,7 @@ pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
         ebpf,
         pin_dir: dir,
         splice,
+        xdp: want_xdp,
         logger,
     })
 }
@@ -194,7 +212,7 @@ fn attach_splice(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Typed handles to the maps userspace writes, taken out of the `Ebpf` object.
 pub struct Maps {
     pub listeners: SockMap<MapData>,
-    pub binds: HashMap<MapData, BindKey, u32>,
+    pub binds: HashMap<MapData, BindKey, BindTarget>,
     pub targets: SockHash<MapData, u64>,
     pub spliced: SockHash<MapData, u64>,
     pub ends: HashMap<MapData, u64, SockEnd>,

@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, MapData, SockMap};
-use lb_common::{BindKey, AF_INET, AF_INET6};
+use lb_common::{BindKey, BindTarget, AF_INET, AF_INET6};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::bpf::{self, FlowTable, Maps};
-use crate::config::{self, Config, Frontend};
+use crate::config::{self, Bind, Config, Frontend};
+use crate::l4acl;
 use crate::splice::{Manager, NewConn, SpliceMaps, Splicer};
 use crate::state::State;
 use crate::sys;
 use crate::userpath;
+use crate::xdp::{self, FrontDoor, XdpMaps};
 
 pub struct RunOpts {
     pub files: Vec<PathBuf>,
@@ -24,12 +26,19 @@ pub struct RunOpts {
     pub ready_file: Option<PathBuf>,
     pub no_splice: bool,
     pub splice_budget: Option<u64>,
+    /// Do not attach the XDP front door (ACLs still apply at accept).
+    pub no_xdp: bool,
 }
 
 /// Map keys for one frontend's binds, with the family of each key.
 pub fn bind_keys(fe: &Frontend) -> Vec<BindKey> {
+    fe.binds.iter().flat_map(keys_of).collect()
+}
+
+/// Map keys for one `bind` line.
+fn keys_of(b: &Bind) -> Vec<BindKey> {
     let mut keys = Vec::new();
-    for b in &fe.binds {
+    {
         for port in b.port_first..=b.port_last {
             let port_host = port as u32;
             match b.addr {
@@ -125,6 +134,29 @@ fn check_capacity(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Interfaces named in the configuration must exist; `xdp-syn-rate` needs the
+/// XDP program somewhere.
+fn check_xdp(cfg: &Config, no_xdp: bool) -> Result<()> {
+    let reqs = xdp::interfaces(cfg);
+    for r in &reqs {
+        if xdp::ifindex(&r.name).is_none() {
+            bail!("{}: interface '{}' does not exist", r.origin, r.name);
+        }
+    }
+    if let Some(rate) = &cfg.global.xdp_syn_rate {
+        if no_xdp {
+            tracing::warn!("{}: xdp-syn-rate has no effect with --no-xdp", rate.origin);
+        } else if reqs.is_empty() {
+            bail!(
+                "{}: xdp-syn-rate needs the XDP program: name an interface with \
+                 'xdp-interface IFACE' (global) or 'bind ... interface IFACE'",
+                rate.origin
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses binds that HAProxy could not bind either: a port some other socket
 /// listens on (sk_lookup would silently steal its connections), or an address
 /// that is not local (nothing would ever arrive).
@@ -162,6 +194,9 @@ fn check_binds(cfg: &Config) -> Result<()> {
 
 struct Ctx {
     cfg: Config,
+    /// Per frontend: its `tcp-request connection` rules, compiled; applied at
+    /// accept to connections the XDP program did not see.
+    acls: Vec<Option<l4acl::Table>>,
     state: Arc<State>,
     splicer: Option<Splicer>,
     /// `maxconn` in global and per frontend: accept pauses while they are used up.
@@ -196,6 +231,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     }
     check_capacity(&cfg)?;
     check_binds(&cfg)?;
+    check_xdp(&cfg, opts.no_xdp)?;
     let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
     tracing::info!(
         "open files limit {nofile}: at most ~{} proxied connections (two sockets each)",
@@ -209,7 +245,12 @@ pub fn run(opts: RunOpts) -> Result<()> {
 }
 
 async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
-    let mut loaded = bpf::load(&opts.instance, !opts.no_splice)
+    let xdp_reqs = if opts.no_xdp {
+        Vec::new()
+    } else {
+        xdp::interfaces(&cfg)
+    };
+    let mut loaded = bpf::load(&opts.instance, !opts.no_splice, !xdp_reqs.is_empty())
         .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
     match &loaded.splice {
         Ok(()) => tracing::info!("data path: in-kernel splice (sockhash + sk_skb verdict)"),
@@ -219,6 +260,36 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         tokio::spawn(forward_ebpf_logs(logger));
     }
     let mut maps = Maps::take(&mut loaded.ebpf).context("taking the maps")?;
+    let mut front = FrontDoor::new(XdpMaps::take(&mut loaded.ebpf).context("taking the XDP maps")?);
+    let acls: Vec<Option<l4acl::Table>> = cfg
+        .frontends
+        .iter()
+        .map(|f| l4acl::compile(&f.tcp_request_connection))
+        .collect();
+    let names: Vec<(&str, usize)> = cfg
+        .frontends
+        .iter()
+        .zip(&acls)
+        .map(|(f, t)| (f.name.as_str(), t.as_ref().map_or(0, |t| t.rules)))
+        .collect();
+    front.set_frontends(&names).context("writing LB_FE_META")?;
+    let tables: Vec<Option<&l4acl::Table>> = acls.iter().map(|t| t.as_ref()).collect();
+    front
+        .install_acls(&tables)
+        .context("writing the tcp-request connection rules to the ACL tries")?;
+    front
+        .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
+        .context("writing LB_XDP_CFG")?;
+    for (f, t) in cfg.frontends.iter().zip(&acls) {
+        if let Some(t) = t {
+            tracing::info!(
+                "frontend '{}': {} tcp-request connection rules -> {} ACL entries",
+                f.name,
+                t.rules,
+                t.len()
+            );
+        }
+    }
     let state = Arc::new(State::from_config(&cfg));
     for s in &state.servers {
         maps.srv_meta
@@ -241,8 +312,16 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
                 .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
             set_listener(&mut maps.listeners, idx, &l)?;
             accept_sockets.push((fe_idx, l));
-            for k in keys.iter().filter(|k| k.family == family) {
-                insert_bind(&mut maps.binds, k, idx)?;
+            for b in &fe.binds {
+                // check_xdp made sure the interface exists.
+                let ifindex = b.interface.as_deref().and_then(xdp::ifindex).unwrap_or(0);
+                for k in keys_of(b).iter().filter(|k| k.family == family) {
+                    let t = BindTarget {
+                        listener: idx,
+                        ifindex,
+                    };
+                    insert_bind(&mut maps.binds, k, t)?;
+                }
             }
         }
         tracing::info!(
@@ -322,7 +401,16 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
     };
     let global_slots = slots(cfg.global.maxconn);
     let frontend_slots = cfg.frontends.iter().map(|f| slots(f.maxconn)).collect();
+    // The program goes on the wire only now that its maps are filled, so no
+    // packet sees a frontend without its rules.
+    if !xdp_reqs.is_empty() {
+        let ifaces = xdp::attach(&mut loaded.ebpf, &xdp_reqs).context("attaching XDP")?;
+        front.set_ifaces(&ifaces).context("writing LB_XDP_IFACES")?;
+    } else if opts.no_xdp {
+        tracing::info!("XDP front door off (--no-xdp)");
+    }
     let ctx = Arc::new(Ctx {
+        acls,
         cfg,
         state: state.clone(),
         splicer,
@@ -441,8 +529,12 @@ fn set_listener(m: &mut SockMap<MapData>, idx: u32, l: &std::net::TcpListener) -
         .with_context(|| format!("inserting listener {idx} into LB_LISTENERS"))
 }
 
-fn insert_bind(m: &mut HashMap<MapData, BindKey, u32>, k: &BindKey, idx: u32) -> Result<()> {
-    m.insert(k, idx, 0)
+fn insert_bind(
+    m: &mut HashMap<MapData, BindKey, BindTarget>,
+    k: &BindKey,
+    t: BindTarget,
+) -> Result<()> {
+    m.insert(k, t, 0)
         .with_context(|| format!("inserting bind key {k:?} into LB_BINDS"))
 }
 
@@ -498,6 +590,15 @@ async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
         let permits = take_slots(&ctx, fe_idx).await;
         match l.accept().await {
             Ok((client, peer)) => {
+                if xdp::rejects(ctx.acls[fe_idx].as_ref(), peer.ip()) {
+                    // As HAProxy's `tcp-request connection reject`: closed at
+                    // once, without lingering. A connection only gets here when
+                    // the XDP program did not see it (loopback, another
+                    // interface, --no-xdp, IP fragments).
+                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    tracing::debug!("frontend {fe_idx}: {peer} rejected by tcp-request connection");
+                    continue;
+                }
                 let ctx = ctx.clone();
                 tokio::spawn(async move { handle(ctx, fe_idx, client, peer, permits).await });
             }

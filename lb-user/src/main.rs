@@ -33,6 +33,11 @@ enum Cmd {
         /// 4 MiB, or `tune.lb.splice-budget` from the config).
         #[arg(long, value_parser = parse_size)]
         splice_budget: Option<u64>,
+        /// Do not attach the XDP front door to the interfaces the config names
+        /// (`xdp-interface`, `bind ... interface`): no per-frontend wire counters,
+        /// no SYN rate limit; `tcp-request connection` rules still apply, at accept.
+        #[arg(long)]
+        no_xdp: bool,
     },
     /// Validate a configuration like `haproxy -c`: exit 0 if valid, 1 otherwise.
     /// Prints HAProxy's warnings and what `lb run` does not apply yet.
@@ -46,6 +51,26 @@ enum Cmd {
     Show {
         #[command(subcommand)]
         what: ShowWhat,
+    },
+    /// The XDP front door of a running instance.
+    Xdp {
+        #[command(subcommand)]
+        what: XdpWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum XdpWhat {
+    /// Interfaces (mode, program id), per-frontend counters summed over CPUs
+    /// (packets, bytes, SYNs, ACL and SYN-rate drops) and the program's global
+    /// counters.
+    Status {
+        /// Instance name given to `lb run`.
+        #[arg(long, default_value = "default", value_parser = parse_instance)]
+        instance: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -127,13 +152,26 @@ fn real_main() -> Result<()> {
             ready_file,
             no_splice,
             splice_budget,
+            no_xdp,
         } => daemon::run(daemon::RunOpts {
             files,
             instance,
             ready_file,
             no_splice,
             splice_budget,
+            no_xdp,
         }),
+        Cmd::Xdp {
+            what: XdpWhat::Status { instance, json },
+        } => {
+            let s = show::xdp_status(&instance)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).context("json")?);
+            } else {
+                show::print_xdp_status(&s);
+            }
+            Ok(())
+        }
         Cmd::Check { files } => {
             // The files (and directories) form one configuration, as
             // `haproxy -c -f A -f B`.

@@ -4,7 +4,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use lb_common::{maps, stat, ServerKStats, ServerMeta, ServerState, AF_INET, MAX_SERVERS};
+use lb_common::{
+    maps, stat, FrontendMeta, ServerKStats, ServerMeta, ServerState, XdpFeStats, XdpIface, AF_INET,
+    MAX_FRONTENDS, MAX_SERVERS, MAX_XDP_IFACES,
+};
 use serde::Serialize;
 
 use crate::bpf::pin_dir;
@@ -154,4 +157,145 @@ pub fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
     for r in rows {
         line(r.iter().map(|s| s.as_str()).collect());
     }
+}
+
+/// One frontend's XDP counters, summed over CPUs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct XdpFrontend {
+    pub frontend: String,
+    /// `tcp-request connection` rules compiled into the ACL tries.
+    pub acl_rules: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub syns: u64,
+    pub acl_drops: u64,
+    pub syn_drops: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct XdpAttachment {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mode: &'static str,
+    pub prog_id: u32,
+}
+
+/// `lb xdp status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct XdpStatus {
+    pub interfaces: Vec<XdpAttachment>,
+    pub frontends: Vec<XdpFrontend>,
+    /// The program's global counters (the `xdp_*` rows of `lb show stats`).
+    pub counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
+    let dir = pin_dir(instance);
+    let ifaces: Array<MapData, XdpIface> = open(&dir, maps::XDP_IFACES)?.try_into()?;
+    let meta: Array<MapData, FrontendMeta> = open(&dir, maps::FE_META)?.try_into()?;
+    let st: PerCpuArray<MapData, XdpFeStats> = open(&dir, maps::XDP_FE_STATS)?.try_into()?;
+    let mut interfaces = Vec::new();
+    for i in 0..MAX_XDP_IFACES {
+        let f = ifaces
+            .get(&i, 0)
+            .with_context(|| format!("LB_XDP_IFACES[{i}]"))?;
+        if f.mode != 0 {
+            interfaces.push(XdpAttachment {
+                interface: crate::xdp::cstr(&f.name),
+                ifindex: f.ifindex,
+                mode: crate::xdp::mode_name(f.mode),
+                prog_id: f.prog_id,
+            });
+        }
+    }
+    let mut frontends = Vec::new();
+    for i in 0..MAX_FRONTENDS {
+        let m = meta
+            .get(&i, 0)
+            .with_context(|| format!("LB_FE_META[{i}]"))?;
+        if m.in_use == 0 {
+            break;
+        }
+        let mut row = XdpFrontend {
+            frontend: crate::xdp::cstr(&m.name),
+            acl_rules: m.acl_rules,
+            ..Default::default()
+        };
+        for s in st
+            .get(&i, 0)
+            .with_context(|| format!("LB_XDP_FE_STATS[{i}]"))?
+            .iter()
+        {
+            row.packets += s.packets;
+            row.bytes += s.bytes;
+            row.syns += s.syns;
+            row.acl_drops += s.acl_drops;
+            row.syn_drops += s.syn_drops;
+        }
+        frontends.push(row);
+    }
+    let counters = stats(instance)?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("xdp_"))
+        .collect();
+    Ok(XdpStatus {
+        interfaces,
+        frontends,
+        counters,
+    })
+}
+
+pub fn print_xdp_status(s: &XdpStatus) {
+    if s.interfaces.is_empty() {
+        println!("XDP: not attached (no xdp-interface or bind ... interface, or --no-xdp)");
+    } else {
+        let rows: Vec<[String; 4]> = s
+            .interfaces
+            .iter()
+            .map(|i| {
+                [
+                    i.interface.clone(),
+                    i.ifindex.to_string(),
+                    i.mode.to_string(),
+                    i.prog_id.to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["INTERFACE", "IFINDEX", "MODE", "PROG_ID"], &rows);
+    }
+    println!();
+    let rows: Vec<[String; 7]> = s
+        .frontends
+        .iter()
+        .map(|f| {
+            [
+                f.frontend.clone(),
+                f.acl_rules.to_string(),
+                f.packets.to_string(),
+                f.bytes.to_string(),
+                f.syns.to_string(),
+                f.acl_drops.to_string(),
+                f.syn_drops.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "FRONTEND",
+            "ACL_RULES",
+            "PACKETS",
+            "BYTES",
+            "SYNS",
+            "ACL_DROPS",
+            "SYN_DROPS",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<[String; 2]> = s
+        .counters
+        .iter()
+        .map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect();
+    print_table(&["COUNTER", "VALUE"], &rows);
 }

@@ -1100,7 +1100,7 @@ fn runtime_gaps_name_what_lb_run_does_not_apply() {
     option clitcpka
     option logasap
     option nolinger
-    tcp-request connection reject if {{ src 10.0.0.0/8 }}
+    tcp-request connection reject if {{ src_port 1024 }}
     use_backend b if {{ dst_port 81 }}
     disabled
     default_backend b
@@ -1124,12 +1124,22 @@ backend quiet
         .into_iter()
         .map(|(o, w)| (o.line, w))
         .collect();
+    // Applied now, so not gaps: `src` rules, `bind ... interface`.
+    let applied = parse(&format!(
+        "{T}frontend g\n    bind :80 interface lo\n    \
+         tcp-request connection reject if {{ src 10.0.0.0/8 }}\n    default_backend b\n\
+         backend b\n    server s 10.0.0.1:80\n"
+    ));
+    assert_eq!(runtime_gaps(&applied), vec![]);
     let want: Vec<(usize, &str)> = vec![
         (2, "pidfile"),
         (3, "maxsessrate (global)"),
         (14, "option clitcpka/tcpka (frontend 'f')"),
         (16, "option nolinger (frontend 'f')"),
-        (17, "tcp-request connection reject (frontend 'f')"),
+        (
+            17,
+            "tcp-request connection with a 'src_port' condition (only 'src' is applied) (frontend 'f')",
+        ),
         (18, "use_backend b (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
         (24, "timeout tunnel (backend 'b')"),

@@ -15,7 +15,9 @@
 //! `send-proxy`/`send-proxy-v2`, `slowstart`, `on-marked-down
 //! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
 //! `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`, `timeout
-//! connect|client|server`, `tune.lb.splice-budget`. Keep this list and
+//! connect|client|server`, `tune.lb.splice-budget`, `bind ... interface`,
+//! `tcp-request connection accept|reject` on `src` conditions, and lb's own
+//! `xdp-interface` and `xdp-syn-rate`. Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
 
@@ -84,15 +86,9 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             gap(&u.origin, format!("use_backend {} ({scope})", u.backend));
         }
         for r in &f.tcp_request_connection {
-            let action = match r.action {
-                TcpRequestAction::Accept => "accept",
-                TcpRequestAction::Reject => "reject",
-                TcpRequestAction::ExpectProxy => "expect-proxy layer4",
-            };
-            gap(
-                &r.origin,
-                format!("tcp-request connection {action} ({scope})"),
-            );
+            if let Some(why) = crate::l4acl::unsupported(r) {
+                gap(&r.origin, format!("{why} ({scope})"));
+            }
         }
         if let Some(v) = &f.timeout_client_fin {
             gap(&v.origin, format!("timeout client-fin ({scope})"));
@@ -107,9 +103,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         }
         for b in &f.binds {
             let mut setting = |what: &str| gap(&b.origin, format!("bind {what} ({scope})"));
-            if let Some(i) = &b.interface {
-                setting(&format!("interface {i}"));
-            }
             if let Some(n) = b.backlog.filter(|&n| n > 0) {
                 setting(&format!("backlog {n}"));
             }

@@ -14,6 +14,8 @@ const MAX_THREADS: u32 = 64;
 const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("maxconn", ALL, Act::Run(g_maxconn)),
     kw("tune.lb.splice-budget", ALL, Act::Run(g_splice_budget)),
+    kw("xdp-interface", ALL, Act::Run(g_xdp_interface)),
+    kw("xdp-syn-rate", ALL, Act::Run(g_xdp_syn_rate)),
     kw("log", ALL, Act::Run(g_log)),
     kw("daemon", ALL, Act::Run(g_daemon)),
     kw("master-worker", ALL, Act::Run(g_daemon)),
@@ -122,6 +124,115 @@ fn g_splice_budget(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         return Err(p.err(l.no, v, format!("'{}' must be greater than 0", l.kw.text)));
     }
     p.global.splice_budget = size;
+    Ok(())
+}
+
+/// A Linux interface name: 1-15 bytes, no '/', ':' or whitespace (IFNAMSIZ).
+pub(crate) fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "interface name '{name}' must be 1 to 15 characters long"
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("invalid interface name '{name}'"));
+    }
+    Ok(())
+}
+
+fn g_xdp_interface(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "<interface> [native|skb]")?;
+    check_ifname(&v.text).map_err(|m| p.err(l.no, v, m))?;
+    let mode = match l.args.get(1) {
+        None => XdpAttach::Auto,
+        Some(m) => match m.text.as_str() {
+            "native" => XdpAttach::Native,
+            "skb" => XdpAttach::Skb,
+            _ => {
+                return Err(p.err(
+                    l.no,
+                    m,
+                    format!(
+                        "invalid mode '{}' for 'xdp-interface': expected 'native' or 'skb'",
+                        m.text
+                    ),
+                ))
+            }
+        },
+    };
+    p.no_more(l, 2, &l.kw.text)?;
+    if p.global
+        .xdp_interfaces
+        .iter()
+        .any(|i| i.value.name == v.text)
+    {
+        return Err(p.err(
+            l.no,
+            v,
+            format!("interface '{}' is already named by 'xdp-interface'", v.text),
+        ));
+    }
+    let origin = p.origin(l.no);
+    p.global.xdp_interfaces.push(Located {
+        value: XdpInterface {
+            name: v.text.clone(),
+            mode,
+        },
+        origin,
+    });
+    Ok(())
+}
+
+fn g_xdp_syn_rate(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    const EXPECTS: &str = "<rate> per-source [burst <n>]";
+    let v = p.arg(l, 0, EXPECTS)?;
+    let per_second = parse_u32(&v.text, 1)
+        .map_err(|m| p.err(l.no, v, format!("invalid rate for 'xdp-syn-rate': {m}")))?;
+    let scope = p.arg(l, 1, EXPECTS)?;
+    if scope.text != "per-source" {
+        return Err(p.err(
+            l.no,
+            scope,
+            format!(
+                "'xdp-syn-rate' expects 'per-source' after the rate, not '{}'",
+                scope.text
+            ),
+        ));
+    }
+    let mut burst = per_second;
+    if let Some(b) = l.args.get(2) {
+        if b.text != "burst" {
+            return Err(p.err(
+                l.no,
+                b,
+                format!(
+                    "unexpected '{}' in 'xdp-syn-rate': expected 'burst <n>'",
+                    b.text
+                ),
+            ));
+        }
+        let n = p.arg(l, 3, EXPECTS)?;
+        burst = parse_u32(&n.text, 1)
+            .map_err(|m| p.err(l.no, n, format!("invalid burst for 'xdp-syn-rate': {m}")))?;
+        p.no_more(l, 4, &l.kw.text)?;
+    }
+    if per_second > 1_000_000_000 {
+        return Err(p.err(
+            l.no,
+            v,
+            "'xdp-syn-rate' is at most 1000000000 per second".to_string(),
+        ));
+    }
+    let origin = p.origin(l.no);
+    p.global.xdp_syn_rate = Some(Located {
+        value: SynRate { per_second, burst },
+        origin,
+    });
     Ok(())
 }
 

@@ -74,6 +74,41 @@ pub struct Global {
     /// Other accepted global settings, which only tune HAProxy's own process
     /// (`tune.*`, `ssl-default-*`, `spread-checks`, ...): the keyword.
     pub other: Vec<Located<String>>,
+    /// `xdp-interface IFACE [native|skb]` (lb's own): where the XDP front door
+    /// is attached, in order.
+    pub xdp_interfaces: Vec<Located<XdpInterface>>,
+    /// `xdp-syn-rate N per-source [burst B]` (lb's own): SYNs per second each
+    /// client address may send to the frontends.
+    pub xdp_syn_rate: Option<Located<SynRate>>,
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpAttach {
+    /// Native (driver) mode where the driver has it, generic otherwise (with a
+    /// warning).
+    #[default]
+    Auto,
+    /// `native`: driver mode or fail.
+    Native,
+    /// `skb`: generic mode.
+    Skb,
+}
+
+/// One interface the XDP front door attaches to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpInterface {
+    pub name: String,
+    pub mode: XdpAttach,
+}
+
+/// `xdp-syn-rate`: a token bucket per client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynRate {
+    /// SYNs per second, 1..=1_000_000_000.
+    pub per_second: u32,
+    /// Bucket size (SYNs a quiet source may send at once); defaults to the rate.
+    pub burst: u32,
 }
 
 impl Default for Global {
@@ -94,6 +129,8 @@ impl Default for Global {
             stats_timeout: None,
             stats_maxconn: None,
             other: Vec::new(),
+            xdp_interfaces: Vec::new(),
+            xdp_syn_rate: None,
         }
     }
 }

@@ -1,0 +1,305 @@
+//! `lb_xdp`: the front door on the NIC. Parses Ethernet (up to two VLAN tags),
+//! IPv4 (options) or IPv6 (a fixed depth of extension headers) and TCP; counts
+//! every packet to a configured frontend; drops what `tcp-request connection`
+//! rejects and SYNs over the per-source rate; passes everything else untouched.
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    acl_scope_be, stat, syn_take, AclKey4, AclKey6, BindKey, FrontendMeta, SynBucket, SynSource,
+    XdpConfig, XdpFeStats, XdpIface, ACL_REJECT, AF_INET, AF_INET6, MAX_ACL_ENTRIES, MAX_FRONTENDS,
+    MAX_SYN_SOURCES, MAX_XDP_IFACES, XDP_MAX_EXT_HDRS,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
+
+use crate::{bind_lookup, count};
+
+#[map]
+static LB_XDP_FE_STATS: PerCpuArray<XdpFeStats> = PerCpuArray::with_max_entries(MAX_FRONTENDS, 0);
+#[map]
+static LB_XDP_CFG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+#[map]
+static LB_XDP_ACL4: LpmTrie<AclKey4, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
+#[map]
+static LB_XDP_ACL6: LpmTrie<AclKey6, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
+// Written by userspace only, pinned for `lb xdp status`.
+#[map]
+static LB_XDP_IFACES: Array<XdpIface> = Array::with_max_entries(MAX_XDP_IFACES, 0);
+#[map]
+static LB_FE_META: Array<FrontendMeta> = Array::with_max_entries(MAX_FRONTENDS, 0);
+#[map]
+static LB_XDP_SYN: LruHashMap<SynSource, SynBucket> =
+    LruHashMap::with_max_entries(MAX_SYN_SOURCES, 0);
+
+// EtherTypes and next-header numbers as they sit in the packet.
+const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
+const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
+const IPPROTO_TCP: u8 = 6;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+/// IPv4 `frags` field: MF flag and fragment offset bits (network order on the wire).
+const IP_MF_OFFSET: u16 = 0x3FFF;
+
+/// Why a packet was not parsed to its TCP header.
+enum Stop {
+    /// Not TCP over IP: nothing to do.
+    Other,
+    Truncated,
+    Malformed,
+    Fragment,
+    ExtDepth,
+}
+
+/// A TCP packet's addresses, port and flags.
+struct Tcp {
+    family: u32,
+    src: [u8; 16],
+    dst: [u8; 16],
+    dport: u16,
+    syn: bool,
+}
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    count(stat::XDP_SEEN);
+    match parse(&ctx) {
+        Ok(tcp) => try_frontend(&ctx, &tcp),
+        Err(Stop::Other) => XDP_PASS,
+        Err(Stop::Truncated) => counted(stat::XDP_TRUNCATED, XDP_PASS),
+        Err(Stop::Malformed) => counted(stat::XDP_MALFORMED, XDP_DROP),
+        Err(Stop::Fragment) => counted(stat::XDP_FRAGMENT, XDP_PASS),
+        Err(Stop::ExtDepth) => counted(stat::XDP_EXT_DEPTH, XDP_PASS),
+    }
+}
+
+#[inline(always)]
+fn counted(idx: u32, action: u32) -> u32 {
+    count(idx);
+    action
+}
+
+/// The one bounds check: a pointer to a `T` at `off`, if the packet holds it.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Stop> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return Err(Stop::Truncated);
+    }
+    Ok((start + off) as *const T)
+}
+
+fn parse(ctx: &XdpContext) -> Result<Tcp, Stop> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let mut proto = unsafe { (*eth).ether_type };
+    let mut off = EthHdr::LEN;
+    // Up to two tags (802.1Q, or 802.1ad outer + 802.1Q inner).
+    for _ in 0..2 {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        proto = unsafe { (*vlan).ether_type };
+        off += VlanHdr::LEN;
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(ctx, off),
+        ETH_P_IPV6 => parse_ipv6(ctx, off),
+        _ => Err(Stop::Other),
+    }
+}
+
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+    let (vihl, tot_len, frags, proto) = unsafe {
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).tot_len),
+            u16::from_be_bytes((*ip).frags),
+            (*ip).proto,
+        )
+    };
+    let ihl = ((vihl & 0x0F) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || ihl > tot_len as usize {
+        return Err(Stop::Malformed);
+    }
+    if frags & IP_MF_OFFSET != 0 {
+        return Err(Stop::Fragment);
+    }
+    if proto != IPPROTO_TCP {
+        return Err(Stop::Other);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    unsafe {
+        src[..4].copy_from_slice(&(*ip).src_addr);
+        dst[..4].copy_from_slice(&(*ip).dst_addr);
+    }
+    parse_tcp(ctx, off + ihl, AF_INET, src, dst)
+}
+
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+    let (version, mut next, src, dst) = unsafe {
+        (
+            (*ip).vcf[0] >> 4,
+            (*ip).next_hdr,
+            (*ip).src_addr,
+            (*ip).dst_addr,
+        )
+    };
+    if version != 6 {
+        return Err(Stop::Malformed);
+    }
+    let mut off = off + Ipv6Hdr::LEN;
+    for _ in 0..XDP_MAX_EXT_HDRS {
+        match next {
+            IPPROTO_TCP => return parse_tcp(ctx, off, AF_INET6, src, dst),
+            NEXTHDR_FRAGMENT => return Err(Stop::Fragment),
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
+                // Next header, then the length: in 8-octet units beyond the
+                // first 8 for most, in 4-octet units beyond the first 8 for AH.
+                let ext: *const [u8; 2] = ptr_at(ctx, off)?;
+                let (n, len) = unsafe { ((*ext)[0], (*ext)[1] as usize) };
+                let bytes = if next == NEXTHDR_AUTH {
+                    (len + 2) * 4
+                } else {
+                    (len + 1) * 8
+                };
+                next = n;
+                off += bytes;
+            }
+            _ => return Err(Stop::Other),
+        }
+    }
+    if next == IPPROTO_TCP {
+        return parse_tcp(ctx, off, AF_INET6, src, dst);
+    }
+    Err(Stop::ExtDepth)
+}
+
+fn parse_tcp(
+    ctx: &XdpContext,
+    off: usize,
+    family: u32,
+    src: [u8; 16],
+    dst: [u8; 16],
+) -> Result<Tcp, Stop> {
+    let tcp: *const TcpHdr = ptr_at(ctx, off)?;
+    let (dport, doff, syn, ack) = unsafe {
+        (
+            u16::from_be_bytes((*tcp).dest),
+            (*tcp).doff(),
+            (*tcp).syn() != 0,
+            (*tcp).ack() != 0,
+        )
+    };
+    if doff < 5 {
+        return Err(Stop::Malformed);
+    }
+    Ok(Tcp {
+        family,
+        src,
+        dst,
+        dport,
+        syn: syn && !ack,
+    })
+}
+
+fn try_frontend(ctx: &XdpContext, tcp: &Tcp) -> u32 {
+    // The frontend as `lb_dispatch` will steer the packet.
+    let mut key = BindKey {
+        family: tcp.family,
+        port_host: tcp.dport as u32,
+        addr_be: tcp.dst,
+    };
+    let Some(listener) = bind_lookup(&mut key, ctx.ingress_ifindex() as u32) else {
+        return XDP_PASS;
+    };
+    let fe = listener >> 1;
+    let Some(st) = LB_XDP_FE_STATS.get_ptr_mut(fe) else {
+        return XDP_PASS;
+    };
+    // Per-CPU slot: no other writer.
+    let st = unsafe { &mut *st };
+    count(stat::XDP_FRONTEND);
+    st.packets += 1;
+    st.bytes += (ctx.data_end() - ctx.data()) as u64;
+    if tcp.syn {
+        st.syns += 1;
+    }
+    let Some(cfg) = LB_XDP_CFG.get(0) else {
+        return XDP_PASS;
+    };
+    if acl_rejects(cfg.acl_gen, fe, tcp) {
+        st.acl_drops += 1;
+        return counted(stat::XDP_ACL_DROP, XDP_DROP);
+    }
+    if tcp.syn && cfg.syn_interval_ns != 0 && !syn_allowed(cfg, tcp) {
+        st.syn_drops += 1;
+        return counted(stat::XDP_SYN_DROP, XDP_DROP);
+    }
+    XDP_PASS
+}
+
+/// The longest prefix in force for this frontend decides; no entry (a frontend
+/// without rules) accepts.
+#[inline(always)]
+fn acl_rejects(gen: u32, fe: u32, tcp: &Tcp) -> bool {
+    let scope_be = acl_scope_be(fe, gen);
+    let action = if tcp.family == AF_INET {
+        let mut addr_be = [0u8; 4];
+        addr_be.copy_from_slice(&tcp.src[..4]);
+        let key = Key::new(64, AclKey4 { scope_be, addr_be });
+        LB_XDP_ACL4.get(&key).copied()
+    } else {
+        let key = Key::new(
+            160,
+            AclKey6 {
+                scope_be,
+                addr_be: tcp.src,
+            },
+        );
+        LB_XDP_ACL6.get(&key).copied()
+    };
+    action == Some(ACL_REJECT)
+}
+
+/// Takes one SYN from the source's bucket. CPUs update a bucket without a lock:
+/// under a race a source may get a SYN or two more than its rate, never fewer.
+#[inline(always)]
+fn syn_allowed(cfg: &XdpConfig, tcp: &Tcp) -> bool {
+    let key = SynSource {
+        family: tcp.family,
+        addr_be: tcp.src,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match LB_XDP_SYN.get_ptr_mut(&key) {
+        Some(b) => {
+            let (ok, next) = syn_take(unsafe { *b }, now, cfg.syn_interval_ns, cfg.syn_cap_ns);
+            unsafe { *b = next };
+            ok
+        }
+        None => {
+            // A new source starts with a full bucket, minus this SYN.
+            let full = SynBucket {
+                credit_ns: cfg.syn_cap_ns,
+                last_ns: now,
+            };
+            let (ok, next) = syn_take(full, now, cfg.syn_interval_ns, cfg.syn_cap_ns);
+            let _ = LB_XDP_SYN.insert(&key, &next, 0);
+            ok
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The XDP front door: attaching `lb_xdp`, compiling its settings and ACL
+//! tables into maps, and reading its counters back for `lb xdp status`.
+use std::net::IpAddr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, MapData};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use lb_common::{
+    acl_scope_be, maps, progs, AclKey4, AclKey6, FrontendMeta, XdpConfig, XdpIface, ACL_ACCEPT,
+    ACL_REJECT, MAX_XDP_IFACES, XDP_MODE_NATIVE, XDP_MODE_SKB,
+};
+
+use crate::config::{Config, Origin, SynRate, XdpAttach};
+use crate::l4acl::Table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("program {}: {source}", progs::XDP)]
+    Program {
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("{origin}: interface '{iface}' does not exist")]
+    NoInterface { origin: Origin, iface: String },
+    #[error("{origin}: attaching XDP to '{iface}' in {mode} mode: {source}")]
+    Attach {
+        origin: Origin,
+        iface: String,
+        mode: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("more than {MAX_XDP_IFACES} XDP interfaces configured")]
+    TooManyInterfaces,
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {name} missing from the eBPF object")]
+    MissingMap { name: &'static str },
+}
+
+/// One interface to attach to, and the line that asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceReq {
+    pub name: String,
+    pub mode: XdpAttach,
+    pub origin: Origin,
+}
+
+/// The interfaces a configuration names: `xdp-interface` lines first, then
+/// the `bind ... interface` ones not named there (in automatic mode).
+pub fn interfaces(cfg: &Config) -> Vec<IfaceReq> {
+    let mut out: Vec<IfaceReq> = cfg
+        .global
+        .xdp_interfaces
+        .iter()
+        .map(|i| IfaceReq {
+            name: i.value.name.clone(),
+            mode: i.value.mode,
+            origin: i.origin.clone(),
+        })
+        .collect();
+    for b in cfg.frontends.iter().flat_map(|f| &f.binds) {
+        if let Some(name) = &b.interface {
+            if !out.iter().any(|r| &r.name == name) {
+                out.push(IfaceReq {
+                    name: name.clone(),
+                    mode: XdpAttach::Auto,
+                    origin: b.origin.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The interface index of `name`, if it exists in this network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+pub(crate) fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn name16(s: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = s.len().min(15);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+fn name64(s: &str) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let n = s.len().min(63);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let missing = || XdpError::Program {
+        source: Box::new(aya::programs::ProgramError::NotLoaded),
+    };
+    ebpf.program_mut(progs::XDP)
+        .ok_or_else(missing)?
+        .try_into()
+        .map_err(|e| XdpError::Program {
+            source: Box::new(e),
+        })
+}
+
+/// Loads `lb_xdp` (the verifier runs here).
+pub fn load(ebpf: &mut Ebpf) -> Result<(), XdpError> {
+    program(ebpf)?.load().map_err(|e| XdpError::Program {
+        source: Box::new(e),
+    })
+}
+
+/// Attaches the loaded program to every interface: native mode where the driver
+/// has it (automatic mode falls back to generic with a warning). The links belong
+/// to `ebpf`: dropping it detaches them.
+pub fn attach(ebpf: &mut Ebpf, reqs: &[IfaceReq]) -> Result<Vec<XdpIface>, XdpError> {
+    if reqs.len() > MAX_XDP_IFACES as usize {
+        return Err(XdpError::TooManyInterfaces);
+    }
+    let prog = program(ebpf)?;
+    let prog_id = prog
+        .info()
+        .map_err(|e| XdpError::Program {
+            source: Box::new(e),
+        })?
+        .id();
+    let mut out = Vec::new();
+    for r in reqs {
+        let idx = ifindex(&r.name).ok_or_else(|| XdpError::NoInterface {
+            origin: r.origin.clone(),
+            iface: r.name.clone(),
+        })?;
+        let attach_err = |mode, source| XdpError::Attach {
+            origin: r.origin.clone(),
+            iface: r.name.clone(),
+            mode,
+            source: Box::new(source),
+        };
+        let mode = match r.mode {
+            XdpAttach::Native => {
+                prog.attach_to_if_index(idx, XdpMode::Driver)
+                    .map_err(|e| attach_err("native", e))?;
+                XDP_MODE_NATIVE
+            }
+            XdpAttach::Skb => {
+                prog.attach_to_if_index(idx, XdpMode::Skb)
+                    .map_err(|e| attach_err("skb", e))?;
+                XDP_MODE_SKB
+            }
+            XdpAttach::Auto => match prog.attach_to_if_index(idx, XdpMode::Driver) {
+                Ok(_) => XDP_MODE_NATIVE,
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: interface {}: native XDP unavailable ({e}); using generic (skb) mode, \
+                         which runs after the kernel allocated the packet",
+                        r.origin,
+                        r.name
+                    );
+                    prog.attach_to_if_index(idx, XdpMode::Skb)
+                        .map_err(|e| attach_err("skb", e))?;
+                    XDP_MODE_SKB
+                }
+            },
+        };
+        tracing::info!(
+            "XDP front door on {} ({}, program id {prog_id})",
+            r.name,
+            mode_name(mode)
+        );
+        out.push(XdpIface {
+            name: name16(&r.name),
+            ifindex: idx,
+            mode,
+            prog_id,
+            _pad: 0,
+        });
+    }
+    Ok(out)
+}
+
+pub fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_SKB => "skb",
+        _ => "-",
+    }
+}
+
+/// `xdp-syn-rate` as the program's credit arithmetic: (interval, cap) in ns.
+pub fn syn_credit(rate: Option<SynRate>) -> (u64, u64) {
+    match rate {
+        None => (0, 0),
+        Some(r) => {
+            let interval = (1_000_000_000u64 / r.per_second as u64).max(1);
+            (interval, interval.saturating_mul(r.burst as u64))
+        }
+    }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> XdpError {
+    move |source| XdpError::Map { name, source }
+}
+
+/// The maps the front door's settings live in.
+pub struct XdpMaps {
+    pub cfg: Array<MapData, XdpConfig>,
+    pub acl4: LpmTrie<MapData, AclKey4, u32>,
+    pub acl6: LpmTrie<MapData, AclKey6, u32>,
+    pub ifaces: Array<MapData, XdpIface>,
+    pub fe_meta: Array<MapData, FrontendMeta>,
+}
+
+macro_rules! take {
+    ($ebpf:expr, $name:expr) => {
+        $ebpf
+            .take_map($name)
+            .ok_or(XdpError::MissingMap { name: $name })?
+            .try_into()
+            .map_err(map_err($name))?
+    };
+}
+
+impl XdpMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, XdpError> {
+        Ok(Self {
+            cfg: take!(ebpf, maps::XDP_CFG),
+            acl4: take!(ebpf, maps::XDP_ACL4),
+            acl6: take!(ebpf, maps::XDP_ACL6),
+            ifaces: take!(ebpf, maps::XDP_IFACES),
+            fe_meta: take!(ebpf, maps::FE_META),
+        })
+    }
+}
+
+/// The ACL tables in force, as two generations: a new set of tables is written
+/// under the generation not in force, then `XdpConfig::acl_gen` is flipped (one
+/// map update, atomic for the program), then the old generation is deleted. A
+/// packet sees the old rules or the new ones, never none.
+pub struct FrontDoor {
+    pub maps: XdpMaps,
+    gen: u32,
+    syn: (u64, u64),
+    live4: Vec<Key<AclKey4>>,
+    live6: Vec<Key<AclKey6>>,
+}
+
+impl FrontDoor {
+    pub fn new(maps: XdpMaps) -> Self {
+        Self {
+            maps,
+            gen: 0,
+            syn: (0, 0),
+            live4: Vec::new(),
+            live6: Vec::new(),
+        }
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.gen
+    }
+
+    fn write_cfg(&mut self, gen: u32) -> Result<(), XdpError> {
+        let cfg = XdpConfig {
+            acl_gen: gen,
+            _pad: 0,
+            syn_interval_ns: self.syn.0,
+            syn_cap_ns: self.syn.1,
+        };
+        self.maps.cfg.set(0, cfg, 0).map_err(map_err(maps::XDP_CFG))
+    }
+
+    /// Sets the SYN rate limit (None: off).
+    pub fn set_syn_rate(&mut self, rate: Option<SynRate>) -> Result<(), XdpError> {
+        self.syn = syn_credit(rate);
+        self.write_cfg(self.gen)
+    }
+
+    /// Frontend names for `lb xdp status`.
+    pub fn set_frontends(&mut self, names: &[(&str, usize)]) -> Result<(), XdpError> {
+        for (i, (name, rules)) in names.iter().enumerate() {
+            let meta = FrontendMeta {
+                name: name64(name),
+                in_use: 1,
+                acl_rules: *rules as u32,
+            };
+            self.maps
+                .fe_meta
+                .set(i as u32, meta, 0)
+                .map_err(map_err(maps::FE_META))?;
+        }
+        Ok(())
+    }
+
+    pub fn set_ifaces(&mut self, ifaces: &[XdpIface]) -> Result<(), XdpError> {
+        for (i, f) in ifaces.iter().enumerate() {
+            self.maps
+                .ifaces
+                .set(i as u32, *f, 0)
+                .map_err(map_err(maps::XDP_IFACES))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces every frontend's ACL table (index = frontend, None = no rules).
+    /// On error the rules in force stay as they were.
+    pub fn install_acls(&mut self, tables: &[Option<&Table>]) -> Result<(), XdpError> {
+        let next = self.gen ^ 1;
+        let mut new4 = Vec::new();
+        let mut new6 = Vec::new();
+        let res = (|| {
+            for (fe, t) in tables.iter().enumerate() {
+                let Some(t) = t else { continue };
+                let scope_be = acl_scope_be(fe as u32, next);
+                for (len, addr, reject) in t.v4() {
+                    let k = Key::new(
+                        32 + len as u32,
+                        AclKey4 {
+                            scope_be,
+                            addr_be: addr.octets(),
+                        },
+                    );
+                    self.maps
+                        .acl4
+                        .insert(&k, action(reject), 0)
+                        .map_err(map_err(maps::XDP_ACL4))?;
+                    new4.push(k);
+                }
+                for (len, addr, reject) in t.v6() {
+                    let k = Key::new(
+                        32 + len as u32,
+                        AclKey6 {
+                            scope_be,
+                            addr_be: addr.octets(),
+                        },
+                    );
+                    self.maps
+                        .acl6
+                        .insert(&k, action(reject), 0)
+                        .map_err(map_err(maps::XDP_ACL6))?;
+                    new6.push(k);
+                }
+            }
+            self.write_cfg(next)
+        })();
+        if let Err(e) = res {
+            // The new generation never came into force: remove what was written.
+            for k in &new4 {
+                let _ = self.maps.acl4.remove(k);
+            }
+            for k in &new6 {
+                let _ = self.maps.acl6.remove(k);
+            }
+            return Err(e);
+        }
+        self.gen = next;
+        for k in std::mem::replace(&mut self.live4, new4) {
+            let _ = self.maps.acl4.remove(&k);
+        }
+        for k in std::mem::replace(&mut self.live6, new6) {
+            let _ = self.maps.acl6.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Entries in the ACL tries (both generations; after an install, only the one
+    /// in force).
+    pub fn acl_entries(&self) -> usize {
+        self.maps.acl4.keys().count() + self.maps.acl6.keys().count()
+    }
+}
+
+fn action(reject: bool) -> u32 {
+    if reject {
+        ACL_REJECT
+    } else {
+        ACL_ACCEPT
+    }
+}
+
+/// `lb_xdp` loaded with its maps filled from a configuration, attached nowhere:
+/// for running packets through it with `BPF_PROG_TEST_RUN` (tests, benchmarks).
+pub struct Standalone {
+    pub ebpf: Ebpf,
+    pub front: FrontDoor,
+    pub tables: Vec<Option<Table>>,
+    stats: aya::maps::PerCpuArray<MapData, u64>,
+    fe_stats: aya::maps::PerCpuArray<MapData, lb_common::XdpFeStats>,
+}
+
+impl Standalone {
+    pub fn new(cfg: &Config) -> Result<Self, crate::bpf::BpfError> {
+        use crate::bpf::BpfError;
+        if crate::bpf::OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
+        let mut ebpf = aya::EbpfLoader::new().load(crate::bpf::OBJECT)?;
+        let xdp_err = |e: XdpError| BpfError::Xdp(Box::new(e));
+        load(&mut ebpf).map_err(xdp_err)?;
+        let mut binds: aya::maps::HashMap<MapData, lb_common::BindKey, lb_common::BindTarget> =
+            ebpf.take_map(maps::BINDS)
+                .ok_or(BpfError::MissingMap { name: maps::BINDS })?
+                .try_into()
+                .map_err(|source| BpfError::Map {
+                    name: maps::BINDS,
+                    source,
+                })?;
+        for (fe, f) in cfg.frontends.iter().enumerate() {
+            for k in crate::daemon::bind_keys(f) {
+                let t = lb_common::BindTarget {
+                    listener: fe as u32 * 2 + (k.family == lb_common::AF_INET6) as u32,
+                    ifindex: 0,
+                };
+                binds.insert(k, t, 0).map_err(|source| BpfError::Map {
+                    name: maps::BINDS,
+                    source,
+                })?;
+            }
+        }
+        fn percpu<V: aya::Pod>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<aya::maps::PerCpuArray<MapData, V>, BpfError> {
+            ebpf.take_map(name)
+                .ok_or(BpfError::MissingMap { name })?
+                .try_into()
+                .map_err(|source| BpfError::Map { name, source })
+        }
+        let stats = percpu(&mut ebpf, maps::STATS)?;
+        let fe_stats = percpu(&mut ebpf, maps::XDP_FE_STATS)?;
+        let mut front = FrontDoor::new(XdpMaps::take(&mut ebpf).map_err(xdp_err)?);
+        let tables: Vec<Option<Table>> = cfg
+            .frontends
+            .iter()
+            .map(|f| crate::l4acl::compile(&f.tcp_request_connection))
+            .collect();
+        let refs: Vec<Option<&Table>> = tables.iter().map(|t| t.as_ref()).collect();
+        front.install_acls(&refs).map_err(xdp_err)?;
+        front
+            .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
+            .map_err(xdp_err)?;
+        Ok(Self {
+            ebpf,
+            front,
+            tables,
+            stats,
+            fe_stats,
+        })
+    }
+
+    /// Runs one packet (a whole Ethernet frame) through `lb_xdp` `repeat` times;
+    /// returns the XDP action and the run's mean duration.
+    pub fn run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), aya::programs::ProgramError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog = program(&mut self.ebpf).map_err(|e| match e {
+            XdpError::Program { source } => *source,
+            _ => aya::programs::ProgramError::NotLoaded,
+        })?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// A global counter (`lb_common::stat::*`), summed over CPUs.
+    pub fn stat(&self, idx: u32) -> Result<u64, aya::maps::MapError> {
+        Ok(self.stats.get(&idx, 0)?.iter().sum())
+    }
+
+    /// A frontend's counters, summed over CPUs.
+    pub fn frontend(&self, fe: u32) -> Result<lb_common::XdpFeStats, aya::maps::MapError> {
+        let mut t = lb_common::XdpFeStats::default();
+        for s in self.fe_stats.get(&fe, 0)?.iter() {
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+            t.syns += s.syns;
+            t.acl_drops += s.acl_drops;
+            t.syn_drops += s.syn_drops;
+        }
+        Ok(t)
+    }
+}
+
+/// Whether the compiled rules reject a client, for connections the XDP program
+/// did not see.
+pub fn rejects(t: Option<&Table>, ip: IpAddr) -> bool {
+    t.is_some_and(|t| t.rejects(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syn_credit_arithmetic() {
+        assert_eq!(syn_credit(None), (0, 0));
+        let r = SynRate {
+            per_second: 100,
+            burst: 20,
+        };
+        assert_eq!(syn_credit(Some(r)), (10_000_000, 200_000_000));
+        let r = SynRate {
+            per_second: 1_000_000_000,
+            burst: 1,
+        };
+        assert_eq!(syn_credit(Some(r)), (1, 1));
+    }
+
+    #[test]
+    fn interfaces_from_global_and_binds() {
+        let text = "global\n xdp-interface veth0 native\n xdp-interface eth1\n\
+                    defaults\n mode tcp\n timeout client 1s\n timeout server 1s\n timeout connect 1s\n\
+                    frontend f\n bind :80 interface veth0\n bind :81 interface veth9\n default_backend b\n\
+                    backend b\n server s 127.0.0.1:1\n";
+        let cfg = crate::config::parse_str(text, std::path::Path::new("x.cfg")).unwrap();
+        let r = interfaces(&cfg);
+        let names: Vec<_> = r.iter().map(|r| (r.name.as_str(), r.mode)).collect();
+        assert_eq!(
+            names,
+            [
+                ("veth0", XdpAttach::Native),
+                ("eth1", XdpAttach::Auto),
+                ("veth9", XdpAttach::Auto)
+            ]
+        );
+        assert_eq!(r[2].origin.line, 11);
+    }
+
+    #[test]
+    fn names_are_truncated_and_padded() {
+        assert_eq!(cstr(&name16("veth0")), "veth0");
+        assert_eq!(cstr(&name64(&"x".repeat(80))).len(), 63);
+    }
+}
