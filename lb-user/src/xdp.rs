@@ -390,9 +390,14 @@ fn action(reject: bool) -> u32 {
 /// `lb_xdp` loaded with its maps filled from a configuration, attached nowhere:
 /// for running packets through it with `BPF_PROG_TEST_RUN` (tests, benchmarks).
 pub struct Standalone {
-    pub ebpf: Ebpf,
+    pub runner: Runner,
     pub front: FrontDoor,
     pub tables: Vec<Option<Table>>,
+}
+
+/// The loaded program and its counters.
+pub struct Runner {
+    pub ebpf: Ebpf,
     stats: aya::maps::PerCpuArray<MapData, u64>,
     fe_stats: aya::maps::PerCpuArray<MapData, lb_common::XdpFeStats>,
 }
@@ -449,14 +454,18 @@ impl Standalone {
             .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
             .map_err(xdp_err)?;
         Ok(Self {
-            ebpf,
+            runner: Runner {
+                ebpf,
+                stats,
+                fe_stats,
+            },
             front,
             tables,
-            stats,
-            fe_stats,
         })
     }
+}
 
+impl Runner {
     /// Runs one packet (a whole Ethernet frame) through `lb_xdp` `repeat` times;
     /// returns the XDP action and the run's mean duration.
     pub fn run(
