@@ -192,17 +192,8 @@ fn check_binds(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-struct Ctx {
-    cfg: Config,
-    /// Per frontend: its `tcp-request connection` rules, compiled; applied at
-    /// accept to connections the XDP program did not see.
-    acls: Vec<Option<l4acl::Table>>,
-    state: Arc<State>,
-    splicer: Option<Splicer>,
-    /// `maxconn` in global and per frontend: accept pauses while they are used up.
-    global_slots: Option<Arc<tokio::sync::Semaphore>>,
-    frontend_slots: Vec<Option<Arc<tokio::sync::Semaphore>>>,
-}
+/// The daemon's shared context: config, live state, limits, runtime API.
+type Ctx = crate::runtime::Live;
 
 pub fn run(opts: RunOpts) -> Result<()> {
     let mut cfg = config::parse_files(&opts.files).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -341,6 +332,8 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         flows,
         events,
         srv_state,
+        srv_kstats,
+        stats,
         ..
     } = maps;
     let (splicer, wake, manager_thread) = if splice_on {
@@ -371,7 +364,7 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
             }
         })
     };
-    let on_change = {
+    let on_change: Arc<dyn Fn(u32) + Send + Sync> = {
         let state = state.clone();
         let splicer = splicer.clone();
         let publish = publish.clone();
@@ -380,7 +373,19 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
             on_server_change(&state, splicer.as_ref(), idx);
         })
     };
-    crate::health::spawn_all(&state, on_change);
+    {
+        // Check-driven changes also feed lastchg, chkdown and downtime.
+        let state = state.clone();
+        let on_change = on_change.clone();
+        crate::health::spawn_all(
+            &state.clone(),
+            Arc::new(move |idx: u32| {
+                let s = &state.servers[idx as usize];
+                s.admin.note_change(s.is_up());
+                on_change(idx);
+            }),
+        );
+    }
     {
         let state = state.clone();
         let publish = publish.clone();
@@ -395,12 +400,6 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         });
     }
 
-    let slots = |n: Option<u32>| {
-        n.filter(|&n| n > 0)
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)))
-    };
-    let global_slots = slots(cfg.global.maxconn);
-    let frontend_slots = cfg.frontends.iter().map(|f| slots(f.maxconn)).collect();
     // The program goes on the wire only now that its maps are filled, so no
     // packet sees a frontend without its rules.
     if !xdp_reqs.is_empty() {
@@ -409,14 +408,39 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
     } else if opts.no_xdp {
         tracing::info!("XDP front door off (--no-xdp)");
     }
+    let mut tcplog = Vec::new();
+    for f in &cfg.frontends {
+        let sink = crate::runtime::tcplog::Sink::for_frontend(&cfg, f)
+            .with_context(|| format!("opening the log targets of frontend '{}'", f.name))?;
+        tcplog.push(sink.map(Arc::new));
+    }
     let ctx = Arc::new(Ctx {
         acls,
+        global_limit: crate::runtime::Limit::new(cfg.global.maxconn),
+        frontend_limits: cfg
+            .frontends
+            .iter()
+            .map(|f| crate::runtime::Limit::new(f.maxconn))
+            .collect(),
         cfg,
         state: state.clone(),
         splicer,
-        global_slots,
-        frontend_slots,
+        publish: publish.clone(),
+        on_change,
+        kernel: Some(std::sync::Mutex::new(crate::runtime::KernelMaps {
+            srv_kstats,
+            stats,
+        })),
+        instance: opts.instance.clone(),
+        splice_on,
+        start_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        start_ns: sys::monotonic_ns(),
+        tcplog,
     });
+    crate::runtime::start_sockets(ctx.clone()).await?;
+
     for (fe_idx, l) in accept_sockets {
         let l = TcpListener::from_std(l).context("registering a listener")?;
         let ctx = ctx.clone();
@@ -569,18 +593,42 @@ pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
     }
 }
 
-/// One slot of each limit that applies, waited for in turn.
+/// One slot of each limit, waited for in turn.
 async fn take_slots(ctx: &Ctx, fe_idx: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
     let mut permits = Vec::new();
-    for sem in [&ctx.global_slots, &ctx.frontend_slots[fe_idx]]
-        .into_iter()
-        .flatten()
-    {
-        if let Ok(p) = sem.clone().acquire_owned().await {
+    for l in [&ctx.global_limit, &ctx.frontend_limits[fe_idx]] {
+        if let Some(p) = l.acquire().await {
             permits.push(p);
         }
     }
     permits
+}
+
+/// What happens when a session ends: frontend counters, the session table,
+/// the tcplog line.
+fn end_session(ctx: &Ctx, s: &crate::admin::Session) {
+    let st = &ctx.state;
+    st.sessions.close(s.id);
+    let f = &st.frontends[s.frontend];
+    f.cur.fetch_sub(1, Ordering::Relaxed);
+    f.bytes_in
+        .fetch_add(s.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+    f.bytes_out
+        .fetch_add(s.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(Some(sink)) = ctx.tcplog.get(s.frontend) {
+        let server = s
+            .server_idx()
+            .and_then(|i| st.servers.get(i as usize))
+            .map(|x| x.name.as_str());
+        let line = crate::runtime::tcplog::line(
+            s,
+            &ctx.cfg.frontends[s.frontend].name,
+            &ctx.cfg.backends[s.backend].name,
+            server,
+            sys::monotonic_ns(),
+        );
+        sink.send(&line, s.accept_unix_ms);
+    }
 }
 
 async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
@@ -668,8 +716,26 @@ async fn handle(
             }
         }
     }
-    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer).await else {
+    let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
+    {
+        let f = &ctx.state.frontends[fe_idx];
+        let cur = f.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        f.max.fetch_max(cur, Ordering::Relaxed);
+        f.total.fetch_add(1, Ordering::Relaxed);
+        sess.conns[0].store(ctx.state.sessions.len() as u32, Ordering::Relaxed);
+        sess.conns[1].store(cur, Ordering::Relaxed);
+    }
+    let guard = {
+        let c = ctx.clone();
+        crate::admin::SessionGuard::new(sess.clone(), Arc::new(move |s| end_session(&c, s)))
+    };
+    sess.bytes_in
+        .fetch_add(early.len() as u64, Ordering::Relaxed);
+    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess).await else {
         // No server could take it: close at once, as HAProxy does.
+        ctx.state.frontends[fe_idx]
+            .denied
+            .fetch_add(1, Ordering::Relaxed);
         return;
     };
     let _ = client.set_nodelay(true);
@@ -704,6 +770,7 @@ async fn handle(
                     server_idx: idx,
                     idle,
                     permits,
+                    session: Some(guard),
                 };
                 if let Err(nc) = splicer.adopt(nc) {
                     fallback_copy(nc, ctx.state.clone()).await;
@@ -712,8 +779,9 @@ async fn handle(
             _ => ctx.state.release(srv.idx),
         }
     } else {
-        userpath::proxy(client, server, ctx.state.clone(), idx, idle).await;
+        userpath::proxy(client, server, ctx.state.clone(), idx, idle, Some(sess)).await;
         drop(permits);
+        drop(guard);
     }
 }
 
@@ -810,11 +878,12 @@ pub fn redispatch_on(retry: u32, retries: u32, interval: Option<i32>) -> bool {
 /// failure: after min(timeout connect, 1 s) to the same server, or at once to
 /// another one when `option redispatch` says so. Counts the connection on the
 /// server it lands on.
-async fn connect_with_retries(
-    ctx: &Ctx,
+async fn connect_with_retries<'a>(
+    ctx: &'a Ctx,
     be_idx: usize,
     peer: SocketAddr,
-) -> Option<(&crate::state::Server, TcpStream)> {
+    sess: &crate::admin::Session,
+) -> Option<(&'a crate::state::Server, TcpStream)> {
     let be = &ctx.cfg.backends[be_idx];
     let connect_timeout = be.timeout_connect.unwrap_or(Duration::from_secs(5));
     let retries = be.retries.as_ref().map_or(3, |r| r.value);
@@ -823,14 +892,46 @@ async fn connect_with_retries(
         .timeout_queue
         .as_ref()
         .map_or(connect_timeout, |t| t.value);
-    let mut srv = queue_for_slot(ctx, be_idx, peer, None, queue_timeout).await?;
+    let ms_since = |ns: u64| (sys::monotonic_ns().saturating_sub(ns) / 1_000_000) as u32;
+    let queue_start = sys::monotonic_ns();
+    let b = &ctx.state.backends[be_idx];
+    sess.queues[1].store(b.queued.load(Ordering::Relaxed), Ordering::Relaxed);
+    let Some(mut srv) = queue_for_slot(ctx, be_idx, peer, None, queue_timeout).await else {
+        let waited = sys::monotonic_ns().saturating_sub(queue_start);
+        // A queue timeout (sQ) or no server able to take it (SC).
+        sess.set_term(if waited >= queue_timeout.as_nanos() as u64 {
+            *b"sQ"
+        } else {
+            *b"SC"
+        });
+        return None;
+    };
+    sess.tw_ms
+        .store(ms_since(sess.accept_ns), Ordering::Relaxed);
     for attempt in 0..=retries {
+        sess.server.store(srv.idx, Ordering::Relaxed);
+        let connect_start = sys::monotonic_ns();
         let (err, timed_out) =
             match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
-                Ok(Ok(s)) => return Some((srv, s)),
+                Ok(Ok(s)) => {
+                    sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
+                    let be_conns: u32 = b
+                        .servers
+                        .iter()
+                        .map(|&i| {
+                            ctx.state.servers[i as usize]
+                                .cur_conns
+                                .load(Ordering::Relaxed)
+                        })
+                        .sum();
+                    sess.conns[2].store(be_conns, Ordering::Relaxed);
+                    sess.conns[3].store(srv.cur_conns.load(Ordering::Relaxed), Ordering::Relaxed);
+                    return Some((srv, s));
+                }
                 Ok(Err(e)) => (e.to_string(), false),
                 Err(_) => ("timeout".to_string(), true),
             };
+        srv.admin.econ.fetch_add(1, Ordering::Relaxed);
         ctx.state.release(srv.idx);
         tracing::debug!(
             "connect to {}/{} (attempt {}): {err}",
@@ -839,8 +940,11 @@ async fn connect_with_retries(
             attempt + 1
         );
         if attempt == retries {
+            sess.set_term(*b"SC");
             break;
         }
+        srv.admin.retries.fetch_add(1, Ordering::Relaxed);
+        sess.retries.fetch_add(1, Ordering::Relaxed);
         let avoid = if redispatch_on(attempt + 1, retries, redispatch) {
             Some(srv.idx)
         } else {
@@ -852,6 +956,9 @@ async fn connect_with_retries(
             }
             None
         };
+        if avoid.is_some() {
+            srv.admin.redispatches.fetch_add(1, Ordering::Relaxed);
+        }
         srv = match avoid {
             Some(_) => queue_for_slot(ctx, be_idx, peer, avoid, queue_timeout).await?,
             // The same server again, as soon as it has a free slot.
@@ -929,7 +1036,10 @@ async fn fallback_copy(nc: NewConn, state: Arc<State>) {
         TcpStream::from_std(nc.client),
         TcpStream::from_std(nc.server),
     ) {
-        (Ok(c), Ok(s)) => userpath::proxy(c, s, state, idx, nc.idle).await,
+        (Ok(c), Ok(s)) => {
+            let sess = nc.session.as_ref().map(|g| g.session.clone());
+            userpath::proxy(c, s, state, idx, nc.idle, sess).await
+        }
         _ => state.release(idx),
     }
 }

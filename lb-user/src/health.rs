@@ -22,6 +22,11 @@ pub fn spawn_all(state: &Arc<State>, on_change: Arc<dyn Fn(u32) + Send + Sync>) 
             tokio::time::sleep(Duration::from_millis(offset)).await;
             loop {
                 let s = &state.servers[idx as usize];
+                if s.admin.checks_disabled.load(Ordering::Relaxed) {
+                    // `disable health`: the state stays as it is until enabled.
+                    tokio::time::sleep(params.inter).await;
+                    continue;
+                }
                 let start = Instant::now();
                 // Without `timeout check`, HAProxy bounds the whole check by `inter`.
                 let ok = match tokio::time::timeout(params.inter, TcpStream::connect(s.addr)).await

@@ -1,6 +1,7 @@
 //! lb: an eBPF-accelerated L4 (TCP) load balancer that speaks HAProxy's config
 //! language. See docs/ARCHITECTURE.md for the maps, programs and the life of one
 //! connection.
+pub mod admin;
 pub mod balance;
 pub mod bpf;
 pub mod btf;
@@ -9,6 +10,7 @@ pub mod daemon;
 pub mod health;
 pub mod l4acl;
 pub mod proxy_proto;
+pub mod runtime;
 pub mod show;
 pub mod splice;
 pub mod state;

@@ -29,6 +29,8 @@ pub struct NewConn {
     pub idle: Option<Duration>,
     /// Frontend/global `maxconn` slots, returned when the connection ends.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// The session's entry (runtime API, tcplog): ends when the pair closes.
+    pub session: Option<crate::admin::SessionGuard>,
 }
 
 /// What the manager does with a pair the kernel cannot take.
@@ -38,6 +40,8 @@ enum Cmd {
     Adopt(NewConn),
     /// Reset every spliced connection of this server (both sides).
     ShutdownServer(u32),
+    /// Reset one session (`shutdown session ID`).
+    ShutdownSession(u64),
 }
 
 /// Handle used by the accept path and the health checks.
@@ -51,7 +55,7 @@ impl Splicer {
     pub fn adopt(&self, c: NewConn) -> Result<(), NewConn> {
         self.tx.send(Cmd::Adopt(c)).map_err(|e| match e.0 {
             Cmd::Adopt(c) => c,
-            Cmd::ShutdownServer(_) => unreachable!("sent an Adopt"),
+            Cmd::ShutdownServer(_) | Cmd::ShutdownSession(_) => unreachable!("sent an Adopt"),
         })?;
         self.wake.notify();
         Ok(())
@@ -60,6 +64,13 @@ impl Splicer {
     /// Closes (with an RST both ways) every spliced connection of `server`.
     pub fn shutdown_server(&self, server: u32) {
         if self.tx.send(Cmd::ShutdownServer(server)).is_ok() {
+            self.wake.notify();
+        }
+    }
+
+    /// Closes (with an RST both ways) the spliced connection of session `id`.
+    pub fn shutdown_session(&self, id: u64) {
+        if self.tx.send(Cmd::ShutdownSession(id)).is_ok() {
             self.wake.notify();
         }
     }
@@ -106,6 +117,7 @@ struct Conn {
     pending: bool,
     /// Dropped with the connection: frees its frontend/global `maxconn` slots.
     _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    session: Option<crate::admin::SessionGuard>,
 }
 
 pub struct Manager {
@@ -196,6 +208,7 @@ impl Manager {
                             match cmd {
                                 Cmd::Adopt(nc) => self.adopt(nc),
                                 Cmd::ShutdownServer(idx) => self.shutdown_server(idx),
+                                Cmd::ShutdownSession(sid) => self.shutdown_session(sid),
                             }
                         }
                     }
@@ -259,6 +272,7 @@ impl Manager {
             server_idx: lb_common::MAX_SERVERS - 1,
             idle: None,
             permits: Vec::new(),
+            session: None,
         };
         self.adopt(nc);
         if self.conns[id as usize].is_none() {
@@ -301,6 +315,17 @@ impl Manager {
         }
     }
 
+    fn shutdown_session(&mut self, sid: u64) {
+        let found = self.conns.iter().position(|c| {
+            c.as_ref()
+                .and_then(|c| c.session.as_ref())
+                .is_some_and(|g| g.session.id == sid)
+        });
+        if let Some(id) = found {
+            self.close(id as u32, Some(1));
+        }
+    }
+
     fn adopt(&mut self, nc: NewConn) {
         let Some(id) = self.free.pop() else {
             tracing::warn!(
@@ -323,7 +348,11 @@ impl Manager {
                     interest: [0; 2],
                     pending: false,
                     _permits: nc.permits,
+                    session: nc.session,
                 };
+                if let Some(g) = &c.session {
+                    g.session.spliced.store(true, Ordering::Relaxed);
+                }
                 c.cookies = [
                     sys::cookie(&c.socks[0]).unwrap_or(0),
                     sys::cookie(&c.socks[1]).unwrap_or(0),
@@ -766,6 +795,12 @@ impl Manager {
         }
         for id in expired {
             tracing::debug!("splice conn {id}: inactivity timeout");
+            if let Some(g) = self.conns[id as usize]
+                .as_ref()
+                .and_then(|c| c.session.as_ref())
+            {
+                g.session.set_term(*b"cD");
+            }
             self.close(id, None);
         }
     }
@@ -788,6 +823,18 @@ impl Manager {
             let _ = m.spliced.remove(&k);
             let _ = m.targets.remove(&k);
             let _ = m.ends.remove(&k);
+        }
+        if let Some(g) = &c.session {
+            // What went each way: redirected by the verdict plus forwarded here.
+            for (d, total) in [(0u32, &g.session.bytes_in), (1, &g.session.bytes_out)] {
+                let f = unsafe { std::ptr::read_volatile(self.flow(id * 2 + d)) };
+                total.fetch_add(f.redirected + f.forwarded, Ordering::Relaxed);
+            }
+            match reset_from {
+                Some(0) => g.session.set_term(*b"CD"),
+                Some(_) => g.session.set_term(*b"SD"),
+                None => {}
+            }
         }
         for d in 0..2 {
             unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), FlowDir::default()) };

@@ -69,6 +69,8 @@ pub struct Server {
     /// Wakes every userspace-copied session of this server to reset it
     /// (`shutdown sessions`, `on-marked-down shutdown-sessions`).
     pub kill: tokio::sync::Notify,
+    /// Runtime API flags and counters (drain, maxconn override, smax, ...).
+    pub admin: crate::admin::ServerAdmin,
 }
 
 impl Server {
@@ -88,7 +90,7 @@ impl Server {
     /// slowstart (never below 1 while the configured weight is not 0).
     pub fn effective_weight(&self) -> u32 {
         let w = self.weight.load(Ordering::Relaxed);
-        if w == 0 {
+        if w == 0 || self.admin.refuses_new() {
             return 0;
         }
         ((w as f64 * self.ramp()).ceil() as u32).clamp(1, w)
@@ -96,10 +98,19 @@ impl Server {
 
     /// `maxconn` ramped during slowstart like the weight (0: unlimited).
     pub fn effective_maxconn(&self) -> u32 {
-        if self.maxconn == 0 {
+        let maxconn = self.configured_maxconn();
+        if maxconn == 0 {
             return 0;
         }
-        ((self.maxconn as f64 * self.ramp()).ceil() as u32).clamp(1, self.maxconn)
+        ((maxconn as f64 * self.ramp()).ceil() as u32).clamp(1, maxconn)
+    }
+
+    /// `maxconn` from the config, or from `set maxconn server` (0: unlimited).
+    pub fn configured_maxconn(&self) -> u32 {
+        match self.admin.maxconn_override.load(Ordering::Relaxed) {
+            crate::admin::NO_OVERRIDE => self.maxconn,
+            n => n,
+        }
     }
 
     pub fn is_up(&self) -> bool {
@@ -179,6 +190,9 @@ pub struct BackendState {
 pub struct State {
     pub servers: Vec<Server>,
     pub backends: Vec<BackendState>,
+    /// Per-frontend counters and the live sessions (runtime API, tcplog).
+    pub frontends: Vec<crate::admin::FrontendStats>,
+    pub sessions: crate::admin::Sessions,
 }
 
 impl State {
@@ -227,6 +241,7 @@ impl State {
                     checks_failed: AtomicU64::new(0),
                     state_changes: AtomicU64::new(0),
                     kill: tokio::sync::Notify::new(),
+                    admin: crate::admin::ServerAdmin::new(s.weight),
                 });
             }
             backends.push(BackendState {
@@ -243,7 +258,13 @@ impl State {
                 },
             });
         }
-        Self { servers, backends }
+        let frontends = cfg.frontends.iter().map(|_| Default::default()).collect();
+        Self {
+            servers,
+            backends,
+            frontends,
+            sessions: Default::default(),
+        }
     }
 
     /// Picks a server of `backend` with its algorithm among the servers that can
@@ -319,8 +340,12 @@ impl State {
         let mut balancer = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
         let i = balancer.pick(&cands, client)?;
         let s = members[i];
-        s.cur_conns.fetch_add(1, Ordering::Relaxed);
+        let cur = s.cur_conns.fetch_add(1, Ordering::Relaxed) + 1;
         s.total_conns.fetch_add(1, Ordering::Relaxed);
+        s.admin.max_conns.fetch_max(cur, Ordering::Relaxed);
+        s.admin
+            .last_sess_ns
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
         Some(s)
     }
 
@@ -347,7 +372,7 @@ impl State {
             return;
         };
         s.cur_conns.fetch_sub(1, Ordering::Relaxed);
-        if s.maxconn > 0 {
+        if s.configured_maxconn() > 0 {
             if let Some(b) = self.backend_of(idx) {
                 b.slot_freed.notify_one();
             }
@@ -441,6 +466,7 @@ mod tests {
             checks_failed: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
             kill: tokio::sync::Notify::new(),
+            admin: crate::admin::ServerAdmin::new(1),
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::admin::Session;
 use crate::state::State;
 use crate::sys;
 
@@ -32,12 +33,19 @@ async fn copy_dir(
     mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
     last: &AtomicU64,
-    counter: &AtomicU64,
-    kill: &Notify,
+    counters: [&AtomicU64; 2],
+    kills: [&Notify; 2],
 ) -> Result<(), Broken> {
     let mut buf = vec![0u8; BUF_SIZE];
-    // Registered once, so a shutdown between two reads is not missed.
-    let killed = kill.notified();
+    // Registered once, so a shutdown between two reads is not missed: the
+    // server's (shutdown sessions) and the session's own (shutdown session).
+    let (k0, k1) = (kills[0].notified(), kills[1].notified());
+    let killed = async move {
+        tokio::select! {
+            _ = k0 => {}
+            _ = k1 => {}
+        }
+    };
     tokio::pin!(killed);
     loop {
         let n = tokio::select! {
@@ -59,7 +67,9 @@ async fn copy_dir(
         if !written {
             return Err(reset_both(&r, w));
         }
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        for c in counters {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
         last.store(sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
@@ -72,15 +82,33 @@ pub async fn proxy(
     state: Arc<State>,
     server_idx: u32,
     idle: Option<Duration>,
+    session: Option<Arc<Session>>,
 ) {
     let last = AtomicU64::new(sys::monotonic_ns());
     let srv = &state.servers[server_idx as usize];
+    // Without a session entry (never in the daemon), counters and kill go to
+    // a throwaway one.
+    let fallback = crate::admin::Sessions::default();
+    let sess =
+        session.unwrap_or_else(|| fallback.open(0, 0, "0.0.0.0:0".parse().expect("literal")));
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let both = async {
         tokio::try_join!(
-            copy_dir(cr, sw, &last, &srv.user_bytes_in, &srv.kill),
-            copy_dir(sr, cw, &last, &srv.user_bytes_out, &srv.kill),
+            copy_dir(
+                cr,
+                sw,
+                &last,
+                [&srv.user_bytes_in, &sess.bytes_in],
+                [&srv.kill, &sess.kill]
+            ),
+            copy_dir(
+                sr,
+                cw,
+                &last,
+                [&srv.user_bytes_out, &sess.bytes_out],
+                [&srv.kill, &sess.kill]
+            ),
         )
     };
     let watchdog = async {
@@ -99,10 +127,12 @@ pub async fn proxy(
     tokio::select! {
         r = both => {
             if r.is_err() {
+                sess.set_term(*b"SD");
                 tracing::debug!("userspace conn to server {server_idx}: reset");
             }
         }
         _ = watchdog => {
+            sess.set_term(*b"cD");
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
         }
     }

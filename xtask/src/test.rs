@@ -127,6 +127,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         cargo(&root, &obj, &["test", "--workspace"])
     });
     r.step("fuzz config parser 60s", || fuzz_config(&root));
+    r.step("fuzz runtime API commands 60s", || fuzz_runtime_cmd(&root));
     r.step("integration tests", || {
         util::require_root("the integration tests")?;
         let mut cmd = util::cargo();
@@ -181,6 +182,20 @@ fn cargo(root: &Path, obj: &Path, args: &[&str]) -> Result<()> {
 /// toolchain with RUSTC_BOOTSTRAP=1. Seeds: the corpus of tests/configs/ and
 /// fuzz/regressions/; what the fuzzer learns stays in fuzz/corpus/ (ignored).
 fn fuzz_config(root: &Path) -> Result<()> {
+    fuzz(
+        root,
+        "config",
+        &[root.join("tests/configs"), root.join("fuzz/regressions")],
+    )
+}
+
+/// `cargo fuzz run runtime_cmd` for 60 s on the runtime API's command parser
+/// (lines as a stats-socket client sends them). Seeds: fuzz/seeds/runtime_cmd.
+fn fuzz_runtime_cmd(root: &Path) -> Result<()> {
+    fuzz(root, "runtime_cmd", &[root.join("fuzz/seeds/runtime_cmd")])
+}
+
+fn fuzz(root: &Path, target: &str, seeds: &[PathBuf]) -> Result<()> {
     let bin = util::cargo_bin_dir()?;
     let path = util::path_with_first(&[&bin])?;
     if !bin.join("cargo-fuzz").is_file() {
@@ -190,17 +205,16 @@ fn fuzz_config(root: &Path) -> Result<()> {
                 .env("PATH", &path),
         )?;
     }
-    let corpus = root.join("fuzz/corpus/config");
+    let corpus = root.join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
     util::run(
         util::cargo()
             .current_dir(root)
             .env("PATH", &path)
             .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", "config"])
+            .args(["fuzz", "run", target])
             .arg(&corpus)
-            .arg(root.join("tests/configs"))
-            .arg(root.join("fuzz/regressions"))
+            .args(seeds)
             // No input may take 10 s (a hang); inputs up to 64 KiB.
             .args(["--", "-max_total_time=60", "-max_len=65536", "-timeout=10"]),
     )

@@ -680,8 +680,6 @@ fn debian_global_section() {
     );
     let gaps: Vec<String> = gaps(&cfg).into_iter().map(|(_, w)| w).collect();
     for want in [
-        "stats socket (runtime API)",
-        "stats timeout (runtime API)",
         "user (dropping privileges)",
         "group (dropping privileges)",
         "chroot",

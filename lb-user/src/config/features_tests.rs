@@ -1157,7 +1157,7 @@ backend quiet
     let ignored: Vec<String> = runtime_ignored(&cfg).into_iter().map(|(_, w)| w).collect();
     for want in [
         "nbthread",
-        "log (global): lb logs to stderr",
+        "log (global): only `option tcplog` lines of frontends with `log global` go there",
         "option logasap (frontend 'f')",
         "bind name/id (frontend 'f')",
     ] {

@@ -2,11 +2,11 @@
 //!
 //! [`runtime_gaps`] lists the configured features that change what clients or
 //! servers would see (balancing, routing, limits, checks, PROXY protocol,
-//! timeouts, ...) or services HAProxy would offer (the stats socket): `lb run`
+//! timeouts, ...) or services HAProxy would offer: `lb run`
 //! refuses a configuration with any. [`runtime_ignored`] lists the settings
 //! `lb run` accepts without applying because they only concern HAProxy's own
-//! process or logging (log targets, `nbthread`, `tune.*`, names and ids shown
-//! in statistics, ...).
+//! process or logging (`nbthread`, `tune.*`, names and ids shown in
+//! statistics, ...).
 //!
 //! The daemon applies: binds (with `accept-proxy`), `default_backend`, every
 //! `balance` algorithm (with `hash-type` for `source`), `maxconn` (global,
@@ -16,8 +16,10 @@
 //! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
 //! `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`, `timeout
 //! connect|client|server`, `tune.lb.splice-budget`, `bind ... interface`,
-//! `tcp-request connection accept|reject` on `src` conditions, and lb's own
-//! `xdp-interface` and `xdp-syn-rate`. Keep this list and
+//! `tcp-request connection accept|reject` on `src` conditions, lb's own
+//! `xdp-interface` and `xdp-syn-rate`, `stats socket` (with `mode`,
+//! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
+//! with the frontend's `log` targets. Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
 
@@ -47,15 +49,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
     let mut out = Vec::new();
     let mut gap = |o: &Origin, what: String| out.push((o.clone(), what));
     let g = &cfg.global;
-    for s in &g.stats_sockets {
-        gap(&s.origin, "stats socket (runtime API)".into());
-    }
-    if let Some(v) = &g.stats_timeout {
-        gap(&v.origin, "stats timeout (runtime API)".into());
-    }
-    if let Some(v) = &g.stats_maxconn {
-        gap(&v.origin, "stats maxconn (runtime API)".into());
-    }
     if let Some(v) = &g.user {
         gap(&v.origin, "user (dropping privileges)".into());
     }
@@ -219,7 +212,26 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
         );
     }
     for l in &g.logs {
-        note(&l.origin, "log (global): lb logs to stderr".into());
+        note(
+            &l.origin,
+            "log (global): only `option tcplog` lines of frontends with `log global` go there"
+                .into(),
+        );
+    }
+    for s in &g.stats_sockets {
+        let mut unused: Vec<String> = s.value.other.clone();
+        if s.value.expose_fd_listeners {
+            unused.push("expose-fd listeners".into());
+        }
+        if let Some(v) = &s.value.severity_output {
+            unused.push(format!("severity-output {v}"));
+        }
+        if !unused.is_empty() {
+            note(
+                &s.origin,
+                format!("stats socket settings: {}", unused.join(", ")),
+            );
+        }
     }
     for o in &g.other {
         if !GAP_GLOBAL_OTHER.contains(&o.value.as_str()) {
@@ -229,15 +241,15 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
     let proxy_logs =
         |note: &mut dyn FnMut(&Origin, String), logs: &[Located<ProxyLog>], scope: &str| {
             for l in logs {
-                note(&l.origin, format!("log ({scope}): lb logs to stderr"));
+                note(
+                    &l.origin,
+                    format!("log ({scope}): only `option tcplog` lines are logged"),
+                );
             }
         };
     for f in &cfg.frontends {
         let scope = format!("frontend '{}'", f.name);
         proxy_logs(&mut note, &f.logs, &scope);
-        if let Some(o) = &f.tcplog {
-            note(o, format!("option tcplog ({scope})"));
-        }
         if let Some(o) = &f.dontlognull {
             note(o, format!("option dontlognull ({scope})"));
         }

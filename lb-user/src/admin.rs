@@ -1,0 +1,302 @@
+//! What the runtime API changes and reports beyond the health-check state:
+//! administrative flags and counters per server, per-frontend counters, and the
+//! table of live sessions (`show sess`, `shutdown session`, the tcplog line at
+//! the end of each one).
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::sys;
+
+/// `maxconn_override` value meaning "the configured maxconn applies".
+pub const NO_OVERRIDE: u32 = u32::MAX;
+
+/// Runtime flags and counters of one server (the part of HAProxy's server
+/// struct that the stats socket shows and changes).
+#[derive(Debug)]
+pub struct ServerAdmin {
+    /// The weight from the config (`get weight` reports it as "initial").
+    pub initial_weight: u32,
+    /// `set server B/S state drain`: effective weight 0, sessions continue.
+    pub drain: AtomicBool,
+    /// `set server B/S health stopping`: HAProxy's NOLB, no new sessions.
+    pub stopping: AtomicBool,
+    /// `disable health B/S`: checks paused, the state stays as it is.
+    pub checks_disabled: AtomicBool,
+    /// `set maxconn server`: replaces the configured maxconn ([`NO_OVERRIDE`]: none).
+    pub maxconn_override: AtomicU32,
+    /// Highest concurrent connections seen (`smax`).
+    pub max_conns: AtomicU32,
+    /// Failed connection attempts to the server (`econ`).
+    pub econ: AtomicU64,
+    /// Retries (`wretr`) and redispatches (`wredis`).
+    pub retries: AtomicU64,
+    pub redispatches: AtomicU64,
+    /// UP -> DOWN transitions (`chkdown`).
+    pub downs: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the last state change (`lastchg`), of the last
+    /// DOWN transition, and the DOWN time accumulated before it (`downtime`).
+    pub last_change_ns: AtomicU64,
+    pub down_since_ns: AtomicU64,
+    pub downtime_ns: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the last session sent here (0: never; `lastsess`).
+    pub last_sess_ns: AtomicU64,
+}
+
+impl ServerAdmin {
+    pub fn new(initial_weight: u32) -> Self {
+        Self {
+            initial_weight,
+            drain: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            checks_disabled: AtomicBool::new(false),
+            maxconn_override: AtomicU32::new(NO_OVERRIDE),
+            max_conns: AtomicU32::new(0),
+            econ: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            redispatches: AtomicU64::new(0),
+            downs: AtomicU64::new(0),
+            last_change_ns: AtomicU64::new(sys::monotonic_ns()),
+            down_since_ns: AtomicU64::new(0),
+            downtime_ns: AtomicU64::new(0),
+            last_sess_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Drained or NOLB: keeps its sessions, takes no new ones.
+    pub fn refuses_new(&self) -> bool {
+        self.drain.load(Ordering::Relaxed) || self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Records a state change at `now` for `lastchg`, `chkdown` and `downtime`.
+    pub fn note_change(&self, up: bool) {
+        let now = sys::monotonic_ns();
+        self.last_change_ns.store(now, Ordering::Relaxed);
+        if up {
+            let since = self.down_since_ns.swap(0, Ordering::Relaxed);
+            if since > 0 {
+                self.downtime_ns
+                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        } else if self.down_since_ns.load(Ordering::Relaxed) == 0 {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+            self.down_since_ns.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// `clear counters`: the maxima; `all`: every counter too.
+    pub fn clear(&self, all: bool) {
+        self.max_conns.store(0, Ordering::Relaxed);
+        if all {
+            self.econ.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+            self.redispatches.store(0, Ordering::Relaxed);
+            self.downs.store(0, Ordering::Relaxed);
+            self.downtime_ns.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counters of one frontend.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    pub cur: AtomicU32,
+    pub max: AtomicU32,
+    pub total: AtomicU64,
+    /// Bytes of ended sessions, client->server and server->client (live
+    /// sessions are added when they are shown).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Sessions closed because no server could take them.
+    pub denied: AtomicU64,
+}
+
+/// HAProxy's two-letter termination state of a TCP session.
+pub type TermState = [u8; 2];
+pub const TERM_NORMAL: TermState = *b"--";
+
+/// One accepted client connection, from accept to close.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub frontend: usize,
+    pub backend: usize,
+    pub client: SocketAddr,
+    /// Wall clock (ms since the epoch) and CLOCK_MONOTONIC ns of the accept.
+    pub accept_unix_ms: u64,
+    pub accept_ns: u64,
+    /// Server index once chosen (u32::MAX: none yet).
+    pub server: AtomicU32,
+    /// Time spent in the queue and connecting, ms (u32::MAX: never got there).
+    pub tw_ms: AtomicU32,
+    pub tc_ms: AtomicU32,
+    pub retries: AtomicU32,
+    /// Client->server and server->client bytes (final once the session ended).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// 1 while the kernel splices it.
+    pub spliced: AtomicBool,
+    term: Mutex<TermState>,
+    /// `shutdown session ID` for the userspace path.
+    pub kill: tokio::sync::Notify,
+    /// Queue sizes seen when the server was chosen (server, backend).
+    pub queues: [AtomicU32; 2],
+    /// Connection counts when the session started: process, frontend,
+    /// backend, server (tcplog's actconn/feconn/beconn/srv_conn).
+    pub conns: [AtomicU32; 4],
+}
+
+impl Session {
+    pub fn server_idx(&self) -> Option<u32> {
+        Some(self.server.load(Ordering::Relaxed)).filter(|&s| s != u32::MAX)
+    }
+
+    /// Records why the session ended; the first reason wins.
+    pub fn set_term(&self, t: TermState) {
+        let mut cur = self.term.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur == TERM_NORMAL {
+            *cur = t;
+        }
+    }
+
+    pub fn term(&self) -> TermState {
+        *self.term.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Live sessions by id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    live: Mutex<BTreeMap<u64, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn open(&self, frontend: usize, backend: usize, client: SocketAddr) -> Arc<Session> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let s = Arc::new(Session {
+            id,
+            frontend,
+            backend,
+            client,
+            accept_unix_ms: unix_ms,
+            accept_ns: sys::monotonic_ns(),
+            server: AtomicU32::new(u32::MAX),
+            tw_ms: AtomicU32::new(u32::MAX),
+            tc_ms: AtomicU32::new(u32::MAX),
+            retries: AtomicU32::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            spliced: AtomicBool::new(false),
+            term: Mutex::new(TERM_NORMAL),
+            kill: tokio::sync::Notify::new(),
+            queues: Default::default(),
+            conns: Default::default(),
+        });
+        self.lock().insert(id, s.clone());
+        s
+    }
+
+    pub fn close(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sessions ever opened.
+    pub fn opened(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Session>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Called once when a session ends (counters, tcplog).
+pub type OnEnd = Arc<dyn Fn(&Session) + Send + Sync>;
+
+/// Owns a session's entry: dropping it (wherever the connection ends: accept
+/// path, userspace copy or the splice manager) closes the session.
+pub struct SessionGuard {
+    pub session: Arc<Session>,
+    on_end: OnEnd,
+}
+
+impl SessionGuard {
+    pub fn new(session: Arc<Session>, on_end: OnEnd) -> Self {
+        Self { session, on_end }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        (self.on_end)(&self.session);
+    }
+}
+
+impl std::fmt::Debug for SessionGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionGuard({})", self.session.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_open_list_close() {
+        let t = Sessions::default();
+        let a = t.open(0, 0, "10.0.0.1:1000".parse().unwrap());
+        let b = t.open(0, 0, "10.0.0.1:1001".parse().unwrap());
+        assert_eq!((a.id, b.id), (1, 2));
+        assert_eq!(t.len(), 2);
+        t.close(a.id);
+        assert!(t.get(a.id).is_none());
+        assert_eq!(t.list().len(), 1);
+        assert_eq!(t.opened(), 2);
+    }
+
+    #[test]
+    fn first_termination_reason_wins() {
+        let t = Sessions::default();
+        let s = t.open(0, 0, "10.0.0.1:1000".parse().unwrap());
+        assert_eq!(s.term(), TERM_NORMAL);
+        s.set_term(*b"KD");
+        s.set_term(*b"CD");
+        assert_eq!(&s.term(), b"KD");
+    }
+
+    #[test]
+    fn downtime_accumulates_between_changes() {
+        let a = ServerAdmin::new(10);
+        a.note_change(false);
+        assert_eq!(a.downs.load(Ordering::Relaxed), 1);
+        // A second DOWN notice while already down is not another transition.
+        a.note_change(false);
+        assert_eq!(a.downs.load(Ordering::Relaxed), 1);
+        a.note_change(true);
+        assert_eq!(a.down_since_ns.load(Ordering::Relaxed), 0);
+        a.clear(true);
+        assert_eq!(a.downs.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,760 @@
+//! The runtime API: HAProxy's stats socket protocol on UNIX (or TCP) sockets
+//! from `stats socket` lines. Commands read and change the live state; every
+//! change is written to the maps at once (`publish`), so `show stat`, `lb show`
+//! and the next accept all see it.
+pub mod cmd;
+pub mod info;
+pub mod limit;
+pub mod stat;
+pub mod tcplog;
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+use lb_common::{ServerKStats, MAX_SERVERS, SRV_DOWN, SRV_MAINT, SRV_UP};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::config::{Balance, Config, StatsAddress, StatsLevel, StatsSocket};
+use crate::splice::Splicer;
+use crate::state::{Server, State};
+use cmd::{AdminState, Command, Format, Health, Level, SrvRef, Weight};
+pub use limit::Limit;
+
+/// The kernel-side maps the API reads (and `clear counters all` resets).
+pub struct KernelMaps {
+    pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+/// Everything the daemon serves with, shared by the accept path and the API.
+pub struct Live {
+    pub cfg: Config,
+    /// Per frontend: its `tcp-request connection` rules, compiled; applied at
+    /// accept to connections the XDP program did not see.
+    pub acls: Vec<Option<crate::l4acl::Table>>,
+    pub state: Arc<State>,
+    pub splicer: Option<Splicer>,
+    /// `maxconn` in global and per frontend: accept pauses while used up.
+    pub global_limit: Limit,
+    pub frontend_limits: Vec<Limit>,
+    /// Writes server `idx` to LB_SRV_STATE.
+    pub publish: Arc<dyn Fn(u32) + Send + Sync>,
+    /// `publish` plus what a state change triggers (on-marked-down ...).
+    pub on_change: Arc<dyn Fn(u32) + Send + Sync>,
+    pub kernel: Option<Mutex<KernelMaps>>,
+    pub instance: String,
+    pub splice_on: bool,
+    pub start_unix: u64,
+    pub start_ns: u64,
+    /// `option tcplog` per frontend (where to write the lines), if set.
+    pub tcplog: Vec<Option<Arc<tcplog::Sink>>>,
+}
+
+impl Live {
+    /// Bytes the verdict moved per server index, summed over CPUs.
+    pub fn kernel_bytes(&self) -> Vec<(u64, u64)> {
+        let n = self.state.servers.len();
+        let Some(k) = &self.kernel else {
+            return vec![(0, 0); n];
+        };
+        let k = k.lock().unwrap_or_else(|e| e.into_inner());
+        (0..n as u32)
+            .map(|i| {
+                k.srv_kstats.get(&i, 0).map_or((0, 0), |v| {
+                    v.iter()
+                        .fold((0, 0), |(a, b), x| (a + x.bytes_in, b + x.bytes_out))
+                })
+            })
+            .collect()
+    }
+
+    /// `LB_STATS` counters summed over CPUs.
+    pub fn kernel_stats(&self) -> Vec<(&'static str, u64)> {
+        let Some(k) = &self.kernel else {
+            return Vec::new();
+        };
+        let k = k.lock().unwrap_or_else(|e| e.into_inner());
+        (0..lb_common::stat::COUNT)
+            .map(|i| {
+                let v = k.stats.get(&i, 0).map_or(0, |v| v.iter().sum());
+                (lb_common::stat::NAMES[i as usize], v)
+            })
+            .collect()
+    }
+
+    fn clear_kernel(&self) -> Result<(), String> {
+        let Some(k) = &self.kernel else {
+            return Ok(());
+        };
+        let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| format!("counting CPUs: {e}"))?;
+        for i in 0..(self.state.servers.len() as u32).min(MAX_SERVERS) {
+            let zero = PerCpuValues::try_from(vec![ServerKStats::default(); cpus])
+                .map_err(|e| e.to_string())?;
+            k.srv_kstats
+                .set(i, zero, 0)
+                .map_err(|e| format!("clearing LB_SRV_KSTATS[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn stat_rows(&self) -> Vec<stat::Row> {
+        let kb = self.kernel_bytes();
+        let inp = stat::Inputs {
+            cfg: &self.cfg,
+            state: &self.state,
+            kernel_bytes: &kb,
+            fe_maxconn: self.frontend_limits.iter().map(|l| l.get()).collect(),
+            now_ns: crate::sys::monotonic_ns(),
+        };
+        stat::rows(&inp)
+    }
+
+    fn server(&self, r: &SrvRef) -> Result<&Server, String> {
+        let b = self
+            .state
+            .backends
+            .iter()
+            .find(|b| b.name == r.backend)
+            .ok_or("No such backend.")?;
+        b.servers
+            .iter()
+            .map(|&i| &self.state.servers[i as usize])
+            .find(|s| s.name == r.server)
+            .ok_or_else(|| "No such server.".to_string())
+    }
+}
+
+/// One connection's session with the API.
+pub struct Cli {
+    pub level: Level,
+    pub interactive: bool,
+    pub quit: bool,
+}
+
+/// Runs one command; the answer text (possibly empty).
+pub fn execute(live: &Live, cli: &mut Cli, c: &Command) -> String {
+    if c.level() > cli.level {
+        return "Permission denied\n".into();
+    }
+    match run(live, cli, c) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut e = e;
+            if !e.ends_with('\n') {
+                e.push('\n');
+            }
+            e
+        }
+    }
+}
+
+fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
+    let state = &live.state;
+    Ok(match c {
+        Command::Help => {
+            let mut out = String::from("The following commands are valid at this level:\n");
+            for (usage, desc) in cmd::HELP {
+                let words: Vec<String> = usage.split_whitespace().map(String::from).collect();
+                let needed = cmd::parse(&sample_args(&words)).map_or(Level::User, |c| c.level());
+                if needed <= cli.level {
+                    out.push_str(&cmd::help_line(usage, desc));
+                }
+            }
+            out
+        }
+        Command::Prompt => {
+            cli.interactive = !cli.interactive;
+            String::new()
+        }
+        Command::Quit => {
+            cli.quit = true;
+            String::new()
+        }
+        Command::Lower(l) => {
+            if *l > cli.level {
+                return Err("Permission denied".into());
+            }
+            cli.level = *l;
+            String::new()
+        }
+        Command::ShowCliLevel => format!("{}\n", cli.level.name()),
+        Command::ShowInfo(f) => info::render(&info::fields(live), *f),
+        Command::ShowStat(f) => {
+            let rows = live.stat_rows();
+            match f {
+                Format::Csv => stat::csv(&rows),
+                Format::Typed => stat::typed(&rows),
+                Format::Json => stat::json(&rows),
+            }
+        }
+        Command::ShowServersState(b) => servers_state(live, b.as_deref())?,
+        Command::ShowBackend => {
+            let mut out = String::from("# name\n");
+            for b in &state.backends {
+                out.push_str(&b.name);
+                out.push('\n');
+            }
+            out
+        }
+        Command::ShowSess => show_sess(live),
+        Command::GetWeight(r) => {
+            let s = live.server(r)?;
+            format!(
+                "{} (initial {})\n",
+                s.weight.load(Ordering::Relaxed),
+                s.admin.initial_weight
+            )
+        }
+        Command::SetServerWeight(r, w) => {
+            let s = live.server(r)?;
+            set_weight(live, s, *w)?;
+            String::new()
+        }
+        Command::SetServerState(r, st) => {
+            let s = live.server(r)?;
+            set_admin_state(live, s, *st);
+            String::new()
+        }
+        Command::EnableServer(r) => {
+            set_admin_state(live, live.server(r)?, AdminState::Ready);
+            String::new()
+        }
+        Command::DisableServer(r) => {
+            set_admin_state(live, live.server(r)?, AdminState::Maint);
+            String::new()
+        }
+        Command::SetServerHealth(r, h) => {
+            let s = live.server(r)?;
+            set_health(live, s, *h);
+            String::new()
+        }
+        Command::EnableHealth(r) | Command::DisableHealth(r) => {
+            let s = live.server(r)?;
+            if s.check.is_none() {
+                return Err(
+                    "Health checks are not configured on this server, cannot enable.".into(),
+                );
+            }
+            let off = matches!(c, Command::DisableHealth(_));
+            s.admin.checks_disabled.store(off, Ordering::Relaxed);
+            tracing::info!(
+                "Health checks for server {}/{} {} by the runtime API",
+                s.backend,
+                s.name,
+                if off { "disabled" } else { "enabled" }
+            );
+            String::new()
+        }
+        Command::ShutdownSessionsServer(r) => {
+            let s = live.server(r)?;
+            for sess in state.sessions.list() {
+                if sess.server_idx() == Some(s.idx) {
+                    sess.set_term(*b"KD");
+                }
+            }
+            crate::daemon::shutdown_sessions(state, live.splicer.as_ref(), s.idx);
+            String::new()
+        }
+        Command::ShutdownSession(id) => {
+            let sess = state
+                .sessions
+                .get(*id)
+                .ok_or("No such session (use 'show sess').")?;
+            sess.set_term(*b"KD");
+            sess.kill.notify_waiters();
+            if let Some(sp) = &live.splicer {
+                sp.shutdown_session(*id);
+            }
+            String::new()
+        }
+        Command::SetMaxconnServer(r, n) => {
+            let s = live.server(r)?;
+            s.admin.maxconn_override.store(*n, Ordering::Relaxed);
+            // A raised limit frees slots for the queue at once.
+            if let Some(b) = state.backend_of(s.idx) {
+                b.slot_freed.notify_waiters();
+            }
+            String::new()
+        }
+        Command::SetMaxconnFrontend(name, n) => {
+            let i = live
+                .cfg
+                .frontends
+                .iter()
+                .position(|f| &f.name == name)
+                .ok_or("No such frontend.")?;
+            if *n == 0 {
+                return Err("Value out of range.".into());
+            }
+            live.frontend_limits[i].set(*n);
+            String::new()
+        }
+        Command::SetMaxconnGlobal(n) => {
+            if *n == 0 {
+                return Err("Value out of range.".into());
+            }
+            live.global_limit.set(*n);
+            String::new()
+        }
+        Command::ClearCounters { all } => {
+            for s in &state.servers {
+                s.admin.clear(*all);
+                if *all {
+                    s.total_conns.store(0, Ordering::Relaxed);
+                    s.user_bytes_in.store(0, Ordering::Relaxed);
+                    s.user_bytes_out.store(0, Ordering::Relaxed);
+                    s.checks_failed.store(0, Ordering::Relaxed);
+                }
+                (live.publish)(s.idx);
+            }
+            for f in &state.frontends {
+                f.max.store(0, Ordering::Relaxed);
+                if *all {
+                    f.total.store(0, Ordering::Relaxed);
+                    f.bytes_in.store(0, Ordering::Relaxed);
+                    f.bytes_out.store(0, Ordering::Relaxed);
+                    f.denied.store(0, Ordering::Relaxed);
+                }
+            }
+            if *all {
+                live.clear_kernel()?;
+            }
+            String::new()
+        }
+    })
+}
+
+/// Arguments that make a help line's usage parse, to learn its level.
+fn sample_args(words: &[String]) -> Vec<String> {
+    words
+        .iter()
+        .filter(|w| !w.starts_with('['))
+        .map(|w| match w.as_str() {
+            "<bk>/<srv>" => "b/s".to_string(),
+            "<w>[%]" | "<n>" | "<id>" => "1".to_string(),
+            "<st>" => "ready".to_string(),
+            "<h>" => "up".to_string(),
+            "<fe>" => "f".to_string(),
+            w => w.to_string(),
+        })
+        .collect()
+}
+
+fn set_weight(live: &Live, s: &Server, w: Weight) -> Result<(), String> {
+    let new = match w {
+        Weight::Absolute(n) => n,
+        Weight::Percent(p) => {
+            let v = s.admin.initial_weight as u64 * p as u64 / 100;
+            if v > 256 {
+                return Err("Relative weight too large.".into());
+            }
+            v as u32
+        }
+    };
+    let static_algo = live
+        .cfg
+        .backends
+        .iter()
+        .find(|b| b.name == s.backend)
+        .is_some_and(|b| {
+            b.balance == Balance::StaticRr
+                || (b.balance == Balance::Source
+                    && !matches!(
+                        crate::state::algo_of(b),
+                        crate::balance::Algo::Source {
+                            consistent: true,
+                            ..
+                        }
+                    ))
+        });
+    if static_algo && new != 0 && new != s.admin.initial_weight {
+        return Err(
+            "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'."
+                .into(),
+        );
+    }
+    s.weight.store(new, Ordering::Relaxed);
+    tracing::info!(
+        "{}/{} weight set to {new} by the runtime API",
+        s.backend,
+        s.name
+    );
+    (live.publish)(s.idx);
+    Ok(())
+}
+
+/// The operational state a server has once out of maintenance: what its
+/// checks say (health kept counting while in maintenance), UP without checks.
+fn op_state(s: &Server) -> u32 {
+    match s.check {
+        Some(p) if s.health.load(Ordering::Relaxed) < p.rise => SRV_DOWN,
+        _ => SRV_UP,
+    }
+}
+
+fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
+    let cur = s.state.load(Ordering::Relaxed);
+    let leave_maint = |s: &Server| {
+        if cur == SRV_MAINT {
+            let new = op_state(s);
+            if new == SRV_UP {
+                s.up_since_ns
+                    .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+            }
+            s.state.store(new, Ordering::Relaxed);
+            s.state_changes.fetch_add(1, Ordering::Relaxed);
+            s.admin.note_change(new == SRV_UP);
+        }
+    };
+    match st {
+        AdminState::Ready => {
+            s.admin.drain.store(false, Ordering::Relaxed);
+            leave_maint(s);
+        }
+        AdminState::Drain => {
+            s.admin.drain.store(true, Ordering::Relaxed);
+            leave_maint(s);
+        }
+        AdminState::Maint => {
+            s.admin.drain.store(false, Ordering::Relaxed);
+            if cur != SRV_MAINT {
+                s.state.store(SRV_MAINT, Ordering::Relaxed);
+                s.state_changes.fetch_add(1, Ordering::Relaxed);
+                s.admin
+                    .last_change_ns
+                    .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+            }
+        }
+    }
+    tracing::warn!(
+        "Server {}/{} is {} by the runtime API",
+        s.backend,
+        s.name,
+        match st {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "going into maintenance (MAINT)",
+        }
+    );
+    (live.on_change)(s.idx);
+}
+
+fn set_health(live: &Live, s: &Server, h: Health) {
+    let p = s.check.unwrap_or_default();
+    let cur = s.state.load(Ordering::Relaxed);
+    let (health, op) = match h {
+        Health::Up | Health::Stopping => (p.rise + p.fall - 1, SRV_UP),
+        Health::Down => (0, SRV_DOWN),
+    };
+    s.health.store(health, Ordering::Relaxed);
+    s.admin
+        .stopping
+        .store(h == Health::Stopping, Ordering::Relaxed);
+    if cur != SRV_MAINT && cur != op {
+        if op == SRV_UP {
+            s.up_since_ns
+                .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+        }
+        s.state.store(op, Ordering::Relaxed);
+        s.state_changes.fetch_add(1, Ordering::Relaxed);
+        s.admin.note_change(op == SRV_UP);
+        tracing::warn!(
+            "Server {}/{} is {} by the runtime API (set server health)",
+            s.backend,
+            s.name,
+            crate::state::state_name(op)
+        );
+    }
+    (live.on_change)(s.idx);
+}
+
+/// `show servers state`, HAProxy's version 1 format.
+fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, String> {
+    let state = &live.state;
+    if let Some(b) = backend {
+        if !state.backends.iter().any(|x| x.name == b) {
+            return Err("Can't find backend.".into());
+        }
+    }
+    let mut out = String::from(
+        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n",
+    );
+    let now = crate::sys::monotonic_ns();
+    let fe_count = live.cfg.frontends.len() as u32;
+    for (bi, b) in state.backends.iter().enumerate() {
+        if backend.is_some_and(|n| n != b.name) {
+            continue;
+        }
+        let be_id = match live.cfg.frontends.iter().position(|f| f.name == b.name) {
+            Some(fi) => fi as u32 + 2,
+            None => fe_count + 2 + bi as u32,
+        };
+        for &i in &b.servers {
+            let s = &state.servers[i as usize];
+            let st = s.state.load(Ordering::Relaxed);
+            // SRV_ST_STOPPED 0, RUNNING 2, STOPPING 3 (NOLB).
+            let op = match st {
+                SRV_UP if s.admin.stopping.load(Ordering::Relaxed) => 3,
+                SRV_UP => 2,
+                SRV_MAINT => op_state(s).min(2) * 2,
+                _ => 0,
+            };
+            // SRV_ADMF_FMAINT 0x01, SRV_ADMF_FDRAIN 0x08.
+            let admin = if st == SRV_MAINT { 1 } else { 0 }
+                | if s.admin.drain.load(Ordering::Relaxed) {
+                    8
+                } else {
+                    0
+                };
+            // HCHK_STATUS_INI 1, L4OK 6, L4TOUT 7, L4CON 8; CHK_RES_FAILED 2,
+            // PASSED 3; CHK_ST_CONFIGURED 2 | ENABLED 4 | PAUSED 8.
+            let (cstatus, cresult, cstate) = match s.check {
+                None => (1, 0, 0),
+                Some(_) => {
+                    let (code, _) = stat::check_result(s).unwrap_or(("INI", ""));
+                    let status = match code {
+                        "L4OK" => 6,
+                        "L4TOUT" => 7,
+                        "L4CON" => 8,
+                        _ => 1,
+                    };
+                    let result = match code {
+                        "L4OK" => 3,
+                        "INI" => 0,
+                        _ => 2,
+                    };
+                    let paused = s.admin.checks_disabled.load(Ordering::Relaxed);
+                    (status, result, if paused { 2 | 4 | 8 } else { 2 | 4 })
+                }
+            };
+            let since =
+                now.saturating_sub(s.admin.last_change_ns.load(Ordering::Relaxed)) / 1_000_000_000;
+            let _ = writeln!(
+                out,
+                "{be_id} {} {} {} {} {op} {admin} {} {} {since} {cstatus} {cresult} {} {cstate} 0 0 0 - {} - 0 0 - - 0",
+                b.name,
+                s.id,
+                s.name,
+                s.addr.ip(),
+                s.weight.load(Ordering::Relaxed),
+                s.admin.initial_weight,
+                s.health.load(Ordering::Relaxed),
+                s.addr.port()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `show sess`: one line per live session, HAProxy's leading `0xID:`.
+fn show_sess(live: &Live) -> String {
+    let state = &live.state;
+    let now = crate::sys::monotonic_ns();
+    let mut out = String::new();
+    for s in state.sessions.list() {
+        let srv = s
+            .server_idx()
+            .and_then(|i| state.servers.get(i as usize))
+            .map_or("<none>", |x| x.name.as_str());
+        let age = now.saturating_sub(s.accept_ns) / 1_000_000_000;
+        let _ = writeln!(
+            out,
+            "{:#x}: proto=tcpv{} src={} fe={} be={} srv={srv} age={age}s path={} bytes_in={} bytes_out={}",
+            s.id,
+            if s.client.is_ipv4() { 4 } else { 6 },
+            s.client,
+            live.cfg.frontends[s.frontend].name,
+            live.cfg.backends[s.backend].name,
+            if s.spliced.load(Ordering::Relaxed) { "kernel" } else { "user" },
+            s.bytes_in.load(Ordering::Relaxed),
+            s.bytes_out.load(Ordering::Relaxed),
+        );
+    }
+    out
+}
+
+/// Binds every `stats socket` of the config and serves it. Errors name the
+/// socket's address.
+pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let g = &live.cfg.global;
+    let timeout = g
+        .stats_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(10), |t| t.value);
+    // HAProxy's default `stats maxconn` is 10 per socket.
+    let maxconn = g.stats_maxconn.as_ref().map_or(10, |m| m.value) as usize;
+    for sock in &g.stats_sockets {
+        let conf = sock.value.clone();
+        let level = match conf.level {
+            StatsLevel::User => Level::User,
+            StatsLevel::Operator => Level::Operator,
+            StatsLevel::Admin => Level::Admin,
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(maxconn.max(1)));
+        match &conf.address {
+            StatsAddress::Unix(path) => {
+                let l = bind_unix(&conf, path).with_context(|| {
+                    format!("{}: binding stats socket {}", sock.origin, path.display())
+                })?;
+                tracing::info!("runtime API on {} (level {})", path.display(), level.name());
+                let live = live.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        match l.accept().await {
+                            Ok((c, _)) => {
+                                let live = live.clone();
+                                tokio::spawn(async move {
+                                    serve_conn(&live, c, level, timeout).await;
+                                    drop(permit);
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!("stats socket accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                });
+            }
+            StatsAddress::Tcp(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("{}: binding stats socket {addr}", sock.origin))?;
+                tracing::info!("runtime API on {addr} (level {})", level.name());
+                let live = live.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        match l.accept().await {
+                            Ok((c, _)) => {
+                                let live = live.clone();
+                                tokio::spawn(async move {
+                                    serve_conn(&live, c, level, timeout).await;
+                                    drop(permit);
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!("stats socket accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bind_unix(
+    conf: &StatsSocket,
+    path: &std::path::Path,
+) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // A socket file left by a previous run is replaced, as HAProxy does; any
+    // other kind of file is not ours to remove.
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+    }
+    let l = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(conf.mode.unwrap_or(0o600)),
+    )?;
+    if conf.uid.is_some() || conf.gid.is_some() {
+        std::os::unix::fs::chown(path, conf.uid, conf.gid)?;
+    }
+    Ok(l)
+}
+
+/// One client: lines of commands until EOF, `quit`, the idle timeout, or the
+/// first line's answer unless `prompt` made the session interactive.
+pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    live: &Live,
+    conn: S,
+    level: Level,
+    idle: Duration,
+) {
+    let (r, mut w) = tokio::io::split(conn);
+    let mut r = BufReader::new(r);
+    let mut cli = Cli {
+        level,
+        interactive: false,
+        quit: false,
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut r).take(cmd::MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let n = match tokio::time::timeout(idle, read).await {
+            Ok(Ok(n)) => n,
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut out = String::new();
+        if line.len() > cmd::MAX_LINE && !line.ends_with(b"\n") {
+            out.push_str("Command line too long.\n\n");
+            let _ = w.write_all(out.as_bytes()).await;
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        match cmd::split(&text) {
+            Err(e) => {
+                out.push_str(&e);
+                out.push_str("\n\n");
+            }
+            Ok(cmds) => {
+                for words in cmds {
+                    let answer = match cmd::parse(&words) {
+                        Ok(c) => execute(live, &mut cli, &c),
+                        Err(e) => format!("{e}\n"),
+                    };
+                    if cli.quit {
+                        break;
+                    }
+                    out.push_str(&answer);
+                    if !answer.is_empty() && !answer.ends_with('\n') {
+                        out.push('\n');
+                    }
+                    // Every answer ends with an empty line.
+                    if !answer.ends_with("\n\n") {
+                        out.push('\n');
+                    }
+                    if cli.quit {
+                        break;
+                    }
+                }
+            }
+        }
+        if cli.interactive && !cli.quit {
+            out.push_str("> ");
+        }
+        if w.write_all(out.as_bytes()).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        if cli.quit || !cli.interactive {
+            let _ = w.shutdown().await;
+            return;
+        }
+    }
+}

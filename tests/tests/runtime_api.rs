@@ -1,0 +1,625 @@
+//! The runtime API through a real client (`socat`): `show stat` against
+//! HAProxy 2.6 running the same config (header and L4 columns, field by
+//! field), HAProxy's answers to the same errors, levels, several sockets,
+//! prompt mode; weight/state changes steering real connections; tcplog lines;
+//! 10,000 random lines on a user-level socket while traffic flows.
+
+use anyhow::{anyhow, bail, Context, Result};
+use lb_tests::traffic::{connect, listen, Rng};
+use lb_tests::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 9600;
+
+/// One request through `socat`, as an operator's script would send it.
+fn socat(sock: &Path, input: &str) -> Result<String> {
+    let mut child = Command::new("socat")
+        .args(["-t", "5", "-"])
+        .arg(format!("UNIX-CONNECT:{}", sock.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("socat (Debian package socat) must be installed")?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("socat stdin"))?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "socat {input:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Backends that answer each connection with their name, then echo.
+struct NameServers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl NameServers {
+    fn start(ns: &str, addrs: &[(SocketAddr, &str)]) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for &(addr, name) in addrs {
+            let l = lb_tests::netns::in_netns(ns, || listen(addr))?;
+            l.set_nonblocking(true)?;
+            let stop = stop.clone();
+            let name = name.to_string();
+            threads.push(std::thread::spawn(move || {
+                // Bounded: the test stops it, or it ends after 5 minutes.
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match l.accept() {
+                        Ok((mut s, _)) => {
+                            let name = name.clone();
+                            std::thread::spawn(move || {
+                                let _ = s.set_nonblocking(false);
+                                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                                    return;
+                                }
+                                let mut buf = [0u8; 4096];
+                                while let Ok(n) = s.read(&mut buf) {
+                                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }));
+        }
+        Ok(Self { stop, threads })
+    }
+}
+
+impl Drop for NameServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens a connection through lb and returns the server's name and the stream.
+fn who(topo: &Topology) -> Result<(String, std::net::TcpStream)> {
+    topo.in_client(|| -> Result<_> {
+        let s = connect(sa(LB_V4, PORT))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        Ok((line.trim().to_string(), s))
+    })
+}
+
+/// Names of `n` new connections (each closed after its greeting).
+fn spread(topo: &Topology, n: usize) -> Result<BTreeMap<String, usize>> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let (name, _s) = who(topo)?;
+        *m.entry(name).or_insert(0) += 1;
+    }
+    Ok(m)
+}
+
+/// `show stat` rows by (pxname, svname).
+type StatRows = BTreeMap<(String, String), Vec<String>>;
+
+fn csv_rows(out: &str) -> Result<(String, StatRows)> {
+    let mut lines = out.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| anyhow!("empty show stat"))?
+        .to_string();
+    let mut rows = BTreeMap::new();
+    for l in lines.filter(|l| !l.is_empty()) {
+        let cols: Vec<String> = l.split(',').map(str::to_string).collect();
+        rows.insert((cols[0].clone(), cols[1].clone()), cols);
+    }
+    Ok((header, rows))
+}
+
+fn config(sock_admin: &Path, sock_user: &Path, extra_global: &str, port: u16) -> String {
+    format!(
+        "\
+global
+    maxconn 1000
+    stats socket {} mode 600 level admin
+    stats socket {} level user
+{extra_global}
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind {LB_V4}:{port}
+    maxconn 500
+    default_backend be
+backend be
+    server s1 {}:{PORT} weight 10
+    server s2 {}:{PORT} weight 10 check inter 500ms
+    server s3 {}:{PORT} backup
+",
+        sock_admin.display(),
+        sock_user.display(),
+        BACKENDS_V4[0],
+        BACKENDS_V4[1],
+        BACKENDS_V4[2],
+    )
+}
+
+/// The L4 columns compared with HAProxy, minus the ones that depend on time,
+/// process or proxy numbering.
+const COMPARED: &[&str] = &[
+    "pxname",
+    "svname",
+    "qcur",
+    "qmax",
+    "scur",
+    "smax",
+    "slim",
+    "stot",
+    "bin",
+    "bout",
+    "econ",
+    "wretr",
+    "wredis",
+    "status",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "qlimit",
+    "sid",
+    "lbtot",
+    "type",
+    "check_status",
+    "check_desc",
+    "check_rise",
+    "check_fall",
+    "check_health",
+    "addr",
+    "mode",
+    "algo",
+    "conn_tot",
+    "uweight",
+];
+
+struct Haproxy {
+    child: std::process::Child,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn runtime_api_matches_haproxy() {
+    run_test(|| {
+        let topo = Topology::new("rtapi")?;
+        let dir = topo.dir.path().to_path_buf();
+        let _backends = NameServers::start(
+            topo.srv.name(),
+            &[
+                (sa(BACKENDS_V4[0], PORT), "s1"),
+                (sa(BACKENDS_V4[1], PORT), "s2"),
+                (sa(BACKENDS_V4[2], PORT), "s3"),
+            ],
+        )?;
+        let (lb_sock, lb_user) = (dir.join("lb.sock"), dir.join("lb-user.sock"));
+        let (ha_sock, ha_user) = (dir.join("ha.sock"), dir.join("ha-user.sock"));
+        let lb = topo.start_lb(&config(&lb_sock, &lb_user, "", PORT), &[])?;
+        // HAProxy serves the same proxies on another port of the same address.
+        let ha_cfg = topo.write_cfg("haproxy.cfg", &config(&ha_sock, &ha_user, "", PORT + 1))?;
+        let _ha = Haproxy {
+            child: topo
+                .lb
+                .cmd("haproxy")
+                .arg("-f")
+                .arg(&ha_cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("haproxy (Debian package haproxy 2.6) must be installed")?,
+        };
+        util::wait_until(
+            "haproxy's stats socket",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || Ok(UnixStream::connect(&ha_sock).is_ok()),
+        )?;
+        // Two checks passed on both sides: s2 settles at full health.
+        std::thread::sleep(Duration::from_millis(1500));
+
+        let (lb_header, lb_rows) = csv_rows(&socat(&lb_sock, "show stat\n")?)?;
+        let (ha_header, ha_rows) = csv_rows(&socat(&ha_sock, "show stat\n")?)?;
+        assert_eq!(lb_header, ha_header, "show stat headers differ");
+        let names: Vec<&str> = ha_header.trim_start_matches("# ").split(',').collect();
+        assert_eq!(
+            lb_rows.keys().collect::<Vec<_>>(),
+            ha_rows.keys().collect::<Vec<_>>()
+        );
+        let mut compared = 0;
+        for (key, ha) in &ha_rows {
+            let mine = &lb_rows[key];
+            assert_eq!(mine.len(), ha.len(), "{key:?}: column count");
+            for f in COMPARED {
+                let i = names.iter().position(|n| n == f).expect("field");
+                assert_eq!(
+                    mine[i], ha[i],
+                    "{key:?} column {i} ({f}): lb {:?} vs haproxy {:?}\nlb: {mine:?}\nhaproxy: {ha:?}",
+                    mine[i], ha[i]
+                );
+                compared += 1;
+            }
+        }
+        println!("[lb-tests] show stat: header and {compared} L4 cells equal to haproxy 2.6");
+
+        // The same requests get the same answers.
+        for req in [
+            "get weight be/s1",
+            "get weight be",
+            "get weight be/zz",
+            "set server be/zz state ready",
+            "set server zz/s1 state ready",
+            "set server be/s1 state foo",
+            "set server be/s1 weight 300",
+            "set server be/s1 weight abc",
+            "set weight be/s1",
+            "show backend",
+            "show servers state zz",
+            "set maxconn frontend zz 1",
+            "user; set weight be/s1 3",
+            "operator; clear counters all",
+            "show cli level",
+        ] {
+            let a = socat(&lb_sock, &format!("{req}\n"))?;
+            let b = socat(&ha_sock, &format!("{req}\n"))?;
+            assert_eq!(a.trim_end(), b.trim_end(), "answers to {req:?} differ");
+        }
+        for req in ["set weight be/s1 5", "show sess", "clear counters"] {
+            let a = socat(&lb_user, &format!("{req}\n"))?;
+            let b = socat(&ha_user, &format!("{req}\n"))?;
+            assert_eq!(a.trim(), "Permission denied", "{req} at level user");
+            assert_eq!(a, b, "{req} at level user");
+        }
+        let unknown = socat(&lb_sock, "frobnicate\n")?;
+        assert!(
+            unknown.starts_with(
+                "Unknown command, but maybe one of the following ones is a better match:"
+            ),
+            "{unknown}"
+        );
+
+        // Writes, then what show stat, servers state and the maps say.
+        assert_eq!(socat(&lb_sock, "set server be/s1 weight 50%\n")?, "\n");
+        assert_eq!(socat(&lb_sock, "get weight be/s1\n")?, "5 (initial 10)\n\n");
+        socat(&lb_sock, "set server be/s2 state drain\n")?;
+        socat(&lb_sock, "set server be/s3 state maint\n")?;
+        let (_, rows) = csv_rows(&socat(&lb_sock, "show stat\n")?)?;
+        let col = |r: &Vec<String>, f: &str| r[names.iter().position(|n| *n == f).unwrap()].clone();
+        let s1 = &rows[&("be".into(), "s1".into())];
+        let s2 = &rows[&("be".into(), "s2".into())];
+        let s3 = &rows[&("be".into(), "s3".into())];
+        assert_eq!(
+            (col(s1, "weight"), col(s1, "uweight")),
+            ("5".into(), "5".into())
+        );
+        assert_eq!(
+            (col(s2, "status"), col(s2, "weight")),
+            ("DRAIN".into(), "0".into())
+        );
+        assert_eq!(col(s3, "status"), "MAINT");
+        let state = socat(&lb_sock, "show servers state be\n")?;
+        let s2_line = state
+            .lines()
+            .find(|l| l.split(' ').nth(3) == Some("s2"))
+            .ok_or_else(|| anyhow!("{state}"))?;
+        let f: Vec<&str> = s2_line.split(' ').collect();
+        assert_eq!(
+            (f[5], f[6], f[7], f[8]),
+            ("2", "8", "10", "10"),
+            "{s2_line}"
+        );
+        // `lb show servers` reads the maps: the change is there at once.
+        let maps = lb.show_servers()?;
+        let m3 = maps.iter().find(|r| r.name == "s3").unwrap();
+        assert_eq!(m3.state, "MAINT");
+        let m1 = maps.iter().find(|r| r.name == "s1").unwrap();
+        assert_eq!(m1.weight, 5);
+
+        // Prompt mode: several requests on one connection.
+        let mut c = UnixStream::connect(&lb_sock)?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"prompt\nshow cli level\nget weight be/s1\nquit\n")?;
+        let mut all = String::new();
+        c.read_to_string(&mut all)?;
+        assert_eq!(all, "\n> admin\n\n> 5 (initial 10)\n\n> ", "{all:?}");
+        lb.stop()?;
+        Ok(())
+    })
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn runtime_api_steers_connections_and_logs() {
+    run_test(|| {
+        let topo = Topology::new("rtsteer")?;
+        let dir = topo.dir.path().to_path_buf();
+        let _backends = NameServers::start(
+            topo.srv.name(),
+            &[
+                (sa(BACKENDS_V4[0], PORT), "s1"),
+                (sa(BACKENDS_V4[1], PORT), "s2"),
+                (sa(BACKENDS_V4[2], PORT), "s3"),
+            ],
+        )?;
+        let log_path = dir.join("log.sock");
+        let log = UnixDatagram::bind(&log_path)?;
+        log.set_read_timeout(Some(Duration::from_millis(200)))?;
+        // A reader that keeps up, as a syslog daemon does (a UNIX datagram
+        // queue holds only net.unix.max_dgram_qlen = 10 lines).
+        let logged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log_done = Arc::new(AtomicBool::new(false));
+        let log_thread = {
+            let (logged, done) = (logged.clone(), log_done.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    if let Ok(n) = log.recv(&mut buf) {
+                        let l = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        logged.lock().unwrap().push(l);
+                    }
+                }
+            })
+        };
+        let (sock, user) = (dir.join("lb.sock"), dir.join("lb-user.sock"));
+        let mut cfg = config(
+            &sock,
+            &user,
+            &format!("    log {} local0", log_path.display()),
+            PORT,
+        );
+        cfg = cfg.replace(
+            "    maxconn 500\n",
+            "    maxconn 500\n    option tcplog\n    log global\n",
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+
+        let d = spread(&topo, 20)?;
+        println!("[lb-tests] start: {d:?}");
+        assert_eq!((d.get("s1"), d.get("s2")), (Some(&10), Some(&10)), "{d:?}");
+
+        // A connection to s2 that must survive its drain.
+        let (name, mut held) = loop {
+            let (n, s) = who(&topo)?;
+            if n == "s2" {
+                break (n, s);
+            }
+        };
+        assert_eq!(name, "s2");
+        assert_eq!(socat(&sock, "set server be/s2 state drain\n")?, "\n");
+        let d = spread(&topo, 10)?;
+        assert_eq!(
+            d.get("s1"),
+            Some(&10),
+            "drained s2 took new connections: {d:?}"
+        );
+        held.write_all(b"still here\n")?;
+        let mut r = BufReader::new(held.try_clone()?);
+        let mut echo = String::new();
+        r.read_line(&mut echo)?;
+        assert_eq!(echo, "still here\n", "the drained server's session broke");
+
+        // Weights: 3:1.
+        socat(
+            &sock,
+            "set server be/s2 state ready; set server be/s1 weight 30%\n",
+        )?;
+        let d = spread(&topo, 40)?;
+        println!("[lb-tests] weights 3:10 -> {d:?}");
+        let s1 = d.get("s1").copied().unwrap_or(0);
+        assert!(
+            (9..=10).contains(&s1) && s1 + d.get("s2").copied().unwrap_or(0) == 40,
+            "{d:?}"
+        );
+        socat(&sock, "set weight be/s1 10\n")?;
+
+        // Maintenance of both actives: the backup takes over, then gives back.
+        socat(
+            &sock,
+            "disable server be/s1; set server be/s2 state maint\n",
+        )?;
+        let d = spread(&topo, 5)?;
+        assert_eq!(d.get("s3"), Some(&5), "{d:?}");
+        socat(&sock, "enable server be/s1; set server be/s2 state ready\n")?;
+        let d = spread(&topo, 10)?;
+        assert_eq!((d.get("s1"), d.get("s2")), (Some(&5), Some(&5)), "{d:?}");
+
+        // Forced health down, then up.
+        socat(&sock, "set server be/s1 health down\n")?;
+        let d = spread(&topo, 6)?;
+        assert_eq!(d.get("s2"), Some(&6), "{d:?}");
+        socat(&sock, "set server be/s1 health up\n")?;
+
+        // shutdown session: the held session is reset.
+        let sess = socat(&sock, "show sess\n")?;
+        let id = sess
+            .lines()
+            .find(|l| l.contains("srv=s2"))
+            .and_then(|l| l.split(':').next())
+            .ok_or_else(|| anyhow!("no s2 session in show sess: {sess}"))?
+            .to_string();
+        assert_eq!(socat(&sock, &format!("shutdown session {id}\n"))?, "\n");
+        let mut buf = [0u8; 16];
+        let gone = matches!(held.read(&mut buf), Ok(0) | Err(_));
+        assert!(gone, "session {id} still open after shutdown session");
+        assert!(socat(&sock, &format!("shutdown session {id}\n"))?.starts_with("No such session"));
+
+        // tcplog: every ended session logged in HAProxy's TCP format.
+        util::wait_until(
+            "a tcplog line per session",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || Ok(logged.lock().unwrap().len() >= 92),
+        )?;
+        let lines = logged.lock().unwrap().clone();
+        let re_line = |l: &str| -> Result<()> {
+            // <134>Mmm dd hh:mm:ss lb[pid]: ip:port [dd/Mmm/yyyy:hh:mm:ss.mmm] fe be/srv Tw/Tc/Tt bytes term a/f/b/s/r sq/bq
+            let (hdr, msg) = l.split_once("]: ").ok_or_else(|| anyhow!("no tag: {l}"))?;
+            assert!(hdr.starts_with("<134>"), "local0.info priority: {l}");
+            let f: Vec<&str> = msg.split(' ').collect();
+            assert_eq!(f.len(), 9, "{l}");
+            assert!(f[0].starts_with(CLIENT_V4), "{l}");
+            assert!(
+                f[1].starts_with('[') && f[1].ends_with(']') && f[1].len() == 26,
+                "{l}"
+            );
+            assert_eq!(f[2], "fe");
+            assert!(["be/s1", "be/s2", "be/s3"].contains(&f[3]), "{l}");
+            let t: Vec<i64> = f[4].split('/').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(t.len(), 3, "{l}");
+            assert!(t[0] >= 0 && t[1] >= 0 && t[2] >= t[0] + t[1], "{l}");
+            // Every server sends its name and a newline.
+            assert_eq!(f[5], "3", "bytes read: {l}");
+            assert_eq!(f[6].len(), 2, "{l}");
+            assert_eq!(f[7].split('/').count(), 5, "{l}");
+            assert_eq!(f[8].split('/').count(), 2, "{l}");
+            Ok(())
+        };
+        for l in lines.iter().filter(|l| !l.contains(" KD ")) {
+            re_line(l)?;
+        }
+        println!("[lb-tests] {} tcplog lines, e.g. {}", lines.len(), lines[0]);
+
+        // 10,000 random lines on the user-level socket while traffic flows:
+        // answers only, no crash, no fd leak, traffic unaffected.
+        let fds = || std::fs::read_dir(format!("/proc/{}/fd", lb.pid())).map(|d| d.count());
+        let before = fds()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = {
+            let stop = stop.clone();
+            let client = topo.client.name().to_string();
+            spawn_in_netns(&client, move || -> Result<usize> {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    let s = connect(sa(LB_V4, PORT))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    let mut line = String::new();
+                    BufReader::new(s).read_line(&mut line)?;
+                    if !line.starts_with('s') {
+                        bail!("bad greeting {line:?}");
+                    }
+                    n += 1;
+                }
+                Ok(n)
+            })
+        };
+        let mut rng = Rng::new(0x5eed);
+        let words = [
+            "show", "stat", "info", "set", "server", "be/s1", "weight", "state", "drain", "maint",
+            "get", "help", "prompt", "quit", "sess", "shutdown", "session", "0x1", "clear",
+            "counters", "all", "maxconn", "global", "frontend", "fe", ";", "\\", "typed", "json",
+            "servers", "100%", "-1", "", "enable", "disable", "health",
+        ];
+        let started = Instant::now();
+        let mut c = UnixStream::connect(&user)?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"prompt\n")?;
+        let mut reader = BufReader::new(c.try_clone()?);
+        let mut sent = 0;
+        // At least 10,000 lines, and for at least 2 s so that many sessions
+        // start and end meanwhile (bounded at 200,000).
+        let mut i = 0;
+        while (i < 10_000 || started.elapsed() < Duration::from_secs(2)) && i < 200_000 {
+            i += 1;
+            let n = rng.range(0, 8);
+            let mut line = String::new();
+            for _ in 0..n {
+                if rng.range(0, 9) == 0 {
+                    // Raw bytes, never a newline or `quit`.
+                    let len = rng.range(1, 20);
+                    for _ in 0..len {
+                        let b = rng.range(1, 126) as u8;
+                        line.push(if b == b'\n' { ' ' } else { b as char });
+                    }
+                } else {
+                    line.push_str(words[rng.range(0, words.len() as u64 - 1) as usize]);
+                }
+                line.push(' ');
+            }
+            let line = line.replace("quit", "qu1t").replace("prompt", "pr0mpt");
+            c.write_all(line.as_bytes())?;
+            c.write_all(b"\n")?;
+            sent += 1;
+            // Read the answers up to the prompt so the socket never backs up.
+            let mut got = Vec::new();
+            loop {
+                let mut b = [0u8; 1];
+                reader
+                    .read_exact(&mut b)
+                    .with_context(|| format!("answer to line {i}: {line:?}"))?;
+                got.push(b[0]);
+                if got.ends_with(b"\n> ") || got == b"> " {
+                    break;
+                }
+            }
+        }
+        drop(reader);
+        drop(c);
+        stop.store(true, Ordering::Relaxed);
+        let conns = traffic
+            .join()
+            .map_err(|_| anyhow!("traffic thread panicked"))??;
+        let took = started.elapsed();
+        lb_alive(&lb)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let after = fds()?;
+        println!(
+            "[lb-tests] {sent} random lines in {took:?} alongside {conns} connections; lb fds {before} -> {after}"
+        );
+        assert!(
+            conns >= 100,
+            "only {conns} connections during the random lines"
+        );
+        log_done.store(true, Ordering::Relaxed);
+        let _ = log_thread.join();
+        assert!(after <= before + 2, "fd leak: {before} -> {after}");
+        // Nothing changed at level user.
+        assert_eq!(socat(&sock, "get weight be/s1\n")?, "10 (initial 10)\n\n");
+        lb.stop()?;
+        Ok(())
+    })
+}
+
+fn lb_alive(lb: &Lb) -> Result<()> {
+    if !util::pid_alive(lb.pid()) {
+        bail!("lb died; log:\n{}", lb.log_tail(40));
+    }
+    Ok(())
+}
