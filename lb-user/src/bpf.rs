@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, SockMap};
 use aya::programs::{SkLookup, SkSkb};
 use aya::{Ebpf, EbpfLoader};
-use lb_common::{maps, progs, BindKey, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd};
+use lb_common::{
+    maps, progs, BindKey, FlowDir, ServerCheck, ServerKStats, ServerMeta, ServerState, SockEnd,
+};
 
 /// The object built by `cargo xtask build`, embedded by build.rs (empty if absent).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -149,6 +151,7 @@ pub fn load(instance: &str, want_splice: bool) -> Result<Loaded, BpfError> {
     for name in [
         maps::SRV_META,
         maps::SRV_STATE,
+        maps::SRV_CHECK,
         maps::SRV_KSTATS,
         maps::STATS,
         maps::FLOWS,
@@ -201,6 +204,7 @@ pub struct Maps {
     pub flows: Map,
     pub srv_meta: Array<MapData, ServerMeta>,
     pub srv_state: Array<MapData, ServerState>,
+    pub srv_check: Array<MapData, ServerCheck>,
     pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
     pub stats: PerCpuArray<MapData, u64>,
     pub events: RingBuf<MapData>,
@@ -232,6 +236,7 @@ impl Maps {
             flows: take(ebpf, maps::FLOWS)?,
             srv_meta: typed!(ebpf, maps::SRV_META),
             srv_state: typed!(ebpf, maps::SRV_STATE),
+            srv_check: typed!(ebpf, maps::SRV_CHECK),
             srv_kstats: typed!(ebpf, maps::SRV_KSTATS),
             stats: typed!(ebpf, maps::STATS),
             events: typed!(ebpf, maps::EVENTS),

@@ -196,6 +196,21 @@ pub fn run(opts: RunOpts) -> Result<()> {
     }
     check_capacity(&cfg)?;
     check_binds(&cfg)?;
+    // Check plans read password files and the environment now, so that a
+    // missing one stops start-up with the line that names it.
+    let mut plans = Vec::new();
+    for b in &cfg.backends {
+        for s in &b.servers {
+            plans.push(if s.check {
+                Some(
+                    crate::check::compile(b, s, &crate::check::read_password)
+                        .with_context(|| format!("health check of server {}/{}", b.name, s.name))?,
+                )
+            } else {
+                None
+            });
+        }
+    }
     let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
     tracing::info!(
         "open files limit {nofile}: at most ~{} proxied connections (two sockets each)",
@@ -205,10 +220,10 @@ pub fn run(opts: RunOpts) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(cfg, opts))
+    rt.block_on(serve(cfg, plans, opts))
 }
 
-async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
+async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpts) -> Result<()> {
     let mut loaded = bpf::load(&opts.instance, !opts.no_splice)
         .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
     match &loaded.splice {
@@ -227,6 +242,13 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         maps.srv_state
             .set(s.idx, s.snapshot(), 0)
             .with_context(|| format!("writing server {}/{} to LB_SRV_STATE", s.backend, s.name))?;
+        if plans.get(s.idx as usize).is_some_and(|p| p.is_some()) {
+            maps.srv_check
+                .set(s.idx, lb_common::ServerCheck::default(), 0)
+                .with_context(|| {
+                    format!("writing server {}/{} to LB_SRV_CHECK", s.backend, s.name)
+                })?;
+        }
     }
 
     let mut accept_sockets = Vec::new();
@@ -262,6 +284,7 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         flows,
         events,
         srv_state,
+        srv_check,
         ..
     } = maps;
     let (splicer, wake, manager_thread) = if splice_on {
@@ -301,7 +324,16 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
             on_server_change(&state, splicer.as_ref(), idx);
         })
     };
-    crate::health::spawn_all(&state, on_change);
+    let on_check: crate::health::OnCheck = {
+        let srv_check = std::sync::Mutex::new(srv_check);
+        Arc::new(move |idx: u32, c: &lb_common::ServerCheck| {
+            let mut m = srv_check.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = m.set(idx, *c, 0) {
+                tracing::error!("writing LB_SRV_CHECK[{idx}]: {e}");
+            }
+        })
+    };
+    crate::health::spawn_all(&state, plans, on_change, on_check);
     {
         let state = state.clone();
         let publish = publish.clone();
