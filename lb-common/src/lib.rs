@@ -218,7 +218,7 @@ pub mod chk {
 }
 
 /// Bytes of [`ServerCheck::info`].
-pub const CHECK_INFO_LEN: usize = 112;
+pub const CHECK_INFO_LEN: usize = 240;
 
 /// Value of [`maps::SRV_CHECK`], written by the daemon after each check.
 #[repr(C)]
@@ -235,7 +235,7 @@ pub struct ServerCheck {
     /// Last error or information text, NUL-padded UTF-8.
     pub info: [u8; CHECK_INFO_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ServerCheck>() == 128);
+const _: () = assert!(core::mem::size_of::<ServerCheck>() == 256);
 
 impl Default for ServerCheck {
     fn default() -> Self {

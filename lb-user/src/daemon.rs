@@ -176,7 +176,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     }
     // A setting lb cannot honour yet is refused, never silently dropped: the
     // user would otherwise run with a behaviour their config does not say.
-    let gaps = config::runtime_gaps(&cfg);
+    let gaps = crate::check::runtime_gaps(&cfg);
     if !gaps.is_empty() {
         let list: Vec<String> = gaps
             .iter()
@@ -339,10 +339,17 @@ async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpt
         let publish = publish.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            // Only what changed: with thousands of idle servers, rewriting
+            // every entry five times a second costs more than the checks.
+            let mut last = vec![None; state.servers.len()];
             loop {
                 tick.tick().await;
                 for s in &state.servers {
-                    publish(s.idx);
+                    let snap = Some(s.snapshot());
+                    if last[s.idx as usize] != snap {
+                        last[s.idx as usize] = snap;
+                        publish(s.idx);
+                    }
                 }
             }
         });

@@ -33,7 +33,6 @@ impl Connector for TcpConnector {
             c.port.unwrap_or(self.target.port()),
         );
         let mut s = TcpStream::connect(addr).await?;
-        let _ = s.set_nodelay(true);
         if let Some(v) = c.send_proxy {
             let h = crate::proxy_proto::encode(v, s.local_addr()?, s.peer_addr()?);
             s.write_all(&h).await?;

@@ -201,7 +201,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ReadErr::Io(io::ErrorKind::NotConnected.into()));
         };
         let start = self.buf.len();
-        let room = BUF_SIZE.saturating_sub(start);
+        // Small reads first: most answers are a few bytes.
+        let room = BUF_SIZE.saturating_sub(start).min(start.max(2048));
         if room == 0 {
             return Ok(());
         }
@@ -317,7 +318,8 @@ pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcom
     };
     let mut s: Session<C::Stream> = Session {
         stream: None,
-        buf: Vec::with_capacity(BUF_SIZE),
+        // Grown on demand: a plain connect check never reads.
+        buf: Vec::new(),
         eof: false,
         deadline: overall,
     };

@@ -520,6 +520,17 @@ pub fn compile(
     })
 }
 
+/// [`crate::config::runtime_gaps`] plus the check settings [`compile`] refuses,
+/// in file order: what `lb run` refuses and `lb check` lists.
+pub fn runtime_gaps(cfg: &crate::config::Config) -> Vec<(Origin, String)> {
+    let mut out = crate::config::runtime_gaps(cfg);
+    for b in &cfg.backends {
+        out.extend(gaps(b));
+    }
+    out.sort_by(|a, b| (&a.0.file, a.0.line).cmp(&(&b.0.file, b.0.line)));
+    out
+}
+
 /// What `compile` would refuse in `b`, for `lb check` and `lb run`'s gap list
 /// (passwords are not read here).
 pub fn gaps(b: &Backend) -> Vec<(Origin, String)> {
@@ -606,7 +617,8 @@ mod tests {
             std::path::Path::new("t.cfg"),
         )
         .unwrap();
-        let g = gaps(&cfg.backends[0]);
+        // As `lb check` and `lb run` see them.
+        let g = runtime_gaps(&cfg);
         assert_eq!(g.len(), 1, "{g:?}");
         assert_eq!(g[0].0.line, 9);
         assert!(g[0].1.contains("sample fetch 'date'"), "{g:?}");

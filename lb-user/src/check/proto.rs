@@ -166,11 +166,13 @@ pub struct RoleSpec {
 
 /// Replay lag is 0 on a primary and on a standby that replayed all it received
 /// (an idle primary produces no transactions, so the last replay timestamp alone
-/// would grow forever).
+/// would grow forever); behind that, the age of the last replayed commit, or
+/// the time since start-up when none was replayed yet.
 pub const ROLE_QUERY: &str = "SELECT pg_is_in_recovery()::text, \
      (CASE WHEN NOT pg_is_in_recovery() THEN 0 \
      WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
-     ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8::text";
+     ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
+     pg_postmaster_start_time())) END)::float8::text";
 
 async fn pg_send<S: AsyncRead + AsyncWrite + Unpin + Send>(
     s: &mut Session<S>,

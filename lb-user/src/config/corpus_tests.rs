@@ -79,8 +79,9 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Everything `lb run` refuses, check settings included.
 fn gaps(cfg: &Config) -> Vec<(usize, String)> {
-    runtime_gaps(cfg)
+    crate::check::runtime_gaps(cfg)
         .into_iter()
         .map(|(o, w)| (o.line, w))
         .collect()
