@@ -25,6 +25,8 @@ pub mod maps {
     pub const SRV_STATE: &str = "LB_SRV_STATE";
     /// PERCPU_ARRAY: server index -> [`crate::ServerKStats`] (bytes moved in the kernel).
     pub const SRV_KSTATS: &str = "LB_SRV_KSTATS";
+    /// ARRAY: server index -> [`crate::ServerCheck`] (last health-check result).
+    pub const SRV_CHECK: &str = "LB_SRV_CHECK";
     /// PERCPU_ARRAY: [`crate::stat`] index -> u64 event counter.
     pub const STATS: &str = "LB_STATS";
     /// RINGBUF of [`crate::Event`] from the verdict to userspace.
@@ -238,6 +240,61 @@ pub struct ServerState {
     pub state_changes: u64,
 }
 const _: () = assert!(core::mem::size_of::<ServerState>() == 64);
+
+/// Health-check status codes (HAProxy's names: [`chk::NAMES`]).
+pub mod chk {
+    pub const UNK: u32 = 0;
+    pub const INI: u32 = 1;
+    pub const SOCKERR: u32 = 2;
+    pub const L4OK: u32 = 3;
+    pub const L4TOUT: u32 = 4;
+    pub const L4CON: u32 = 5;
+    pub const L6OK: u32 = 6;
+    pub const L6TOUT: u32 = 7;
+    pub const L6RSP: u32 = 8;
+    pub const L7TOUT: u32 = 9;
+    pub const L7RSP: u32 = 10;
+    pub const L7OK: u32 = 11;
+    pub const L7OKC: u32 = 12;
+    pub const L7STS: u32 = 13;
+    pub const COUNT: u32 = 14;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "UNK", "INI", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT",
+        "L7RSP", "L7OK", "L7OKC", "L7STS",
+    ];
+}
+
+/// Bytes of [`ServerCheck::info`].
+pub const CHECK_INFO_LEN: usize = 240;
+
+/// Value of [`maps::SRV_CHECK`], written by the daemon after each check.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerCheck {
+    /// A [`chk`] code.
+    pub status: u32,
+    /// Layer-7 code (HTTP status, ...), 0: none.
+    pub code: u32,
+    /// Duration of the last check, microseconds.
+    pub duration_us: u32,
+    /// Checks run so far.
+    pub count: u32,
+    /// Last error or information text, NUL-padded UTF-8.
+    pub info: [u8; CHECK_INFO_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ServerCheck>() == 256);
+
+impl Default for ServerCheck {
+    fn default() -> Self {
+        Self {
+            status: chk::INI,
+            code: 0,
+            duration_us: 0,
+            count: 0,
+            info: [0; CHECK_INFO_LEN],
+        }
+    }
+}
 
 /// Value of [`maps::SRV_KSTATS`] (per CPU): bytes the verdict moved.
 #[repr(C)]
@@ -488,6 +545,7 @@ mod pod {
     unsafe impl aya::Pod for ServerMeta {}
     unsafe impl aya::Pod for ServerState {}
     unsafe impl aya::Pod for ServerKStats {}
+    unsafe impl aya::Pod for ServerCheck {}
     unsafe impl aya::Pod for Event {}
 }
 

@@ -25,7 +25,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use lb_common::{
-    fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerKStats,
+    fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerCheck,
+    ServerKStats,
     ServerMeta, ServerState, SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES, EVENT_PASS, MAX_BINDS,
     MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
 };
@@ -56,6 +57,8 @@ static LB_FLOWS: Array<FlowDir> = Array::with_max_entries(MAX_FLOWS, BPF_F_MMAPA
 static LB_SRV_META: Array<ServerMeta> = Array::with_max_entries(MAX_SERVERS, 0);
 #[map]
 static LB_SRV_STATE: Array<ServerState> = Array::with_max_entries(MAX_SERVERS, 0);
+#[map]
+static LB_SRV_CHECK: Array<ServerCheck> = Array::with_max_entries(MAX_SERVERS, 0);
 #[map]
 static LB_SRV_KSTATS: PerCpuArray<ServerKStats> = PerCpuArray::with_max_entries(MAX_SERVERS, 0);
 #[map]

@@ -7,7 +7,8 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, So
 use aya::programs::{SkLookup, SkSkb};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    maps, progs, BindKey, BindTarget, FlowDir, ServerKStats, ServerMeta, ServerState, SockEnd,
+    maps, progs, BindKey, BindTarget, FlowDir, ServerCheck, ServerKStats, ServerMeta, ServerState,
+    SockEnd,
 };
 
 /// The object built by `cargo xtask build`, embedded by build.rs (empty if absent).
@@ -162,6 +163,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
     for name in [
         maps::SRV_META,
         maps::SRV_STATE,
+        maps::SRV_CHECK,
         maps::SRV_KSTATS,
         maps::STATS,
         maps::FLOWS,
@@ -219,6 +221,7 @@ pub struct Maps {
     pub flows: Map,
     pub srv_meta: Array<MapData, ServerMeta>,
     pub srv_state: Array<MapData, ServerState>,
+    pub srv_check: Array<MapData, ServerCheck>,
     pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
     pub stats: PerCpuArray<MapData, u64>,
     pub events: RingBuf<MapData>,
@@ -250,6 +253,7 @@ impl Maps {
             flows: take(ebpf, maps::FLOWS)?,
             srv_meta: typed!(ebpf, maps::SRV_META),
             srv_state: typed!(ebpf, maps::SRV_STATE),
+            srv_check: typed!(ebpf, maps::SRV_CHECK),
             srv_kstats: typed!(ebpf, maps::SRV_KSTATS),
             stats: typed!(ebpf, maps::STATS),
             events: typed!(ebpf, maps::EVENTS),

@@ -202,7 +202,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     }
     // A setting lb cannot honour yet is refused, never silently dropped: the
     // user would otherwise run with a behaviour their config does not say.
-    let gaps = config::runtime_gaps(&cfg);
+    let gaps = crate::check::runtime_gaps(&cfg);
     if !gaps.is_empty() {
         let list: Vec<String> = gaps
             .iter()
@@ -223,6 +223,21 @@ pub fn run(opts: RunOpts) -> Result<()> {
     check_capacity(&cfg)?;
     check_binds(&cfg)?;
     check_xdp(&cfg, opts.no_xdp)?;
+    // Check plans read password files and the environment now, so that a
+    // missing one stops start-up with the line that names it.
+    let mut plans = Vec::new();
+    for b in &cfg.backends {
+        for s in &b.servers {
+            plans.push(if s.check {
+                Some(
+                    crate::check::compile(b, s, &crate::check::read_password)
+                        .with_context(|| format!("health check of server {}/{}", b.name, s.name))?,
+                )
+            } else {
+                None
+            });
+        }
+    }
     let nofile = sys::raise_nofile().context("raising RLIMIT_NOFILE")?;
     tracing::info!(
         "open files limit {nofile}: at most ~{} proxied connections (two sockets each)",
@@ -232,10 +247,10 @@ pub fn run(opts: RunOpts) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(cfg, opts))
+    rt.block_on(serve(cfg, plans, opts))
 }
 
-async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
+async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpts) -> Result<()> {
     let xdp_reqs = if opts.no_xdp {
         Vec::new()
     } else {
@@ -289,6 +304,13 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         maps.srv_state
             .set(s.idx, s.snapshot(), 0)
             .with_context(|| format!("writing server {}/{} to LB_SRV_STATE", s.backend, s.name))?;
+        if plans.get(s.idx as usize).is_some_and(|p| p.is_some()) {
+            maps.srv_check
+                .set(s.idx, lb_common::ServerCheck::default(), 0)
+                .with_context(|| {
+                    format!("writing server {}/{} to LB_SRV_CHECK", s.backend, s.name)
+                })?;
+        }
     }
 
     let mut accept_sockets = Vec::new();
@@ -334,6 +356,7 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         srv_state,
         srv_kstats,
         stats,
+        srv_check,
         ..
     } = maps;
     let (splicer, wake, manager_thread) = if splice_on {
@@ -373,17 +396,28 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
             on_server_change(&state, splicer.as_ref(), idx);
         })
     };
+    let on_check: crate::health::OnCheck = {
+        let srv_check = std::sync::Mutex::new(srv_check);
+        Arc::new(move |idx: u32, c: &lb_common::ServerCheck| {
+            let mut m = srv_check.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = m.set(idx, *c, 0) {
+                tracing::error!("writing LB_SRV_CHECK[{idx}]: {e}");
+            }
+        })
+    };
     {
         // Check-driven changes also feed lastchg, chkdown and downtime.
         let state = state.clone();
         let on_change = on_change.clone();
         crate::health::spawn_all(
             &state.clone(),
+            plans,
             Arc::new(move |idx: u32| {
                 let s = &state.servers[idx as usize];
                 s.admin.note_change(s.is_up());
                 on_change(idx);
             }),
+            on_check,
         );
     }
     {
@@ -391,10 +425,17 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         let publish = publish.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            // Only what changed: with thousands of idle servers, rewriting
+            // every entry five times a second costs more than the checks.
+            let mut last = vec![None; state.servers.len()];
             loop {
                 tick.tick().await;
                 for s in &state.servers {
-                    publish(s.idx);
+                    let snap = Some(s.snapshot());
+                    if last[s.idx as usize] != snap {
+                        last[s.idx as usize] = snap;
+                        publish(s.idx);
+                    }
                 }
             }
         });

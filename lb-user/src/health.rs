@@ -1,85 +1,240 @@
-//! TCP connect health checks with HAProxy's timing and state machine.
+//! The health-check scheduler: one task per checked server runs its
+//! [`Plan`](crate::check::Plan) at HAProxy's intervals, applies the result with
+//! HAProxy's rise/fall state machine, publishes the status and logs a line
+//! like HAProxy's on every state change.
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lb_common::{ServerCheck, SRV_UP};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::state::{apply_check, state_name, State};
+use crate::check::engine::{self, status_desc, Connect, Connector, Outcome};
+use crate::check::Plan;
+use crate::config::CheckParams;
+use crate::state::{apply_check, copy_str, state_name, Server, State};
 use crate::sys;
 
-/// Starts one task per server with `check`. The first check of each server is
-/// spread over its first interval so a large farm is not probed in one burst.
-pub fn spawn_all(state: &Arc<State>, on_change: Arc<dyn Fn(u32) + Send + Sync>) {
-    let n = state.servers.len().max(1) as u64;
-    for s in &state.servers {
-        let Some(params) = s.check else { continue };
+/// Opens check connections over TCP to the plan's target (or a `connect`
+/// rule's port/address), with an optional PROXY header.
+pub struct TcpConnector {
+    pub target: SocketAddr,
+}
+
+impl Connector for TcpConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&self, c: &Connect) -> std::io::Result<TcpStream> {
+        let addr = SocketAddr::new(
+            c.addr.unwrap_or(self.target.ip()),
+            c.port.unwrap_or(self.target.port()),
+        );
+        let mut s = TcpStream::connect(addr).await?;
+        if let Some(v) = c.send_proxy {
+            let h = crate::proxy_proto::encode(v, s.local_addr()?, s.peer_addr()?);
+            s.write_all(&h).await?;
+        }
+        Ok(s)
+    }
+
+    fn close(&self, s: TcpStream, linger: bool) {
+        // HAProxy closes checks with an RST so that they leave no TIME_WAIT.
+        if !linger {
+            let _ = sys::set_linger_reset(&s);
+        }
+        drop(s);
+    }
+}
+
+/// Called with each check result (publishes it to LB_SRV_CHECK).
+pub type OnCheck = Arc<dyn Fn(u32, &ServerCheck) + Send + Sync>;
+
+/// The published form of a result.
+pub fn to_map(o: &Outcome, took: Duration, count: u32) -> ServerCheck {
+    let mut c = ServerCheck {
+        status: o.status,
+        code: o.code,
+        duration_us: took.as_micros().min(u32::MAX as u128) as u32,
+        count,
+        ..ServerCheck::default()
+    };
+    copy_str(&mut c.info, &o.info);
+    c
+}
+
+/// HAProxy's state-change line, e.g. `Server b/s is DOWN, reason: Layer4
+/// connection problem, info: "Connection refused", check duration: 0ms. 2
+/// active and 0 backup servers left. 0 sessions active, 0 requeued, 0
+/// remaining in queue.`
+pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Duration) -> String {
+    let (mut active, mut backup) = (0, 0);
+    let mut queued = 0;
+    if let Some(b) = state.backend_of(s.idx) {
+        queued = b.queued.load(Ordering::Relaxed);
+        for &i in &b.servers {
+            let x = &state.servers[i as usize];
+            if x.is_up() {
+                if x.backup {
+                    backup += 1;
+                } else {
+                    active += 1;
+                }
+            }
+        }
+    }
+    let mut line = format!(
+        "Server {}/{} is {}, reason: {}",
+        s.backend,
+        s.name,
+        state_name(new),
+        status_desc(o.status)
+    );
+    if o.code != 0 {
+        line.push_str(&format!(", code: {}", o.code));
+    }
+    if !o.info.is_empty() {
+        line.push_str(&format!(", info: \"{}\"", o.info));
+    }
+    line.push_str(&format!(", check duration: {}ms. ", took.as_millis()));
+    if new == SRV_UP {
+        line.push_str(&format!(
+            "{active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue."
+        ));
+    } else {
+        line.push_str(&format!(
+            "{active} active and {backup} backup servers left. {} sessions active, 0 requeued, {queued} remaining in queue.",
+            s.cur_conns.load(Ordering::Relaxed)
+        ));
+    }
+    line
+}
+
+/// Starts one task per server with a plan (`plans[idx]`). The first checks
+/// are spread evenly over the first interval so that a large farm is not
+/// probed in one burst; each server then keeps its own phase, its next check
+/// due one interval after the start of the previous one.
+pub fn spawn_all(
+    state: &Arc<State>,
+    plans: Vec<Option<Plan>>,
+    on_change: Arc<dyn Fn(u32) + Send + Sync>,
+    on_check: OnCheck,
+) {
+    let n = plans.iter().filter(|p| p.is_some()).count().max(1) as u32;
+    let mut pos = 0u32;
+    for (idx, plan) in plans.into_iter().enumerate() {
+        let Some(plan) = plan else { continue };
+        let offset = plan.fastinter.mul_f64(pos as f64 / n as f64);
+        pos += 1;
         let state = state.clone();
-        let idx = s.idx;
         let on_change = on_change.clone();
-        let offset = params.inter.as_millis() as u64 * idx as u64 / n;
+        let on_check = on_check.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(offset)).await;
+            let params = CheckParams {
+                inter: plan.timeouts.inter,
+                rise: plan.rise,
+                fall: plan.fall,
+            };
+            let conn = TcpConnector {
+                target: plan.target,
+            };
+            let mut next = Instant::now() + offset;
+            let mut count = 0u32;
             loop {
-                let s = &state.servers[idx as usize];
-                if s.admin.checks_disabled.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(next).await;
+                if state.servers[idx]
+                    .admin
+                    .checks_disabled
+                    .load(Ordering::Relaxed)
+                {
                     // `disable health`: the state stays as it is until enabled.
-                    tokio::time::sleep(params.inter).await;
+                    next = Instant::now() + params.inter;
                     continue;
                 }
                 let start = Instant::now();
-                // Without `timeout check`, HAProxy bounds the whole check by `inter`.
-                let ok = match tokio::time::timeout(params.inter, TcpStream::connect(s.addr)).await
-                {
-                    Ok(Ok(conn)) => {
-                        // Close with an RST, as HAProxy does, so checks leave no
-                        // TIME_WAIT behind.
-                        let _ = sys::set_linger_reset(&conn);
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!("check {}/{}: {e}", s.backend, s.name);
-                        false
-                    }
-                    Err(_) => false,
-                };
+                let o = engine::run(&plan.steps, &conn, &plan.timeouts).await;
                 let took = start.elapsed();
+                count = count.wrapping_add(1);
+                let s = &state.servers[idx];
                 s.check_us.store(
                     took.as_micros().min(u32::MAX as u128) as u32,
                     Ordering::Relaxed,
                 );
-                if let Some(new) = apply_check(s, ok, &params) {
-                    let reason = if ok {
-                        "Layer4 check passed".to_string()
-                    } else if took >= params.inter {
-                        "Layer4 timeout".to_string()
-                    } else {
-                        "Layer4 connection problem".to_string()
-                    };
-                    let up = state
-                        .backends
-                        .iter()
-                        .find(|b| b.name == s.backend)
-                        .map(|b| {
-                            b.servers
-                                .iter()
-                                .filter(|&&i| state.servers[i as usize].is_up())
-                                .count()
-                        })
-                        .unwrap_or(0);
-                    tracing::warn!(
-                        "Server {}/{} is {}, reason: {}, check duration: {}ms. {} active servers left.",
+                if !o.passed() {
+                    tracing::debug!(
+                        "check {}/{}: {} {}",
                         s.backend,
                         s.name,
-                        state_name(new),
-                        reason,
-                        took.as_millis(),
-                        up
+                        lb_common::chk::NAMES[o.status as usize],
+                        o.info
                     );
-                    on_change(idx);
                 }
-                tokio::time::sleep(params.inter.saturating_sub(took)).await;
+                on_check(s.idx, &to_map(&o, took, count));
+                if let Some(new) = apply_check(s, o.passed(), &params) {
+                    tracing::warn!("{}", change_line(&state, s, new, &o, took));
+                    on_change(s.idx);
+                    if new != SRV_UP {
+                        if let Some(b) = state.backend_of(s.idx) {
+                            if !b.servers.iter().any(|&i| state.servers[i as usize].is_up()) {
+                                tracing::error!("backend {} has no server available!", b.name);
+                            }
+                        }
+                    }
+                }
+                let down = s.state.load(Ordering::Relaxed) != SRV_UP;
+                let iv = plan.interval(s.health.load(Ordering::Relaxed), down);
+                next = (start + iv).max(Instant::now());
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_common::chk;
+
+    #[test]
+    fn change_line_is_haproxys() {
+        let cfg = crate::config::parse_str(
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+             listen b\n  bind 127.0.0.1:65000\n  server s1 127.0.0.1:1 check\n  server s2 127.0.0.1:2 check\n  server s3 127.0.0.1:3 check backup\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let state = State::from_config(&cfg);
+        state.servers[0]
+            .state
+            .store(lb_common::SRV_DOWN, Ordering::Relaxed);
+        let o = Outcome::new(chk::L4CON, "Connection refused");
+        let l = change_line(
+            &state,
+            &state.servers[0],
+            lb_common::SRV_DOWN,
+            &o,
+            Duration::from_micros(300),
+        );
+        assert_eq!(
+            l,
+            "Server b/s1 is DOWN, reason: Layer4 connection problem, info: \"Connection refused\", \
+             check duration: 0ms. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, \
+             0 remaining in queue."
+        );
+        let o = Outcome::new(chk::L7OK, "OK").with_code(200);
+        state.servers[0].state.store(SRV_UP, Ordering::Relaxed);
+        let l = change_line(
+            &state,
+            &state.servers[0],
+            SRV_UP,
+            &o,
+            Duration::from_millis(3),
+        );
+        assert_eq!(
+            l,
+            "Server b/s1 is UP, reason: Layer7 check passed, code: 200, info: \"OK\", check duration: 3ms. \
+             2 active and 1 backup servers online. 0 sessions requeued, 0 total in queue."
+        );
     }
 }

@@ -180,7 +180,7 @@ fn real_main() -> Result<()> {
                     for w in &cfg.warnings {
                         eprintln!("[WARNING] {w}");
                     }
-                    for (origin, what) in config::runtime_gaps(&cfg) {
+                    for (origin, what) in lb_user::check::runtime_gaps(&cfg) {
                         eprintln!("[WARNING] {origin}: parsed; not applied by lb run yet: {what}");
                     }
                     for (origin, what) in config::runtime_ignored(&cfg) {

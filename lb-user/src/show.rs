@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use lb_common::{
-    maps, stat, FrontendMeta, ServerKStats, ServerMeta, ServerState, XdpFeStats, XdpIface, AF_INET,
-    MAX_FRONTENDS, MAX_SERVERS, MAX_XDP_IFACES,
+    chk, maps, stat, FrontendMeta, ServerCheck, ServerKStats, ServerMeta, ServerState, XdpFeStats,
+    XdpIface, AF_INET, MAX_FRONTENDS, MAX_SERVERS, MAX_XDP_IFACES,
 };
 use serde::Serialize;
 
@@ -27,8 +27,20 @@ pub struct ServerRow {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub checks_failed: u64,
+    /// UP/DOWN transitions since start-up.
+    pub state_changes: u64,
     pub last_check: String,
     pub check_ms: f64,
+    /// HAProxy's check status name (`L4OK`, `L7STS`, ...); "" without `check`.
+    pub check_status: String,
+    /// Its description ("Layer4 connection problem").
+    pub check_desc: String,
+    /// Layer-7 code of the last check (HTTP status, ...), 0: none.
+    pub check_code: u32,
+    /// Last error or information text of the last check.
+    pub check_info: String,
+    /// Checks run since start-up.
+    pub checks_run: u32,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -47,6 +59,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
     let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
     let st: Array<MapData, ServerState> = open(&dir, maps::SRV_STATE)?.try_into()?;
     let ks: PerCpuArray<MapData, ServerKStats> = open(&dir, maps::SRV_KSTATS)?.try_into()?;
+    let ck: Array<MapData, ServerCheck> = open(&dir, maps::SRV_CHECK)?.try_into()?;
     let mut rows = Vec::new();
     for i in 0..MAX_SERVERS {
         let m = meta
@@ -61,6 +74,11 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
         let k = ks
             .get(&i, 0)
             .with_context(|| format!("LB_SRV_KSTATS[{i}]"))?;
+        let c = ck
+            .get(&i, 0)
+            .with_context(|| format!("LB_SRV_CHECK[{i}]"))?;
+        // Never written: the server has no `check`.
+        let checked = c.status != chk::UNK;
         let (kin, kout) = k
             .iter()
             .fold((0u64, 0u64), |(a, b), v| (a + v.bytes_in, b + v.bytes_out));
@@ -81,6 +99,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
             bytes_in: kin + s.user_bytes_in,
             bytes_out: kout + s.user_bytes_out,
             checks_failed: s.checks_failed,
+            state_changes: s.state_changes,
             last_check: match s.last_check {
                 0 => "fail",
                 1 => "ok",
@@ -88,6 +107,22 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
             }
             .to_string(),
             check_ms: s.check_us as f64 / 1000.0,
+            check_status: if checked {
+                chk::NAMES
+                    .get(c.status as usize)
+                    .unwrap_or(&"UNK")
+                    .to_string()
+            } else {
+                String::new()
+            },
+            check_desc: if checked {
+                crate::check::engine::status_desc(c.status).to_string()
+            } else {
+                String::new()
+            },
+            check_code: c.code,
+            check_info: read_str(&c.info),
+            checks_run: c.count,
         });
     }
     Ok(rows)
@@ -105,8 +140,9 @@ pub fn print_servers(rows: &[ServerRow]) {
         "BYTES_IN",
         "BYTES_OUT",
         "CHECK",
+        "INFO",
     ];
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
@@ -119,11 +155,22 @@ pub fn print_servers(rows: &[ServerRow]) {
                 r.total_conns.to_string(),
                 r.bytes_in.to_string(),
                 r.bytes_out.to_string(),
-                format!("{} {:.1}ms", r.last_check, r.check_ms),
+                check_cell(r),
+                r.check_info.clone(),
             ]
         })
         .collect();
     print_table(&headers, &cells);
+}
+
+/// `L7STS/503 1.2ms`; `-` without `check`, `INI` before the first result.
+fn check_cell(r: &ServerRow) -> String {
+    match r.check_status.as_str() {
+        "" => "-".into(),
+        "INI" => "INI".into(),
+        st if r.check_code != 0 => format!("{st}/{} {:.1}ms", r.check_code, r.check_ms),
+        st => format!("{st} {:.1}ms", r.check_ms),
+    }
 }
 
 /// Kernel-side event counters, summed over CPUs.

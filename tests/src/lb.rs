@@ -38,6 +38,17 @@ pub struct ServerRow {
     pub total_conns: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Health-check status name (`L4OK`, `L7STS`, ...), "" without `check`
+    /// (or from an lb that does not report it).
+    pub check_status: String,
+    /// Layer-7 code of the last check (HTTP status), 0: none.
+    pub check_code: u64,
+    /// Info text of the last check ("Connection refused", ...).
+    pub check_info: String,
+    /// Checks run so far.
+    pub checks_run: u64,
+    /// UP/DOWN transitions so far.
+    pub state_changes: u64,
 }
 
 impl ServerRow {
@@ -63,6 +74,11 @@ impl ServerRow {
             total_conns: n("total_conns")?,
             bytes_in: n("bytes_in")?,
             bytes_out: n("bytes_out")?,
+            check_status: s("check_status").unwrap_or_default(),
+            check_code: n("check_code").unwrap_or(0),
+            check_info: s("check_info").unwrap_or_default(),
+            checks_run: n("checks_run").unwrap_or(0),
+            state_changes: n("state_changes").unwrap_or(0),
         })
     }
 }

@@ -141,6 +141,71 @@ impl Postgres {
         self.stop()?;
         self.start()
     }
+
+    /// Replaces pg_hba.conf with `rules` (first match wins) and reloads.
+    pub fn set_hba(&mut self, rules: &str) -> Result<()> {
+        let path = self.dir.join("data/pg_hba.conf");
+        std::fs::write(&path, rules).with_context(|| format!("writing {}", path.display()))?;
+        if self.running {
+            run(&mut self.pg_ctl(&["reload"]))?;
+            // The postmaster rereads the file asynchronously.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(())
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), listening on
+    /// `listen`, started.
+    pub fn standby_of(
+        ns: &Netns,
+        primary: &Postgres,
+        name: &str,
+        listen: &[&str],
+    ) -> Result<Postgres> {
+        let dir = std::env::temp_dir().join(format!("lbt-{}-pg-{name}", util::unique_id()));
+        std::fs::create_dir_all(&dir)?;
+        run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        let mut c = ns_cmd(&ns.path(), "runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(pg_tool("pg_basebackup")?)
+            .args([
+                "-h",
+                &primary.listen[0],
+                "-p",
+                "5432",
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-D",
+            ])
+            .arg(dir.join("data"));
+        run(&mut c).context("pg_basebackup from the primary")?;
+        let conf = format!(
+            "\n# lb-tests standby\nlisten_addresses = '{}'\nunix_socket_directories = '{}'\nhot_standby = on\n",
+            listen.join(","),
+            dir.display()
+        );
+        append(&dir.join("data/postgresql.conf"), &conf)?;
+        let mut pg = Postgres {
+            name: name.to_string(),
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            ns_path: ns.path(),
+            dir,
+            running: false,
+        };
+        pg.start()?;
+        Ok(pg)
+    }
+
+    /// `pg_ctl promote -w`: the standby becomes a primary.
+    pub fn promote(&mut self) -> Result<()> {
+        run(&mut self.pg_ctl(&["-w", "-t", "30", "promote"]))?;
+        Ok(())
+    }
 }
 
 impl Drop for Postgres {

@@ -296,7 +296,7 @@ fn timeouts(s: &TcpStream, t: Duration) {
 
 /// Accept loop on `addrs` in namespace `ns`, one detached handler thread per
 /// connection, until `stop` is set. Returns once all listeners are bound.
-fn serve<H>(ns: &str, addrs: &[SocketAddr], stop: Arc<AtomicBool>, handler: H) -> Result<()>
+pub fn serve<H>(ns: &str, addrs: &[SocketAddr], stop: Arc<AtomicBool>, handler: H) -> Result<()>
 where
     H: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
 {

@@ -60,6 +60,14 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "bulk TCP traffic through the load balancer"),
     ("socat", "simple TCP clients and servers in tests"),
     ("procps", "ps / pkill / sysctl used by the tests"),
+    (
+        "redis-server",
+        "Redis server for the redis-check health-check test",
+    ),
+    (
+        "mariadb-server",
+        "MariaDB server for the mysql-check health-check test",
+    ),
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -73,6 +73,7 @@ pub(crate) fn option_check(p: &mut Parser<'_>, l: &Line, name: &str) -> Result<(
             extra(2)?;
             HealthCheck::PgsqlCheck { user }
         }
+        "pgsql-role-check" => pgsql_role_check(p, l)?,
         "mysql-check" => {
             let mut user = None;
             let mut post41 = true;
@@ -136,6 +137,102 @@ pub(crate) fn option_check(p: &mut Parser<'_>, l: &Line, name: &str) -> Result<(
     let origin = p.origin(l.no);
     p.settings(l)?.health_check = Some(Located { value: hc, origin });
     Ok(())
+}
+
+/// `option pgsql-role-check user U [password P | password-file F |
+/// password-env V] [database D] role primary|standby|any [max-lag S]`.
+fn pgsql_role_check(p: &Parser<'_>, l: &Line) -> Result<HealthCheck, ConfigError> {
+    const WHAT: &str = "option pgsql-role-check";
+    let args = &l.args[1..];
+    let (mut user, mut password, mut database, mut role, mut max_lag) =
+        (None, None, None, None, None);
+    let mut i = 0;
+    while let Some(t) = args.get(i) {
+        let v = args
+            .get(i + 1)
+            .ok_or_else(|| p.err(l.no, t, format!("'{WHAT}' : '{}' expects a value", t.text)))?;
+        match t.text.as_str() {
+            "user" => user = Some(v.text.clone()),
+            "password" => password = Some(PasswordSource::Literal(v.text.clone())),
+            "password-file" => password = Some(PasswordSource::File(v.text.clone().into())),
+            "password-env" => password = Some(PasswordSource::Env(v.text.clone())),
+            "database" => database = Some(v.text.clone()),
+            "role" => {
+                role = Some(match v.text.as_str() {
+                    "primary" => PgRole::Primary,
+                    "standby" => PgRole::Standby,
+                    "any" => PgRole::Any,
+                    _ => {
+                        return Err(p.err(
+                            l.no,
+                            v,
+                            format!(
+                            "'{WHAT}' : 'role' expects 'primary', 'standby' or 'any' (got '{}')",
+                            v.text
+                        ),
+                        ))
+                    }
+                })
+            }
+            "max-lag" => {
+                // A bare number is seconds here (`max-lag 5`); units work too.
+                let text = if v.text.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("{}s", v.text)
+                } else {
+                    v.text.clone()
+                };
+                max_lag = Some(
+                    super::values::parse_time(&text)
+                        .map_err(|m| p.err(l.no, v, format!("'{WHAT}' : invalid max-lag: {m}")))?,
+                )
+            }
+            _ => {
+                return Err(p.err_hint(
+                    l.no,
+                    t,
+                    format!(
+                        "'{WHAT}' expects 'user', 'password', 'password-file', 'password-env', \
+                         'database', 'role' or 'max-lag' but got '{}'",
+                        t.text
+                    ),
+                    suggest(
+                        &t.text,
+                        [
+                            "user",
+                            "password",
+                            "password-file",
+                            "password-env",
+                            "database",
+                            "role",
+                            "max-lag",
+                        ],
+                    ),
+                ))
+            }
+        }
+        i += 2;
+    }
+    let Some(user) = user else {
+        return Err(p.err(
+            l.no,
+            &l.args[0],
+            format!("'{WHAT}' expects 'user <username>'"),
+        ));
+    };
+    let Some(role) = role else {
+        return Err(p.err(
+            l.no,
+            &l.args[0],
+            format!("'{WHAT}' expects 'role primary|standby|any'"),
+        ));
+    };
+    Ok(HealthCheck::PgsqlRoleCheck(PgRoleCheck {
+        user,
+        password,
+        database,
+        role,
+        max_lag,
+    }))
 }
 
 /// Makes the section's rule set its own (inherited rules are dropped on the

@@ -1143,9 +1143,7 @@ backend quiet
         (18, "use_backend b (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
         (24, "timeout tunnel (backend 'b')"),
-        (26, "option tcp-check (backend 'b')"),
         (30, "no port (the client's destination port) (server 'b/u')"),
-        (30, "check port 81 (server 'b/u')"),
         (30, "agent-check (server 'b/u')"),
     ];
     let mut got = gaps.clone();

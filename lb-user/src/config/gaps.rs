@@ -14,10 +14,14 @@
 //! `retries`, `option redispatch`, backup servers and `option allbackups`,
 //! `send-proxy`/`send-proxy-v2`, `slowstart`, `on-marked-down
 //! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
-//! `weight`, `disabled`, plain TCP `check` with `inter`/`rise`/`fall`, `timeout
-//! connect|client|server`, `tune.lb.splice-budget`, `bind ... interface`,
-//! `tcp-request connection accept|reject` on `src` conditions, lb's own
-//! `xdp-interface` and `xdp-syn-rate`, `stats socket` (with `mode`,
+//! `weight`, `disabled`, `check` with `inter`/`fastinter`/`downinter`/`rise`/
+//! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, the check methods
+//! and rules `crate::check::compile` accepts (it lists what it refuses) (`option
+//! tcp-check` with rules, `pgsql-check`, `pgsql-role-check`, `redis-check`,
+//! `mysql-check`, `ldap-check`, `smtpchk`, `httpchk` with `http-check`),
+//! `timeout connect|client|server`, `tune.lb.splice-budget`, `bind ...
+//! interface`, `tcp-request connection accept|reject` on `src` conditions,
+//! lb's own `xdp-interface` and `xdp-syn-rate`, `stats socket` (with `mode`,
 //! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
 //! with the frontend's `log` targets. Keep this list and
 //! [`runtime_gaps`] in step with it.
@@ -126,17 +130,8 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         if let (Some(v), true) = (&b.fullconn, minconn) {
             gap(&v.origin, format!("fullconn ({scope})"));
         }
-        let checks = b.servers.iter().any(|s| s.check);
-        if let Some(h) = &b.health_check {
-            // Without rules, `option tcp-check` is the plain connect check.
-            let plain = h.value == HealthCheck::TcpCheck && b.tcp_check_rules.is_empty();
-            if checks && !plain {
-                gap(
-                    &h.origin,
-                    format!("option {} ({scope})", h.value.option_name()),
-                );
-            }
-        }
+        // Check methods and rules lb cannot run are listed by
+        // `crate::check::runtime_gaps` (this module builds alone for fuzzing).
         for o in &b.other {
             if !IGNORED_OTHER.contains(&o.value.as_str()) {
                 gap(&o.origin, format!("{} ({scope})", o.value));
@@ -160,23 +155,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             }
             if s.unresolved {
                 setting("init-addr none (no address at start-up)".into());
-            }
-            if s.check {
-                if let Some(p) = s.check_port {
-                    setting(format!("check port {p}"));
-                }
-                if let Some(a) = s.check_addr {
-                    setting(format!("check addr {a}"));
-                }
-                if s.fastinter.is_some() {
-                    setting("fastinter".into());
-                }
-                if s.downinter.is_some() {
-                    setting("downinter".into());
-                }
-                if s.check_send_proxy {
-                    setting("check-send-proxy".into());
-                }
             }
             if s.observe_layer4 {
                 setting("observe layer4".into());

@@ -578,6 +578,9 @@ pub enum HealthCheck {
     },
     /// `option pgsql-check user <name>`.
     PgsqlCheck { user: String },
+    /// `option pgsql-role-check user U [password P|password-file F|password-env V]
+    /// [database D] role primary|standby|any [max-lag S]` (lb's own).
+    PgsqlRoleCheck(PgRoleCheck),
     /// `option mysql-check [user <name> [post-41|pre-41]]`.
     MysqlCheck { user: Option<String>, post41: bool },
     /// `option redis-check`.
@@ -601,6 +604,7 @@ impl HealthCheck {
             Self::TcpCheck => "tcp-check",
             Self::HttpChk { .. } => "httpchk",
             Self::PgsqlCheck { .. } => "pgsql-check",
+            Self::PgsqlRoleCheck(_) => "pgsql-role-check",
             Self::MysqlCheck { .. } => "mysql-check",
             Self::RedisCheck => "redis-check",
             Self::SslHelloChk => "ssl-hello-chk",
@@ -610,6 +614,47 @@ impl HealthCheck {
             Self::ExternalCheck => "external-check",
         }
     }
+}
+
+/// Where the password of `option pgsql-role-check` comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `password P`, in the config.
+    Literal(String),
+    /// `password-file F`: the file's first line, read at start-up.
+    File(std::path::PathBuf),
+    /// `password-env V`: the environment variable, read at start-up.
+    Env(String),
+}
+
+impl std::fmt::Debug for PasswordSource {
+    /// Never shows a literal password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Literal(_) => f.write_str("Literal(..)"),
+            Self::File(p) => write!(f, "File({})", p.display()),
+            Self::Env(v) => write!(f, "Env({v})"),
+        }
+    }
+}
+
+/// The role `option pgsql-role-check` wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgRole {
+    Primary,
+    Standby,
+    Any,
+}
+
+/// `option pgsql-role-check` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgRoleCheck {
+    pub user: String,
+    pub password: Option<PasswordSource>,
+    /// Default: the user name, as libpq.
+    pub database: Option<String>,
+    pub role: PgRole,
+    pub max_lag: Option<Duration>,
 }
 
 /// `tcp-check connect` / `http-check connect` options.

@@ -486,6 +486,7 @@ pub(crate) const OPTION_KWS: &[OptKw] = &[
     opt("smtpchk", DEF | BE, OptAct::Check, false),
     opt("mysql-check", DEF | BE, OptAct::Check, false),
     opt("pgsql-check", DEF | BE, OptAct::Check, false),
+    opt("pgsql-role-check", DEF | BE, OptAct::Check, false),
     opt("redis-check", DEF | BE, OptAct::Check, false),
     opt("ldap-check", DEF | BE, OptAct::Check, false),
     opt("spop-check", DEF | BE, OptAct::Check, false),
