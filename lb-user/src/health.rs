@@ -172,6 +172,8 @@ pub fn spawn_all(
                     );
                 }
                 on_check(s.idx, &to_map(&o, took, count));
+                s.check_status.store(o.status, Ordering::Relaxed);
+                s.check_code.store(o.code, Ordering::Relaxed);
                 if let Some(new) = apply_check(s, o.passed(), &params) {
                     tracing::warn!("{}", change_line(&state, s, new, &o, took));
                     on_change(s.idx);

@@ -510,23 +510,12 @@ fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, String> {
                 } else {
                     0
                 };
-            // HCHK_STATUS_INI 1, L4OK 6, L4TOUT 7, L4CON 8; CHK_RES_FAILED 2,
-            // PASSED 3; CHK_ST_CONFIGURED 2 | ENABLED 4 | PAUSED 8.
+            // CHK_ST_CONFIGURED 2 | ENABLED 4 | PAUSED 8.
             let (cstatus, cresult, cstate) = match s.check {
                 None => (1, 0, 0),
                 Some(_) => {
-                    let (code, _) = stat::check_result(s).unwrap_or(("INI", ""));
-                    let status = match code {
-                        "L4OK" => 6,
-                        "L4TOUT" => 7,
-                        "L4CON" => 8,
-                        _ => 1,
-                    };
-                    let result = match code {
-                        "L4OK" => 3,
-                        "INI" => 0,
-                        _ => 2,
-                    };
+                    let (status, result) =
+                        stat::check_status_numbers(s.check_status.load(Ordering::Relaxed));
                     let paused = s.admin.checks_disabled.load(Ordering::Relaxed);
                     (status, result, if paused { 2 | 4 | 8 } else { 2 | 4 })
                 }

@@ -319,15 +319,45 @@ pub fn server_status(s: &Server) -> String {
 
 /// HAProxy's check status code and description of the last check.
 pub fn check_result(s: &Server) -> Option<(&'static str, &'static str)> {
-    let p = s.check?;
-    Some(match s.last_check.load(Ordering::Relaxed) {
-        1 => ("L4OK", "Layer4 check passed"),
-        0 if s.check_us.load(Ordering::Relaxed) as u128 >= p.inter.as_micros() => {
-            ("L4TOUT", "Layer4 timeout")
-        }
-        0 => ("L4CON", "Layer4 connection problem"),
-        _ => ("INI", "Initializing"),
-    })
+    s.check?;
+    let st = s.check_status.load(Ordering::Relaxed);
+    Some((
+        lb_common::chk::NAMES
+            .get(st as usize)
+            .copied()
+            .unwrap_or("UNK"),
+        crate::check::engine::status_desc(st),
+    ))
+}
+
+/// HAProxy's numeric `enum healthcheck_status` (as `show servers state` prints
+/// it) and `CHK_RES_*` for a [`lb_common::chk`] code.
+pub fn check_status_numbers(st: u32) -> (u32, u32) {
+    use lb_common::chk;
+    let status = match st {
+        chk::INI => 1,
+        chk::SOCKERR => 5,
+        chk::L4OK => 6,
+        chk::L4TOUT => 7,
+        chk::L4CON => 8,
+        chk::L6OK => 9,
+        chk::L6TOUT => 10,
+        chk::L6RSP => 11,
+        chk::L7TOUT => 12,
+        chk::L7RSP => 13,
+        chk::L7OK => 14,
+        chk::L7OKC => 15,
+        chk::L7STS => 16,
+        _ => 0,
+    };
+    // CHK_RES_UNKNOWN 0, FAILED 2, PASSED 3, CONDPASS 4.
+    let result = match st {
+        chk::INI | chk::UNK => 0,
+        chk::L4OK | chk::L6OK | chk::L7OK => 3,
+        chk::L7OKC => 4,
+        _ => 2,
+    };
+    (status, result)
 }
 
 pub fn server_bytes(inp: &Inputs<'_>, s: &Server) -> (u64, u64) {
@@ -403,6 +433,10 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
                     "check_duration",
                     s.check_us.load(Ordering::Relaxed) as u64 / 1000,
                 );
+            }
+            let l7 = s.check_code.load(Ordering::Relaxed);
+            if l7 != 0 {
+                r.num("check_code", l7 as u64);
             }
         }
         r.num("check_rise", p.rise as u64);
