@@ -219,24 +219,26 @@ impl Balancer {
         if self.current.len() != c.len() {
             self.current = vec![0; c.len()];
         }
-        let total: i64 = c.iter().map(|s| s.weight as i64).sum();
+        // One pass, with selects instead of branches so the loop does not
+        // mispredict on a mixed farm: add each weight, keep the first maximum.
+        // Ineligible servers restart from 0, as nginx's smooth round robin.
+        let mut total = 0i64;
+        let mut best_v = i64::MIN;
+        let mut best_i = usize::MAX;
+        for (i, (s, cur)) in c.iter().zip(self.current.iter_mut()).enumerate() {
+            let w = s.weight as i64;
+            let v = if w == 0 { 0 } else { *cur + w };
+            *cur = v;
+            total += w;
+            let take = w != 0 && v > best_v;
+            best_v = if take { v } else { best_v };
+            best_i = if take { i } else { best_i };
+        }
         if total == 0 {
             return None;
         }
-        let mut best: Option<usize> = None;
-        for (i, s) in c.iter().enumerate() {
-            if s.weight == 0 {
-                self.current[i] = 0;
-                continue;
-            }
-            self.current[i] += s.weight as i64;
-            if best.is_none_or(|b| self.current[i] > self.current[b]) {
-                best = Some(i);
-            }
-        }
-        let b = best?;
-        self.current[b] -= total;
-        Some(b)
+        self.current[best_i] -= total;
+        Some(best_i)
     }
 
     /// A table in which each server appears `weight` times, spread out.
