@@ -199,8 +199,12 @@ pub fn run(opts: RunOpts) -> Result<()> {
     // Check plans read password files and the environment now, so that a
     // missing one stops start-up with the line that names it.
     let mut plans = Vec::new();
+    let mut agents = Vec::new();
+    let mut rises = Vec::new();
     for b in &cfg.backends {
         for s in &b.servers {
+            agents.push(crate::check::agent::plan(b, s));
+            rises.push(s.check_params.rise);
             plans.push(if s.check {
                 Some(
                     crate::check::compile(b, s, &crate::check::read_password)
@@ -220,10 +224,18 @@ pub fn run(opts: RunOpts) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(cfg, plans, opts))
+    rt.block_on(serve(cfg, plans, (agents, rises), opts))
 }
 
-async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpts) -> Result<()> {
+/// Agent plans and each server's `rise`, by server index.
+type Agents = (Vec<Option<crate::check::agent::AgentPlan>>, Vec<u32>);
+
+async fn serve(
+    cfg: Config,
+    plans: Vec<Option<crate::check::Plan>>,
+    agents: Agents,
+    opts: RunOpts,
+) -> Result<()> {
     let mut loaded = bpf::load(&opts.instance, !opts.no_splice)
         .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
     match &loaded.splice {
@@ -333,7 +345,8 @@ async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpt
             }
         })
     };
-    crate::health::spawn_all(&state, plans, on_change, on_check);
+    crate::health::spawn_all(&state, plans, on_change.clone(), on_check);
+    crate::health::spawn_agents(&state, agents.0, agents.1, on_change);
     {
         let state = state.clone();
         let publish = publish.clone();

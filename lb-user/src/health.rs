@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_common::{ServerCheck, SRV_UP};
-use tokio::io::AsyncWriteExt;
+use lb_common::{ServerCheck, SRV_DOWN, SRV_MAINT, SRV_UP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::check::agent::{self, Admin, AgentPlan};
 use crate::check::engine::{self, status_desc, Connect, Connector, Outcome};
 use crate::check::Plan;
 use crate::config::CheckParams;
@@ -177,6 +178,184 @@ pub fn spawn_all(
                 let down = s.state.load(Ordering::Relaxed) != SRV_UP;
                 let iv = plan.interval(s.health.load(Ordering::Relaxed), down);
                 next = (start + iv).max(Instant::now());
+            }
+        });
+    }
+}
+
+/// One agent exchange: connect, send `agent-send`, read a line (up to
+/// [`agent::MAX_LINE`] bytes, a newline or the end), within the check
+/// timeouts.
+async fn agent_line(plan: &AgentPlan) -> Result<String, String> {
+    let start = Instant::now();
+    let t = &plan.timeouts;
+    let connect = tokio::time::timeout(t.connect_limit(), TcpStream::connect(plan.target));
+    let mut s = match connect.await {
+        Err(_) => return Err("connect timeout".into()),
+        Ok(Err(e)) => return Err(engine::io_text(&e)),
+        Ok(Ok(s)) => s,
+    };
+    let deadline = match t.check {
+        Some(c) => Instant::now() + c,
+        None => start + t.inter,
+    };
+    let exchange = async {
+        if let Some(d) = &plan.send {
+            s.write_all(d).await?;
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') && buf.len() < agent::MAX_LINE {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let r = tokio::time::timeout_at(deadline, exchange).await;
+    let _ = sys::set_linger_reset(&s);
+    match r {
+        Err(_) => Err("read timeout".into()),
+        Ok(Err(e)) => Err(engine::io_text(&e)),
+        Ok(Ok(buf)) => {
+            let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+        }
+    }
+}
+
+/// Starts one agent task per server with `agent-check` (`agents[idx]`).
+/// `rise[idx]`: the server's `rise`, to tell whether its health checks
+/// would have it UP when the agent lets it go.
+pub fn spawn_agents(
+    state: &Arc<State>,
+    agents: Vec<Option<AgentPlan>>,
+    rise: Vec<u32>,
+    on_change: Arc<dyn Fn(u32) + Send + Sync>,
+) {
+    let n = agents.iter().filter(|p| p.is_some()).count().max(1) as u32;
+    let mut pos = 0u32;
+    for (idx, plan) in agents.into_iter().enumerate() {
+        let Some(plan) = plan else { continue };
+        let offset = plan.timeouts.inter.mul_f64(pos as f64 / n as f64);
+        pos += 1;
+        let state = state.clone();
+        let on_change = on_change.clone();
+        let rise = rise.get(idx).copied().unwrap_or(1);
+        tokio::spawn(async move {
+            let mut next = Instant::now() + offset;
+            // What the agent set, so that `ready` undoes only that.
+            let (mut maint_by_agent, mut drained, mut pct) = (false, false, 100u32);
+            let mut last_weight = plan.weight;
+            loop {
+                tokio::time::sleep_until(next).await;
+                let start = Instant::now();
+                next = start + plan.timeouts.inter;
+                let s = &state.servers[idx];
+                let line = match agent_line(&plan).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!("agent of {}/{}: {e}", s.backend, s.name);
+                        continue;
+                    }
+                };
+                let r = agent::parse(&line);
+                let mut changed = false;
+                let say = |new: u32, why: &str| {
+                    tracing::warn!(
+                        "Server {}/{} is {}, reason: Agent {why}{}. agent line: \"{line}\"",
+                        s.backend,
+                        s.name,
+                        crate::state::state_name(new),
+                        r.reason
+                            .as_deref()
+                            .map(|x| format!(", info: \"{x}\""))
+                            .unwrap_or_default()
+                    );
+                };
+                let health_up = || s.health.load(Ordering::Relaxed) >= rise;
+                if let Some(p) = r.weight_pct {
+                    pct = p;
+                }
+                match r.admin {
+                    Some(Admin::Drain) => drained = true,
+                    Some(Admin::Ready) => {
+                        drained = false;
+                        if maint_by_agent && s.state.load(Ordering::Relaxed) == SRV_MAINT {
+                            let new = if health_up() && !s.agent_down.load(Ordering::Relaxed) {
+                                s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
+                                SRV_UP
+                            } else {
+                                SRV_DOWN
+                            };
+                            s.state.store(new, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(new, "says ready");
+                            changed = true;
+                        }
+                        maint_by_agent = false;
+                    }
+                    Some(Admin::Maint) => {
+                        if s.state.load(Ordering::Relaxed) != SRV_MAINT {
+                            s.state.store(SRV_MAINT, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            maint_by_agent = true;
+                            say(SRV_MAINT, "says maint");
+                            changed = true;
+                        }
+                    }
+                    None => {}
+                }
+                match r.up {
+                    Some(false) => {
+                        if !s.agent_down.swap(true, Ordering::Relaxed)
+                            && s.state.load(Ordering::Relaxed) == SRV_UP
+                        {
+                            s.state.store(SRV_DOWN, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(SRV_DOWN, "reports down");
+                            changed = true;
+                        }
+                    }
+                    Some(true) => {
+                        if s.agent_down.swap(false, Ordering::Relaxed)
+                            && s.state.load(Ordering::Relaxed) == SRV_DOWN
+                            && health_up()
+                        {
+                            s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
+                            s.state.store(SRV_UP, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(SRV_UP, "reports up");
+                            changed = true;
+                        }
+                    }
+                    None => {}
+                }
+                let w = if drained {
+                    0
+                } else {
+                    agent::scaled_weight(plan.weight, pct)
+                };
+                if w != last_weight {
+                    last_weight = w;
+                    s.weight.store(w, Ordering::Relaxed);
+                    tracing::info!(
+                        "Server {}/{} weight {w} ({}) from its agent",
+                        s.backend,
+                        s.name,
+                        if drained {
+                            "drain".to_string()
+                        } else {
+                            format!("{pct}%")
+                        }
+                    );
+                    changed = true;
+                }
+                if changed {
+                    on_change(s.idx);
+                }
             }
         });
     }

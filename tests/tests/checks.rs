@@ -864,3 +864,106 @@ fn checks_scale_1000_servers() {
         Ok(())
     })
 }
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn checks_agent_weight_drain_down_maint() {
+    run_test(|| {
+        let topo = Topology::new("chkagent")?;
+        let ip = BACKENDS_V4[0];
+        let stop = Stop(Arc::new(AtomicBool::new(false)));
+        for port in [7501, 7502] {
+            serve(
+                topo.srv.name(),
+                &[sa(ip, port)],
+                stop.0.clone(),
+                |mut s, _| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.read(&mut [0u8; 64]);
+                },
+            )?;
+        }
+        let reply = Arc::new(Mutex::new(String::from("100%\n")));
+        let r = reply.clone();
+        serve(
+            topo.srv.name(),
+            &[sa(ip, 7601)],
+            stop.0.clone(),
+            move |mut s, _| {
+                let line = r.lock().unwrap().clone();
+                let _ = s.write_all(line.as_bytes());
+            },
+        )?;
+        // This agent wants `agent-send` first.
+        serve(
+            topo.srv.name(),
+            &[sa(ip, 7602)],
+            stop.0.clone(),
+            |mut s, _| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let line = if read_line(&mut s) == b"hello\n" {
+                    "100%\n"
+                } else {
+                    "down #no hello\n"
+                };
+                let _ = s.write_all(line.as_bytes());
+            },
+        )?;
+        let cfg = format!(
+            "{HEAD}frontend fe\n    bind {LB_V4}:7500\n    default_backend b\nbackend b\n    \
+             server a1 {ip}:7501 weight 4 check inter 200ms agent-check agent-port 7601 agent-inter 200ms\n    \
+             server a2 {ip}:7502 weight 4 check inter 200ms agent-check agent-port 7602 agent-inter 200ms agent-send \"hello\\n\"\n"
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let set = |s: &str| *reply.lock().unwrap() = s.to_string();
+        let wait = |what: &str, f: &dyn Fn(&ServerRow) -> bool| -> Result<Duration> {
+            let t = wait_until(
+                what,
+                Duration::from_secs(3),
+                Duration::from_millis(50),
+                || Ok(f(&lb.server("a1")?)),
+            )?;
+            println!("[lb-tests] agent: {what} after {t:?}");
+            Ok(t)
+        };
+        set("75%\n");
+        wait("weight 75% of 4 = 3", &|r| r.weight == 3 && r.state == "UP")?;
+        set("drain\n");
+        wait("drain: weight 0, still UP", &|r| {
+            r.weight == 0 && r.state == "UP"
+        })?;
+        let before = lb_tests::scenario::total_conns(&lb)?;
+        topo.in_client(|| -> Result<()> {
+            for _ in 0..10 {
+                let mut s = TcpStream::connect(sa(LB_V4, 7500))?;
+                s.write_all(b"x")?;
+            }
+            Ok(())
+        })?;
+        let after = lb_tests::scenario::total_conns(&lb)?;
+        let d = lb_tests::scenario::deltas(&before, &after, &["a1", "a2"]);
+        println!("[lb-tests] agent: with a1 drained, 10 connections went {d:?}");
+        assert_eq!(d, [0, 10]);
+        set("ready 100%\n");
+        wait("ready: weight 4", &|r| r.weight == 4 && r.state == "UP")?;
+        set("down #disk full\n");
+        wait("down", &|r| r.state == "DOWN")?;
+        set("up\n");
+        wait("up", &|r| r.state == "UP")?;
+        set("maint\n");
+        wait("maint", &|r| r.state == "MAINT")?;
+        set("ready\n");
+        wait("ready after maint", &|r| r.state == "UP")?;
+        let a2 = lb.server("a2")?;
+        assert_eq!((a2.state.as_str(), a2.weight), ("UP", 4), "{a2:?}");
+        let log = std::fs::read_to_string(lb.log_path())?;
+        assert!(
+            log.contains("Server b/a1 is DOWN, reason: Agent reports down, info: \"disk full\""),
+            "{log}"
+        );
+        let mut lb = lb;
+        lb.assert_alive()?;
+        lb.stop()?;
+        Ok(())
+    })
+}

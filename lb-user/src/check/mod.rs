@@ -2,6 +2,7 @@
 //! rule engine that runs them ([`engine`]) and the protocol steps
 //! ([`proto`]). The scheduler that runs one task per server and applies the
 //! results is [`crate::health`].
+pub mod agent;
 pub mod engine;
 pub mod proto;
 

@@ -15,7 +15,8 @@
 //! `send-proxy`/`send-proxy-v2`, `slowstart`, `on-marked-down
 //! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
 //! `weight`, `disabled`, `check` with `inter`/`fastinter`/`downinter`/`rise`/
-//! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, the check methods
+//! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, `agent-check` (`agent-port`, `agent-addr`, `agent-inter`,
+//! `agent-send`), the check methods
 //! and rules `crate::check::compile` accepts (it lists what it refuses) (`option tcp-check` with rules,
 //! `pgsql-check`, `pgsql-role-check`, `redis-check`, `mysql-check`,
 //! `ldap-check`, `smtpchk`, `httpchk` with `http-check`), `timeout
@@ -172,9 +173,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             }
             if s.observe_layer4 {
                 setting("observe layer4".into());
-            }
-            if s.agent.enabled {
-                setting("agent-check".into());
             }
             for o in &s.other {
                 setting(format!("server option {o}"));
