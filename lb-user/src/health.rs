@@ -297,22 +297,19 @@ pub fn spawn_agents(
                         }
                         maint_by_agent = false;
                     }
-                    Some(Admin::Maint) => {
-                        if s.state.load(Ordering::Relaxed) != SRV_MAINT {
-                            s.state.store(SRV_MAINT, Ordering::Relaxed);
-                            s.state_changes.fetch_add(1, Ordering::Relaxed);
-                            maint_by_agent = true;
-                            say(SRV_MAINT, "says maint");
-                            changed = true;
-                        }
+                    Some(Admin::Maint) if s.state.load(Ordering::Relaxed) != SRV_MAINT => {
+                        s.state.store(SRV_MAINT, Ordering::Relaxed);
+                        s.state_changes.fetch_add(1, Ordering::Relaxed);
+                        maint_by_agent = true;
+                        say(SRV_MAINT, "says maint");
+                        changed = true;
                     }
-                    None => {}
+                    Some(Admin::Maint) | None => {}
                 }
                 match r.up {
                     Some(false) => {
-                        if !s.agent_down.swap(true, Ordering::Relaxed)
-                            && s.state.load(Ordering::Relaxed) == SRV_UP
-                        {
+                        let was_down = s.agent_down.swap(true, Ordering::Relaxed);
+                        if !was_down && s.state.load(Ordering::Relaxed) == SRV_UP {
                             s.state.store(SRV_DOWN, Ordering::Relaxed);
                             s.state_changes.fetch_add(1, Ordering::Relaxed);
                             say(SRV_DOWN, "reports down");
@@ -320,10 +317,8 @@ pub fn spawn_agents(
                         }
                     }
                     Some(true) => {
-                        if s.agent_down.swap(false, Ordering::Relaxed)
-                            && s.state.load(Ordering::Relaxed) == SRV_DOWN
-                            && health_up()
-                        {
+                        let was_down = s.agent_down.swap(false, Ordering::Relaxed);
+                        if was_down && s.state.load(Ordering::Relaxed) == SRV_DOWN && health_up() {
                             s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
                             s.state.store(SRV_UP, Ordering::Relaxed);
                             s.state_changes.fetch_add(1, Ordering::Relaxed);
