@@ -345,7 +345,8 @@ async fn serve(
             }
         })
     };
-    crate::health::spawn_all(&state, plans, on_change.clone(), on_check);
+    let spread = cfg.global.spread_checks.as_ref().map_or(0, |s| s.value);
+    crate::health::spawn_all(&state, plans, spread, on_change.clone(), on_check);
     crate::health::spawn_agents(&state, agents.0, agents.1, on_change);
     {
         let state = state.clone();

@@ -113,6 +113,25 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
     line
 }
 
+/// `iv` moved at random by up to ±`pct`/2 % (`spread-checks`), as HAProxy;
+/// `r` is a uniform random u64.
+pub fn jittered(iv: Duration, pct: u32, r: u64) -> Duration {
+    if pct == 0 {
+        return iv;
+    }
+    let rv = iv.as_secs_f64() * f64::from(pct) / 100.0;
+    let j = rv / 2.0 - rv * (r as f64 / u64::MAX as f64);
+    Duration::from_secs_f64((iv.as_secs_f64() + j).max(0.0))
+}
+
+/// xorshift64: enough to decorrelate check times, no crate needed.
+fn next_rand(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 /// Starts one task per server with a plan (`plans[idx]`). The first checks
 /// are spread evenly over the first interval so that a large farm is not
 /// probed in one burst; each server then keeps its own phase, its next check
@@ -120,6 +139,7 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
 pub fn spawn_all(
     state: &Arc<State>,
     plans: Vec<Option<Plan>>,
+    spread_pct: u32,
     on_change: Arc<dyn Fn(u32) + Send + Sync>,
     on_check: OnCheck,
 ) {
@@ -143,6 +163,7 @@ pub fn spawn_all(
             };
             let mut next = Instant::now() + offset;
             let mut count = 0u32;
+            let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             loop {
                 tokio::time::sleep_until(next).await;
                 let start = Instant::now();
@@ -177,6 +198,7 @@ pub fn spawn_all(
                 }
                 let down = s.state.load(Ordering::Relaxed) != SRV_UP;
                 let iv = plan.interval(s.health.load(Ordering::Relaxed), down);
+                let iv = jittered(iv, spread_pct, next_rand(&mut rng));
                 next = (start + iv).max(Instant::now());
             }
         });
@@ -360,6 +382,23 @@ pub fn spawn_agents(
 mod tests {
     use super::*;
     use lb_common::chk;
+
+    #[test]
+    fn spread_checks_jitter_stays_within_half_the_percentage() {
+        let iv = Duration::from_secs(2);
+        assert_eq!(jittered(iv, 0, 12345), iv);
+        assert_eq!(jittered(iv, 10, 0), Duration::from_millis(2100));
+        assert_eq!(jittered(iv, 10, u64::MAX), Duration::from_millis(1900));
+        let mut x = 7u64;
+        let v: Vec<Duration> = (0..1000)
+            .map(|_| jittered(iv, 10, next_rand(&mut x)))
+            .collect();
+        assert!(v
+            .iter()
+            .all(|d| (1900..=2100).contains(&(d.as_millis() as u64))));
+        let mean = v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / 1000.0;
+        assert!((mean - 2.0).abs() < 0.01, "{mean}");
+    }
 
     #[test]
     fn change_line_is_haproxys() {

@@ -124,6 +124,22 @@ fn checks_tcp_check_rules_scripted_peer() {
                 let _ = s.read(&mut [0u8; 16]);
             },
         )?;
+        // 7106: wants a PROXY v1 header from the check connection first.
+        serve(
+            topo.srv.name(),
+            &[sa(ip, 7106)],
+            stop.0.clone(),
+            move |mut s, peer| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let want = format!("PROXY TCP4 {} {ip} {} 7106\r\n", peer.ip(), peer.port());
+                let got = read_line(&mut s);
+                let _ = s.write_all(if got == want.as_bytes() {
+                    b"+OK\n"
+                } else {
+                    b"-NOPROXY\n"
+                });
+            },
+        )?;
         // 7105: a banner to match with a regex.
         serve(
             topo.srv.name(),
@@ -152,7 +168,13 @@ fn checks_tcp_check_rules_scripted_peer() {
              backend b_connect_port\n    option tcp-check\n    tcp-check connect port 7101\n    tcp-check send PING\\r\\n\n    \
              tcp-check expect string +PONG\n\
              \x20   server connport {ip}:7199 check inter 200ms\n\
-             backend b_port_addr\n    server portaddr {}:7199 check inter 200ms port 7105 addr {ip}\n",
+             backend b_port_addr\n    server portaddr {}:7199 check inter 200ms port 7105 addr {ip}\n\
+             backend b_proxy\n    option tcp-check\n    tcp-check expect string +OK\n\
+             \x20   server chkproxy {ip}:7106 check inter 200ms check-send-proxy\n\
+             backend b_proxy_rule\n    option tcp-check\n    tcp-check connect send-proxy\n    tcp-check expect string +OK\n\
+             \x20   server ruleproxy {ip}:7106 check inter 200ms\n\
+             backend b_no_proxy\n    option tcp-check\n    tcp-check expect string +OK\n\
+             \x20   server noproxy {ip}:7106 check inter 200ms\n",
             BACKENDS_V4[1]
         );
         let lb = topo.start_lb(&cfg, &[])?;
@@ -184,6 +206,16 @@ fn checks_tcp_check_rules_scripted_peer() {
         assert_check(&lb, "refused", "DOWN", "L4CON", "Connection refused")?;
         assert_check(&lb, "connport", "UP", "L7OK", "")?;
         assert_check(&lb, "portaddr", "UP", "L4OK", "")?;
+        assert_check(&lb, "chkproxy", "UP", "L7OK", "")?;
+        assert_check(&lb, "ruleproxy", "UP", "L7OK", "")?;
+        // Without the header the peer waits for it: the check times out.
+        assert_check(
+            &lb,
+            "noproxy",
+            "DOWN",
+            "L7TOUT",
+            "timeout at step 2 of tcp-check (expect string '+OK')",
+        )?;
 
         // HAProxy's state-change line, once per change.
         let log = std::fs::read_to_string(lb.log_path())?;

@@ -586,6 +586,15 @@ mod tests {
     }
 
     #[test]
+    fn spread_checks_is_parsed_within_haproxys_range() {
+        let path = std::path::Path::new("t.cfg");
+        let cfg = parse_str(&format!("global\n  spread-checks 5\n{HEAD}"), path).unwrap();
+        assert_eq!(cfg.global.spread_checks.map(|s| s.value), Some(5));
+        let e = parse_str(&format!("global\n  spread-checks 60\n{HEAD}"), path).unwrap_err();
+        assert!(e.to_string().contains("between 0 and 50"), "{e}");
+    }
+
+    #[test]
     fn port_addr_and_timeout_check() {
         let p = plan(&format!(
             "{HEAD}  timeout check 700ms\n  server s 127.0.0.1:1 check port 8008 addr 127.0.0.2\n"
