@@ -140,6 +140,49 @@ fn checks_tcp_check_rules_scripted_peer() {
                 });
             },
         )?;
+        // 7107/7108: SMTP servers, one refusing service.
+        for (port, banner) in [(7107, "220 mail ESMTP\r\n"), (7108, "554 no service\r\n")] {
+            serve(
+                topo.srv.name(),
+                &[sa(ip, port)],
+                stop.0.clone(),
+                move |mut s, _| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.write_all(banner.as_bytes());
+                    if read_line(&mut s) == b"EHLO lb.test\r\n" {
+                        let _ = s.write_all(b"250-mail greets lb.test\r\n250 8BITMIME\r\n");
+                        if read_line(&mut s) == b"QUIT\r\n" {
+                            let _ = s.write_all(b"221 bye\r\n");
+                        }
+                    }
+                },
+            )?;
+        }
+        // 7109/7110: LDAP servers answering an anonymous bind with success / 49.
+        for (port, code) in [(7109u16, 0u8), (7110, 49)] {
+            serve(
+                topo.srv.name(),
+                &[sa(ip, port)],
+                stop.0.clone(),
+                move |mut s, _| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut req = [0u8; 14];
+                    if s.read_exact(&mut req).is_ok()
+                        && req
+                            == [
+                                0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04,
+                                0x00, 0x80, 0x00,
+                            ]
+                    {
+                        let _ = s.write_all(&[
+                            0x30, 0x0c, 0x02, 0x01, 0x01, 0x61, 0x07, 0x0a, 0x01, code, 0x04, 0x00,
+                            0x04, 0x00,
+                        ]);
+                    }
+                    let _ = s.read(&mut req);
+                },
+            )?;
+        }
         // 7105: a banner to match with a regex.
         serve(
             topo.srv.name(),
@@ -173,6 +216,14 @@ fn checks_tcp_check_rules_scripted_peer() {
              \x20   server chkproxy {ip}:7106 check inter 200ms check-send-proxy\n\
              backend b_proxy_rule\n    option tcp-check\n    tcp-check connect send-proxy\n    tcp-check expect string +OK\n\
              \x20   server ruleproxy {ip}:7106 check inter 200ms\n\
+             backend b_smtp\n    option smtpchk EHLO lb.test\n\
+             \x20   server smtp {ip}:7107 check inter 200ms\n\
+             backend b_smtp_bad\n    option smtpchk EHLO lb.test\n\
+             \x20   server smtpbad {ip}:7108 check inter 200ms\n\
+             backend b_ldap\n    option ldap-check\n\
+             \x20   server ldap {ip}:7109 check inter 200ms\n\
+             backend b_ldap_bad\n    option ldap-check\n\
+             \x20   server ldapbad {ip}:7110 check inter 200ms\n\
              backend b_no_proxy\n    option tcp-check\n    tcp-check expect string +OK\n\
              \x20   server noproxy {ip}:7106 check inter 200ms\n",
             BACKENDS_V4[1]
@@ -208,6 +259,16 @@ fn checks_tcp_check_rules_scripted_peer() {
         assert_check(&lb, "portaddr", "UP", "L4OK", "")?;
         assert_check(&lb, "chkproxy", "UP", "L7OK", "")?;
         assert_check(&lb, "ruleproxy", "UP", "L7OK", "")?;
+        assert_check(&lb, "smtp", "UP", "L7OK", "")?;
+        assert_check(&lb, "smtpbad", "DOWN", "L7STS", "554 no service")?;
+        assert_check(&lb, "ldap", "UP", "L7OK", "Success")?;
+        assert_check(
+            &lb,
+            "ldapbad",
+            "DOWN",
+            "L7STS",
+            "LDAP bind failed, result code 49",
+        )?;
         // Without the header the peer waits for it: the check times out.
         assert_check(
             &lb,
@@ -564,6 +625,23 @@ fn checks_redis_httpchk_mysql() {
             ],
             &dir.join("redis.log"),
         )?);
+        let _redis_auth = Kill(spawn_server(
+            &topo.srv,
+            "/usr/bin/redis-server",
+            &[
+                "--bind",
+                ip1,
+                "--port",
+                "6381",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                "secret",
+            ],
+            &dir.join("redis-auth.log"),
+        )?);
         // MariaDB with a user that has no password, as mysql-check needs.
         let mdb = dir.join("mariadb");
         std::fs::create_dir_all(&mdb)?;
@@ -630,7 +708,8 @@ fn checks_redis_httpchk_mysql() {
         patroni(&topo, ip3, &stop, p3.clone())?;
         let cfg = format!(
             "{HEAD}listen redis\n    bind {LB_V4}:6379\n    option redis-check\n    \
-             server redis1 {ip1}:6379 check inter 300ms\n    server redis_none {ip1}:6380 check inter 300ms\n\
+             server redis1 {ip1}:6379 check inter 300ms\n    server redis_none {ip1}:6380 check inter 300ms\n    \
+             server redis_auth {ip1}:6381 check inter 300ms\n\
              listen pg_primary\n    bind {LB_V4}:5432\n    option httpchk OPTIONS /primary\n    \
              http-check expect status 200\n    default-server inter 300ms fall 2 rise 1\n    \
              server patroni2 {ip2}:5432 check port 8008\n    server patroni3 {ip3}:5432 check port 8008\n\
@@ -642,6 +721,16 @@ fn checks_redis_httpchk_mysql() {
         let lb = topo.start_lb(&cfg, &[])?;
         assert_check(&lb, "redis1", "UP", "L7OK", "Redis server is ok")?;
         assert_check(&lb, "redis_none", "DOWN", "L4CON", "Connection refused")?;
+        // As in HAProxy (`expect string +PONG` has no min-recv), a mismatch
+        // waits for more until the check times out: Redis keeps the
+        // connection open after -NOAUTH.
+        assert_check(
+            &lb,
+            "redis_auth",
+            "DOWN",
+            "L7TOUT",
+            "timeout at step 3 of tcp-check (expect string '+PONG')",
+        )?;
         // A real client through the redis listener.
         let pong = topo.in_client(|| -> Result<String> {
             let mut s = TcpStream::connect(sa(LB_V4, 6379))?;

@@ -346,6 +346,7 @@ pub fn compile(
             let mut e = Expect::new(false, Matcher::Bytes(b"+PONG".to_vec()), "string '+PONG'");
             e.error_status = chk::L7STS;
             e.on_success = Some("Redis server is ok".into());
+            e.error_payload = Some(0);
             steps.push(Step::Expect(e));
         }
         Some((HealthCheck::PgsqlCheck { user }, _)) => {
@@ -389,7 +390,11 @@ pub fn compile(
                 Matcher::Regex(rx("^2[0-9]{2}[ \r]")),
                 "SMTP 2xx banner",
             );
+            // As HAProxy: min-recv 4 makes each answer conclusive, and a
+            // refusal shows the server's text.
+            ok.min_recv = 4;
             ok.error_status = chk::L7STS;
+            ok.error_payload = Some(0);
             steps.push(Step::Expect(ok));
             steps.push(Step::Send(format!("{hello} {domain}\r\n").into_bytes()));
             let mut hi = Expect::new(
@@ -397,7 +402,9 @@ pub fn compile(
                 Matcher::Regex(rx("^2[0-9]{2}[- \r]")),
                 format!("2xx reply to {hello}"),
             );
+            hi.min_recv = 4;
             hi.error_status = chk::L7STS;
+            hi.error_payload = Some(0);
             steps.push(Step::Expect(hi));
             steps.push(Step::Send(b"QUIT\r\n".to_vec()));
         }
