@@ -168,6 +168,13 @@ fn expand_lf(
 
 fn hex_decode(s: &str, origin: &Origin) -> Result<Vec<u8>, PlanError> {
     let s = s.trim();
+    // Byte slicing below needs ASCII.
+    if !s.is_ascii() {
+        return Err(PlanError::unsupported(
+            origin,
+            format!("'{s}' as hexadecimal (not ASCII)"),
+        ));
+    }
     if !s.len().is_multiple_of(2) {
         return Err(PlanError::unsupported(
             origin,
@@ -623,6 +630,15 @@ mod tests {
         assert!(matches!(&p.steps[1], Step::Send(d) if d == &[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]));
         assert!(matches!(&p.steps[3], Step::Send(d) if d == b"S\r\n"));
         assert_eq!(p.steps.len(), 4);
+    }
+
+    #[test]
+    fn bad_hex_from_a_format_is_an_error_not_a_panic() {
+        let o = Origin::default();
+        assert!(hex_decode("é1", &o).is_err());
+        assert!(hex_decode("0g", &o).is_err());
+        assert!(hex_decode("abc", &o).is_err());
+        assert_eq!(hex_decode(" 0aFF ", &o).unwrap(), vec![0x0a, 0xff]);
     }
 
     #[test]
