@@ -132,6 +132,42 @@ fn next_rand(x: &mut u64) -> u64 {
     *x
 }
 
+/// HAProxy's `option log-health-checks` line for a result that changed
+/// without changing the state, e.g. `Health check for server b/s failed,
+/// reason: Layer4 connection problem, info: "Connection refused", check
+/// duration: 0ms, status: 2/3 UP.`
+pub fn check_line(s: &Server, o: &Outcome, took: Duration, rise: u32, fall: u32) -> String {
+    let h = s.health.load(Ordering::Relaxed);
+    let mut line = format!(
+        "Health check for server {}/{} {}, reason: {}",
+        s.backend,
+        s.name,
+        if o.passed() { "succeeded" } else { "failed" },
+        status_desc(o.status)
+    );
+    if o.code != 0 {
+        line.push_str(&format!(", code: {}", o.code));
+    }
+    if !o.info.is_empty() {
+        line.push_str(&format!(", info: \"{}\"", o.info));
+    }
+    let status = if h >= rise {
+        let w = if s.weight.load(Ordering::Relaxed) > 0 {
+            "UP"
+        } else {
+            "DRAIN"
+        };
+        format!("{}/{fall} {w}", h - rise + 1)
+    } else {
+        format!("{h}/{rise} DOWN")
+    };
+    line.push_str(&format!(
+        ", check duration: {}ms, status: {status}.",
+        took.as_millis()
+    ));
+    line
+}
+
 /// Starts one task per server with a plan (`plans[idx]`). The first checks
 /// are spread evenly over the first interval so that a large farm is not
 /// probed in one burst; each server then keeps its own phase, its next check
@@ -164,6 +200,7 @@ pub fn spawn_all(
             let mut next = Instant::now() + offset;
             let mut count = 0u32;
             let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut prev: Option<(u32, bool)> = None;
             loop {
                 tokio::time::sleep_until(next).await;
                 let start = Instant::now();
@@ -185,7 +222,13 @@ pub fn spawn_all(
                     );
                 }
                 on_check(s.idx, &to_map(&o, took, count));
-                if let Some(new) = apply_check(s, o.passed(), &params) {
+                let changed = apply_check(s, o.passed(), &params);
+                let now = (o.status, o.passed());
+                if plan.log_checks && changed.is_none() && prev.is_some_and(|p| p != now) {
+                    tracing::info!("{}", check_line(s, &o, took, plan.rise, plan.fall));
+                }
+                prev = Some(now);
+                if let Some(new) = changed {
                     tracing::warn!("{}", change_line(&state, s, new, &o, took));
                     on_change(s.idx);
                     if new != SRV_UP {
@@ -398,6 +441,33 @@ mod tests {
             .all(|d| (1900..=2100).contains(&(d.as_millis() as u64))));
         let mean = v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / 1000.0;
         assert!((mean - 2.0).abs() < 0.01, "{mean}");
+    }
+
+    #[test]
+    fn log_health_checks_line_is_haproxys() {
+        let cfg = crate::config::parse_str(
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+             listen b\n  bind 127.0.0.1:65000\n  server s 127.0.0.1:1 check\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let state = State::from_config(&cfg);
+        let s = &state.servers[0];
+        // rise 2, fall 3: health 3 of 0..4 is UP, 2 failures from DOWN.
+        s.health.store(3, Ordering::Relaxed);
+        let o = Outcome::new(chk::L4CON, "Connection refused");
+        assert_eq!(
+            check_line(s, &o, Duration::from_millis(1), 2, 3),
+            "Health check for server b/s failed, reason: Layer4 connection problem, info: \
+             \"Connection refused\", check duration: 1ms, status: 2/3 UP."
+        );
+        s.health.store(1, Ordering::Relaxed);
+        let o = Outcome::new(chk::L4OK, "");
+        assert_eq!(
+            check_line(s, &o, Duration::ZERO, 2, 3),
+            "Health check for server b/s succeeded, reason: Layer4 check passed, check duration: 0ms, \
+             status: 1/2 DOWN."
+        );
     }
 
     #[test]

@@ -810,7 +810,7 @@ fn checks_flapping_respects_rise_fall() {
         });
         let cfg = format!(
             "{HEAD}frontend fe\n    bind {LB_V4}:7300\n    default_backend b\n\
-             backend b\n    server steady {ip}:7301 check inter 100ms rise 7 fall 7\n    \
+             backend b\n    option log-health-checks\n    server steady {ip}:7301 check inter 100ms rise 7 fall 7\n    \
              server quick {ip}:7301 check inter 100ms rise 2 fall 2\n"
         );
         let lb = topo.start_lb(&cfg, &[])?;
@@ -829,6 +829,17 @@ fn checks_flapping_respects_rise_fall() {
         // 500 ms holds at most 6 checks: 7 in a row can never agree.
         assert_eq!(steady.state_changes, 0, "{steady:?}");
         assert_eq!(steady.state, "UP");
+        // option log-health-checks: results that change without a state
+        // change are logged too.
+        let log = std::fs::read_to_string(lb.log_path())?;
+        assert!(
+            log.contains(
+                "Health check for server b/steady failed, reason: Layer4 connection problem"
+            ) && log.contains(
+                "Health check for server b/steady succeeded, reason: Layer4 check passed"
+            ),
+            "{log}"
+        );
         // With 2, each 500 ms phase may change the state at most once.
         assert!(quick.state_changes >= 4, "{quick:?}");
         assert!(

@@ -62,6 +62,9 @@ pub struct Plan {
     pub fastinter: Duration,
     /// Interval while DOWN (`downinter`, default `inter`).
     pub downinter: Duration,
+    /// `option log-health-checks`: log every change of check result, not
+    /// only state changes.
+    pub log_checks: bool,
 }
 
 impl Plan {
@@ -532,6 +535,7 @@ pub fn compile(
         fall: s.check_params.fall,
         fastinter: s.fastinter.unwrap_or(inter),
         downinter: s.downinter.unwrap_or(inter),
+        log_checks: b.log_health_checks.is_some(),
     })
 }
 
