@@ -226,8 +226,12 @@ pub fn run(opts: RunOpts) -> Result<()> {
     // Check plans read password files and the environment now, so that a
     // missing one stops start-up with the line that names it.
     let mut plans = Vec::new();
+    let mut agents = Vec::new();
+    let mut rises = Vec::new();
     for b in &cfg.backends {
         for s in &b.servers {
+            agents.push(crate::check::agent::plan(b, s));
+            rises.push(s.check_params.rise);
             plans.push(if s.check {
                 Some(
                     crate::check::compile(b, s, &crate::check::read_password)
@@ -247,10 +251,18 @@ pub fn run(opts: RunOpts) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(cfg, plans, opts))
+    rt.block_on(serve(cfg, plans, (agents, rises), opts))
 }
 
-async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpts) -> Result<()> {
+/// Agent plans and each server's `rise`, by server index.
+type Agents = (Vec<Option<crate::check::agent::AgentPlan>>, Vec<u32>);
+
+async fn serve(
+    cfg: Config,
+    plans: Vec<Option<crate::check::Plan>>,
+    agents: Agents,
+    opts: RunOpts,
+) -> Result<()> {
     let xdp_reqs = if opts.no_xdp {
         Vec::new()
     } else {
@@ -405,21 +417,19 @@ async fn serve(cfg: Config, plans: Vec<Option<crate::check::Plan>>, opts: RunOpt
             }
         })
     };
-    {
-        // Check-driven changes also feed lastchg, chkdown and downtime.
+    // Check- and agent-driven changes also feed lastchg, chkdown and downtime.
+    let on_check_change: Arc<dyn Fn(u32) + Send + Sync> = {
         let state = state.clone();
         let on_change = on_change.clone();
-        crate::health::spawn_all(
-            &state.clone(),
-            plans,
-            Arc::new(move |idx: u32| {
-                let s = &state.servers[idx as usize];
-                s.admin.note_change(s.is_up());
-                on_change(idx);
-            }),
-            on_check,
-        );
-    }
+        Arc::new(move |idx: u32| {
+            let s = &state.servers[idx as usize];
+            s.admin.note_change(s.is_up());
+            on_change(idx);
+        })
+    };
+    let spread = cfg.global.spread_checks.as_ref().map_or(0, |s| s.value);
+    crate::health::spawn_all(&state, plans, spread, on_check_change.clone(), on_check);
+    crate::health::spawn_agents(&state, agents.0, agents.1, on_check_change);
     {
         let state = state.clone();
         let publish = publish.clone();

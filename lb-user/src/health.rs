@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_common::{ServerCheck, SRV_UP};
-use tokio::io::AsyncWriteExt;
+use lb_common::{ServerCheck, SRV_DOWN, SRV_MAINT, SRV_UP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::check::agent::{self, Admin, AgentPlan};
 use crate::check::engine::{self, status_desc, Connect, Connector, Outcome};
 use crate::check::Plan;
 use crate::config::CheckParams;
@@ -112,6 +113,61 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
     line
 }
 
+/// `iv` moved at random by up to ±`pct`/2 % (`spread-checks`), as HAProxy;
+/// `r` is a uniform random u64.
+pub fn jittered(iv: Duration, pct: u32, r: u64) -> Duration {
+    if pct == 0 {
+        return iv;
+    }
+    let rv = iv.as_secs_f64() * f64::from(pct) / 100.0;
+    let j = rv / 2.0 - rv * (r as f64 / u64::MAX as f64);
+    Duration::from_secs_f64((iv.as_secs_f64() + j).max(0.0))
+}
+
+/// xorshift64: enough to decorrelate check times, no crate needed.
+fn next_rand(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// HAProxy's `option log-health-checks` line for a result that changed
+/// without changing the state, e.g. `Health check for server b/s failed,
+/// reason: Layer4 connection problem, info: "Connection refused", check
+/// duration: 0ms, status: 2/3 UP.`
+pub fn check_line(s: &Server, o: &Outcome, took: Duration, rise: u32, fall: u32) -> String {
+    let h = s.health.load(Ordering::Relaxed);
+    let mut line = format!(
+        "Health check for server {}/{} {}, reason: {}",
+        s.backend,
+        s.name,
+        if o.passed() { "succeeded" } else { "failed" },
+        status_desc(o.status)
+    );
+    if o.code != 0 {
+        line.push_str(&format!(", code: {}", o.code));
+    }
+    if !o.info.is_empty() {
+        line.push_str(&format!(", info: \"{}\"", o.info));
+    }
+    let status = if h >= rise {
+        let w = if s.weight.load(Ordering::Relaxed) > 0 {
+            "UP"
+        } else {
+            "DRAIN"
+        };
+        format!("{}/{fall} {w}", h - rise + 1)
+    } else {
+        format!("{h}/{rise} DOWN")
+    };
+    line.push_str(&format!(
+        ", check duration: {}ms, status: {status}.",
+        took.as_millis()
+    ));
+    line
+}
+
 /// Starts one task per server with a plan (`plans[idx]`). The first checks
 /// are spread evenly over the first interval so that a large farm is not
 /// probed in one burst; each server then keeps its own phase, its next check
@@ -119,6 +175,7 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
 pub fn spawn_all(
     state: &Arc<State>,
     plans: Vec<Option<Plan>>,
+    spread_pct: u32,
     on_change: Arc<dyn Fn(u32) + Send + Sync>,
     on_check: OnCheck,
 ) {
@@ -142,6 +199,8 @@ pub fn spawn_all(
             };
             let mut next = Instant::now() + offset;
             let mut count = 0u32;
+            let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut prev: Option<(u32, bool)> = None;
             loop {
                 tokio::time::sleep_until(next).await;
                 if state.servers[idx]
@@ -174,7 +233,13 @@ pub fn spawn_all(
                 on_check(s.idx, &to_map(&o, took, count));
                 s.check_status.store(o.status, Ordering::Relaxed);
                 s.check_code.store(o.code, Ordering::Relaxed);
-                if let Some(new) = apply_check(s, o.passed(), &params) {
+                let changed = apply_check(s, o.passed(), &params);
+                let now = (o.status, o.passed());
+                if plan.log_checks && changed.is_none() && prev.is_some_and(|p| p != now) {
+                    tracing::info!("{}", check_line(s, &o, took, plan.rise, plan.fall));
+                }
+                prev = Some(now);
+                if let Some(new) = changed {
                     tracing::warn!("{}", change_line(&state, s, new, &o, took));
                     on_change(s.idx);
                     if new != SRV_UP {
@@ -187,7 +252,181 @@ pub fn spawn_all(
                 }
                 let down = s.state.load(Ordering::Relaxed) != SRV_UP;
                 let iv = plan.interval(s.health.load(Ordering::Relaxed), down);
+                let iv = jittered(iv, spread_pct, next_rand(&mut rng));
                 next = (start + iv).max(Instant::now());
+            }
+        });
+    }
+}
+
+/// One agent exchange: connect, send `agent-send`, read a line (up to
+/// [`agent::MAX_LINE`] bytes, a newline or the end), within the check
+/// timeouts.
+async fn agent_line(plan: &AgentPlan) -> Result<String, String> {
+    let start = Instant::now();
+    let t = &plan.timeouts;
+    let connect = tokio::time::timeout(t.connect_limit(), TcpStream::connect(plan.target));
+    let mut s = match connect.await {
+        Err(_) => return Err("connect timeout".into()),
+        Ok(Err(e)) => return Err(engine::io_text(&e)),
+        Ok(Ok(s)) => s,
+    };
+    let deadline = match t.check {
+        Some(c) => Instant::now() + c,
+        None => start + t.inter,
+    };
+    let exchange = async {
+        if let Some(d) = &plan.send {
+            s.write_all(d).await?;
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') && buf.len() < agent::MAX_LINE {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let r = tokio::time::timeout_at(deadline, exchange).await;
+    let _ = sys::set_linger_reset(&s);
+    match r {
+        Err(_) => Err("read timeout".into()),
+        Ok(Err(e)) => Err(engine::io_text(&e)),
+        Ok(Ok(buf)) => {
+            let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+        }
+    }
+}
+
+/// Starts one agent task per server with `agent-check` (`agents[idx]`).
+/// `rise[idx]`: the server's `rise`, to tell whether its health checks
+/// would have it UP when the agent lets it go.
+pub fn spawn_agents(
+    state: &Arc<State>,
+    agents: Vec<Option<AgentPlan>>,
+    rise: Vec<u32>,
+    on_change: Arc<dyn Fn(u32) + Send + Sync>,
+) {
+    let n = agents.iter().filter(|p| p.is_some()).count().max(1) as u32;
+    let mut pos = 0u32;
+    for (idx, plan) in agents.into_iter().enumerate() {
+        let Some(plan) = plan else { continue };
+        let offset = plan.timeouts.inter.mul_f64(pos as f64 / n as f64);
+        pos += 1;
+        let state = state.clone();
+        let on_change = on_change.clone();
+        let rise = rise.get(idx).copied().unwrap_or(1);
+        tokio::spawn(async move {
+            let mut next = Instant::now() + offset;
+            // What the agent set, so that `ready` undoes only that.
+            let (mut maint_by_agent, mut drained, mut pct) = (false, false, 100u32);
+            let mut last_weight = plan.weight;
+            loop {
+                tokio::time::sleep_until(next).await;
+                let start = Instant::now();
+                next = start + plan.timeouts.inter;
+                let s = &state.servers[idx];
+                let line = match agent_line(&plan).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!("agent of {}/{}: {e}", s.backend, s.name);
+                        continue;
+                    }
+                };
+                let r = agent::parse(&line);
+                let mut changed = false;
+                let say = |new: u32, why: &str| {
+                    tracing::warn!(
+                        "Server {}/{} is {}, reason: Agent {why}{}. agent line: \"{line}\"",
+                        s.backend,
+                        s.name,
+                        crate::state::state_name(new),
+                        r.reason
+                            .as_deref()
+                            .map(|x| format!(", info: \"{x}\""))
+                            .unwrap_or_default()
+                    );
+                };
+                let health_up = || s.health.load(Ordering::Relaxed) >= rise;
+                if let Some(p) = r.weight_pct {
+                    pct = p;
+                }
+                match r.admin {
+                    Some(Admin::Drain) => drained = true,
+                    Some(Admin::Ready) => {
+                        drained = false;
+                        if maint_by_agent && s.state.load(Ordering::Relaxed) == SRV_MAINT {
+                            let new = if health_up() && !s.agent_down.load(Ordering::Relaxed) {
+                                s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
+                                SRV_UP
+                            } else {
+                                SRV_DOWN
+                            };
+                            s.state.store(new, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(new, "says ready");
+                            changed = true;
+                        }
+                        maint_by_agent = false;
+                    }
+                    Some(Admin::Maint) if s.state.load(Ordering::Relaxed) != SRV_MAINT => {
+                        s.state.store(SRV_MAINT, Ordering::Relaxed);
+                        s.state_changes.fetch_add(1, Ordering::Relaxed);
+                        maint_by_agent = true;
+                        say(SRV_MAINT, "says maint");
+                        changed = true;
+                    }
+                    Some(Admin::Maint) | None => {}
+                }
+                match r.up {
+                    Some(false) => {
+                        let was_down = s.agent_down.swap(true, Ordering::Relaxed);
+                        if !was_down && s.state.load(Ordering::Relaxed) == SRV_UP {
+                            s.state.store(SRV_DOWN, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(SRV_DOWN, "reports down");
+                            changed = true;
+                        }
+                    }
+                    Some(true) => {
+                        let was_down = s.agent_down.swap(false, Ordering::Relaxed);
+                        if was_down && s.state.load(Ordering::Relaxed) == SRV_DOWN && health_up() {
+                            s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
+                            s.state.store(SRV_UP, Ordering::Relaxed);
+                            s.state_changes.fetch_add(1, Ordering::Relaxed);
+                            say(SRV_UP, "reports up");
+                            changed = true;
+                        }
+                    }
+                    None => {}
+                }
+                let w = if drained {
+                    0
+                } else {
+                    agent::scaled_weight(plan.weight, pct)
+                };
+                if w != last_weight {
+                    last_weight = w;
+                    s.weight.store(w, Ordering::Relaxed);
+                    tracing::info!(
+                        "Server {}/{} weight {w} ({}) from its agent",
+                        s.backend,
+                        s.name,
+                        if drained {
+                            "drain".to_string()
+                        } else {
+                            format!("{pct}%")
+                        }
+                    );
+                    changed = true;
+                }
+                if changed {
+                    on_change(s.idx);
+                }
             }
         });
     }
@@ -197,6 +436,50 @@ pub fn spawn_all(
 mod tests {
     use super::*;
     use lb_common::chk;
+
+    #[test]
+    fn spread_checks_jitter_stays_within_half_the_percentage() {
+        let iv = Duration::from_secs(2);
+        assert_eq!(jittered(iv, 0, 12345), iv);
+        assert_eq!(jittered(iv, 10, 0), Duration::from_millis(2100));
+        assert_eq!(jittered(iv, 10, u64::MAX), Duration::from_millis(1900));
+        let mut x = 7u64;
+        let v: Vec<Duration> = (0..1000)
+            .map(|_| jittered(iv, 10, next_rand(&mut x)))
+            .collect();
+        assert!(v
+            .iter()
+            .all(|d| (1900..=2100).contains(&(d.as_millis() as u64))));
+        let mean = v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / 1000.0;
+        assert!((mean - 2.0).abs() < 0.01, "{mean}");
+    }
+
+    #[test]
+    fn log_health_checks_line_is_haproxys() {
+        let cfg = crate::config::parse_str(
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+             listen b\n  bind 127.0.0.1:65000\n  server s 127.0.0.1:1 check\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let state = State::from_config(&cfg);
+        let s = &state.servers[0];
+        // rise 2, fall 3: health 3 of 0..4 is UP, 2 failures from DOWN.
+        s.health.store(3, Ordering::Relaxed);
+        let o = Outcome::new(chk::L4CON, "Connection refused");
+        assert_eq!(
+            check_line(s, &o, Duration::from_millis(1), 2, 3),
+            "Health check for server b/s failed, reason: Layer4 connection problem, info: \
+             \"Connection refused\", check duration: 1ms, status: 2/3 UP."
+        );
+        s.health.store(1, Ordering::Relaxed);
+        let o = Outcome::new(chk::L4OK, "");
+        assert_eq!(
+            check_line(s, &o, Duration::ZERO, 2, 3),
+            "Health check for server b/s succeeded, reason: Layer4 check passed, check duration: 0ms, \
+             status: 1/2 DOWN."
+        );
+    }
 
     #[test]
     fn change_line_is_haproxys() {

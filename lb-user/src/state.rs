@@ -70,6 +70,9 @@ pub struct Server {
     pub check_us: AtomicU32,
     pub checks_failed: AtomicU64,
     pub state_changes: AtomicU64,
+    /// The agent (`agent-check`) said `down`/`failed`/`stopped`: the server
+    /// stays DOWN whatever its health checks say until the agent says `up`.
+    pub agent_down: std::sync::atomic::AtomicBool,
     /// Wakes every userspace-copied session of this server to reset it
     /// (`shutdown sessions`, `on-marked-down shutdown-sessions`).
     pub kill: tokio::sync::Notify,
@@ -246,6 +249,7 @@ impl State {
                     check_us: AtomicU32::new(0),
                     checks_failed: AtomicU64::new(0),
                     state_changes: AtomicU64::new(0),
+                    agent_down: std::sync::atomic::AtomicBool::new(false),
                     kill: tokio::sync::Notify::new(),
                     admin: crate::admin::ServerAdmin::new(s.weight),
                 });
@@ -418,7 +422,11 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
     if cur == SRV_MAINT {
         return None;
     }
-    let want = if h >= p.rise { SRV_UP } else { SRV_DOWN };
+    let want = if h >= p.rise && !s.agent_down.load(Ordering::Relaxed) {
+        SRV_UP
+    } else {
+        SRV_DOWN
+    };
     if want != cur {
         if want == SRV_UP {
             s.up_since_ns
@@ -473,6 +481,7 @@ mod tests {
             check_us: AtomicU32::new(0),
             checks_failed: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
+            agent_down: std::sync::atomic::AtomicBool::new(false),
             kill: tokio::sync::Notify::new(),
             admin: crate::admin::ServerAdmin::new(1),
         }

@@ -116,6 +116,9 @@ pub struct Expect {
     /// Info text on success / failure instead of the generated one.
     pub on_success: Option<String>,
     pub on_error: Option<String>,
+    /// Without `on_error`: show the reply from this offset up to its first
+    /// line end (HAProxy's `res.payload(N,0),cut_crlf`).
+    pub error_payload: Option<usize>,
 }
 
 impl Expect {
@@ -131,6 +134,7 @@ impl Expect {
             tout_status: chk::L7TOUT,
             on_success: None,
             on_error: None,
+            error_payload: None,
         }
     }
 }
@@ -385,7 +389,15 @@ pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcom
                             break;
                         }
                         Eval::Fail => {
-                            let info = e.on_error.clone().unwrap_or_else(|| {
+                            let payload = e.error_payload.map(|off| {
+                                let rest = s.buf.get(off..).unwrap_or(&[]);
+                                let end = rest
+                                    .iter()
+                                    .position(|&b| b == b'\r' || b == b'\n')
+                                    .unwrap_or(rest.len());
+                                String::from_utf8_lossy(&rest[..end]).trim().to_string()
+                            });
+                            let info = e.on_error.clone().or(payload).unwrap_or_else(|| {
                                 if s.buf.is_empty() && s.eof {
                                     format!("TCPCHK got an empty response at step {n}")
                                 } else if e.negate {

@@ -2,6 +2,7 @@
 //! rule engine that runs them ([`engine`]) and the protocol steps
 //! ([`proto`]). The scheduler that runs one task per server and applies the
 //! results is [`crate::health`].
+pub mod agent;
 pub mod engine;
 pub mod proto;
 
@@ -61,6 +62,9 @@ pub struct Plan {
     pub fastinter: Duration,
     /// Interval while DOWN (`downinter`, default `inter`).
     pub downinter: Duration,
+    /// `option log-health-checks`: log every change of check result, not
+    /// only state changes.
+    pub log_checks: bool,
 }
 
 impl Plan {
@@ -167,6 +171,13 @@ fn expand_lf(
 
 fn hex_decode(s: &str, origin: &Origin) -> Result<Vec<u8>, PlanError> {
     let s = s.trim();
+    // Byte slicing below needs ASCII.
+    if !s.is_ascii() {
+        return Err(PlanError::unsupported(
+            origin,
+            format!("'{s}' as hexadecimal (not ASCII)"),
+        ));
+    }
     if !s.len().is_multiple_of(2) {
         return Err(PlanError::unsupported(
             origin,
@@ -345,6 +356,7 @@ pub fn compile(
             let mut e = Expect::new(false, Matcher::Bytes(b"+PONG".to_vec()), "string '+PONG'");
             e.error_status = chk::L7STS;
             e.on_success = Some("Redis server is ok".into());
+            e.error_payload = Some(0);
             steps.push(Step::Expect(e));
         }
         Some((HealthCheck::PgsqlCheck { user }, _)) => {
@@ -388,7 +400,11 @@ pub fn compile(
                 Matcher::Regex(rx("^2[0-9]{2}[ \r]")),
                 "SMTP 2xx banner",
             );
+            // As HAProxy: min-recv 4 makes each answer conclusive, and a
+            // refusal shows the server's text.
+            ok.min_recv = 4;
             ok.error_status = chk::L7STS;
+            ok.error_payload = Some(0);
             steps.push(Step::Expect(ok));
             steps.push(Step::Send(format!("{hello} {domain}\r\n").into_bytes()));
             let mut hi = Expect::new(
@@ -396,7 +412,9 @@ pub fn compile(
                 Matcher::Regex(rx("^2[0-9]{2}[- \r]")),
                 format!("2xx reply to {hello}"),
             );
+            hi.min_recv = 4;
             hi.error_status = chk::L7STS;
+            hi.error_payload = Some(0);
             steps.push(Step::Expect(hi));
             steps.push(Step::Send(b"QUIT\r\n".to_vec()));
         }
@@ -517,6 +535,7 @@ pub fn compile(
         fall: s.check_params.fall,
         fastinter: s.fastinter.unwrap_or(inter),
         downinter: s.downinter.unwrap_or(inter),
+        log_checks: b.log_health_checks.is_some(),
     })
 }
 
@@ -585,6 +604,15 @@ mod tests {
     }
 
     #[test]
+    fn spread_checks_is_parsed_within_haproxys_range() {
+        let path = std::path::Path::new("t.cfg");
+        let cfg = parse_str(&format!("global\n  spread-checks 5\n{HEAD}"), path).unwrap();
+        assert_eq!(cfg.global.spread_checks.map(|s| s.value), Some(5));
+        let e = parse_str(&format!("global\n  spread-checks 60\n{HEAD}"), path).unwrap_err();
+        assert!(e.to_string().contains("between 0 and 50"), "{e}");
+    }
+
+    #[test]
     fn port_addr_and_timeout_check() {
         let p = plan(&format!(
             "{HEAD}  timeout check 700ms\n  server s 127.0.0.1:1 check port 8008 addr 127.0.0.2\n"
@@ -606,6 +634,15 @@ mod tests {
         assert!(matches!(&p.steps[1], Step::Send(d) if d == &[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]));
         assert!(matches!(&p.steps[3], Step::Send(d) if d == b"S\r\n"));
         assert_eq!(p.steps.len(), 4);
+    }
+
+    #[test]
+    fn bad_hex_from_a_format_is_an_error_not_a_panic() {
+        let o = Origin::default();
+        assert!(hex_decode("é1", &o).is_err());
+        assert!(hex_decode("0g", &o).is_err());
+        assert!(hex_decode("abc", &o).is_err());
+        assert_eq!(hex_decode(" 0aFF ", &o).unwrap(), vec![0x0a, 0xff]);
     }
 
     #[test]

@@ -819,7 +819,8 @@ fn options_and_server_settings() {
     let g = gaps(&cfg);
     assert!(!g.iter().any(|(_, w)| w.contains("tcp-check")), "{g:?}");
     assert!(g.contains(&(47, "port offset +1000 (server 'app_servers/a4')".into())));
-    assert!(g.contains(&(44, "agent-check (server 'app_servers/a1')".into())));
+    // agent-check is applied.
+    assert!(!g.iter().any(|(_, w)| w.contains("agent")), "{g:?}");
 }
 
 #[test]

@@ -1144,7 +1144,6 @@ backend quiet
         (19, "disabled (frontend 'f')"),
         (24, "timeout tunnel (backend 'b')"),
         (30, "no port (the client's destination port) (server 'b/u')"),
-        (30, "agent-check (server 'b/u')"),
     ];
     let mut got = gaps.clone();
     got.sort();

@@ -15,8 +15,10 @@
 //! `send-proxy`/`send-proxy-v2`, `slowstart`, `on-marked-down
 //! shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, server address,
 //! `weight`, `disabled`, `check` with `inter`/`fastinter`/`downinter`/`rise`/
-//! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, the check methods
-//! and rules `crate::check::compile` accepts (it lists what it refuses) (`option
+//! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, `spread-checks`,
+//! `option log-health-checks`, `agent-check` (`agent-port`, `agent-addr`,
+//! `agent-inter`, `agent-send`), the check methods and rules
+//! `crate::check::compile` accepts (it lists what it refuses) (`option
 //! tcp-check` with rules, `pgsql-check`, `pgsql-role-check`, `redis-check`,
 //! `mysql-check`, `ldap-check`, `smtpchk`, `httpchk` with `http-check`),
 //! `timeout connect|client|server`, `tune.lb.splice-budget`, `bind ...
@@ -159,9 +161,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             if s.observe_layer4 {
                 setting("observe layer4".into());
             }
-            if s.agent.enabled {
-                setting("agent-check".into());
-            }
             for o in &s.other {
                 setting(format!("server option {o}"));
             }
@@ -248,9 +247,6 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
     for b in &cfg.backends {
         let scope = format!("backend '{}'", b.name);
         proxy_logs(&mut note, &b.logs, &scope);
-        if let Some(o) = &b.log_health_checks {
-            note(o, format!("option log-health-checks ({scope})"));
-        }
         if let Some(v) = &b.id {
             note(&v.origin, format!("id ({scope})"));
         }

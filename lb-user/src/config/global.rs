@@ -43,7 +43,7 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("ssl-*", ALL, Act::Other),
     kw("issuers-chain-path", ALL, Act::Other),
     kw("tune.*", ALL, Act::Other),
-    kw("spread-checks", ALL, Act::Other),
+    kw("spread-checks", ALL, Act::Run(g_spread_checks)),
     kw("max-spread-checks", ALL, Act::Other),
     kw("ulimit-n", ALL, Act::Other),
     kw("fd-hard-limit", ALL, Act::Other),
@@ -249,6 +249,25 @@ fn g_nbthread(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         .map_err(|m| p.err(l.no, v, format!("invalid 'nbthread': {m}")))?;
     p.global.nbthread = Some(Located {
         // At most MAX_THREADS.
+        value: n as u32,
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
+fn g_spread_checks(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "a percentage as an argument")?;
+    p.no_more(l, 1, "spread-checks")?;
+    // HAProxy: 0..50.
+    let n = parse_uint(&v.text, 0, 50).map_err(|m| {
+        p.err(
+            l.no,
+            v,
+            format!("'spread-checks' needs a positive argument between 0 and 50: {m}"),
+        )
+    })?;
+    p.global.spread_checks = Some(Located {
+        // At most 50.
         value: n as u32,
         origin: p.origin(l.no),
     });

@@ -55,6 +55,8 @@ pub struct Global {
     pub daemon: Option<Origin>,
     /// `nbthread N`.
     pub nbthread: Option<Located<u32>>,
+    /// `spread-checks P`: each check interval moves by up to ±P/2 % at random.
+    pub spread_checks: Option<Located<u32>>,
     /// `user NAME` / `uid N`, resolved to a uid.
     pub user: Option<Located<Account>>,
     /// `group NAME` / `gid N`, resolved to a gid.
@@ -119,6 +121,7 @@ impl Default for Global {
             maxconn_origin: None,
             daemon: None,
             nbthread: None,
+            spread_checks: None,
             user: None,
             group: None,
             pidfile: None,
