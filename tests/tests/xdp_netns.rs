@@ -4,11 +4,12 @@
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use lb_tests::flood;
 use lb_tests::postgres::psql;
 use lb_tests::scenario::*;
 use lb_tests::*;
@@ -184,40 +185,6 @@ fn xdp_bind_interface() {
     })
 }
 
-/// trafgen packet: SYNs to LB_V4:5432 from the spoofed 10.210.1.128-254 (the
-/// last byte counts up), random source port and sequence number.
-fn trafgen_cfg(dst_mac: &[u8; 6], src_mac: &[u8; 6]) -> String {
-    let mac = |m: &[u8; 6]| {
-        m.iter()
-            .map(|b| format!("0x{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "{{\n  {}, {},\n  0x08, 0x00,\n  \
-         0x45, 0x00, const16(40), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),\n  \
-         10, 210, 1, dinc(128, 254),\n  10, 210, 1, 1,\n  \
-         drnd(2), const16(5432), drnd(4), const32(0), 0x50, 0x02, const16(65535), \
-         csumtcp(14, 34), const16(0)\n}}\n",
-        mac(dst_mac),
-        mac(src_mac)
-    )
-}
-
-fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(&["-o", "link", "show", "dev", dev])?;
-    let s = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .with_context(|| format!("no MAC in {out}"))?;
-    let mut m = [0u8; 6];
-    for (i, p) in s.split(':').enumerate().take(6) {
-        m[i] = u8::from_str_radix(p, 16)?;
-    }
-    Ok(m)
-}
-
 const FLOOD_PACKETS: u64 = 1_000_000;
 
 struct FloodRun {
@@ -230,9 +197,11 @@ struct FloodRun {
 /// connect from the real client address for as long as the flood lasts (and
 /// at least 3 s).
 fn flood_with_clients(topo: &Topology) -> Result<FloodRun> {
-    let dst = mac_of(&topo.lb, "eth-c")?;
-    let src = mac_of(&topo.client, "eth0")?;
-    let conf = topo.write_cfg("syn.trafgen", &trafgen_cfg(&dst, &src))?;
+    let dst = flood::mac_of(&topo.lb, "eth-c")?;
+    let src = flood::mac_of(&topo.client, "eth0")?;
+    // From the spoofed 10.210.1.128-254 to LB_V4:5432.
+    let text = flood::syn_cfg(&dst, &src, [10, 210, 1], (128, 254), [10, 210, 1, 1], 5432);
+    let conf = topo.write_cfg("syn.trafgen", &text)?;
     let done = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<FloodRun> {
         let clients = s.spawn(|| -> Result<(u32, u32)> {
@@ -256,35 +225,10 @@ fn flood_with_clients(topo: &Topology) -> Result<FloodRun> {
         });
         // Let a few clients connect before the flood starts.
         std::thread::sleep(Duration::from_millis(300));
-        let start = Instant::now();
-        let out = topo
-            .client
-            .cmd("trafgen")
-            // Leave the host's socket memory sysctls and IRQ affinity alone.
-            .args(["--dev", "eth0", "--conf"])
-            .arg(&conf)
-            .args([
-                "--num",
-                &FLOOD_PACKETS.to_string(),
-                "--cpus",
-                "1",
-                "--no-sock-mem",
-                "--notouch-irq",
-                "--no-cpu-stats",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running trafgen (Debian package netsniff-ng)");
-        let flood_secs = start.elapsed().as_secs_f64();
+        let took = flood::trafgen(&topo.client, "eth0", &conf, FLOOD_PACKETS, None);
         done.store(true, Ordering::Relaxed);
         let (legit_ok, legit_total) = clients.join().expect("client thread")?;
-        let out = out?;
-        ensure!(
-            out.status.success(),
-            "trafgen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let flood_secs = took?.as_secs_f64();
         Ok(FloodRun {
             legit_ok,
             legit_total,

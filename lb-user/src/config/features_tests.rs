@@ -1254,8 +1254,14 @@ fn xdp_keywords() {
     ));
     assert_eq!(cfg.global.xdp_syn_rate.unwrap().value.burst, 50);
     for (line, frag) in [
-        ("xdp-interface", "'xdp-interface' expects <interface> [native|skb]"),
-        ("xdp-interface eth0 hw", "invalid mode 'hw' for 'xdp-interface'"),
+        (
+            "xdp-interface",
+            "'xdp-interface' expects <interface> [native|skb]",
+        ),
+        (
+            "xdp-interface eth0 hw",
+            "invalid mode 'hw' for 'xdp-interface'",
+        ),
         ("xdp-interface eth0 skb now", "unexpected extra argument"),
         (
             "xdp-interface averyveryverylongname",
@@ -1263,13 +1269,25 @@ fn xdp_keywords() {
         ),
         ("xdp-interface a/b", "invalid interface name 'a/b'"),
         ("xdp-syn-rate", "expects <rate> per-source [burst <n>]"),
-        ("xdp-syn-rate 0 per-source", "invalid rate for 'xdp-syn-rate'"),
+        (
+            "xdp-syn-rate 0 per-source",
+            "invalid rate for 'xdp-syn-rate'",
+        ),
         ("xdp-syn-rate 10", "expects <rate> per-source"),
-        ("xdp-syn-rate 10 total", "expects 'per-source' after the rate"),
+        (
+            "xdp-syn-rate 10 total",
+            "expects 'per-source' after the rate",
+        ),
         ("xdp-syn-rate 10 per-source max 3", "expected 'burst <n>'"),
-        ("xdp-syn-rate 10 per-source burst", "expects <rate> per-source"),
+        (
+            "xdp-syn-rate 10 per-source burst",
+            "expects <rate> per-source",
+        ),
         ("xdp-syn-rate 10 per-source burst 0", "invalid burst"),
-        ("xdp-syn-rate 10 per-source burst 5 x", "unexpected extra argument"),
+        (
+            "xdp-syn-rate 10 per-source burst 5 x",
+            "unexpected extra argument",
+        ),
         ("xdp-syn-rate 2000000000 per-source", "at most 1000000000"),
         ("xdp-interfaces eth0", "did you mean 'xdp-interface'?"),
     ] {
