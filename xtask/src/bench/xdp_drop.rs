@@ -7,6 +7,7 @@
 //! ticks split the cost. Variants, interleaved per repetition:
 //! - `xdp`: lb with `xdp-interface eth-c` and the source denied by
 //!   `tcp-request connection reject`: dropped by `lb_xdp` (native mode);
+//! - `xdp-skb`: the same in generic (skb) mode;
 //! - `nftables`: lb `--no-xdp`, the same source dropped by an nftables rule at
 //!   the earliest hook (netdev ingress on eth-c);
 //! - `none`: lb `--no-xdp`, no filter: the kernel answers every SYN (the
@@ -45,6 +46,7 @@ const NFT: &str = "table netdev lbbench {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     Xdp,
+    XdpSkb,
     Nftables,
     None,
 }
@@ -53,6 +55,7 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Xdp => "xdp",
+            Variant::XdpSkb => "xdp-skb",
             Variant::Nftables => "nftables",
             Variant::None => "none",
         }
@@ -104,29 +107,28 @@ fn xdp_dropped(lb: &lb_tests::Lb) -> Result<u64> {
 }
 
 fn one(topo: &Topology, v: Variant, conf: &std::path::Path, packets: u64) -> Result<Sample> {
-    let args: &[&str] = if v == Variant::Xdp {
-        &[]
+    let xdp = matches!(v, Variant::Xdp | Variant::XdpSkb);
+    let args: &[&str] = if xdp { &[] } else { &["--no-xdp"] };
+    let cfg = if v == Variant::XdpSkb {
+        CFG.replace("xdp-interface eth-c", "xdp-interface eth-c skb")
     } else {
-        &["--no-xdp"]
+        CFG.to_string()
     };
-    let lb = topo.start_lb(CFG, args)?;
+    let lb = topo.start_lb(&cfg, args)?;
     if v == Variant::Nftables {
         let f = topo.write_cfg("drop.nft", NFT)?;
         topo.lb
             .run("nft", &["-f", &f.to_string_lossy()])
             .context("loading the nftables drop rule (Debian package nftables)")?;
     }
-    let before = match v {
-        Variant::Xdp => xdp_dropped(&lb)?,
-        _ => 0,
-    };
+    let before = if xdp { xdp_dropped(&lb)? } else { 0 };
     let (b0, s0) = cpu0()?;
     let took = flood::trafgen(&topo.client, "eth0", conf, packets, Some(0))?;
     let (b1, s1) = cpu0()?;
     // Let queued packets drain before reading the counters.
     std::thread::sleep(Duration::from_millis(200));
     let dropped = match v {
-        Variant::Xdp => xdp_dropped(&lb)? - before,
+        Variant::Xdp | Variant::XdpSkb => xdp_dropped(&lb)? - before,
         Variant::Nftables => {
             let n = nft_dropped(topo)?;
             topo.lb
@@ -156,7 +158,12 @@ pub fn run(repeat: u32, packets: u64) -> Result<()> {
     let src = flood::mac_of(&topo.client, "eth0")?;
     let text = flood::syn_cfg(&dst, &src, [10, 210, 1], (128, 254), [10, 210, 1, 1], 5432);
     let conf = topo.write_cfg("syn.trafgen", &text)?;
-    let variants = [Variant::Xdp, Variant::Nftables, Variant::None];
+    let variants = [
+        Variant::Xdp,
+        Variant::XdpSkb,
+        Variant::Nftables,
+        Variant::None,
+    ];
     let mut samples: Vec<(Variant, Sample)> = Vec::new();
     for rep in 0..repeat {
         for v in variants {
