@@ -181,6 +181,37 @@ fn xdp_bind_interface() {
         let st = lb.xdp_status()?;
         ensure!(fe_counter(&st, "syns") >= 1, "{st:#}");
         lb.stop()?;
+
+        // Configuration errors name the line: a missing interface, and a SYN
+        // rate with no interface to enforce it on.
+        for (text, want) in [
+            (
+                SEED_PGSQL.replace("global\n", "global\n    xdp-interface nosuch0\n"),
+                "lb.cfg:2: interface 'nosuch0' does not exist",
+            ),
+            (
+                SEED_PGSQL.replace(
+                    "bind 10.210.1.1:5432",
+                    "bind 10.210.1.1:5432 interface nosuch1",
+                ),
+                "lb.cfg:9: interface 'nosuch1' does not exist",
+            ),
+            (
+                SEED_PGSQL.replace("global\n", "global\n    xdp-syn-rate 10 per-source\n"),
+                "lb.cfg:2: xdp-syn-rate needs the XDP program",
+            ),
+        ] {
+            let path = topo.write_cfg("lb.cfg", &text)?;
+            let out = topo
+                .lb
+                .cmd(lb_bin()?)
+                .args(["run", "-f"])
+                .arg(&path)
+                .output()?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(!out.status.success(), "lb run accepted {want:?}");
+            ensure!(err.contains(want), "expected {want:?} in: {err}");
+        }
         Ok(())
     })
 }
