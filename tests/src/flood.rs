@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::netns::Netns;
 
@@ -61,8 +61,16 @@ pub fn syn_cfg(
     )
 }
 
-/// Sends `packets` frames of `conf` out of `dev` in `ns` from one process
-/// (pinned to `cpu` when given); returns how long it took.
+/// Frames per trafgen run: a run that trips over a full socket buffer is
+/// repeated, so it should not be long.
+const CHUNK: u64 = 50_000;
+
+/// Sends about `packets` frames of `conf` out of `dev` in `ns` from one
+/// process (pinned to `cpu` when given), in runs of CHUNK; returns how long it
+/// took. trafgen gives up on a run when its TX ring flush meets EAGAIN (it runs
+/// with the default socket buffer: `--no-sock-mem` keeps it from raising the
+/// host-wide wmem sysctls); such a run is repeated, so a few frames more than
+/// asked may go out.
 pub fn trafgen(
     ns: &Netns,
     dev: &str,
@@ -70,6 +78,34 @@ pub fn trafgen(
     packets: u64,
     cpu: Option<u32>,
 ) -> Result<Duration> {
+    let start = Instant::now();
+    let mut left = packets;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let mut tries = 0;
+        loop {
+            match trafgen_once(ns, dev, conf, n, cpu)? {
+                Ok(()) => break,
+                Err(e) if e.contains("Resource temporarily unavailable") && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => anyhow::bail!("trafgen failed: {e}"),
+            }
+        }
+        left -= n;
+    }
+    Ok(start.elapsed())
+}
+
+/// One trafgen run: Ok(Err(stderr)) when trafgen itself failed.
+fn trafgen_once(
+    ns: &Netns,
+    dev: &str,
+    conf: &Path,
+    packets: u64,
+    cpu: Option<u32>,
+) -> Result<std::result::Result<(), String>> {
     let mut cmd = match cpu {
         Some(c) => {
             let mut c2 = ns.cmd("taskset");
@@ -92,15 +128,12 @@ pub fn trafgen(
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let start = Instant::now();
     let out = cmd
         .output()
         .context("running trafgen (Debian package netsniff-ng)")?;
-    let took = start.elapsed();
-    ensure!(
-        out.status.success(),
-        "trafgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(took)
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
 }

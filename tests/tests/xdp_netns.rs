@@ -311,7 +311,7 @@ fn xdp_syn_flood_legit_clients() {
         let d = |k| fe_counter(&after, k) - fe_counter(&before, k);
         let (syns, drops) = (d("syns"), d("syn_drops"));
         println!(
-            "[lb-tests] XDP syn-rate: {FLOOD_PACKETS} spoofed SYNs in {:.1} s ({:.0} pps); \
+            "[lb-tests] XDP syn-rate: ~{FLOOD_PACKETS} spoofed SYNs in {:.1} s ({:.0} pps); \
              XDP counted {syns} SYNs, dropped {drops}; legit psql {}/{} ok; \
              CPU busy {ticks} ticks",
             run.flood_secs,
@@ -352,7 +352,7 @@ fn xdp_syn_flood_legit_clients() {
             let run = flood_with_clients(&topo)?;
             let ticks = cpu_ticks()? - t0;
             println!(
-                "[lb-tests] --no-xdp, tcp_syncookies={cookies}: {FLOOD_PACKETS} SYNs in {:.1} s; \
+                "[lb-tests] --no-xdp, tcp_syncookies={cookies}: ~{FLOOD_PACKETS} SYNs in {:.1} s; \
                  legit psql {}/{} ok; CPU busy {ticks} ticks",
                 run.flood_secs, run.legit_ok, run.legit_total
             );
