@@ -29,6 +29,8 @@ pub enum XdpError {
         mode: &'static str,
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("program {} missing from the eBPF object", progs::XDP)]
+    MissingProgram,
     #[error("more than {MAX_XDP_IFACES} XDP interfaces configured")]
     TooManyInterfaces,
     #[error("map {name}: {source}")]
@@ -102,11 +104,8 @@ fn name64(s: &str) -> [u8; 64] {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
-    let missing = || XdpError::Program {
-        source: Box::new(aya::programs::ProgramError::NotLoaded),
-    };
     ebpf.program_mut(progs::XDP)
-        .ok_or_else(missing)?
+        .ok_or(XdpError::MissingProgram)?
         .try_into()
         .map_err(|e| XdpError::Program {
             source: Box::new(e),

@@ -223,6 +223,14 @@ impl Lb {
         Ok(util::run(&mut cmd)?.trim().to_string())
     }
 
+    /// `lb xdp status --instance X --json`, parsed.
+    pub fn xdp_status(&self) -> Result<serde_json::Value> {
+        let mut cmd = ns_cmd(&self.ns_path, &self.bin);
+        cmd.args(["xdp", "status", "--instance", &self.instance, "--json"]);
+        let out = util::run(&mut cmd)?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
     /// The row of server `name` (any backend).
     pub fn server(&self, name: &str) -> Result<ServerRow> {
         let rows = self.show_servers()?;

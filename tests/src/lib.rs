@@ -11,6 +11,7 @@
 //! fd10:210:2::/64 on veth pairs with no route out).
 
 pub mod cfg;
+pub mod flood;
 pub mod lb;
 pub mod mem;
 pub mod netns;

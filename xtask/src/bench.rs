@@ -20,6 +20,7 @@ mod proc;
 mod report;
 mod targets;
 mod workloads;
+mod xdp_drop;
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -61,6 +62,11 @@ pub struct BenchArgs {
     /// average is under 0.5 and no test or other benchmark runs.
     #[arg(long)]
     pub wait_quiet: bool,
+    /// Only the XDP drop workload: packets/s and CPU per packet of a denied
+    /// source dropped by lb's XDP program, by an nftables rule (netdev
+    /// ingress), and by neither, on one core; prints a table.
+    #[arg(long)]
+    pub xdp_drop: bool,
 }
 
 /// Debian packages the benchmarks run.
@@ -94,8 +100,25 @@ impl Plan {
     }
 }
 
+/// Debian packages of the XDP drop workload.
+const XDP_DROP_PACKAGES: &[(&str, &str)] = &[
+    ("netsniff-ng", "trafgen: the spoofed SYN flood"),
+    ("nftables", "the nftables drop rule compared with XDP"),
+    ("iproute2", "network namespaces"),
+    ("util-linux", "taskset, nsenter"),
+];
+
 pub fn bench(args: &BenchArgs) -> Result<()> {
     util::require_root("`cargo xtask bench`")?;
+    if args.xdp_drop {
+        toolchain::ensure_packages(XDP_DROP_PACKAGES, "the XDP drop benchmark")?;
+        let lb = build::build(&build::BuildArgs::default())?;
+        // The harness starts the daemon from $LB_BIN; no other thread runs yet.
+        std::env::set_var("LB_BIN", &lb);
+        let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
+        let packets = if args.quick { 200_000 } else { 2_000_000 };
+        return with_harness_cleanup(|| xdp_drop::run(repeat, packets));
+    }
     toolchain::ensure_packages(BENCH_PACKAGES, "the benchmarks")?;
     let lb = build::build(&build::BuildArgs::default())?;
     let benchclient = build_benchclient()?;

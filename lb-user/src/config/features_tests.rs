@@ -1210,3 +1210,88 @@ fn large_configurations_parse_in_linear_time() {
         start.elapsed()
     );
 }
+
+#[test]
+fn xdp_keywords() {
+    let cfg = parse(&format!(
+        "global
+    xdp-interface eth0
+    xdp-interface veth-lb native
+    xdp-interface eth2 skb
+    xdp-syn-rate 100 per-source
+{T}frontend f\n    bind :80\n"
+    ));
+    let g = &cfg.global;
+    let got: Vec<(&str, XdpAttach, usize)> = g
+        .xdp_interfaces
+        .iter()
+        .map(|i| (i.value.name.as_str(), i.value.mode, i.origin.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("eth0", XdpAttach::Auto, 2),
+            ("veth-lb", XdpAttach::Native, 3),
+            ("eth2", XdpAttach::Skb, 4)
+        ]
+    );
+    let r = g.xdp_syn_rate.as_ref().unwrap();
+    assert_eq!(
+        (r.value, r.origin.line),
+        (
+            SynRate {
+                per_second: 100,
+                burst: 100
+            },
+            5
+        )
+    );
+    let cfg = parse(&format!(
+        "global\n    xdp-syn-rate 5 per-source burst 50\n{T}frontend f\n    bind :80\n"
+    ));
+    assert_eq!(cfg.global.xdp_syn_rate.unwrap().value.burst, 50);
+    for (line, frag) in [
+        (
+            "xdp-interface",
+            "'xdp-interface' expects <interface> [native|skb]",
+        ),
+        (
+            "xdp-interface eth0 hw",
+            "invalid mode 'hw' for 'xdp-interface'",
+        ),
+        ("xdp-interface eth0 skb now", "unexpected extra argument"),
+        (
+            "xdp-interface averyveryverylongname",
+            "must be 1 to 15 characters long",
+        ),
+        ("xdp-interface a/b", "invalid interface name 'a/b'"),
+        ("xdp-syn-rate", "expects <rate> per-source [burst <n>]"),
+        (
+            "xdp-syn-rate 0 per-source",
+            "invalid rate for 'xdp-syn-rate'",
+        ),
+        ("xdp-syn-rate 10", "expects <rate> per-source"),
+        (
+            "xdp-syn-rate 10 total",
+            "expects 'per-source' after the rate",
+        ),
+        ("xdp-syn-rate 10 per-source max 3", "expected 'burst <n>'"),
+        (
+            "xdp-syn-rate 10 per-source burst",
+            "expects <rate> per-source",
+        ),
+        ("xdp-syn-rate 10 per-source burst 0", "invalid burst"),
+        (
+            "xdp-syn-rate 10 per-source burst 5 x",
+            "unexpected extra argument",
+        ),
+        ("xdp-syn-rate 2000000000 per-source", "at most 1000000000"),
+        ("xdp-interfaces eth0", "did you mean 'xdp-interface'?"),
+    ] {
+        let e = err_text(&format!("global\n    {line}\n"));
+        assert!(e.contains(frag), "{line}: {e}");
+        assert!(e.contains("t.cfg:2"), "{line}: no file:line in {e}");
+    }
+    let e = err_text("global\n    xdp-interface eth0\n    xdp-interface eth0 skb\n");
+    assert!(e.contains("t.cfg:3") && e.contains("already named"), "{e}");
+}

@@ -26,7 +26,7 @@ mod features_tests;
 #[cfg(test)]
 mod tests;
 
-pub use gaps::{runtime_gaps, runtime_ignored};
+pub use gaps::{runtime_gaps, runtime_ignored, tcp_request_unsupported};
 pub use model::*;
 pub use parse::{expand_paths, parse_file, parse_files, parse_str, ConfigError};
 
