@@ -376,6 +376,12 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
 
     wait_for_signal().await;
     tracing::info!("stopping: closing connections, detaching programs");
+    let _ = std::fs::remove_file(crate::client::default_socket(&opts.instance));
+    for sock in &ctx.cfg.global.stats_sockets {
+        if let crate::config::StatsAddress::Unix(p) = &sock.value.address {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     if let Some(w) = wake {
         w.notify();

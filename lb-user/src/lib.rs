@@ -5,6 +5,7 @@ pub mod admin;
 pub mod balance;
 pub mod bpf;
 pub mod btf;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod health;

@@ -352,6 +352,89 @@ fn runtime_api_matches_haproxy() {
         let m1 = maps.iter().find(|r| r.name == "s1").unwrap();
         assert_eq!(m1.weight, 5);
 
+        // The CLI: through the instance's own socket, tables and JSON.
+        let inst = lb.instance().to_string();
+        let cli = |args: &[&str]| -> Result<String> {
+            let mut cmd = Command::new(lb_bin()?);
+            cmd.args(args);
+            let out = util::output(&mut cmd)?;
+            if !out.status.success() {
+                bail!("lb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let servers: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "servers", "--instance", &inst, "--json"])?)?;
+        let s2j = servers
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == "s2"))
+            .ok_or_else(|| anyhow!("{servers}"))?;
+        assert_eq!(
+            (s2j["state"].as_str(), s2j["status"].as_str()),
+            (Some("UP"), Some("DRAIN"))
+        );
+        let table = cli(&["show", "servers", "--instance", &inst])?;
+        assert!(
+            table.starts_with("BACKEND") && table.contains("MAINT"),
+            "{table}"
+        );
+        let fe: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "frontends", "--instance", &inst, "--json"])?)?;
+        assert_eq!(fe[0]["pxname"], "fe");
+        assert_eq!(fe[0]["slim"], 500);
+        let be = cli(&["show", "backends", "--instance", &inst])?;
+        assert!(be.contains("roundrobin"), "{be}");
+        let info: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "info", "--instance", &inst, "--json"])?)?;
+        assert_eq!(info["Name"], "lb");
+        assert_eq!(info["Pid"], lb.pid().to_string());
+        // A socket by path, at level user: reads work, writes are refused.
+        let user_sock = lb_user.to_string_lossy().into_owned();
+        cli(&["show", "sessions", "--socket", &user_sock]).expect_err("show sess needs operator");
+        let denied = cli(&[
+            "set", "server", "be/s1", "weight", "1", "--socket", &user_sock,
+        ]);
+        assert!(format!("{:#}", denied.unwrap_err()).contains("Permission denied"));
+        cli(&[
+            "set",
+            "server",
+            "be/s1",
+            "weight",
+            "50%",
+            "--instance",
+            &inst,
+        ])?;
+        let bad = cli(&[
+            "set",
+            "server",
+            "be/nope",
+            "state",
+            "drain",
+            "--instance",
+            &inst,
+        ]);
+        assert!(format!("{:#}", bad.unwrap_err()).contains("No such server."));
+        // The maps straight from bpffs, while the daemon is frozen.
+        util::signal(lb.pid(), libc::SIGSTOP);
+        let dumped = cli(&[
+            "maps",
+            "dump",
+            "LB_SRV_STATE",
+            "--instance",
+            &inst,
+            "--json",
+        ]);
+        let listed = cli(&["maps", "list", "--instance", &inst]);
+        util::signal(lb.pid(), libc::SIGCONT);
+        let dumped: serde_json::Value = serde_json::from_str(&dumped?)?;
+        assert_eq!(dumped[0]["value"]["weight"], 5, "{dumped}");
+        assert_eq!(dumped[2]["value"]["state"], "MAINT", "{dumped}");
+        let listed = listed?;
+        assert!(
+            listed.contains("LB_SRV_KSTATS") && listed.contains("PerCpuArray"),
+            "{listed}"
+        );
+
         // Prompt mode: several requests on one connection.
         let mut c = UnixStream::connect(&lb_sock)?;
         c.set_read_timeout(Some(Duration::from_secs(5)))?;

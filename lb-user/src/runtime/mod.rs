@@ -585,7 +585,28 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
         .map_or(Duration::from_secs(10), |t| t.value);
     // HAProxy's default `stats maxconn` is 10 per socket.
     let maxconn = g.stats_maxconn.as_ref().map_or(10, |m| m.value) as usize;
-    for sock in &g.stats_sockets {
+    // The instance's own socket, for the `lb` CLI, then the configured ones.
+    let own = crate::client::default_socket(&live.instance);
+    if let Some(dir) = own.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let own = crate::config::Located {
+        value: StatsSocket {
+            address: StatsAddress::Unix(own.clone()),
+            mode: Some(0o600),
+            uid: None,
+            gid: None,
+            level: StatsLevel::Admin,
+            expose_fd_listeners: false,
+            severity_output: None,
+            other: Vec::new(),
+        },
+        origin: crate::config::Origin {
+            file: "(instance socket)".into(),
+            line: 0,
+        },
+    };
+    for sock in std::iter::once(&own).chain(&g.stats_sockets) {
         let conf = sock.value.clone();
         let level = match conf.level {
             StatsLevel::User => Level::User,
