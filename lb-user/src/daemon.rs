@@ -24,6 +24,8 @@ pub struct RunOpts {
     pub ready_file: Option<PathBuf>,
     pub no_splice: bool,
     pub splice_budget: Option<u64>,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Map keys for one frontend's binds, with the family of each key.
@@ -355,6 +357,9 @@ async fn serve(cfg: Config, opts: RunOpts) -> Result<()> {
         tcplog,
     });
     crate::runtime::start_sockets(ctx.clone()).await?;
+    if let Some(addr) = opts.metrics {
+        crate::metrics::serve(ctx.clone(), addr)?;
+    }
 
     for (fe_idx, l) in accept_sockets {
         let l = TcpListener::from_std(l).context("registering a listener")?;
@@ -528,6 +533,11 @@ fn end_session(ctx: &Ctx, s: &crate::admin::Session) {
     st.sessions.close(s.id);
     let f = &st.frontends[s.frontend];
     f.cur.fetch_sub(1, Ordering::Relaxed);
+    if s.spliced.load(Ordering::Relaxed) {
+        f.ended_spliced.fetch_add(1, Ordering::Relaxed);
+    } else if s.server_idx().is_some() {
+        f.ended_userspace.fetch_add(1, Ordering::Relaxed);
+    }
     f.bytes_in
         .fetch_add(s.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     f.bytes_out

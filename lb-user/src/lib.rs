@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod metrics;
 pub mod proxy_proto;
 pub mod runtime;
 pub mod show;

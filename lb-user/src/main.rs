@@ -33,6 +33,10 @@ enum Cmd {
         /// 4 MiB, or `tune.lb.splice-budget` from the config).
         #[arg(long, value_parser = parse_size)]
         splice_budget: Option<u64>,
+        /// Serve Prometheus metrics (HAProxy exporter names) at
+        /// http://ADDR/metrics, e.g. 127.0.0.1:9101.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Validate a configuration like `haproxy -c`: exit 0 if valid, 1 otherwise.
     /// Prints HAProxy's warnings and what `lb run` does not apply yet.
@@ -265,12 +269,14 @@ fn real_main() -> Result<()> {
             ready_file,
             no_splice,
             splice_budget,
+            metrics,
         } => daemon::run(daemon::RunOpts {
             files,
             instance,
             ready_file,
             no_splice,
             splice_budget,
+            metrics,
         }),
         Cmd::Check { files } => {
             // The files (and directories) form one configuration, as

@@ -492,7 +492,7 @@ fn runtime_api_steers_connections_and_logs() {
             "    maxconn 500\n",
             "    maxconn 500\n    option tcplog\n    log global\n",
         );
-        let lb = topo.start_lb(&cfg, &[])?;
+        let lb = topo.start_lb(&cfg, &["--metrics", "127.0.0.1:9101"])?;
 
         let d = spread(&topo, 20)?;
         println!("[lb-tests] start: {d:?}");
@@ -695,6 +695,96 @@ fn runtime_api_steers_connections_and_logs() {
         assert!(after <= before + 2, "fd leak: {before} -> {after}");
         // Nothing changed at level user.
         assert_eq!(socat(&sock, "get weight be/s1\n")?, "10 (initial 10)\n\n");
+
+        // Prometheus: promtool accepts the exposition; values match the socket.
+        let body = topo.in_lb(|| -> Result<String> {
+            let mut s = connect(sa("127.0.0.1", 9101))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let (head, body) = out
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| anyhow!("no HTTP body: {out}"))?;
+            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                bail!("metrics answered {head}");
+            }
+            Ok(body.to_string())
+        })?;
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("promtool (Debian package prometheus) must be installed")?;
+        promtool.stdin.take().unwrap().write_all(body.as_bytes())?;
+        let checked = promtool.wait_with_output()?;
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let metric = |name: &str, labels: &str| -> Result<u64> {
+            let key = format!("{name}{{{labels}}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .ok_or_else(|| anyhow!("no {key} in metrics"))?
+                .trim()
+                .parse::<f64>()
+                .map(|v| v as u64)
+                .map_err(|e| anyhow!("{key}: {e}"))
+        };
+        let (_, rows) = csv_rows(&socat(&sock, "show stat\n")?)?;
+        let header = socat(&sock, "show stat\n")?;
+        let names: Vec<String> = header
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .map(String::from)
+            .collect();
+        let col = |r: &Vec<String>, f: &str| -> u64 {
+            r[names.iter().position(|n| n == f).unwrap()]
+                .parse()
+                .unwrap_or(0)
+        };
+        let mut checked_values = 0;
+        for srv in ["s1", "s2", "s3"] {
+            let r = &rows[&("be".to_string(), srv.to_string())];
+            let l = format!("proxy=\"be\",server=\"{srv}\"");
+            for (m, f) in [
+                ("haproxy_server_sessions_total", "stot"),
+                ("haproxy_server_bytes_in_total", "bin"),
+                ("haproxy_server_bytes_out_total", "bout"),
+                ("haproxy_server_current_sessions", "scur"),
+                ("haproxy_server_weight", "weight"),
+            ] {
+                assert_eq!(metric(m, &l)?, col(r, f), "{m} vs show stat {f} of {srv}");
+                checked_values += 1;
+            }
+        }
+        let be = &rows[&("be".to_string(), "BACKEND".to_string())];
+        assert_eq!(
+            metric("haproxy_backend_active_servers", "proxy=\"be\"")?,
+            col(be, "act")
+        );
+        assert_eq!(
+            metric("haproxy_backend_sessions_total", "proxy=\"be\"")?,
+            col(be, "stot")
+        );
+        assert!(col(be, "stot") > 100, "{be:?}");
+        assert!(
+            metric("lb_sessions_ended_total", "path=\"kernel\",proxy=\"fe\"")
+                .or_else(|_| metric("lb_sessions_ended_total", "proxy=\"fe\",path=\"kernel\""))?
+                > 0
+        );
+        println!(
+            "[lb-tests] metrics: promtool ok, {} bytes, {checked_values} server values equal to show stat",
+            body.len()
+        );
         lb.stop()?;
         Ok(())
     })

@@ -59,6 +59,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("iperf3", "bulk TCP traffic through the load balancer"),
     ("socat", "simple TCP clients and servers in tests"),
+    (
+        "prometheus",
+        "promtool check metrics validates lb's Prometheus endpoint",
+    ),
     ("procps", "ps / pkill / sysctl used by the tests"),
 ];
 
