@@ -68,6 +68,14 @@ enum Cmd {
         #[command(subcommand)]
         what: MapsWhat,
     },
+    /// Print a shell completion script, e.g. `lb completions bash >
+    /// /etc/bash_completion.d/lb`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `lb man > /usr/local/share/man/man1/lb.1`.
+    Man,
 }
 
 /// Which running instance to talk to.
@@ -302,6 +310,17 @@ fn real_main() -> Result<()> {
             }
         }
         Cmd::Show { what } => show_cmd(what),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => {
+            let mut out = Vec::new();
+            man_page(&mut out).context("rendering the man page")?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out).context("stdout")?;
+            Ok(())
+        }
         Cmd::Set {
             what:
                 SetWhat::Server {
@@ -402,6 +421,35 @@ fn real_main() -> Result<()> {
             }
         },
     }
+}
+
+/// `lb(1)`: the top-level page followed by a section per subcommand, all from
+/// the clap definitions.
+fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    fn walk(c: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+        for sub in c.get_subcommands() {
+            let name = format!("{prefix} {}", sub.get_name());
+            let sub = sub.clone().name(name.clone());
+            writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+            let m = clap_mangen::Man::new(sub.clone());
+            m.render_synopsis_section(out)?;
+            m.render_description_section(out)?;
+            m.render_options_section(out)?;
+            walk(&sub, &name, out)?;
+        }
+        Ok(())
+    }
+    use std::io::Write;
+    walk(&cmd, "lb", out)?;
+    man.render_version_section(out)
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -532,6 +580,27 @@ mod tests {
         assert!(parse_instance("default").is_ok());
         assert!(parse_instance("../x").is_err());
         assert!(parse_instance("").is_err());
+    }
+
+    #[test]
+    fn completions_and_man_page_cover_every_command() {
+        use clap::CommandFactory;
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "lb",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        assert!(bash.contains("maps") && bash.contains("--socket"));
+        let mut man = Vec::new();
+        man_page(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        for section in ["LB SHOW SERVERS", "LB SET SERVER", "LB MAPS DUMP", "LB RUN"] {
+            assert!(man.contains(section), "{section} missing");
+        }
+        assert!(man.contains("metrics"));
     }
 
     #[test]
