@@ -16,4 +16,5 @@ pub mod show;
 pub mod splice;
 pub mod state;
 pub mod sys;
+pub mod top;
 pub mod userpath;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lb_user::{client, config, daemon, show};
+use lb_user::{client, config, daemon, show, top};
 
 /// An eBPF-accelerated L4 (TCP) load balancer speaking HAProxy's config language.
 #[derive(Parser)]
@@ -67,6 +67,12 @@ enum Cmd {
     Maps {
         #[command(subcommand)]
         what: MapsWhat,
+    },
+    /// A live view (refreshed every second) of frontends, backends and servers:
+    /// sessions, connection and byte rates, states, check results. `q` quits.
+    Top {
+        #[command(flatten)]
+        target: Target,
     },
     /// Print a shell completion script, e.g. `lb completions bash >
     /// /etc/bash_completion.d/lb`.
@@ -310,6 +316,7 @@ fn real_main() -> Result<()> {
             }
         }
         Cmd::Show { what } => show_cmd(what),
+        Cmd::Top { target } => top::run(&target.socket()),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());

@@ -414,6 +414,37 @@ fn runtime_api_matches_haproxy() {
             &inst,
         ]);
         assert!(format!("{:#}", bad.unwrap_err()).contains("No such server."));
+        // lb top on a pseudo-terminal (script(1)): two refreshes, then `q`.
+        let mut top = Command::new("script")
+            .args(["-qfec"])
+            .arg(format!(
+                "stty cols 120 rows 40; {} top --instance {inst}",
+                lb_bin()?.display()
+            ))
+            .arg("/dev/null")
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("script (util-linux) runs lb top on a pseudo-terminal")?;
+        std::thread::sleep(Duration::from_millis(2500));
+        top.stdin.as_mut().unwrap().write_all(b"q")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while top.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if top.try_wait()?.is_none() {
+            let _ = top.kill();
+            bail!("lb top did not quit on q");
+        }
+        let out = top.wait_with_output()?;
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "lb top: {screen}");
+        for want in ["frontends", "servers", "be/s1", "DRAIN", "L4OK"] {
+            assert!(screen.contains(want), "lb top did not show {want}");
+        }
+
         // The maps straight from bpffs, while the daemon is frozen.
         util::signal(lb.pid(), libc::SIGSTOP);
         let dumped = cli(&[
