@@ -564,6 +564,29 @@ fn runtime_api_steers_connections_and_logs() {
         );
         socat(&sock, "set weight be/s1 10\n")?;
 
+        // set maxconn frontend: lowered below what is open, a new client waits
+        // in the backlog until the limit is raised again.
+        socat(&sock, "set maxconn frontend fe 1\n")?;
+        // The accept already waiting holds its slot: one more gets in.
+        let (_, _extra) = who(&topo)?;
+        let waiting = topo.in_client(|| -> Result<std::net::TcpStream> {
+            let s = connect(sa(LB_V4, PORT))?;
+            s.set_read_timeout(Some(Duration::from_millis(1000)))?;
+            Ok(s)
+        })?;
+        let mut b = [0u8; 8];
+        let early = (&waiting).read(&mut b);
+        assert!(
+            early.is_err(),
+            "a client was served over maxconn 1: {early:?}"
+        );
+        socat(&sock, "set maxconn frontend fe 500\n")?;
+        waiting.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let n = (&waiting).read(&mut b)?;
+        assert!(n > 0 && b[0] == b's', "no greeting once maxconn was raised");
+        drop(waiting);
+        drop(_extra);
+
         // Maintenance of both actives: the backup takes over, then gives back.
         socat(
             &sock,

@@ -104,7 +104,16 @@ impl Live {
             cfg: &self.cfg,
             state: &self.state,
             kernel_bytes: &kb,
-            fe_maxconn: self.frontend_limits.iter().map(|l| l.get()).collect(),
+            // A frontend without its own maxconn shows the global one, as
+            // HAProxy does.
+            fe_maxconn: self
+                .frontend_limits
+                .iter()
+                .map(|l| match l.get() {
+                    0 => self.global_limit.get(),
+                    n => n,
+                })
+                .collect(),
             now_ns: crate::sys::monotonic_ns(),
         };
         stat::rows(&inp)
