@@ -110,6 +110,9 @@ pub struct FrontendStats {
     pub bytes_out: AtomicU64,
     /// Sessions closed because no server could take them.
     pub denied: AtomicU64,
+    /// Ended sessions by data path (kernel splice, userspace copy).
+    pub ended_spliced: AtomicU64,
+    pub ended_userspace: AtomicU64,
 }
 
 /// HAProxy's two-letter termination state of a TCP session.

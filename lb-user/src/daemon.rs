@@ -28,6 +28,8 @@ pub struct RunOpts {
     pub splice_budget: Option<u64>,
     /// Do not attach the XDP front door (ACLs still apply at accept).
     pub no_xdp: bool,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Map keys for one frontend's binds, with the family of each key.
@@ -491,6 +493,9 @@ async fn serve(
         tcplog,
     });
     crate::runtime::start_sockets(ctx.clone()).await?;
+    if let Some(addr) = opts.metrics {
+        crate::metrics::serve(ctx.clone(), addr)?;
+    }
 
     for (fe_idx, l) in accept_sockets {
         let l = TcpListener::from_std(l).context("registering a listener")?;
@@ -512,6 +517,12 @@ async fn serve(
 
     wait_for_signal().await;
     tracing::info!("stopping: closing connections, detaching programs");
+    let _ = std::fs::remove_file(crate::client::default_socket(&opts.instance));
+    for sock in &ctx.cfg.global.stats_sockets {
+        if let crate::config::StatsAddress::Unix(p) = &sock.value.address {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     if let Some(w) = wake {
         w.notify();
@@ -662,6 +673,11 @@ fn end_session(ctx: &Ctx, s: &crate::admin::Session) {
     st.sessions.close(s.id);
     let f = &st.frontends[s.frontend];
     f.cur.fetch_sub(1, Ordering::Relaxed);
+    if s.spliced.load(Ordering::Relaxed) {
+        f.ended_spliced.fetch_add(1, Ordering::Relaxed);
+    } else if s.server_idx().is_some() {
+        f.ended_userspace.fetch_add(1, Ordering::Relaxed);
+    }
     f.bytes_in
         .fetch_add(s.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     f.bytes_out

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lb_user::{config, daemon, show};
+use lb_user::{client, config, daemon, show, top};
 
 /// An eBPF-accelerated L4 (TCP) load balancer speaking HAProxy's config language.
 #[derive(Parser)]
@@ -38,6 +38,10 @@ enum Cmd {
         /// no SYN rate limit; `tcp-request connection` rules still apply, at accept.
         #[arg(long)]
         no_xdp: bool,
+        /// Serve Prometheus metrics (HAProxy exporter names) at
+        /// http://ADDR/metrics, e.g. 127.0.0.1:9101.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Validate a configuration like `haproxy -c`: exit 0 if valid, 1 otherwise.
     /// Prints HAProxy's warnings and what `lb run` does not apply yet.
@@ -47,7 +51,8 @@ enum Cmd {
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Read the state of a running instance from its pinned maps.
+    /// Read a running instance's state (nouns read): through its runtime API
+    /// socket, or from its pinned maps for `stats`.
     Show {
         #[command(subcommand)]
         what: ShowWhat,
@@ -57,6 +62,55 @@ enum Cmd {
         #[command(subcommand)]
         what: XdpWhat,
     },
+    /// Change a running instance (verbs write), through its runtime API socket.
+    Set {
+        #[command(subcommand)]
+        what: SetWhat,
+    },
+    /// Close sessions of a running instance, through its runtime API socket.
+    Shutdown {
+        #[command(subcommand)]
+        what: ShutdownWhat,
+    },
+    /// Read the pinned BPF maps straight from bpffs: works while the daemon
+    /// hangs, or after it was killed.
+    Maps {
+        #[command(subcommand)]
+        what: MapsWhat,
+    },
+    /// A live view (refreshed every second) of frontends, backends and servers:
+    /// sessions, connection and byte rates, states, check results. `q` quits.
+    Top {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a shell completion script, e.g. `lb completions bash >
+    /// /etc/bash_completion.d/lb`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `lb man > /usr/local/share/man/man1/lb.1`.
+    Man,
+}
+
+/// Which running instance to talk to.
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// Instance name given to `lb run` (its socket is /run/lb/INSTANCE.sock).
+    #[arg(long, default_value = "default", value_parser = parse_instance)]
+    instance: String,
+    /// A runtime API socket (`stats socket` path) instead of the instance's.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| client::default_socket(&self.instance))
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,8 +130,58 @@ enum XdpWhat {
 
 #[derive(Subcommand)]
 enum ShowWhat {
-    /// Servers: state, weight, connections, bytes, last check.
+    /// Process information (HAProxy's `show info`).
+    Info {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Servers: status, weight, sessions, bytes, last check. Falls back to the
+    /// pinned maps when the daemon does not answer.
     Servers {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Frontends: status, sessions, limit, bytes.
+    Frontends {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backends: status, algorithm, active/backup servers, sessions, queue.
+    Backends {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live sessions (client, frontend, server, age, data path).
+    Sessions {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// HAProxy's `show stat` CSV (every column, in HAProxy 2.6's order).
+    Stat {
+        #[command(flatten)]
+        target: Target,
+        /// Print HAProxy's `show stat json` instead of CSV.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kernel-side event counters (sk_lookup hits, verdicts, budget hits), summed
+    /// over CPUs, read from the pinned maps.
+    Stats {
         /// Instance name given to `lb run`.
         #[arg(long, default_value = "default", value_parser = parse_instance)]
         instance: String,
@@ -85,9 +189,61 @@ enum ShowWhat {
         #[arg(long)]
         json: bool,
     },
-    /// Kernel-side event counters (sk_lookup hits, verdicts, budget hits), summed
-    /// over CPUs.
-    Stats {
+}
+
+#[derive(Subcommand)]
+enum SetWhat {
+    /// Change a server: `lb set server BACKEND/SERVER state|weight|health VALUE`.
+    Server {
+        /// BACKEND/SERVER.
+        server: String,
+        /// What to change.
+        #[arg(value_enum)]
+        setting: ServerSetting,
+        /// state: ready|drain|maint; weight: N or N%; health: up|stopping|down.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// What `lb set server` changes.
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum ServerSetting {
+    /// ready, drain (no new sessions, existing ones continue) or maint.
+    State,
+    /// 0-256, or a percentage of the configured weight (`50%`).
+    Weight,
+    /// Force the health: up, stopping (no new sessions) or down.
+    Health,
+}
+
+#[derive(Subcommand)]
+enum ShutdownWhat {
+    /// Reset every session of BACKEND/SERVER.
+    Sessions {
+        /// BACKEND/SERVER.
+        server: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum MapsWhat {
+    /// The pinned maps of an instance (type, sizes), straight from bpffs.
+    List {
+        /// Instance name given to `lb run`.
+        #[arg(long, default_value = "default", value_parser = parse_instance)]
+        instance: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every entry of one pinned map, decoded (per-CPU values summed).
+    Dump {
+        /// Map name, e.g. LB_SRV_STATE (see `lb maps list`).
+        name: String,
         /// Instance name given to `lb run`.
         #[arg(long, default_value = "default", value_parser = parse_instance)]
         instance: String,
@@ -153,6 +309,7 @@ fn real_main() -> Result<()> {
             no_splice,
             splice_budget,
             no_xdp,
+            metrics,
         } => daemon::run(daemon::RunOpts {
             files,
             instance,
@@ -160,6 +317,7 @@ fn real_main() -> Result<()> {
             no_splice,
             splice_budget,
             no_xdp,
+            metrics,
         }),
         Cmd::Xdp {
             what: XdpWhat::Status { instance, json },
@@ -195,34 +353,257 @@ fn real_main() -> Result<()> {
                 }
             }
         }
-        Cmd::Show { what } => match what {
-            ShowWhat::Servers { instance, json } => {
-                let rows = show::servers(&instance)?;
+        Cmd::Show { what } => show_cmd(what),
+        Cmd::Top { target } => top::run(&target.socket()),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => {
+            let mut out = Vec::new();
+            man_page(&mut out).context("rendering the man page")?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out).context("stdout")?;
+            Ok(())
+        }
+        Cmd::Set {
+            what:
+                SetWhat::Server {
+                    server,
+                    setting,
+                    value,
+                    target,
+                },
+        } => {
+            let what = match setting {
+                ServerSetting::State => "state",
+                ServerSetting::Weight => "weight",
+                ServerSetting::Health => "health",
+            };
+            for arg in [&server, &value] {
+                // One command per request: nothing that would split it.
+                if arg.is_empty()
+                    || arg.contains(|c: char| c.is_whitespace() || c == ';' || c == '\\')
+                {
+                    anyhow::bail!("invalid argument '{arg}': no blanks, ';' or '\\' allowed");
+                }
+            }
+            // The daemon validates the value and answers HAProxy's error text.
+            client::command(
+                &target.socket(),
+                &format!("set server {server} {what} {value}"),
+            )
+        }
+        Cmd::Shutdown {
+            what: ShutdownWhat::Sessions { server, target },
+        } => {
+            if server.contains(|c: char| c.is_whitespace() || c == ';' || c == '\\') {
+                anyhow::bail!("invalid server '{server}': no blanks, ';' or '\\' allowed");
+            }
+            client::command(
+                &target.socket(),
+                &format!("shutdown sessions server {server}"),
+            )
+        }
+        Cmd::Maps { what } => match what {
+            MapsWhat::List { instance, json } => {
+                let rows = show::maps_list(&instance)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows).context("json")?);
                 } else {
-                    show::print_servers(&rows);
+                    let cells: Vec<[String; 6]> = rows
+                        .iter()
+                        .map(|r| {
+                            [
+                                r.name.clone(),
+                                r.kind.clone(),
+                                r.key_size.to_string(),
+                                r.value_size.to_string(),
+                                r.max_entries.to_string(),
+                                r.id.to_string(),
+                            ]
+                        })
+                        .collect();
+                    show::print_table(
+                        &["NAME", "TYPE", "KEY", "VALUE", "MAX_ENTRIES", "ID"],
+                        &cells,
+                    );
                 }
                 Ok(())
             }
-            ShowWhat::Stats { instance, json } => {
-                let rows = show::stats(&instance)?;
+            MapsWhat::Dump {
+                name,
+                instance,
+                json,
+            } => {
+                let rows = show::maps_dump(&instance, &name)?;
                 if json {
-                    let m: serde_json::Map<String, serde_json::Value> = rows
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), (*v).into()))
+                    let v: Vec<serde_json::Value> = rows
+                        .into_iter()
+                        .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
                         .collect();
-                    println!("{}", serde_json::Value::Object(m));
+                    println!("{}", serde_json::to_string_pretty(&v).context("json")?);
                 } else {
                     let cells: Vec<[String; 2]> = rows
-                        .iter()
-                        .map(|(k, v)| [k.to_string(), v.to_string()])
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let fields = match v {
+                                serde_json::Value::Object(m) => m
+                                    .into_iter()
+                                    .map(|(f, x)| {
+                                        format!("{f}={}", x.to_string().trim_matches('"'))
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                                other => other.to_string(),
+                            };
+                            [k, fields]
+                        })
                         .collect();
-                    show::print_table(&["COUNTER", "VALUE"], &cells);
+                    show::print_table(&["KEY", "VALUE"], &cells);
                 }
                 Ok(())
             }
         },
+    }
+}
+
+/// `lb(1)`: the top-level page followed by a section per subcommand, all from
+/// the clap definitions.
+fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    fn walk(c: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+        for sub in c.get_subcommands() {
+            let name = format!("{prefix} {}", sub.get_name());
+            let sub = sub.clone().name(name.clone());
+            writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+            let m = clap_mangen::Man::new(sub.clone());
+            m.render_synopsis_section(out)?;
+            m.render_description_section(out)?;
+            m.render_options_section(out)?;
+            walk(&sub, &name, out)?;
+        }
+        Ok(())
+    }
+    use std::io::Write;
+    walk(&cmd, "lb", out)?;
+    man.render_version_section(out)
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v).context("json")?);
+    Ok(())
+}
+
+fn show_cmd(what: ShowWhat) -> Result<()> {
+    match what {
+        ShowWhat::Info { target, json } => {
+            let out = client::read(&target.socket(), "show info")?;
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> = client::parse_info(&out)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect();
+                print_json(&serde_json::Value::Object(m))
+            } else {
+                print!("{out}");
+                Ok(())
+            }
+        }
+        ShowWhat::Servers { target, json } => {
+            let rows = match client::stat(&target.socket()) {
+                Ok(rows) => client::of_kind(&rows, "server"),
+                Err(e) => {
+                    // The maps still hold states and counters when the daemon
+                    // does not answer (hung, or an older instance).
+                    eprintln!("lb: {e:#}; reading the pinned maps instead");
+                    let rows = show::servers(&target.instance)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows).context("json")?);
+                    } else {
+                        show::print_servers(&rows);
+                    }
+                    return Ok(());
+                }
+            };
+            if json {
+                print_json(&serde_json::Value::Array(
+                    rows.iter().map(client::server_json).collect(),
+                ))
+            } else {
+                let cells: Vec<_> = rows.iter().map(client::server_cells).collect();
+                show::print_table(&client::SERVER_HEADERS, &cells);
+                Ok(())
+            }
+        }
+        ShowWhat::Frontends { target, json } => {
+            let rows = client::of_kind(&client::stat(&target.socket())?, "FRONTEND");
+            if json {
+                print_json(&serde_json::Value::Array(
+                    rows.iter().map(client::to_json).collect(),
+                ))
+            } else {
+                let cells: Vec<_> = rows.iter().map(client::frontend_cells).collect();
+                show::print_table(&client::FRONTEND_HEADERS, &cells);
+                Ok(())
+            }
+        }
+        ShowWhat::Backends { target, json } => {
+            let rows = client::of_kind(&client::stat(&target.socket())?, "BACKEND");
+            if json {
+                print_json(&serde_json::Value::Array(
+                    rows.iter().map(client::to_json).collect(),
+                ))
+            } else {
+                let cells: Vec<_> = rows.iter().map(client::backend_cells).collect();
+                show::print_table(&client::BACKEND_HEADERS, &cells);
+                Ok(())
+            }
+        }
+        ShowWhat::Sessions { target, json } => {
+            let out = client::read(&target.socket(), "show sess")?;
+            let rows = client::parse_sess(&out);
+            if json {
+                print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|r| serde_json::to_value(r).unwrap_or_default())
+                        .collect(),
+                ))
+            } else {
+                let cells: Vec<_> = rows.iter().map(client::session_cells).collect();
+                show::print_table(&client::SESSION_HEADERS, &cells);
+                Ok(())
+            }
+        }
+        ShowWhat::Stat { target, json } => {
+            let req = if json { "show stat json" } else { "show stat" };
+            print!("{}", client::read(&target.socket(), req)?);
+            Ok(())
+        }
+        ShowWhat::Stats { instance, json } => {
+            let rows = show::stats(&instance)?;
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> = rows
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), (*v).into()))
+                    .collect();
+                println!("{}", serde_json::Value::Object(m));
+            } else {
+                let cells: Vec<[String; 2]> = rows
+                    .iter()
+                    .map(|(k, v)| [k.to_string(), v.to_string()])
+                    .collect();
+                show::print_table(&["COUNTER", "VALUE"], &cells);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -244,6 +625,27 @@ mod tests {
         assert!(parse_instance("default").is_ok());
         assert!(parse_instance("../x").is_err());
         assert!(parse_instance("").is_err());
+    }
+
+    #[test]
+    fn completions_and_man_page_cover_every_command() {
+        use clap::CommandFactory;
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "lb",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        assert!(bash.contains("maps") && bash.contains("--socket"));
+        let mut man = Vec::new();
+        man_page(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        for section in ["LB SHOW SERVERS", "LB SET SERVER", "LB MAPS DUMP", "LB RUN"] {
+            assert!(man.contains(section), "{section} missing");
+        }
+        assert!(man.contains("metrics"));
     }
 
     #[test]

@@ -346,3 +346,153 @@ pub fn print_xdp_status(s: &XdpStatus) {
         .collect();
     print_table(&["COUNTER", "VALUE"], &rows);
 }
+
+/// One pinned map of `lb maps list`.
+#[derive(Debug, Serialize)]
+pub struct MapRow {
+    pub name: String,
+    pub kind: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub id: u32,
+}
+
+/// The maps pinned for `instance`, read from bpffs (no daemon needed).
+pub fn maps_list(instance: &str) -> Result<Vec<MapRow>> {
+    let dir = pin_dir(instance);
+    let entries = std::fs::read_dir(&dir).with_context(|| {
+        format!(
+            "listing {} (is an `lb run --instance {instance}` loaded?)",
+            dir.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        let path = e.path();
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading map info of {}", path.display()))?;
+        out.push(MapRow {
+            name: e.file_name().to_string_lossy().into_owned(),
+            kind: info
+                .map_type()
+                .map_or_else(|e| format!("unknown ({e})"), |t| format!("{t:?}")),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            id: info.id(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn ip_of(family: u32, addr_be: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        Ipv4Addr::new(addr_be[0], addr_be[1], addr_be[2], addr_be[3]).into()
+    } else {
+        Ipv6Addr::from(*addr_be).into()
+    }
+}
+
+/// Every entry of a pinned map, decoded with its lb-common type; per-CPU
+/// values summed over CPUs. Array slots never written are left out.
+pub fn maps_dump(instance: &str, name: &str) -> Result<Vec<(String, serde_json::Value)>> {
+    use serde_json::json;
+    let dir = pin_dir(instance);
+    let mut out = Vec::new();
+    match name {
+        maps::SRV_META => {
+            let m: Array<MapData, ServerMeta> = open(&dir, name)?.try_into()?;
+            for i in 0..MAX_SERVERS {
+                let v = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
+                if v.in_use == 0 {
+                    continue;
+                }
+                let ip = ip_of(v.family, &v.addr_be);
+                out.push((
+                    i.to_string(),
+                    json!({"backend": read_str(&v.backend), "name": read_str(&v.name),
+                           "addr": SocketAddr::new(ip, v.port_host as u16).to_string()}),
+                ));
+            }
+        }
+        maps::SRV_STATE => {
+            let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
+            let m: Array<MapData, ServerState> = open(&dir, name)?.try_into()?;
+            for i in 0..MAX_SERVERS {
+                if meta.get(&i, 0).map(|v| v.in_use).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let s = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
+                out.push((
+                    i.to_string(),
+                    json!({"state": state_name(s.state), "weight": s.weight, "health": s.health,
+                           "cur_conns": s.cur_conns, "total_conns": s.total_conns,
+                           "user_bytes_in": s.user_bytes_in, "user_bytes_out": s.user_bytes_out,
+                           "last_check": s.last_check, "check_us": s.check_us,
+                           "checks_failed": s.checks_failed, "state_changes": s.state_changes}),
+                ));
+            }
+        }
+        maps::SRV_KSTATS => {
+            let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
+            let m: PerCpuArray<MapData, ServerKStats> = open(&dir, name)?.try_into()?;
+            for i in 0..MAX_SERVERS {
+                if meta.get(&i, 0).map(|v| v.in_use).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let v = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
+                let (a, b) = v
+                    .iter()
+                    .fold((0u64, 0u64), |(a, b), x| (a + x.bytes_in, b + x.bytes_out));
+                out.push((i.to_string(), json!({"bytes_in": a, "bytes_out": b})));
+            }
+        }
+        maps::STATS => {
+            for (k, v) in stats(instance)? {
+                out.push((k.to_string(), json!(v)));
+            }
+        }
+        maps::FLOWS => {
+            let m: Array<MapData, lb_common::FlowDir> = open(&dir, name)?.try_into()?;
+            for i in 0..lb_common::MAX_FLOWS {
+                let f = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
+                if f == lb_common::FlowDir::default() {
+                    continue;
+                }
+                out.push((
+                    i.to_string(),
+                    json!({"server": f.server, "redirected": f.redirected, "forwarded": f.forwarded,
+                           "pass": f.pass_word & lb_common::PASS_BIT != 0,
+                           "user": f.pass_word & lb_common::USER_BIT != 0,
+                           "passed": f.pass_word & lb_common::PASS_COUNT_MASK,
+                           "budget": f.budget, "bound": f.bound}),
+                ));
+            }
+        }
+        maps::BINDS => {
+            let m: aya::maps::HashMap<MapData, lb_common::BindKey, lb_common::BindTarget> =
+                open(&dir, name)?.try_into()?;
+            for item in m.iter() {
+                let (k, v) = item.with_context(|| format!("iterating {name}"))?;
+                let ip = ip_of(k.family, &k.addr_be);
+                out.push((
+                    SocketAddr::new(ip, k.port_host as u16).to_string(),
+                    json!({"listener": v.listener, "ifindex": v.ifindex}),
+                ));
+            }
+        }
+        _ => anyhow::bail!(
+            "no pinned map named '{name}' (known: {}, {}, {}, {}, {}, {}; see `lb maps list`)",
+            maps::SRV_META,
+            maps::SRV_STATE,
+            maps::SRV_KSTATS,
+            maps::STATS,
+            maps::FLOWS,
+            maps::BINDS
+        ),
+    }
+    Ok(out)
+}

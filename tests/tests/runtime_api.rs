@@ -352,6 +352,120 @@ fn runtime_api_matches_haproxy() {
         let m1 = maps.iter().find(|r| r.name == "s1").unwrap();
         assert_eq!(m1.weight, 5);
 
+        // The CLI: through the instance's own socket, tables and JSON.
+        let inst = lb.instance().to_string();
+        let cli = |args: &[&str]| -> Result<String> {
+            let mut cmd = Command::new(lb_bin()?);
+            cmd.args(args);
+            let out = util::output(&mut cmd)?;
+            if !out.status.success() {
+                bail!("lb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let servers: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "servers", "--instance", &inst, "--json"])?)?;
+        let s2j = servers
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == "s2"))
+            .ok_or_else(|| anyhow!("{servers}"))?;
+        assert_eq!(
+            (s2j["state"].as_str(), s2j["status"].as_str()),
+            (Some("UP"), Some("DRAIN"))
+        );
+        let table = cli(&["show", "servers", "--instance", &inst])?;
+        assert!(
+            table.starts_with("BACKEND") && table.contains("MAINT"),
+            "{table}"
+        );
+        let fe: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "frontends", "--instance", &inst, "--json"])?)?;
+        assert_eq!(fe[0]["pxname"], "fe");
+        assert_eq!(fe[0]["slim"], 500);
+        let be = cli(&["show", "backends", "--instance", &inst])?;
+        assert!(be.contains("roundrobin"), "{be}");
+        let info: serde_json::Value =
+            serde_json::from_str(&cli(&["show", "info", "--instance", &inst, "--json"])?)?;
+        assert_eq!(info["Name"], "lb");
+        assert_eq!(info["Pid"], lb.pid().to_string());
+        // A socket by path, at level user: reads work, writes are refused.
+        let user_sock = lb_user.to_string_lossy().into_owned();
+        cli(&["show", "sessions", "--socket", &user_sock]).expect_err("show sess needs operator");
+        let denied = cli(&[
+            "set", "server", "be/s1", "weight", "1", "--socket", &user_sock,
+        ]);
+        assert!(format!("{:#}", denied.unwrap_err()).contains("Permission denied"));
+        cli(&[
+            "set",
+            "server",
+            "be/s1",
+            "weight",
+            "50%",
+            "--instance",
+            &inst,
+        ])?;
+        let bad = cli(&[
+            "set",
+            "server",
+            "be/nope",
+            "state",
+            "drain",
+            "--instance",
+            &inst,
+        ]);
+        assert!(format!("{:#}", bad.unwrap_err()).contains("No such server."));
+        // lb top on a pseudo-terminal (script(1)): two refreshes, then `q`.
+        let mut top = Command::new("script")
+            .args(["-qfec"])
+            .arg(format!(
+                "stty cols 120 rows 40; {} top --instance {inst}",
+                lb_bin()?.display()
+            ))
+            .arg("/dev/null")
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("script (util-linux) runs lb top on a pseudo-terminal")?;
+        std::thread::sleep(Duration::from_millis(2500));
+        top.stdin.as_mut().unwrap().write_all(b"q")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while top.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if top.try_wait()?.is_none() {
+            let _ = top.kill();
+            bail!("lb top did not quit on q");
+        }
+        let out = top.wait_with_output()?;
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "lb top: {screen}");
+        for want in ["frontends", "servers", "be/s1", "DRAIN", "L4OK"] {
+            assert!(screen.contains(want), "lb top did not show {want}");
+        }
+
+        // The maps straight from bpffs, while the daemon is frozen.
+        util::signal(lb.pid(), libc::SIGSTOP);
+        let dumped = cli(&[
+            "maps",
+            "dump",
+            "LB_SRV_STATE",
+            "--instance",
+            &inst,
+            "--json",
+        ]);
+        let listed = cli(&["maps", "list", "--instance", &inst]);
+        util::signal(lb.pid(), libc::SIGCONT);
+        let dumped: serde_json::Value = serde_json::from_str(&dumped?)?;
+        assert_eq!(dumped[0]["value"]["weight"], 5, "{dumped}");
+        assert_eq!(dumped[2]["value"]["state"], "MAINT", "{dumped}");
+        let listed = listed?;
+        assert!(
+            listed.contains("LB_SRV_KSTATS") && listed.contains("PerCpuArray"),
+            "{listed}"
+        );
+
         // Prompt mode: several requests on one connection.
         let mut c = UnixStream::connect(&lb_sock)?;
         c.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -409,7 +523,7 @@ fn runtime_api_steers_connections_and_logs() {
             "    maxconn 500\n",
             "    maxconn 500\n    option tcplog\n    log global\n",
         );
-        let lb = topo.start_lb(&cfg, &[])?;
+        let lb = topo.start_lb(&cfg, &["--metrics", "127.0.0.1:9101"])?;
 
         let d = spread(&topo, 20)?;
         println!("[lb-tests] start: {d:?}");
@@ -449,6 +563,29 @@ fn runtime_api_steers_connections_and_logs() {
             "{d:?}"
         );
         socat(&sock, "set weight be/s1 10\n")?;
+
+        // set maxconn frontend: lowered below what is open, a new client waits
+        // in the backlog until the limit is raised again.
+        socat(&sock, "set maxconn frontend fe 1\n")?;
+        // The accept already waiting holds its slot: one more gets in.
+        let (_, _extra) = who(&topo)?;
+        let waiting = topo.in_client(|| -> Result<std::net::TcpStream> {
+            let s = connect(sa(LB_V4, PORT))?;
+            s.set_read_timeout(Some(Duration::from_millis(1000)))?;
+            Ok(s)
+        })?;
+        let mut b = [0u8; 8];
+        let early = (&waiting).read(&mut b);
+        assert!(
+            early.is_err(),
+            "a client was served over maxconn 1: {early:?}"
+        );
+        socat(&sock, "set maxconn frontend fe 500\n")?;
+        waiting.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let n = (&waiting).read(&mut b)?;
+        assert!(n > 0 && b[0] == b's', "no greeting once maxconn was raised");
+        drop(waiting);
+        drop(_extra);
 
         // Maintenance of both actives: the backup takes over, then gives back.
         socat(
@@ -612,6 +749,96 @@ fn runtime_api_steers_connections_and_logs() {
         assert!(after <= before + 2, "fd leak: {before} -> {after}");
         // Nothing changed at level user.
         assert_eq!(socat(&sock, "get weight be/s1\n")?, "10 (initial 10)\n\n");
+
+        // Prometheus: promtool accepts the exposition; values match the socket.
+        let body = topo.in_lb(|| -> Result<String> {
+            let mut s = connect(sa("127.0.0.1", 9101))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let (head, body) = out
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| anyhow!("no HTTP body: {out}"))?;
+            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                bail!("metrics answered {head}");
+            }
+            Ok(body.to_string())
+        })?;
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("promtool (Debian package prometheus) must be installed")?;
+        promtool.stdin.take().unwrap().write_all(body.as_bytes())?;
+        let checked = promtool.wait_with_output()?;
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let metric = |name: &str, labels: &str| -> Result<u64> {
+            let key = format!("{name}{{{labels}}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .ok_or_else(|| anyhow!("no {key} in metrics"))?
+                .trim()
+                .parse::<f64>()
+                .map(|v| v as u64)
+                .map_err(|e| anyhow!("{key}: {e}"))
+        };
+        let (_, rows) = csv_rows(&socat(&sock, "show stat\n")?)?;
+        let header = socat(&sock, "show stat\n")?;
+        let names: Vec<String> = header
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .map(String::from)
+            .collect();
+        let col = |r: &Vec<String>, f: &str| -> u64 {
+            r[names.iter().position(|n| n == f).unwrap()]
+                .parse()
+                .unwrap_or(0)
+        };
+        let mut checked_values = 0;
+        for srv in ["s1", "s2", "s3"] {
+            let r = &rows[&("be".to_string(), srv.to_string())];
+            let l = format!("proxy=\"be\",server=\"{srv}\"");
+            for (m, f) in [
+                ("haproxy_server_sessions_total", "stot"),
+                ("haproxy_server_bytes_in_total", "bin"),
+                ("haproxy_server_bytes_out_total", "bout"),
+                ("haproxy_server_current_sessions", "scur"),
+                ("haproxy_server_weight", "weight"),
+            ] {
+                assert_eq!(metric(m, &l)?, col(r, f), "{m} vs show stat {f} of {srv}");
+                checked_values += 1;
+            }
+        }
+        let be = &rows[&("be".to_string(), "BACKEND".to_string())];
+        assert_eq!(
+            metric("haproxy_backend_active_servers", "proxy=\"be\"")?,
+            col(be, "act")
+        );
+        assert_eq!(
+            metric("haproxy_backend_sessions_total", "proxy=\"be\"")?,
+            col(be, "stot")
+        );
+        assert!(col(be, "stot") > 100, "{be:?}");
+        assert!(
+            metric("lb_sessions_ended_total", "path=\"kernel\",proxy=\"fe\"")
+                .or_else(|_| metric("lb_sessions_ended_total", "proxy=\"fe\",path=\"kernel\""))?
+                > 0
+        );
+        println!(
+            "[lb-tests] metrics: promtool ok, {} bytes, {checked_values} server values equal to show stat",
+            body.len()
+        );
         lb.stop()?;
         Ok(())
     })

@@ -63,6 +63,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "netsniff-ng",
         "trafgen: the bounded spoofed SYN flood of the XDP tests",
     ),
+    (
+        "prometheus",
+        "promtool check metrics validates lb's Prometheus endpoint",
+    ),
     ("procps", "ps / pkill / sysctl used by the tests"),
     (
         "redis-server",

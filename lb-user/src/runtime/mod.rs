@@ -107,7 +107,16 @@ impl Live {
             cfg: &self.cfg,
             state: &self.state,
             kernel_bytes: &kb,
-            fe_maxconn: self.frontend_limits.iter().map(|l| l.get()).collect(),
+            // A frontend without its own maxconn shows the global one, as
+            // HAProxy does.
+            fe_maxconn: self
+                .frontend_limits
+                .iter()
+                .map(|l| match l.get() {
+                    0 => self.global_limit.get(),
+                    n => n,
+                })
+                .collect(),
             now_ns: crate::sys::monotonic_ns(),
         };
         stat::rows(&inp)
@@ -241,6 +250,17 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
             }
             let off = matches!(c, Command::DisableHealth(_));
             s.admin.checks_disabled.store(off, Ordering::Relaxed);
+            // HAProxy: with its check stopped the server is unchecked and
+            // considered UP (maintenance aside); enabled again, the checks
+            // decide from the next result on.
+            if off && s.state.load(Ordering::Relaxed) == SRV_DOWN {
+                s.up_since_ns
+                    .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+                s.state.store(SRV_UP, Ordering::Relaxed);
+                s.state_changes.fetch_add(1, Ordering::Relaxed);
+                s.admin.note_change(true);
+                (live.on_change)(s.idx);
+            }
             tracing::info!(
                 "Health checks for server {}/{} {} by the runtime API",
                 s.backend,
@@ -577,7 +597,28 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
         .map_or(Duration::from_secs(10), |t| t.value);
     // HAProxy's default `stats maxconn` is 10 per socket.
     let maxconn = g.stats_maxconn.as_ref().map_or(10, |m| m.value) as usize;
-    for sock in &g.stats_sockets {
+    // The instance's own socket, for the `lb` CLI, then the configured ones.
+    let own = crate::client::default_socket(&live.instance);
+    if let Some(dir) = own.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let own = crate::config::Located {
+        value: StatsSocket {
+            address: StatsAddress::Unix(own.clone()),
+            mode: Some(0o600),
+            uid: None,
+            gid: None,
+            level: StatsLevel::Admin,
+            expose_fd_listeners: false,
+            severity_output: None,
+            other: Vec::new(),
+        },
+        origin: crate::config::Origin {
+            file: "(instance socket)".into(),
+            line: 0,
+        },
+    };
+    for sock in std::iter::once(&own).chain(&g.stats_sockets) {
         let conf = sock.value.clone();
         let level = match conf.level {
             StatsLevel::User => Level::User,
@@ -745,5 +786,140 @@ pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = w.shutdown().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(extra: &str) -> Live {
+        let cfg = crate::config::parse_str(
+            &format!(
+                "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n\
+                 frontend fe\n bind 127.0.0.1:1\n default_backend be\n\
+                 backend be\n{extra}\n server s1 127.0.0.1:2 weight 10\n server s2 127.0.0.1:3 check\n"
+            ),
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        Live {
+            acls: Vec::new(),
+            global_limit: Limit::new(None),
+            frontend_limits: vec![Limit::new(None)],
+            state: Arc::new(State::from_config(&cfg)),
+            cfg,
+            splicer: None,
+            publish: Arc::new(|_| {}),
+            on_change: Arc::new(|_| {}),
+            kernel: None,
+            instance: "t".into(),
+            splice_on: false,
+            start_unix: 0,
+            start_ns: 0,
+            tcplog: vec![None],
+        }
+    }
+
+    fn say(l: &Live, line: &str) -> String {
+        let mut cli = Cli {
+            level: Level::Admin,
+            interactive: false,
+            quit: false,
+        };
+        cmd::split(line)
+            .unwrap()
+            .iter()
+            .map(|w| match cmd::parse(w) {
+                Ok(c) => execute(l, &mut cli, &c),
+                Err(e) => e,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_change_what_pick_sees() {
+        let l = live("");
+        let st = &l.state;
+        let pick = || st.pick(0, None, None).map(|s| s.name.clone());
+        // drain: weight 0 effective, s2 takes everything.
+        assert_eq!(say(&l, "set server be/s1 state drain"), "");
+        assert_eq!(st.servers[0].effective_weight(), 0);
+        for _ in 0..5 {
+            assert_eq!(pick().as_deref(), Some("s2"));
+        }
+        assert_eq!(stat::server_status(&st.servers[0]), "DRAIN");
+        // ready again; maint takes it out of the maps' UP set.
+        say(
+            &l,
+            "set server be/s1 state ready; set server be/s2 state maint",
+        );
+        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_MAINT);
+        assert_eq!(pick().as_deref(), Some("s1"));
+        // Leaving maint goes back to what the checks say (health = rise: UP).
+        say(&l, "enable server be/s2");
+        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_UP);
+        // Relative weight from the initial one.
+        say(&l, "set server be/s1 weight 50%");
+        assert_eq!(say(&l, "get weight be/s1"), "5 (initial 10)\n");
+        assert_eq!(
+            say(&l, "set weight be/s1 3000%"),
+            "Relative weight too large.\n"
+        );
+        // Forced health; a check-less UP after `disable health`.
+        say(&l, "set server be/s2 health down");
+        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_DOWN);
+        say(&l, "disable health be/s2");
+        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_UP);
+        assert_eq!(stat::server_status(&st.servers[1]), "no check");
+        assert!(say(&l, "disable health be/s1").starts_with("Health checks are not configured"));
+        say(&l, "set server be/s2 health stopping");
+        assert_eq!(stat::server_status(&st.servers[1]), "NOLB");
+        assert_eq!(st.servers[1].effective_weight(), 0);
+        // maxconn.
+        say(&l, "set maxconn server be/s1 7");
+        assert_eq!(st.servers[0].effective_maxconn(), 7);
+        assert_eq!(
+            say(&l, "set maxconn frontend nope 1"),
+            "No such frontend.\n"
+        );
+        assert_eq!(say(&l, "set maxconn global 0"), "Value out of range.\n");
+        // clear counters all.
+        st.servers[0].total_conns.store(9, Ordering::Relaxed);
+        say(&l, "clear counters all");
+        assert_eq!(st.servers[0].total_conns.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            say(&l, "shutdown session 42"),
+            "No such session (use 'show sess').\n"
+        );
+    }
+
+    #[test]
+    fn static_algorithms_take_only_0_and_100_percent() {
+        let l = live(" balance static-rr");
+        assert!(say(&l, "set server be/s1 weight 5").starts_with("Backend is using a static LB"));
+        assert_eq!(say(&l, "set server be/s1 weight 0"), "");
+        assert_eq!(say(&l, "set server be/s1 weight 100%"), "");
+    }
+
+    #[test]
+    fn levels_and_help() {
+        let l = live("");
+        let mut cli = Cli {
+            level: Level::User,
+            interactive: false,
+            quit: false,
+        };
+        let c = cmd::parse(&["set".into(), "weight".into(), "be/s1".into(), "1".into()]).unwrap();
+        assert_eq!(execute(&l, &mut cli, &c), "Permission denied\n");
+        let help = execute(&l, &mut cli, &Command::Help);
+        assert!(
+            help.contains("show stat") && !help.contains("set maxconn"),
+            "{help}"
+        );
+        assert_eq!(
+            execute(&l, &mut cli, &Command::Lower(Level::Admin)),
+            "Permission denied\n"
+        );
     }
 }

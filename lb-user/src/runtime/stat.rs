@@ -298,6 +298,7 @@ pub fn server_status(s: &Server) -> String {
         SRV_MAINT => "MAINT".into(),
         SRV_UP if s.admin.drain.load(Ordering::Relaxed) => "DRAIN".into(),
         SRV_UP if s.admin.stopping.load(Ordering::Relaxed) => "NOLB".into(),
+        SRV_UP if s.admin.checks_disabled.load(Ordering::Relaxed) => "no check".into(),
         SRV_UP => match s.check {
             None => "no check".into(),
             Some(p) => {

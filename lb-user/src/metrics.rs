@@ -1,0 +1,523 @@
+//! Prometheus metrics (`lb run --metrics ADDR`): HAProxy exporter names and
+//! labels (`haproxy_server_current_sessions{proxy,server}`, ...) plus lb's
+//! own (`lb_*`: sessions by data path, kernel event counters). Every scrape
+//! builds the families afresh from the live state and the per-CPU maps, so a
+//! scrape costs a few map reads and no locks on the data path.
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::runtime::{stat, Live};
+
+struct Families {
+    reg: Registry,
+}
+
+impl Families {
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        self.reg.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn fgauge(&self, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec> {
+        let g = GaugeVec::new(Opts::new(name, help), labels)?;
+        self.reg.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.reg.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+}
+
+fn num(row: &stat::Row, f: &str) -> i64 {
+    match row.get(f) {
+        Some(stat::Val::Num(n)) => *n as i64,
+        Some(stat::Val::Signed(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn text(row: &stat::Row, f: &str) -> String {
+    row.get(f).map(|v| v.to_string()).unwrap_or_default()
+}
+
+const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
+const CHECK_STATES: [&str; 4] = ["INI", "L4OK", "L4TOUT", "L4CON"];
+
+/// The exposition text of one scrape.
+pub fn render(live: &Live) -> Result<String> {
+    let f = Families {
+        reg: Registry::new(),
+    };
+    let rows = live.stat_rows();
+    let state = &live.state;
+
+    // Process.
+    let p_cur = f.gauge(
+        "haproxy_process_current_connections",
+        "Number of active sessions.",
+        &[],
+    )?;
+    p_cur
+        .with_label_values(&[])
+        .set(state.sessions.len() as i64);
+    let p_tot = f.counter(
+        "haproxy_process_connections_total",
+        "Total number of created sessions.",
+        &[],
+    )?;
+    p_tot.with_label_values(&[]).inc_by(state.sessions.opened());
+    let p_max = f.gauge(
+        "haproxy_process_max_connections",
+        "Maximum number of concurrent connections (0: none).",
+        &[],
+    )?;
+    p_max
+        .with_label_values(&[])
+        .set(live.global_limit.get() as i64);
+    let p_start = f.gauge(
+        "haproxy_process_start_time_seconds",
+        "Start time in seconds.",
+        &[],
+    )?;
+    p_start.with_label_values(&[]).set(live.start_unix as i64);
+
+    // Frontends.
+    let px = &["proxy"];
+    let fe_cur = f.gauge(
+        "haproxy_frontend_current_sessions",
+        "Number of current sessions.",
+        px,
+    )?;
+    let fe_max = f.gauge(
+        "haproxy_frontend_max_sessions",
+        "Maximum observed number of active sessions.",
+        px,
+    )?;
+    let fe_lim = f.gauge(
+        "haproxy_frontend_limit_sessions",
+        "Configured session limit (0: none).",
+        px,
+    )?;
+    let fe_tot = f.counter(
+        "haproxy_frontend_sessions_total",
+        "Total number of sessions.",
+        px,
+    )?;
+    let fe_in = f.counter(
+        "haproxy_frontend_bytes_in_total",
+        "Current total of incoming bytes.",
+        px,
+    )?;
+    let fe_out = f.counter(
+        "haproxy_frontend_bytes_out_total",
+        "Current total of outgoing bytes.",
+        px,
+    )?;
+    let fe_denied = f.counter(
+        "haproxy_frontend_denied_connections_total",
+        "Sessions closed because no server could take them.",
+        px,
+    )?;
+    // Backends and servers.
+    let be_cur = f.gauge(
+        "haproxy_backend_current_sessions",
+        "Number of current sessions.",
+        px,
+    )?;
+    let be_max = f.gauge(
+        "haproxy_backend_max_sessions",
+        "Maximum observed number of active sessions.",
+        px,
+    )?;
+    let be_tot = f.counter(
+        "haproxy_backend_sessions_total",
+        "Total number of sessions.",
+        px,
+    )?;
+    let be_in = f.counter(
+        "haproxy_backend_bytes_in_total",
+        "Current total of incoming bytes.",
+        px,
+    )?;
+    let be_out = f.counter(
+        "haproxy_backend_bytes_out_total",
+        "Current total of outgoing bytes.",
+        px,
+    )?;
+    let be_q = f.gauge(
+        "haproxy_backend_current_queue",
+        "Number of sessions waiting in the queue.",
+        px,
+    )?;
+    let be_act = f.gauge(
+        "haproxy_backend_active_servers",
+        "Current number of active servers.",
+        px,
+    )?;
+    let be_bck = f.gauge(
+        "haproxy_backend_backup_servers",
+        "Current number of backup servers.",
+        px,
+    )?;
+    let be_w = f.gauge(
+        "haproxy_backend_weight",
+        "Total weight of the servers in the backend.",
+        px,
+    )?;
+    let be_econ = f.counter(
+        "haproxy_backend_connection_errors_total",
+        "Total number of connection errors.",
+        px,
+    )?;
+    let be_retr = f.counter(
+        "haproxy_backend_retry_warnings_total",
+        "Total number of retry warnings.",
+        px,
+    )?;
+    let be_redis = f.counter(
+        "haproxy_backend_redispatch_warnings_total",
+        "Total number of redispatch warnings.",
+        px,
+    )?;
+    let be_status = f.gauge(
+        "haproxy_backend_status",
+        "Current status of the service (1: the state is this one).",
+        &["proxy", "state"],
+    )?;
+    let sv = &["proxy", "server"];
+    let s_cur = f.gauge(
+        "haproxy_server_current_sessions",
+        "Number of current sessions.",
+        sv,
+    )?;
+    let s_max = f.gauge(
+        "haproxy_server_max_sessions",
+        "Maximum observed number of active sessions.",
+        sv,
+    )?;
+    let s_lim = f.gauge(
+        "haproxy_server_limit_sessions",
+        "Configured session limit (0: none).",
+        sv,
+    )?;
+    let s_tot = f.counter(
+        "haproxy_server_sessions_total",
+        "Total number of sessions.",
+        sv,
+    )?;
+    let s_in = f.counter(
+        "haproxy_server_bytes_in_total",
+        "Current total of incoming bytes.",
+        sv,
+    )?;
+    let s_out = f.counter(
+        "haproxy_server_bytes_out_total",
+        "Current total of outgoing bytes.",
+        sv,
+    )?;
+    let s_econ = f.counter(
+        "haproxy_server_connection_errors_total",
+        "Total number of connection errors.",
+        sv,
+    )?;
+    let s_retr = f.counter(
+        "haproxy_server_retry_warnings_total",
+        "Total number of retry warnings.",
+        sv,
+    )?;
+    let s_redis = f.counter(
+        "haproxy_server_redispatch_warnings_total",
+        "Total number of redispatch warnings.",
+        sv,
+    )?;
+    let s_w = f.gauge("haproxy_server_weight", "Server's effective weight.", sv)?;
+    let s_chkfail = f.counter(
+        "haproxy_server_check_failures_total",
+        "Total number of failed checks.",
+        sv,
+    )?;
+    let s_updown = f.counter(
+        "haproxy_server_check_up_down_total",
+        "Total number of UP->DOWN transitions.",
+        sv,
+    )?;
+    let s_down = f.counter(
+        "haproxy_server_downtime_seconds_total",
+        "Total downtime (in seconds) for the service.",
+        sv,
+    )?;
+    let s_chkdur = f.fgauge(
+        "haproxy_server_check_duration_seconds",
+        "Previously run health check duration, in seconds.",
+        sv,
+    )?;
+    let s_status = f.gauge(
+        "haproxy_server_status",
+        "Current status of the service (1: the state is this one).",
+        &["proxy", "server", "state"],
+    )?;
+    let s_chk = f.gauge(
+        "haproxy_server_check_status",
+        "Status of last health check (1: the status is this one).",
+        &["proxy", "server", "state"],
+    )?;
+    let s_last = f.gauge(
+        "haproxy_server_last_session_seconds",
+        "Seconds since the last session was assigned (-1: never).",
+        sv,
+    )?;
+
+    for r in &rows {
+        let pxn = text(r, "pxname");
+        let svn = text(r, "svname");
+        match r.kind {
+            0 => {
+                let l = [pxn.as_str()];
+                fe_cur.with_label_values(&l).set(num(r, "scur"));
+                fe_max.with_label_values(&l).set(num(r, "smax"));
+                fe_lim.with_label_values(&l).set(num(r, "slim"));
+                fe_tot.with_label_values(&l).inc_by(num(r, "stot") as u64);
+                fe_in.with_label_values(&l).inc_by(num(r, "bin") as u64);
+                fe_out.with_label_values(&l).inc_by(num(r, "bout") as u64);
+                if let Some(i) = live.cfg.frontends.iter().position(|x| x.name == pxn) {
+                    fe_denied
+                        .with_label_values(&l)
+                        .inc_by(state.frontends[i].denied.load(Ordering::Relaxed));
+                }
+            }
+            1 => {
+                let l = [pxn.as_str()];
+                be_cur.with_label_values(&l).set(num(r, "scur"));
+                be_max.with_label_values(&l).set(num(r, "smax"));
+                be_tot.with_label_values(&l).inc_by(num(r, "stot") as u64);
+                be_in.with_label_values(&l).inc_by(num(r, "bin") as u64);
+                be_out.with_label_values(&l).inc_by(num(r, "bout") as u64);
+                be_q.with_label_values(&l).set(num(r, "qcur"));
+                be_act.with_label_values(&l).set(num(r, "act"));
+                be_bck.with_label_values(&l).set(num(r, "bck"));
+                be_w.with_label_values(&l).set(num(r, "weight"));
+                be_econ.with_label_values(&l).inc_by(num(r, "econ") as u64);
+                be_retr.with_label_values(&l).inc_by(num(r, "wretr") as u64);
+                be_redis
+                    .with_label_values(&l)
+                    .inc_by(num(r, "wredis") as u64);
+                let st = text(r, "status");
+                for s in ["DOWN", "UP"] {
+                    be_status
+                        .with_label_values(&[pxn.as_str(), s])
+                        .set((st == s) as i64);
+                }
+            }
+            _ => {
+                let l = [pxn.as_str(), svn.as_str()];
+                s_cur.with_label_values(&l).set(num(r, "scur"));
+                s_max.with_label_values(&l).set(num(r, "smax"));
+                s_lim.with_label_values(&l).set(num(r, "slim"));
+                s_tot.with_label_values(&l).inc_by(num(r, "stot") as u64);
+                s_in.with_label_values(&l).inc_by(num(r, "bin") as u64);
+                s_out.with_label_values(&l).inc_by(num(r, "bout") as u64);
+                s_econ.with_label_values(&l).inc_by(num(r, "econ") as u64);
+                s_retr.with_label_values(&l).inc_by(num(r, "wretr") as u64);
+                s_redis
+                    .with_label_values(&l)
+                    .inc_by(num(r, "wredis") as u64);
+                s_w.with_label_values(&l).set(num(r, "weight"));
+                s_last.with_label_values(&l).set(num(r, "lastsess"));
+                // HAProxy's status text: "UP 1/3" is UP, "no check" is UP.
+                let st = text(r, "status");
+                let st = match st.split(' ').next().unwrap_or("") {
+                    "no" => "UP".to_string(),
+                    s => s.to_string(),
+                };
+                for s in SERVER_STATES {
+                    s_status
+                        .with_label_values(&[pxn.as_str(), svn.as_str(), s])
+                        .set((st == s) as i64);
+                }
+                if r.get("check_rise").is_some() {
+                    s_chkfail
+                        .with_label_values(&l)
+                        .inc_by(num(r, "chkfail") as u64);
+                    s_updown
+                        .with_label_values(&l)
+                        .inc_by(num(r, "chkdown") as u64);
+                    s_down
+                        .with_label_values(&l)
+                        .inc_by(num(r, "downtime") as u64);
+                    s_chkdur
+                        .with_label_values(&l)
+                        .set(num(r, "check_duration") as f64 / 1000.0);
+                    let cs = text(r, "check_status");
+                    for s in CHECK_STATES {
+                        s_chk
+                            .with_label_values(&[
+                                pxn.as_str(),
+                                svn.as_str(),
+                                &format!("HCHK_STATUS_{s}"),
+                            ])
+                            .set((cs == s) as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    // lb's own.
+    let path = f.gauge(
+        "lb_data_path",
+        "The data path in use (1: this one): kernel splice or userspace copy.",
+        &["path"],
+    )?;
+    path.with_label_values(&["kernel"])
+        .set(live.splice_on as i64);
+    path.with_label_values(&["userspace"])
+        .set(!live.splice_on as i64);
+    let by_path = f.gauge(
+        "lb_current_sessions",
+        "Current sessions by data path.",
+        &["proxy", "path"],
+    )?;
+    let ended = f.counter(
+        "lb_sessions_ended_total",
+        "Ended sessions by data path.",
+        &["proxy", "path"],
+    )?;
+    let live_sessions = state.sessions.list();
+    for (i, fe) in live.cfg.frontends.iter().enumerate() {
+        let spliced = live_sessions
+            .iter()
+            .filter(|s| s.frontend == i && s.spliced.load(Ordering::Relaxed))
+            .count() as i64;
+        let all = live_sessions.iter().filter(|s| s.frontend == i).count() as i64;
+        by_path
+            .with_label_values(&[fe.name.as_str(), "kernel"])
+            .set(spliced);
+        by_path
+            .with_label_values(&[fe.name.as_str(), "userspace"])
+            .set(all - spliced);
+        let st = &state.frontends[i];
+        ended
+            .with_label_values(&[fe.name.as_str(), "kernel"])
+            .inc_by(st.ended_spliced.load(Ordering::Relaxed));
+        ended
+            .with_label_values(&[fe.name.as_str(), "userspace"])
+            .inc_by(st.ended_userspace.load(Ordering::Relaxed));
+    }
+    let kev = f.counter(
+        "lb_kernel_events_total",
+        "eBPF program events, summed over CPUs (budget_hit: a direction went over its in-flight budget and was passed to userspace).",
+        &["event"],
+    )?;
+    for (name, v) in live.kernel_stats() {
+        kev.with_label_values(&[name]).inc_by(v);
+    }
+
+    let mut out = String::new();
+    TextEncoder::new()
+        .encode_utf8(&f.reg.gather(), &mut out)
+        .context("encoding metrics")?;
+    Ok(out)
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own (scrapes never
+/// wait behind the data path). Errors name the address.
+pub fn serve(live: Arc<Live>, addr: SocketAddr) -> Result<()> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("binding the metrics endpoint {addr}: {e}"))?;
+    tracing::info!("Prometheus metrics on http://{addr}/metrics");
+    std::thread::Builder::new()
+        .name("lb-metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("");
+                let resp = if req.method() != &tiny_http::Method::Get {
+                    tiny_http::Response::from_string("only GET\n").with_status_code(405)
+                } else if path != "/metrics" {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                } else {
+                    match render(&live) {
+                        Ok(body) => tiny_http::Response::from_string(body).with_header(
+                            tiny_http::Header::from_bytes(
+                                &b"Content-Type"[..],
+                                &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                            )
+                            .expect("static header"),
+                        ),
+                        Err(e) => {
+                            tracing::error!("metrics: {e:#}");
+                            tiny_http::Response::from_string(format!("{e:#}\n"))
+                                .with_status_code(500)
+                        }
+                    }
+                };
+                let _ = req.respond(resp);
+            }
+        })
+        .context("spawning the metrics thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_haproxy_names_and_labels() {
+        let cfg = crate::config::parse_str(
+            "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n\
+             frontend fe\n bind 127.0.0.1:1\n default_backend be\n\
+             backend be\n server s1 127.0.0.1:2 check\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let state = Arc::new(crate::state::State::from_config(&cfg));
+        state.servers[0].total_conns.store(3, Ordering::Relaxed);
+        let live = Live {
+            acls: Vec::new(),
+            global_limit: crate::runtime::Limit::new(None),
+            frontend_limits: vec![crate::runtime::Limit::new(Some(10))],
+            cfg,
+            state,
+            splicer: None,
+            publish: Arc::new(|_| {}),
+            on_change: Arc::new(|_| {}),
+            kernel: None,
+            instance: "t".into(),
+            splice_on: true,
+            start_unix: 1,
+            start_ns: 0,
+            tcplog: vec![None],
+        };
+        let out = render(&live).unwrap();
+        assert!(
+            out.contains("haproxy_server_sessions_total{proxy=\"be\",server=\"s1\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("haproxy_backend_active_servers{proxy=\"be\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("haproxy_frontend_limit_sessions{proxy=\"fe\"} 10\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("haproxy_server_status{proxy=\"be\",server=\"s1\",state=\"UP\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("haproxy_server_check_status{proxy=\"be\",server=\"s1\",state=\"HCHK_STATUS_INI\"} 1\n"), "{out}");
+        assert!(
+            out.contains("# TYPE haproxy_server_bytes_in_total counter\n"),
+            "{out}"
+        );
+        assert!(out.contains("lb_data_path{path=\"kernel\"} 1\n"), "{out}");
+    }
+}
