@@ -420,6 +420,45 @@ pub fn render(live: &Live) -> Result<String> {
         kev.with_label_values(&[name]).inc_by(v);
     }
 
+    // The XDP front door's wire counters, read from its pinned per-CPU map
+    // (present only when the program is attached somewhere).
+    if let Ok(x) = crate::show::xdp_status(&live.instance) {
+        if !x.interfaces.is_empty() {
+            let fam = [
+                (
+                    "lb_xdp_frontend_packets_total",
+                    "TCP packets to the frontend seen by XDP.",
+                ),
+                ("lb_xdp_frontend_bytes_total", "Bytes of those packets."),
+                (
+                    "lb_xdp_frontend_syns_total",
+                    "SYNs to the frontend seen by XDP.",
+                ),
+                (
+                    "lb_xdp_frontend_acl_drops_total",
+                    "Packets dropped by tcp-request connection rules.",
+                ),
+                (
+                    "lb_xdp_frontend_syn_drops_total",
+                    "SYNs dropped by the per-source SYN rate limit.",
+                ),
+            ];
+            let c: Vec<_> = fam
+                .iter()
+                .map(|(n, h)| f.counter(n, h, px))
+                .collect::<Result<_>>()?;
+            for fe in &x.frontends {
+                let l = [fe.frontend.as_str()];
+                for (m, v) in
+                    c.iter()
+                        .zip([fe.packets, fe.bytes, fe.syns, fe.acl_drops, fe.syn_drops])
+                {
+                    m.with_label_values(&l).inc_by(v);
+                }
+            }
+        }
+    }
+
     let mut out = String::new();
     TextEncoder::new()
         .encode_utf8(&f.reg.gather(), &mut out)
