@@ -40,47 +40,45 @@ pub fn bind_keys(fe: &Frontend) -> Vec<BindKey> {
 /// Map keys for one `bind` line.
 fn keys_of(b: &Bind) -> Vec<BindKey> {
     let mut keys = Vec::new();
-    {
-        for port in b.port_first..=b.port_last {
-            let port_host = port as u32;
-            match b.addr {
-                None => keys.push(BindKey {
+    for port in b.port_first..=b.port_last {
+        let port_host = port as u32;
+        match b.addr {
+            None => keys.push(BindKey {
+                family: AF_INET,
+                port_host,
+                addr_be: [0; 16],
+            }),
+            Some(IpAddr::V4(a)) => {
+                let mut addr_be = [0; 16];
+                addr_be[..4].copy_from_slice(&a.octets());
+                keys.push(BindKey {
                     family: AF_INET,
                     port_host,
-                    addr_be: [0; 16],
-                }),
-                Some(IpAddr::V4(a)) => {
+                    addr_be,
+                });
+            }
+            Some(IpAddr::V6(a)) => {
+                keys.push(BindKey {
+                    family: AF_INET6,
+                    port_host,
+                    addr_be: a.octets(),
+                });
+                // `::` also takes IPv4 (Linux's default bindv6only=0) unless
+                // v6only; a v4-mapped address is an IPv4 bind.
+                if a.is_unspecified() && !b.v6only {
+                    keys.push(BindKey {
+                        family: AF_INET,
+                        port_host,
+                        addr_be: [0; 16],
+                    });
+                } else if let Some(v4) = a.to_ipv4_mapped() {
                     let mut addr_be = [0; 16];
-                    addr_be[..4].copy_from_slice(&a.octets());
+                    addr_be[..4].copy_from_slice(&v4.octets());
                     keys.push(BindKey {
                         family: AF_INET,
                         port_host,
                         addr_be,
                     });
-                }
-                Some(IpAddr::V6(a)) => {
-                    keys.push(BindKey {
-                        family: AF_INET6,
-                        port_host,
-                        addr_be: a.octets(),
-                    });
-                    // `::` also takes IPv4 (Linux's default bindv6only=0) unless
-                    // v6only; a v4-mapped address is an IPv4 bind.
-                    if a.is_unspecified() && !b.v6only {
-                        keys.push(BindKey {
-                            family: AF_INET,
-                            port_host,
-                            addr_be: [0; 16],
-                        });
-                    } else if let Some(v4) = a.to_ipv4_mapped() {
-                        let mut addr_be = [0; 16];
-                        addr_be[..4].copy_from_slice(&v4.octets());
-                        keys.push(BindKey {
-                            family: AF_INET,
-                            port_host,
-                            addr_be,
-                        });
-                    }
                 }
             }
         }
@@ -139,6 +137,9 @@ fn check_capacity(cfg: &Config) -> Result<()> {
 /// Interfaces named in the configuration must exist; `xdp-syn-rate` needs the
 /// XDP program somewhere.
 fn check_xdp(cfg: &Config, no_xdp: bool) -> Result<()> {
+    if let Some((origin, msg)) = xdp::interface_conflict(cfg) {
+        bail!("{origin}: {msg}");
+    }
     let reqs = xdp::interfaces(cfg);
     for r in &reqs {
         if xdp::ifindex(&r.name).is_none() {

@@ -77,6 +77,47 @@ pub fn interfaces(cfg: &Config) -> Vec<IfaceReq> {
     out
 }
 
+/// Two binds of one address and port that differ in `interface` (one of
+/// them possibly without): HAProxy could hold both sockets, but steering keeps
+/// one listener per address and port, so lb refuses the second.
+pub fn interface_conflict(cfg: &Config) -> Option<(Origin, String)> {
+    let mut seen: std::collections::HashMap<lb_common::BindKey, Option<&str>> =
+        std::collections::HashMap::new();
+    for f in &cfg.frontends {
+        for b in &f.binds {
+            let iface = b.interface.as_deref();
+            let single = crate::config::Frontend {
+                binds: vec![b.clone()],
+                ..Default::default()
+            };
+            for k in crate::daemon::bind_keys(&single) {
+                match seen.get(&k) {
+                    Some(prev) if *prev != iface => {
+                        let show = |i: Option<&str>| {
+                            i.map_or("any interface".to_string(), |i| format!("interface {i}"))
+                        };
+                        return Some((
+                            b.origin.clone(),
+                            format!(
+                                "port {} is already bound on the same address for {}; lb \
+                                 binds one interface per address and port (here {})",
+                                k.port_host,
+                                show(*prev),
+                                show(iface)
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(k, iface);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The interface index of `name`, if it exists in this network namespace.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
@@ -549,6 +590,33 @@ mod tests {
             ]
         );
         assert_eq!(r[2].origin.line, 11);
+    }
+
+    #[test]
+    fn one_interface_per_address_and_port() {
+        let cfg = |binds: &str| {
+            let text = format!(
+                "defaults\n mode tcp\n timeout client 1s\n timeout server 1s\n timeout connect 1s\n\
+                 frontend f\n{binds} default_backend b\nbackend b\n server s 127.0.0.1:1\n"
+            );
+            crate::config::parse_str(&text, std::path::Path::new("x.cfg")).unwrap()
+        };
+        assert!(
+            interface_conflict(&cfg(" bind :80 interface a\n bind :81 interface b\n")).is_none()
+        );
+        assert!(interface_conflict(&cfg(
+            " bind 10.0.0.1:80 interface a\n bind :80 interface b\n"
+        ))
+        .is_none());
+        let (o, m) =
+            interface_conflict(&cfg(" bind :80 interface a\n bind :80 interface b\n")).unwrap();
+        assert_eq!(o.line, 8);
+        assert!(
+            m.contains("interface a") && m.contains("interface b"),
+            "{m}"
+        );
+        let (_, m) = interface_conflict(&cfg(" bind :80\n bind :80 interface b\n")).unwrap();
+        assert!(m.contains("any interface"), "{m}");
     }
 
     #[test]
