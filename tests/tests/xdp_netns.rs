@@ -60,6 +60,21 @@ fn add_denied_client(topo: &Topology) -> Result<()> {
     Ok(())
 }
 
+/// `GET /metrics` from lb's Prometheus endpoint (run inside the lb netns).
+fn scrape(addr: &str) -> Result<String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP body: {out}"))?;
+    ensure!(head.contains(" 200"), "metrics answered {head}");
+    Ok(body.to_string())
+}
+
 fn fe_counter(status: &serde_json::Value, key: &str) -> u64 {
     status["frontends"][0][key].as_u64().unwrap_or(0)
 }
@@ -71,7 +86,7 @@ fn xdp_deny_list_blocks_handshakes() {
         let topo = Topology::new("xdpdeny")?;
         add_denied_client(&topo)?;
         let _pgs = pg_trio(&topo, false)?;
-        let lb = topo.start_lb(&deny_cfg(""), &[])?;
+        let lb = topo.start_lb(&deny_cfg(""), &["--metrics", "127.0.0.1:9102"])?;
         wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
         let st = lb.xdp_status()?;
         ensure!(
@@ -112,6 +127,23 @@ fn xdp_deny_list_blocks_handshakes() {
         );
         ensure!(fe_counter(&st, "syns") >= fe_counter(&st, "acl_drops"));
         ensure!(fe_counter(&st, "packets") > fe_counter(&st, "syns"));
+        // The same wire counters reach Prometheus.
+        let fe = st["frontends"][0]["frontend"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let body = topo.in_lb(|| scrape("127.0.0.1:9102"))?;
+        let key = format!("lb_xdp_frontend_acl_drops_total{{proxy=\"{fe}\"}} ");
+        let v: u64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .with_context(|| format!("no {key} in the metrics:\n{body}"))?
+            .trim()
+            .parse::<f64>()? as u64;
+        ensure!(
+            v >= denied as u64,
+            "metrics count {v} ACL drops, {denied} denied connects were made"
+        );
         // Allowed clients still get through afterwards.
         psql_42_many(&topo.client, LB_V4, 5432, 5)?;
         lb.stop()?;
