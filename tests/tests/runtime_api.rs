@@ -596,7 +596,13 @@ fn runtime_api_steers_connections_and_logs() {
         assert_eq!(d.get("s3"), Some(&5), "{d:?}");
         socat(&sock, "enable server be/s1; set server be/s2 state ready\n")?;
         let d = spread(&topo, 10)?;
-        assert_eq!((d.get("s1"), d.get("s2")), (Some(&5), Some(&5)), "{d:?}");
+        // Both back in the rotation (the smooth round robin's carried-over
+        // state may shift one pick).
+        let (a, b) = (
+            d.get("s1").copied().unwrap_or(0),
+            d.get("s2").copied().unwrap_or(0),
+        );
+        assert!(a >= 4 && b >= 4 && a + b == 10, "{d:?}");
 
         // Forced health down, then up.
         socat(&sock, "set server be/s1 health down\n")?;
