@@ -618,7 +618,17 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
             line: 0,
         },
     };
+    let mut seen: Vec<&StatsAddress> = Vec::new();
     for sock in std::iter::once(&own).chain(&g.stats_sockets) {
+        // A second bind on one path would silently replace the first socket.
+        if seen.contains(&&sock.value.address) {
+            anyhow::bail!(
+                "{}: stats socket {:?} is already bound by an earlier line (or is the instance's own socket)",
+                sock.origin,
+                sock.value.address
+            );
+        }
+        seen.push(&sock.value.address);
         let conf = sock.value.clone();
         let level = match conf.level {
             StatsLevel::User => Level::User,

@@ -242,6 +242,45 @@ mod tests {
     use super::*;
     use crate::admin::Sessions;
 
+    fn sink(logs: &str) -> Sink {
+        let cfg = crate::config::parse_str(
+            &format!(
+                "global\n{logs}\ndefaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n\
+                 frontend fe\n bind 127.0.0.1:1\n option tcplog\n log global\n default_backend be\n\
+                 backend be\n server s1 127.0.0.1:2\n"
+            ),
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        Sink::for_frontend(&cfg, &cfg.frontends[0])
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn syslog_over_udp_and_levels() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let s = sink(&format!(
+            " log 127.0.0.1:{port} local1\n log 127.0.0.1:{port} local2 err"
+        ));
+        // The `err` target drops info lines: one target left.
+        assert_eq!(s.targets.len(), 1);
+        s.send("hello", 1_233_922_371_443);
+        let mut buf = [0u8; 512];
+        let n = rx.recv(&mut buf).unwrap();
+        let got = std::str::from_utf8(&buf[..n]).unwrap();
+        // local1 (17) * 8 + info (6) = 142.
+        let want = format!("<142>Feb  6 12:12:51 lb[{}]: hello", std::process::id());
+        assert_eq!(got, want);
+        let raw = sink(&format!(" log 127.0.0.1:{port} format raw local0"));
+        raw.send("x", 0);
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"x");
+    }
+
     #[test]
     fn dates_match_haproxy_layout() {
         // 2009-02-06 12:12:51.443 UTC, HAProxy's documentation example.
