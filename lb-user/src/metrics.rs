@@ -49,7 +49,24 @@ fn text(row: &stat::Row, f: &str) -> String {
 }
 
 const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
-const CHECK_STATES: [&str; 4] = ["INI", "L4OK", "L4TOUT", "L4CON"];
+/// `show stat` check_status names and HAProxy's exporter state labels
+/// (`HCHK_STATUS_*`, where L7OK is `L7OKD` and L7OKC `L7OKCD`).
+const CHECK_STATES: [(&str, &str); 14] = [
+    ("UNK", "UNKNOWN"),
+    ("INI", "INI"),
+    ("SOCKERR", "SOCKERR"),
+    ("L4OK", "L4OK"),
+    ("L4TOUT", "L4TOUT"),
+    ("L4CON", "L4CON"),
+    ("L6OK", "L6OK"),
+    ("L6TOUT", "L6TOUT"),
+    ("L6RSP", "L6RSP"),
+    ("L7TOUT", "L7TOUT"),
+    ("L7RSP", "L7RSP"),
+    ("L7OK", "L7OKD"),
+    ("L7OKC", "L7OKCD"),
+    ("L7STS", "L7STS"),
+];
 
 /// The exposition text of one scrape.
 pub fn render(live: &Live) -> Result<String> {
@@ -356,12 +373,12 @@ pub fn render(live: &Live) -> Result<String> {
                         .with_label_values(&l)
                         .set(num(r, "check_duration") as f64 / 1000.0);
                     let cs = text(r, "check_status");
-                    for s in CHECK_STATES {
+                    for (s, label) in CHECK_STATES {
                         s_chk
                             .with_label_values(&[
                                 pxn.as_str(),
                                 svn.as_str(),
-                                &format!("HCHK_STATUS_{s}"),
+                                &format!("HCHK_STATUS_{label}"),
                             ])
                             .set((cs == s) as i64);
                     }
