@@ -144,6 +144,31 @@ fn xdp_deny_list_blocks_handshakes() {
             v >= denied as u64,
             "metrics count {v} ACL drops, {denied} denied connects were made"
         );
+        // And the runtime API (`show xdp`, lb's own command).
+        let api = {
+            use std::io::Write;
+            let path = format!("/run/lb/{}.sock", lb.instance());
+            let mut u = std::os::unix::net::UnixStream::connect(&path)
+                .with_context(|| format!("connecting {path}"))?;
+            u.set_read_timeout(Some(Duration::from_secs(5)))?;
+            u.write_all(b"show xdp\n")?;
+            let mut out = String::new();
+            u.read_to_string(&mut out)?;
+            out
+        };
+        let row = api
+            .lines()
+            .find(|l| l.starts_with(&format!("{fe},")))
+            .with_context(|| format!("no {fe} row in show xdp:\n{api}"))?;
+        let cols: Vec<&str> = row.split(',').collect();
+        ensure!(
+            cols.len() == 7 && cols[5].parse::<u64>()? >= denied as u64,
+            "show xdp: {api}"
+        );
+        ensure!(
+            api.contains("eth-c,"),
+            "show xdp lists the interface: {api}"
+        );
         // Allowed clients still get through afterwards.
         psql_42_many(&topo.client, LB_V4, 5432, 5)?;
         lb.stop()?;

@@ -72,6 +72,8 @@ pub enum Command {
     ShowServersState(Option<String>),
     ShowBackend,
     ShowSess,
+    /// lb's own: the XDP front door's wire counters.
+    ShowXdp(Format),
     SetServerState(SrvRef, AdminState),
     SetServerWeight(SrvRef, Weight),
     SetServerHealth(SrvRef, Health),
@@ -96,7 +98,7 @@ impl Command {
         use Command::*;
         match self {
             Help | Prompt | Quit | Lower(_) | ShowCliLevel | ShowInfo(_) | ShowStat(_)
-            | ShowServersState(_) | ShowBackend | GetWeight(_) => Level::User,
+            | ShowServersState(_) | ShowBackend | ShowXdp(_) | GetWeight(_) => Level::User,
             ShowSess | ClearCounters { all: false } => Level::Operator,
             _ => Level::Admin,
         }
@@ -134,6 +136,10 @@ pub const HELP: &[(&str, &str)] = &[
         "list backends in the current running config",
     ),
     ("show sess", "report the list of current sessions"),
+    (
+        "show xdp [json]",
+        "lb: XDP front door interfaces and per-frontend wire counters",
+    ),
     ("get weight <bk>/<srv>", "report a server's current weight"),
     (
         "set weight <bk>/<srv> <w>[%]",
@@ -330,6 +336,7 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ("show", "servers") if w(2) == "state" => ShowServersState(arg(3).cloned()),
         ("show", "backend") => ShowBackend,
         ("show", "sess") => ShowSess,
+        ("show", "xdp") => ShowXdp(format(arg(2))),
         ("get", "weight") => GetWeight(srv(arg(2))?),
         ("set", "weight") => {
             let s = srv(arg(2))?;
@@ -481,6 +488,8 @@ mod tests {
             Ok(ShowServersState(Some("be".into())))
         );
         assert_eq!(one("show backend"), Ok(ShowBackend));
+        assert_eq!(one("show xdp"), Ok(ShowXdp(Format::Csv)));
+        assert_eq!(one("show xdp json"), Ok(ShowXdp(Format::Json)));
         assert_eq!(one("show sess"), Ok(ShowSess));
         assert_eq!(
             one("set server be/s1 state drain"),

@@ -210,6 +210,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
             out
         }
         Command::ShowSess => show_sess(live),
+        Command::ShowXdp(f) => show_xdp(live, *f)?,
         Command::GetWeight(r) => {
             let s = live.server(r)?;
             format!(
@@ -555,6 +556,34 @@ fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, String> {
                 s.addr.port()
             );
         }
+    }
+    Ok(out)
+}
+
+/// `show xdp`: the XDP front door's interfaces and per-frontend counters
+/// (summed over CPUs), CSV like `show stat`, or JSON.
+fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
+    let x = crate::show::xdp_status(&live.instance).map_err(|e| format!("{e:#}\n"))?;
+    if f == Format::Json {
+        return serde_json::to_string_pretty(&x)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let mut out = String::from("# interface,ifindex,mode,prog_id\n");
+    for i in &x.interfaces {
+        let _ = writeln!(
+            out,
+            "{},{},{},{}",
+            i.interface, i.ifindex, i.mode, i.prog_id
+        );
+    }
+    out.push_str("# frontend,acl_rules,packets,bytes,syns,acl_drops,syn_drops\n");
+    for fe in &x.frontends {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{}",
+            fe.frontend, fe.acl_rules, fe.packets, fe.bytes, fe.syns, fe.acl_drops, fe.syn_drops
+        );
     }
     Ok(out)
 }
