@@ -770,20 +770,7 @@ fn runtime_api_steers_connections_and_logs() {
         assert_eq!(socat(&sock, "get weight be/s1\n")?, "10 (initial 10)\n\n");
 
         // Prometheus: promtool accepts the exposition; values match the socket.
-        let body = topo.in_lb(|| -> Result<String> {
-            let mut s = connect(sa("127.0.0.1", 9101))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            let (head, body) = out
-                .split_once("\r\n\r\n")
-                .ok_or_else(|| anyhow!("no HTTP body: {out}"))?;
-            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                bail!("metrics answered {head}");
-            }
-            Ok(body.to_string())
-        })?;
+        let body = topo.in_lb(|| lb_tests::util::scrape_metrics("127.0.0.1:9101"))?;
         let mut promtool = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

@@ -60,21 +60,6 @@ fn add_denied_client(topo: &Topology) -> Result<()> {
     Ok(())
 }
 
-/// `GET /metrics` from lb's Prometheus endpoint (run inside the lb netns).
-fn scrape(addr: &str) -> Result<String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no HTTP body: {out}"))?;
-    ensure!(head.contains(" 200"), "metrics answered {head}");
-    Ok(body.to_string())
-}
-
 fn fe_counter(status: &serde_json::Value, key: &str) -> u64 {
     status["frontends"][0][key].as_u64().unwrap_or(0)
 }
@@ -132,7 +117,7 @@ fn xdp_deny_list_blocks_handshakes() {
             .as_str()
             .unwrap_or("")
             .to_string();
-        let body = topo.in_lb(|| scrape("127.0.0.1:9102"))?;
+        let body = topo.in_lb(|| lb_tests::util::scrape_metrics("127.0.0.1:9102"))?;
         let key = format!("lb_xdp_frontend_acl_drops_total{{proxy=\"{fe}\"}} ");
         let v: u64 = body
             .lines()

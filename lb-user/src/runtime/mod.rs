@@ -671,58 +671,68 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
                     format!("{}: binding stats socket {}", sock.origin, path.display())
                 })?;
                 tracing::info!("runtime API on {} (level {})", path.display(), level.name());
-                let live = live.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        match l.accept().await {
-                            Ok((c, _)) => {
-                                let live = live.clone();
-                                tokio::spawn(async move {
-                                    serve_conn(&live, c, level, timeout).await;
-                                    drop(permit);
-                                });
-                            }
-                            Err(e) => {
-                                tracing::warn!("stats socket accept: {e}");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        }
-                    }
-                });
+                spawn_accept_loop(ApiListener::Unix(l), live.clone(), slots, level, timeout);
             }
             StatsAddress::Tcp(addr) => {
                 let l = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("{}: binding stats socket {addr}", sock.origin))?;
                 tracing::info!("runtime API on {addr} (level {})", level.name());
-                let live = live.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        match l.accept().await {
-                            Ok((c, _)) => {
-                                let live = live.clone();
-                                tokio::spawn(async move {
-                                    serve_conn(&live, c, level, timeout).await;
-                                    drop(permit);
-                                });
-                            }
-                            Err(e) => {
-                                tracing::warn!("stats socket accept: {e}");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        }
-                    }
-                });
+                spawn_accept_loop(ApiListener::Tcp(l), live.clone(), slots, level, timeout);
             }
         }
     }
     Ok(())
+}
+
+/// A bound stats socket, UNIX or TCP.
+enum ApiListener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+enum ApiConn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// Serves one stats socket: at most `slots` clients at once (`stats maxconn`);
+/// an accept error (e.g. out of file descriptors) is logged and retried later
+/// rather than ending the socket.
+fn spawn_accept_loop(
+    l: ApiListener,
+    live: Arc<Live>,
+    slots: Arc<tokio::sync::Semaphore>,
+    level: Level,
+    timeout: Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = match &l {
+                ApiListener::Unix(l) => l.accept().await.map(|(c, _)| ApiConn::Unix(c)),
+                ApiListener::Tcp(l) => l.accept().await.map(|(c, _)| ApiConn::Tcp(c)),
+            };
+            match accepted {
+                Ok(c) => {
+                    let live = live.clone();
+                    tokio::spawn(async move {
+                        match c {
+                            ApiConn::Unix(c) => serve_conn(&live, c, level, timeout).await,
+                            ApiConn::Tcp(c) => serve_conn(&live, c, level, timeout).await,
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("stats socket accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
 }
 
 fn bind_unix(
