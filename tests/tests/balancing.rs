@@ -290,7 +290,7 @@ backend be
             }
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             let r = s.read(&mut b);
-            anyhow::ensure!(matches!(r, Ok(0)) || r.is_err(), "session survived: {r:?}");
+            anyhow::ensure!(closed(&r), "session survived: {r:?}");
             Ok(t.elapsed())
         })?;
         if !with_option {
@@ -629,6 +629,105 @@ backend be
             println!("[lb-tests] accept-proxy {extra:?}: original client passed on byte-exact");
             drop(lb);
         }
+        Ok(())
+    })
+}
+
+/// A read that saw the session end (EOF or reset), not a read timeout.
+fn closed(r: &std::io::Result<usize>) -> bool {
+    match r {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Accepts and holds every connection to `l` (health checks too) until `stop`
+/// is set or 30 s have passed.
+fn hold_all(
+    l: TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        l.set_nonblocking(true).ok();
+        while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((s, _)) => conns.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        conns.len()
+    })
+}
+
+/// `on-marked-up shutdown-backup-sessions`: while the active server is DOWN a
+/// client is served by the backup; when the active server comes back UP, the
+/// backup's session is closed promptly so that the client reconnects to it.
+/// (Without the option the session stays open: checked by hand, the test then
+/// fails with "survived".)
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn shutdown_backup_sessions_on_marked_up() {
+    run_test(|| {
+        let topo = Topology::new("markup")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backup = sa(BACKENDS_V4[1], 9601);
+        let bl: TcpListener = lb_tests::netns::in_netns(topo.srv.name(), || listen(backup))?;
+        let held_backup = hold_all(bl, stop.clone());
+        let cfg = "\
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 10.210.1.1:9601
+    default_backend be
+backend be
+    server active 10.210.2.11:9601 check inter 300ms rise 1 fall 1 on-marked-up shutdown-backup-sessions
+    server spare 10.210.2.12:9601 check inter 300ms rise 1 fall 1 backup
+";
+        let lb = topo.start_lb(cfg, &[])?;
+        // Nothing listens on the active server yet: it goes DOWN.
+        lb.wait_state("active", "DOWN", Duration::from_secs(5))?;
+        lb.wait_state("spare", "UP", Duration::from_secs(5))?;
+        let took = topo.in_client(|| -> anyhow::Result<Duration> {
+            let mut s = connect(sa(LB_V4, 9601))?;
+            s.write_all(b"x")?;
+            s.set_read_timeout(Some(Duration::from_millis(600)))?;
+            let mut b = [0u8; 8];
+            let r = s.read(&mut b);
+            anyhow::ensure!(
+                r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+                "the backup's session should be open: {r:?}"
+            );
+            // The active server starts listening: its next check brings it UP.
+            let al: TcpListener =
+                lb_tests::netns::in_netns(topo.srv.name(), || listen(sa(BACKENDS_V4[0], 9601)))?;
+            let t = Instant::now();
+            let _held_active = hold_all(al, stop.clone());
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let r = s.read(&mut b);
+            anyhow::ensure!(
+                closed(&r),
+                "the backup's session survived the active server's return: {r:?}"
+            );
+            Ok(t.elapsed())
+        })?;
+        println!(
+            "[lb-tests] backup session closed {:.2} s after the active server started listening",
+            took.as_secs_f64()
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        lb.wait_state("active", "UP", Duration::from_secs(1))?;
+        drop(lb);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = held_backup.join();
         Ok(())
     })
 }
