@@ -549,7 +549,11 @@ fn restore_servers(
                  restoring {} servers from them",
                 entries.len()
             );
-            if cfg.backends.iter().any(|b| b.state_file(&cfg.global).is_some()) {
+            if cfg
+                .backends
+                .iter()
+                .any(|b| b.state_file(&cfg.global).is_some())
+            {
                 tracing::info!(
                     "server-state files not read: the pinned maps of the previous daemon are newer"
                 );

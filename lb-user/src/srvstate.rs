@@ -505,7 +505,10 @@ mod tests {
         assert_eq!(e.len(), 1);
         let e = &e[0];
         assert_eq!((e.backend.as_str(), e.server.as_str()), ("b", "s2"));
-        assert_eq!((e.op, e.admin, e.uweight, e.iweight, e.health), (2, 8, 7, 1, 3));
+        assert_eq!(
+            (e.op, e.admin, e.uweight, e.iweight, e.health),
+            (2, 8, 7, 1, 3)
+        );
         assert_eq!(e.origin, "f:3");
         assert!(!e.be_forced_id && !e.srv_forced_id);
     }
@@ -514,7 +517,10 @@ mod tests {
     fn version_line_is_required() {
         let (e, w) = parse("f", &line("b", "s1", 2, 0, 1, 1, 0));
         assert!(e.is_empty());
-        assert!(w[0].starts_with("f:1: unsupported server-state file version"), "{w:?}");
+        assert!(
+            w[0].starts_with("f:1: unsupported server-state file version"),
+            "{w:?}"
+        );
         let (e, w) = parse("f", "2\n");
         assert!(e.is_empty() && w[0].contains("'2'"), "{w:?}");
         let (e, w) = parse("f", "\n\n");
@@ -531,9 +537,18 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(w.len(), 4, "{w:?}");
         assert!(w[0].starts_with("f:3: 7 fields, at least 14"), "{w:?}");
-        assert!(w[1].starts_with("f:5: srv_op_state 'x' is not a number"), "{w:?}");
-        assert!(w[2].starts_with("f:6: srv_op_state '9' is not 0..3"), "{w:?}");
-        assert!(w[3].starts_with("f:7: srv_uweight '300' is above 256"), "{w:?}");
+        assert!(
+            w[1].starts_with("f:5: srv_op_state 'x' is not a number"),
+            "{w:?}"
+        );
+        assert!(
+            w[2].starts_with("f:6: srv_op_state '9' is not 0..3"),
+            "{w:?}"
+        );
+        assert!(
+            w[3].starts_with("f:7: srv_uweight '300' is above 256"),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -545,11 +560,20 @@ mod tests {
         };
         let e = err("backend b\n    load-server-state-from-file sometimes\n");
         assert!(e.starts_with("t.cfg:2:"), "{e}");
-        assert!(e.contains("expects 'global', 'local' or 'none'. Got 'sometimes'"), "{e}");
+        assert!(
+            e.contains("expects 'global', 'local' or 'none'. Got 'sometimes'"),
+            "{e}"
+        );
         let e = err("backend b\n    load-server-state-from-file\n");
-        assert!(e.starts_with("t.cfg:2:") && e.contains("expects one of"), "{e}");
+        assert!(
+            e.starts_with("t.cfg:2:") && e.contains("expects one of"),
+            "{e}"
+        );
         let e = err("global\n    server-state-file\n");
-        assert!(e.starts_with("t.cfg:2:") && e.contains("a file name"), "{e}");
+        assert!(
+            e.starts_with("t.cfg:2:") && e.contains("a file name"),
+            "{e}"
+        );
         let e = err("global\n    server-state-base /a /b\n");
         assert!(e.starts_with("t.cfg:2:"), "{e}");
         let e = err("defaults\n    server-state-file-name a b\n");
@@ -562,14 +586,19 @@ mod tests {
             c.warnings
         );
         // Inherited from defaults, overridden per backend.
-        let c = pc("defaults\n    load-server-state-from-file local\n    server-state-file-name x\n\
+        let c = pc(
+            "defaults\n    load-server-state-from-file local\n    server-state-file-name x\n\
                     backend b\n    server s 1.1.1.1:1\n\
-                    backend c\n    load-server-state-from-file none\n    server s 1.1.1.1:1\n");
+                    backend c\n    load-server-state-from-file none\n    server s 1.1.1.1:1\n",
+        );
         assert_eq!(
             c.backends[0].load_server_state.as_ref().map(|l| l.value),
             Some(LoadServerState::Local)
         );
-        assert_eq!(c.backends[0].state_file(&c.global), Some(PathBuf::from("x")));
+        assert_eq!(
+            c.backends[0].state_file(&c.global),
+            Some(PathBuf::from("x"))
+        );
         assert_eq!(c.backends[1].state_file(&c.global), None);
         assert_eq!(
             crate::show::admin_words(adm::FDRAIN | adm::CHECKS_PAUSED),
@@ -581,7 +610,10 @@ mod tests {
     fn backends_resolve_their_files() {
         let c = cfg();
         let g = &c.global;
-        assert_eq!(c.backends[0].state_file(g), Some(PathBuf::from("/s/global")));
+        assert_eq!(
+            c.backends[0].state_file(g),
+            Some(PathBuf::from("/s/global"))
+        );
         assert_eq!(c.backends[1].state_file(g), Some(PathBuf::from("c.state")));
         assert_eq!(c.backends[2].state_file(g), None);
         let c = pc(
@@ -631,7 +663,10 @@ mod tests {
         // MAINT with health 2 of 2+3-1.
         assert_eq!(s(1).state.load(Ordering::Relaxed), SRV_MAINT);
         assert_eq!(s(1).health.load(Ordering::Relaxed), 2);
-        assert!(r.restored[1].contains("MAINT, weight 1, health 2/4"), "{r:?}");
+        assert!(
+            r.restored[1].contains("MAINT, weight 1, health 2/4"),
+            "{r:?}"
+        );
         assert!(s(2).admin.drain.load(Ordering::Relaxed));
         assert_eq!(s(2).weight.load(Ordering::Relaxed), 0);
         assert_eq!(s(3).state.load(Ordering::Relaxed), SRV_UP, "d untouched");
@@ -682,8 +717,14 @@ mod tests {
         });
         assert!(r.restored.is_empty());
         assert_eq!(r.warnings.len(), 2, "{r:?}");
-        assert!(r.warnings[0].starts_with("t.cfg:2: backend 'b' loads the global"), "{r:?}");
-        assert!(r.warnings[1].starts_with("reading server-state file e:"), "{r:?}");
+        assert!(
+            r.warnings[0].starts_with("t.cfg:2: backend 'b' loads the global"),
+            "{r:?}"
+        );
+        assert!(
+            r.warnings[1].starts_with("reading server-state file e:"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -719,7 +760,11 @@ mod tests {
         write_atomic(&p, "1\nold\n").unwrap();
         write_atomic(&p, "1\nnew\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "1\nnew\n");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         let e = write_atomic(&dir.join("no/such/dir"), "x").unwrap_err();
         assert!(e.to_string().contains("no/such/dir"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

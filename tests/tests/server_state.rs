@@ -124,6 +124,18 @@ fn state_fields(sock: &Path, name: &str) -> Result<Vec<String>> {
         .ok_or_else(|| anyhow!("no line for b/{name} in show servers state:\n{out}"))
 }
 
+/// The daemon's lines about restored state (printed for the CI log).
+fn restore_lines(lb: &Lb) -> Result<String> {
+    let log = std::fs::read_to_string(lb.log_path())?;
+    for l in log
+        .lines()
+        .filter(|l| l.contains("restored") || l.contains("server-state") || l.contains("cleanly"))
+    {
+        println!("[lb-tests]   {l}");
+    }
+    Ok(log)
+}
+
 /// The servers' (admin, weight) as `lb show servers --json` reports them.
 fn admin_weights(lb: &Lb) -> Result<BTreeMap<String, (String, u64)>> {
     Ok(lb
@@ -182,6 +194,7 @@ fn server_state_survives_restart_and_crash() {
 
         // 1. Fresh start: no file yet (a warning, not a failure); all three serve.
         let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
+        restore_lines(&lb)?;
         let d = spread(&topo, 30)?;
         println!("[lb-tests] first run: {d:?}");
         assert_eq!(d.len(), 3, "every server takes connections: {d:?}");
@@ -199,22 +212,37 @@ fn server_state_survives_restart_and_crash() {
 
         // 2. Restart after a clean stop: the file restores drain and weight.
         let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
-        let log = std::fs::read_to_string(lb.log_path())?;
+        let log = restore_lines(&lb)?;
         assert!(
             log.contains("server b/s2 restored from") && log.contains("DRAIN, weight 10"),
             "{log}"
         );
-        assert!(log.contains("server b/s1 restored from") && log.contains("UP, weight 7"), "{log}");
+        assert!(
+            log.contains("server b/s1 restored from") && log.contains("UP, weight 7"),
+            "{log}"
+        );
         let s2 = state_fields(&sock, "s2")?;
         let s1 = state_fields(&sock, "s1")?;
-        assert_eq!((s2[6].as_str(), s1[7].as_str()), ("8", "7"), "{s2:?} {s1:?}");
+        assert_eq!(
+            (s2[6].as_str(), s1[7].as_str()),
+            ("8", "7"),
+            "{s2:?} {s1:?}"
+        );
         let aw = admin_weights(&lb)?;
         assert_eq!(aw["s2"].0, "DRAIN", "{aw:?}");
         assert_eq!(aw["s1"], (String::new(), 7), "{aw:?}");
         let d = spread(&topo, 34)?;
         println!("[lb-tests] after a clean restart: {d:?}");
-        assert_eq!(d.get("s2"), None, "the drained server takes no connection: {d:?}");
-        assert_eq!((d.get("s1"), d.get("s3")), (Some(&14), Some(&20)), "7:10: {d:?}");
+        assert_eq!(
+            d.get("s2"),
+            None,
+            "the drained server takes no connection: {d:?}"
+        );
+        assert_eq!(
+            (d.get("s1"), d.get("s3")),
+            (Some(&14), Some(&20)),
+            "7:10: {d:?}"
+        );
 
         // 3. One more change only the maps know, then a crash.
         admin(&sock, "set server b/s3 state maint")?;
@@ -222,14 +250,23 @@ fn server_state_survives_restart_and_crash() {
         std::thread::sleep(Duration::from_millis(300));
         lb.kill()?;
         let pins = Path::new("/sys/fs/bpf/lb").join(&instance);
-        assert!(pins.join("LB_SRV_STATE").exists(), "SIGKILL leaves the pins");
+        assert!(
+            pins.join("LB_SRV_STATE").exists(),
+            "SIGKILL leaves the pins"
+        );
 
         // 4. Restart after the crash: the maps win over the (older) file.
         let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
-        let log = std::fs::read_to_string(lb.log_path())?;
+        let log = restore_lines(&lb)?;
         assert!(log.contains("did not stop cleanly"), "{log}");
-        assert!(log.contains("pinned maps of the previous daemon are newer"), "{log}");
-        assert!(log.contains("server b/s3 restored from LB_SRV_STATE[2]: MAINT"), "{log}");
+        assert!(
+            log.contains("pinned maps of the previous daemon are newer"),
+            "{log}"
+        );
+        assert!(
+            log.contains("server b/s3 restored from LB_SRV_STATE[2]: MAINT"),
+            "{log}"
+        );
         let aw = admin_weights(&lb)?;
         assert_eq!(
             (aw["s1"].1, aw["s2"].0.as_str(), aw["s3"].0.as_str()),

@@ -350,7 +350,11 @@ const PROXY_KWS: &[Kw<Act>] = &[
         DEF | BE,
         Act::Run(p_load_server_state),
     ),
-    kw("server-state-file-name", DEF | BE, Act::Run(p_server_state_file_name)),
+    kw(
+        "server-state-file-name",
+        DEF | BE,
+        Act::Run(p_server_state_file_name),
+    ),
     kw("option", ANY, Act::Run(p_option)),
     kw("default-server", DEF | BE, Act::Run(p_default_server)),
     kw("bind", FE, Act::Run(p_bind)),
