@@ -272,7 +272,9 @@ async fn serve(
     let stale = match crate::srvstate::read_pinned(&bpf::pin_dir(&opts.instance)) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("{e}: the previous daemon's server state is not restored");
+            tracing::warn!(
+                "{e}: the previous daemon's maps are not restored (the server-state files are used)"
+            );
             None
         }
     };

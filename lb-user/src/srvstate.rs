@@ -703,6 +703,35 @@ mod tests {
     }
 
     #[test]
+    fn nolb_paused_checks_and_a_moved_address() {
+        let c = cfg();
+        let st = State::from_config(&c);
+        // s2 moved from 10.0.0.2 to 10.9.9.9 in the file: still matched by name.
+        let e =
+            parse_line(&line("b", "s2", 3, 0, 1, 1, 3).replace(" 6 0 0 0 - 80", " 14 0 0 0 - 80"))
+                .unwrap();
+        assert_eq!((e.addr.as_str(), e.check_state), ("10.9.9.9", 14));
+        let r = apply_pinned(&c, &st, &[e]);
+        let s = &st.servers[1];
+        assert_eq!(
+            s.addr.to_string(),
+            "10.0.0.2:80",
+            "the config's address stays"
+        );
+        assert!(s.admin.stopping.load(Ordering::Relaxed));
+        assert!(s.admin.checks_disabled.load(Ordering::Relaxed));
+        assert_eq!(s.effective_weight(), 0);
+        assert_eq!(
+            crate::show::admin_words(s.admin_flags()),
+            "NOLB CHECKS-PAUSED"
+        );
+        assert!(
+            r.restored[0].contains(": NOLB, weight 1, health 3/4, checks paused"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn unreadable_file_and_missing_global_file() {
         let c = pc(
             "backend b\n    load-server-state-from-file global\n    server s 1.1.1.1:1\n\
