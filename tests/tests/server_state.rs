@@ -173,6 +173,16 @@ backend b
     )
 }
 
+/// Removes the instance's pin directory if the test fails between the
+/// SIGKILL and the clean stop (nothing else would).
+struct Pins(std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn server_state_survives_restart_and_crash() {
@@ -191,6 +201,7 @@ fn server_state_survives_restart_and_crash() {
         let (sock, state) = (dir.join("lb.sock"), dir.join("servers.state"));
         let cfg = config(&sock, &state);
         let instance = format!("lbss{}", std::process::id());
+        let pins = Pins(Path::new("/sys/fs/bpf/lb").join(&instance));
 
         // 1. Fresh start: no file yet (a warning, not a failure); all three serve.
         let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
@@ -282,7 +293,7 @@ fn server_state_survives_restart_and_crash() {
         println!("[lb-tests] after a crash: {d:?}");
         assert_eq!(d.get("s1"), Some(&10), "only s1 is in service: {d:?}");
         lb.stop()?;
-        assert!(!pins.exists(), "a clean stop removes the pins");
+        assert!(!pins.0.exists(), "a clean stop removes the pins");
         println!("[lb-tests] server state test took {:?}", t0.elapsed());
         Ok(())
     })
