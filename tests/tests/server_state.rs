@@ -260,9 +260,8 @@ fn server_state_survives_restart_and_crash() {
         // The daemon publishes at once; give the map write a moment anyway.
         std::thread::sleep(Duration::from_millis(300));
         lb.kill()?;
-        let pins = Path::new("/sys/fs/bpf/lb").join(&instance);
         assert!(
-            pins.join("LB_SRV_STATE").exists(),
+            pins.0.join("LB_SRV_STATE").exists(),
             "SIGKILL leaves the pins"
         );
 
