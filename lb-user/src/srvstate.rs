@@ -72,6 +72,8 @@ pub struct Entry {
     pub admin: u32,
     pub uweight: u32,
     pub iweight: u32,
+    /// Seconds since the last state change (`srv_time_since_last_change`).
+    pub since_s: u32,
     pub health: u32,
     pub check_state: u32,
     /// The ids in the file were forced (`id N`): match by id, not name.
@@ -160,6 +162,7 @@ fn parse_line(l: &str) -> Result<Entry, String> {
         admin: num(6, "srv_admin_state")?,
         uweight,
         iweight,
+        since_s: num(9, "srv_time_since_last_change")?,
         health: num(12, "srv_check_health")?,
         check_state: num(13, "srv_check_state")?,
         be_forced_id: flag(15, "bk_f_forced_id")?,
@@ -231,6 +234,8 @@ pub fn entry_of_map(i: u32, m: &ServerMeta, s: &ServerState) -> Entry {
         admin: s.admin_flags & (adm::FMAINT | adm::FDRAIN),
         uweight: s.weight,
         iweight: s.iweight,
+        // The map has no change time; the crash is the closest bound.
+        since_s: 0,
         health: s.health,
         check_state: if s.admin_flags & adm::CHECKS_PAUSED != 0 {
             CHK_ST_PAUSED
@@ -308,10 +313,14 @@ pub fn apply(s: &Server, e: &Entry) -> String {
         SRV_DOWN
     };
     s.state.store(st, Ordering::Relaxed);
+    // `lastchg` goes on counting from where the previous process left it.
+    // (Never 0: a zero `down_since_ns` means "not down".)
+    let changed = crate::sys::monotonic_ns()
+        .saturating_sub(e.since_s as u64 * 1_000_000_000)
+        .max(1);
+    s.admin.last_change_ns.store(changed, Ordering::Relaxed);
     if st == SRV_DOWN {
-        s.admin
-            .down_since_ns
-            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+        s.admin.down_since_ns.store(changed, Ordering::Relaxed);
     }
     s.admin.drain.store(drain && !maint, Ordering::Relaxed);
     s.admin
@@ -660,6 +669,11 @@ mod tests {
         assert!(s(0).admin.drain.load(Ordering::Relaxed));
         assert_eq!(s(0).weight.load(Ordering::Relaxed), 7);
         assert_eq!(s(0).effective_weight(), 0);
+        let age = crate::sys::monotonic_ns() - s(0).admin.last_change_ns.load(Ordering::Relaxed);
+        assert!(
+            age >= 5_000_000_000,
+            "lastchg continues from the file: {age}"
+        );
         // MAINT with health 2 of 2+3-1.
         assert_eq!(s(1).state.load(Ordering::Relaxed), SRV_MAINT);
         assert_eq!(s(1).health.load(Ordering::Relaxed), 2);
