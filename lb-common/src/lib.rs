@@ -238,8 +238,28 @@ pub struct ServerState {
     pub check_us: u32,
     pub checks_failed: u64,
     pub state_changes: u64,
+    /// [`adm`] bits: what the runtime API set, so that a daemon restarted
+    /// after a crash finds it in the pinned map.
+    pub admin_flags: u32,
+    /// The configured weight when this entry was written: a restored runtime
+    /// weight applies only while the config still says the same.
+    pub iweight: u32,
 }
-const _: () = assert!(core::mem::size_of::<ServerState>() == 64);
+const _: () = assert!(core::mem::size_of::<ServerState>() == 72);
+
+/// [`ServerState::admin_flags`] bits. The first two are HAProxy's
+/// `SRV_ADMF_FMAINT` and `SRV_ADMF_FDRAIN` (as in `show servers state`); the
+/// others are lb's own.
+pub mod adm {
+    /// `set server B/S state maint`.
+    pub const FMAINT: u32 = 0x01;
+    /// `set server B/S state drain`.
+    pub const FDRAIN: u32 = 0x08;
+    /// `disable health B/S`: checks paused.
+    pub const CHECKS_PAUSED: u32 = 0x100;
+    /// `set server B/S health stopping` (NOLB).
+    pub const STOPPING: u32 = 0x200;
+}
 
 /// Health-check status codes (HAProxy's names: [`chk::NAMES`]).
 pub mod chk {

@@ -271,6 +271,16 @@ async fn serve(
     } else {
         xdp::interfaces(&cfg)
     };
+    // Before loading: the load replaces a crashed daemon's pins.
+    let stale = match crate::srvstate::read_pinned(&bpf::pin_dir(&opts.instance)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "{e}: the previous daemon's maps are not restored (the server-state files are used)"
+            );
+            None
+        }
+    };
     let mut loaded = bpf::load(&opts.instance, !opts.no_splice, !xdp_reqs.is_empty())
         .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
     match &loaded.splice {
@@ -312,6 +322,7 @@ async fn serve(
         }
     }
     let state = Arc::new(State::from_config(&cfg));
+    restore_servers(&cfg, &state, stale.as_deref(), &opts.instance);
     for s in &state.servers {
         maps.srv_meta
             .set(s.idx, s.meta(), 0)
@@ -517,6 +528,7 @@ async fn serve(
     );
 
     wait_for_signal().await;
+    save_servers(&ctx);
     tracing::info!("stopping: closing connections, detaching programs");
     let _ = std::fs::remove_file(crate::client::default_socket(&opts.instance));
     for sock in &ctx.cfg.global.stats_sockets {
@@ -533,6 +545,66 @@ async fn serve(
     }
     drop(loaded);
     Ok(())
+}
+
+/// Applies the saved server state before anything is served: a crashed
+/// daemon's pinned maps when there are some (they are the newest truth), else
+/// the server-state files the backends load.
+fn restore_servers(
+    cfg: &Config,
+    state: &State,
+    stale: Option<&[crate::srvstate::Entry]>,
+    instance: &str,
+) {
+    let report = match stale {
+        Some(entries) => {
+            tracing::warn!(
+                "instance '{instance}': found the server maps of a daemon that did not stop cleanly; \
+                 restoring {} servers from them",
+                entries.len()
+            );
+            if cfg
+                .backends
+                .iter()
+                .any(|b| b.state_file(&cfg.global).is_some())
+            {
+                tracing::info!(
+                    "server-state files not read: the pinned maps of the previous daemon are newer"
+                );
+            }
+            crate::srvstate::apply_pinned(cfg, state, entries)
+        }
+        None => crate::srvstate::apply_files(cfg, state, &crate::srvstate::read_file),
+    };
+    for l in &report.restored {
+        tracing::info!("{l}");
+    }
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+/// lb's own convenience: the global `server-state-file` gets what `show
+/// servers state` says at a clean stop, so the next start resumes from it.
+fn save_servers(live: &crate::runtime::Live) {
+    let Some(path) = live.cfg.global.global_state_file() else {
+        return;
+    };
+    let text = match crate::runtime::servers_state(live, None) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("server state not saved: {e}");
+            return;
+        }
+    };
+    match crate::srvstate::write_atomic(&path, &text) {
+        Ok(()) => tracing::info!(
+            "server state of {} servers saved to {}",
+            live.state.servers.len(),
+            path.display()
+        ),
+        Err(e) => tracing::error!("{e}"),
+    }
 }
 
 /// Forwards aya-log records from the programs to our log.

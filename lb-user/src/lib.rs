@@ -16,6 +16,7 @@ pub mod proxy_proto;
 pub mod runtime;
 pub mod show;
 pub mod splice;
+pub mod srvstate;
 pub mod state;
 pub mod sys;
 pub mod top;

@@ -20,6 +20,9 @@ pub struct ServerRow {
     pub name: String,
     pub addr: String,
     pub state: String,
+    /// Runtime API flags, space-separated: `MAINT`, `DRAIN`, `NOLB`,
+    /// `CHECKS-PAUSED`; "" when none.
+    pub admin: String,
     pub weight: u32,
     pub health: u32,
     pub cur_conns: u32,
@@ -92,6 +95,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
             name: read_str(&m.name),
             addr: SocketAddr::new(ip, m.port_host as u16).to_string(),
             state: state_name(s.state).to_string(),
+            admin: admin_words(s.admin_flags),
             weight: s.weight,
             health: s.health,
             cur_conns: s.cur_conns,
@@ -128,12 +132,29 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
     Ok(rows)
 }
 
+/// [`lb_common::adm`] bits as words.
+pub fn admin_words(flags: u32) -> String {
+    use lb_common::adm;
+    [
+        (adm::FMAINT, "MAINT"),
+        (adm::FDRAIN, "DRAIN"),
+        (adm::STOPPING, "NOLB"),
+        (adm::CHECKS_PAUSED, "CHECKS-PAUSED"),
+    ]
+    .iter()
+    .filter(|(b, _)| flags & b != 0)
+    .map(|(_, w)| *w)
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
 pub fn print_servers(rows: &[ServerRow]) {
     let headers = [
         "BACKEND",
         "SERVER",
         "ADDRESS",
         "STATE",
+        "ADMIN",
         "WEIGHT",
         "CUR",
         "TOTAL",
@@ -142,7 +163,7 @@ pub fn print_servers(rows: &[ServerRow]) {
         "CHECK",
         "INFO",
     ];
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -150,6 +171,11 @@ pub fn print_servers(rows: &[ServerRow]) {
                 r.name.clone(),
                 r.addr.clone(),
                 r.state.clone(),
+                if r.admin.is_empty() {
+                    "-".into()
+                } else {
+                    r.admin.clone()
+                },
                 r.weight.to_string(),
                 r.cur_conns.to_string(),
                 r.total_conns.to_string(),

@@ -137,7 +137,22 @@ impl Server {
             check_us: self.check_us.load(Ordering::Relaxed),
             checks_failed: self.checks_failed.load(Ordering::Relaxed),
             state_changes: self.state_changes.load(Ordering::Relaxed),
+            admin_flags: self.admin_flags(),
+            iweight: self.admin.initial_weight,
         }
+    }
+
+    /// The runtime API's flags as [`lb_common::adm`] bits.
+    pub fn admin_flags(&self) -> u32 {
+        use lb_common::adm;
+        let bit = |on: bool, b: u32| if on { b } else { 0 };
+        bit(self.state.load(Ordering::Relaxed) == SRV_MAINT, adm::FMAINT)
+            | bit(self.admin.drain.load(Ordering::Relaxed), adm::FDRAIN)
+            | bit(
+                self.admin.checks_disabled.load(Ordering::Relaxed),
+                adm::CHECKS_PAUSED,
+            )
+            | bit(self.admin.stopping.load(Ordering::Relaxed), adm::STOPPING)
     }
 
     pub fn meta(&self) -> ServerMeta {

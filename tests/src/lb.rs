@@ -33,6 +33,9 @@ pub struct ServerRow {
     pub addr: String,
     /// "UP" | "DOWN" | "MAINT"
     pub state: String,
+    /// Runtime API flags ("DRAIN", "MAINT", "NOLB", "CHECKS-PAUSED",
+    /// space-separated); "" when none.
+    pub admin: String,
     pub weight: u64,
     pub cur_conns: u64,
     pub total_conns: u64,
@@ -69,6 +72,7 @@ impl ServerRow {
             name: s("name")?,
             addr: s("addr")?,
             state: s("state")?,
+            admin: s("admin").unwrap_or_default(),
             weight: n("weight")?,
             cur_conns: n("cur_conns")?,
             total_conns: n("total_conns")?,
@@ -107,11 +111,24 @@ impl Lb {
     /// `nsenter --net=<ns> -- lb run -f CFG --instance X --ready-file F EXTRA...`
     /// and wait (30 s) for the ready file.
     pub fn start(ns: &Netns, dir: &Path, cfg_text: &str, extra_args: &[&str]) -> Result<Lb> {
-        let bin = lb_bin()?;
         let instance = format!("lbt{}", util::unique_id());
+        Self::start_instance(ns, dir, cfg_text, &instance, extra_args)
+    }
+
+    /// [`Lb::start`] with a chosen instance name (to restart the same
+    /// instance and find what the previous daemon left).
+    pub fn start_instance(
+        ns: &Netns,
+        dir: &Path,
+        cfg_text: &str,
+        instance: &str,
+        extra_args: &[&str],
+    ) -> Result<Lb> {
+        let bin = lb_bin()?;
+        let instance = instance.to_string();
         let cfg = util::write_file(dir, &format!("{instance}.cfg"), cfg_text)?;
         let ready = dir.join(format!("{instance}.ready"));
-        let log = dir.join(format!("{instance}.log"));
+        let log = dir.join(format!("{instance}.{}.log", util::unique_id()));
         let _ = std::fs::remove_file(&ready);
         let logf = std::fs::File::create(&log)?;
         let mut cmd = ns_cmd(&ns.path(), &bin);
@@ -282,6 +299,18 @@ impl Lb {
             );
         }
         Ok(st)
+    }
+
+    /// SIGKILL, as a crash: the daemon cleans nothing up (its pinned maps
+    /// stay in bpffs).
+    pub fn kill(mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("lb already stopped"))?;
+        child.kill().context("SIGKILL to lb")?;
+        child.wait().context("waiting for the killed lb")?;
+        Ok(())
     }
 
     fn shutdown(&mut self) -> (Option<ExitStatus>, bool) {

@@ -185,6 +185,16 @@ impl Topology {
         Lb::start(&self.lb, self.dir.path(), cfg_text, extra_args)
     }
 
+    /// [`Topology::start_lb`] with a chosen instance name.
+    pub fn start_lb_instance(
+        &self,
+        cfg_text: &str,
+        instance: &str,
+        extra_args: &[&str],
+    ) -> Result<Lb> {
+        Lb::start_instance(&self.lb, self.dir.path(), cfg_text, instance, extra_args)
+    }
+
     /// Run `f` on a thread in the client namespace.
     pub fn in_client<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
         self.client.enter(f)

@@ -25,7 +25,9 @@
 //! interface`, `tcp-request connection accept|reject` on `src` conditions,
 //! lb's own `xdp-interface` and `xdp-syn-rate`, `stats socket` (with `mode`,
 //! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
-//! with the frontend's `log` targets. Keep this list and
+//! with the frontend's `log` targets, `server-state-file`,
+//! `server-state-base`, `load-server-state-from-file`,
+//! `server-state-file-name` (`crate::srvstate`). Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
 

@@ -78,8 +78,8 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("default-path", ALL, Act::Other),
     kw("pp2-never-send-local", ALL, Act::Other),
     kw("unix-bind", ALL, Act::Other),
-    kw("server-state-base", ALL, Act::NotYet("")),
-    kw("server-state-file", ALL, Act::NotYet("")),
+    kw("server-state-base", ALL, Act::Run(g_server_state_base)),
+    kw("server-state-file", ALL, Act::Run(g_server_state_file)),
     kw("external-check", ALL, Act::NotYet("")),
     kw("lua-*", ALL, Act::NotYet("")),
     kw("set-var", ALL, Act::NotYet("")),
@@ -326,6 +326,32 @@ fn g_pidfile(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let v = p.arg(l, 0, "a file name as an argument")?;
     p.no_more(l, 1, "pidfile")?;
     p.global.pidfile = Some(Located {
+        value: PathBuf::from(&v.text),
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
+fn g_server_state_file(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "a file name as an argument")?;
+    p.no_more(l, 1, &l.kw.text)?;
+    if v.text.is_empty() {
+        return Err(p.err(l.no, v, "'server-state-file' expects a file name"));
+    }
+    p.global.server_state_file = Some(Located {
+        value: PathBuf::from(&v.text),
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
+fn g_server_state_base(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "a directory as an argument")?;
+    p.no_more(l, 1, &l.kw.text)?;
+    if v.text.is_empty() {
+        return Err(p.err(l.no, v, "'server-state-base' expects a directory"));
+    }
+    p.global.server_state_base = Some(Located {
         value: PathBuf::from(&v.text),
         origin: p.origin(l.no),
     });

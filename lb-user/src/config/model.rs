@@ -82,6 +82,48 @@ pub struct Global {
     /// `xdp-syn-rate N per-source [burst B]` (lb's own): SYNs per second each
     /// client address may send to the frontends.
     pub xdp_syn_rate: Option<Located<SynRate>>,
+    /// `server-state-file FILE`: the global server-state file, as written
+    /// (resolve with [`Global::state_path`]).
+    pub server_state_file: Option<Located<PathBuf>>,
+    /// `server-state-base DIR`: where relative server-state file names live.
+    pub server_state_base: Option<Located<PathBuf>>,
+}
+
+impl Global {
+    /// A server-state file name as HAProxy resolves it: absolute as is,
+    /// relative under `server-state-base` when set, else under the current
+    /// directory.
+    pub fn state_path(&self, name: &std::path::Path) -> PathBuf {
+        match &self.server_state_base {
+            Some(b) if name.is_relative() => b.value.join(name),
+            _ => name.to_path_buf(),
+        }
+    }
+
+    /// The resolved global `server-state-file`, if configured.
+    pub fn global_state_file(&self) -> Option<PathBuf> {
+        self.server_state_file
+            .as_ref()
+            .map(|f| self.state_path(&f.value))
+    }
+}
+
+/// `load-server-state-from-file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadServerState {
+    /// The global `server-state-file`, lines of this backend.
+    Global,
+    /// This backend's own file (`server-state-file-name`).
+    Local,
+    None,
+}
+
+/// `server-state-file-name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateFileName {
+    /// No argument or `use-backend-name`: the backend's name.
+    BackendName,
+    File(PathBuf),
 }
 
 /// How the XDP program is attached to an interface.
@@ -134,6 +176,8 @@ impl Default for Global {
             other: Vec::new(),
             xdp_interfaces: Vec::new(),
             xdp_syn_rate: None,
+            server_state_file: None,
+            server_state_base: None,
         }
     }
 }
@@ -380,9 +424,32 @@ pub struct Backend {
     /// `id N`.
     pub id: Option<Located<u32>>,
     pub description: Option<String>,
+    /// `load-server-state-from-file` (None: not set, HAProxy's `none`).
+    pub load_server_state: Option<Located<LoadServerState>>,
+    /// `server-state-file-name` (None: not set, the backend's name).
+    pub server_state_file_name: Option<Located<StateFileName>>,
     /// Other accepted settings in effect, not modelled by a field (see
     /// [`Frontend::other`]).
     pub other: Vec<Located<String>>,
+}
+
+impl Backend {
+    /// The server-state file this backend loads at start-up, if any: `None`
+    /// for `none` (the default), and for `global` without a global
+    /// `server-state-file`.
+    pub fn state_file(&self, g: &Global) -> Option<PathBuf> {
+        match self.load_server_state.as_ref()?.value {
+            LoadServerState::None => None,
+            LoadServerState::Global => g.global_state_file(),
+            LoadServerState::Local => Some(match self.server_state_file_name.as_ref() {
+                Some(Located {
+                    value: StateFileName::File(f),
+                    ..
+                }) => g.state_path(f),
+                _ => g.state_path(std::path::Path::new(&self.name)),
+            }),
+        }
+    }
 }
 
 /// Health-check parameters, with HAProxy's defaults.

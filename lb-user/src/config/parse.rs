@@ -345,6 +345,16 @@ const PROXY_KWS: &[Kw<Act>] = &[
     kw("maxconn", DEF | FE, Act::Run(p_maxconn)),
     kw("backlog", DEF | FE, Act::Run(p_backlog)),
     kw("fullconn", DEF | BE, Act::Run(p_fullconn)),
+    kw(
+        "load-server-state-from-file",
+        DEF | BE,
+        Act::Run(p_load_server_state),
+    ),
+    kw(
+        "server-state-file-name",
+        DEF | BE,
+        Act::Run(p_server_state_file_name),
+    ),
     kw("option", ANY, Act::Run(p_option)),
     kw("default-server", DEF | BE, Act::Run(p_default_server)),
     kw("bind", FE, Act::Run(p_bind)),
@@ -388,8 +398,6 @@ const PROXY_KWS: &[Kw<Act>] = &[
     kw("email-alert", ANY, Act::NotYet("")),
     kw("force-persist", BE, Act::NotYet("")),
     kw("ignore-persist", BE, Act::NotYet("")),
-    kw("load-server-state-from-file", DEF | BE, Act::NotYet("")),
-    kw("server-state-file-name", DEF | BE, Act::NotYet("")),
     kw("filter", LISTEN, Act::NotYet("")),
     // HTTP mode only.
     kw("http-request", ANY, Act::Http),
@@ -909,6 +917,8 @@ pub(crate) struct Settings {
     pub http_check_rules: Vec<Located<HttpCheckRule>>,
     pub http_check_own: bool,
     pub disabled: Option<Origin>,
+    pub load_server_state: Option<Located<LoadServerState>>,
+    pub server_state_file_name: Option<Located<StateFileName>>,
     pub other: Vec<Located<String>>,
 }
 
@@ -2060,6 +2070,48 @@ fn p_retries(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn p_load_server_state(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "one of 'global', 'local' or 'none' as an argument")?;
+    p.no_more(l, 1, &l.kw.text)?;
+    let mode = match v.text.as_str() {
+        "global" => LoadServerState::Global,
+        "local" => LoadServerState::Local,
+        "none" => LoadServerState::None,
+        other => {
+            return Err(p.err(
+                l.no,
+                v,
+                format!(
+                    "'{}' expects 'global', 'local' or 'none'. Got '{other}'",
+                    l.kw.text
+                ),
+            ))
+        }
+    };
+    p.settings(l)?.load_server_state = Some(Located {
+        value: mode,
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
+fn p_server_state_file_name(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let name = match l.args.first() {
+        None => StateFileName::BackendName,
+        Some(v) if v.text == "use-backend-name" => StateFileName::BackendName,
+        Some(v) if v.text.is_empty() => {
+            return Err(p.err(l.no, v, format!("'{}' expects a file name", l.kw.text)))
+        }
+        Some(v) => StateFileName::File(std::path::PathBuf::from(&v.text)),
+    };
+    p.no_more(l, 1, &l.kw.text)?;
+    p.settings(l)?.server_state_file_name = Some(Located {
+        value: name,
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
 fn p_fullconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let v = located_u32(p, l, 0, "fullconn")?;
     p.settings(l)?.fullconn = Some(v);
@@ -2966,6 +3018,8 @@ impl Parser<'_> {
             disabled: p.s.disabled.clone(),
             id: p.id.as_ref().map(|(v, _)| v.clone()),
             description: p.description.clone(),
+            load_server_state: p.s.load_server_state.clone(),
+            server_state_file_name: p.s.server_state_file_name.clone(),
             other: other_settings(&p.s, BE),
         }
     }

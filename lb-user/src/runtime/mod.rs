@@ -494,7 +494,7 @@ fn set_health(live: &Live, s: &Server, h: Health) {
 }
 
 /// `show servers state`, HAProxy's version 1 format.
-fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, String> {
+pub fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, String> {
     let state = &live.state;
     if let Some(b) = backend {
         if !state.backends.iter().any(|x| x.name == b) {
