@@ -110,6 +110,21 @@ pub fn op_state(status: &str) -> &'static str {
     }
 }
 
+/// The administrative state `show stat`'s status column reveals, in the words
+/// of `lb show servers`' ADMIN column: MAINT, DRAIN or NOLB (while UP), or
+/// nothing. (Paused checks are not in `show stat`; the pinned maps have them.)
+pub fn admin_state(status: &str) -> &'static str {
+    if status.starts_with("MAINT") {
+        "MAINT"
+    } else if status == "DRAIN" {
+        "DRAIN"
+    } else if status == "NOLB" {
+        "NOLB"
+    } else {
+        ""
+    }
+}
+
 fn get<'a>(r: &'a BTreeMap<String, String>, k: &str) -> &'a str {
     r.get(k).map(String::as_str).unwrap_or("")
 }
@@ -141,6 +156,7 @@ pub fn server_json(r: &BTreeMap<String, String>) -> Value {
         "addr": get(r, "addr"),
         "state": op_state(get(r, "status")),
         "status": get(r, "status"),
+        "admin": admin_state(get(r, "status")),
         "weight": num(r, "weight"),
         "uweight": num(r, "uweight"),
         "health": num(r, "check_health"),
@@ -151,6 +167,8 @@ pub fn server_json(r: &BTreeMap<String, String>) -> Value {
         "bytes_out": num(r, "bout"),
         "checks_failed": num(r, "chkfail"),
         "check_status": get(r, "check_status"),
+        "check_desc": get(r, "check_desc"),
+        "check_code": num(r, "check_code"),
         "check_ms": num(r, "check_duration"),
     })
 }
