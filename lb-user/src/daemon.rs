@@ -271,6 +271,16 @@ async fn serve(
     } else {
         xdp::interfaces(&cfg)
     };
+    // A live daemon of the same instance answers on its own socket: its pins
+    // are not stale, and replacing them would break it.
+    let own = crate::client::default_socket(&opts.instance);
+    if std::os::unix::net::UnixStream::connect(&own).is_ok() {
+        anyhow::bail!(
+            "instance '{}' is already running (its runtime API {} answers); stop it or pick another --instance",
+            opts.instance,
+            own.display()
+        );
+    }
     // Before loading: the load replaces a crashed daemon's pins.
     let stale = match crate::srvstate::read_pinned(&bpf::pin_dir(&opts.instance)) {
         Ok(s) => s,

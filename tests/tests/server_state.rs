@@ -211,6 +211,17 @@ fn server_state_survives_restart_and_crash() {
         assert_eq!(d.len(), 3, "every server takes connections: {d:?}");
         admin(&sock, "set server b/s2 state drain")?;
         admin(&sock, "set server b/s1 weight 7")?;
+        // A second daemon of the same instance refuses to start (it would take
+        // the live daemon's pins for a crashed one's) and changes nothing.
+        let second = topo.start_lb_instance(&cfg, &instance, &[]);
+        let err = format!(
+            "{:#}",
+            second
+                .err()
+                .context("a second lb of one instance started")?
+        );
+        assert!(err.contains("is already running"), "{err}");
+        assert_eq!(admin_weights(&lb)?["s1"], (String::new(), 7));
         lb.stop()?;
         let saved = std::fs::read_to_string(&state)
             .with_context(|| format!("{} after a clean stop", state.display()))?;
