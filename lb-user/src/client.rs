@@ -173,6 +173,25 @@ pub fn server_json(r: &BTreeMap<String, String>) -> Value {
     })
 }
 
+/// `live` (from `show stat`) completed with what only the pinned maps hold;
+/// the live values win, except a richer admin state (paused checks).
+pub fn with_pinned(mut live: Value, pinned: Option<&crate::show::ServerRow>) -> Value {
+    let (Some(obj), Some(p)) = (live.as_object_mut(), pinned) else {
+        return live;
+    };
+    let Ok(Value::Object(p)) = serde_json::to_value(p) else {
+        return live;
+    };
+    for (k, v) in p {
+        if k == "admin" && v.as_str().is_some_and(|a| !a.is_empty()) {
+            obj.insert(k, v);
+        } else {
+            obj.entry(k).or_insert(v);
+        }
+    }
+    live
+}
+
 pub fn server_cells(r: &BTreeMap<String, String>) -> [String; 11] {
     [
         get(r, "pxname").into(),

@@ -533,13 +533,35 @@ fn show_cmd(what: ShowWhat) -> Result<()> {
                     return Ok(());
                 }
             };
+            // What `show stat` does not carry (the check's info text, checks
+            // run, every admin flag) comes from the instance's pinned maps.
+            let pinned = show::servers(&target.instance).unwrap_or_default();
+            let merged: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    let live = client::server_json(r);
+                    let p = pinned.iter().find(|p| {
+                        live["backend"] == p.backend.as_str() && live["name"] == p.name.as_str()
+                    });
+                    client::with_pinned(live, p)
+                })
+                .collect();
             if json {
-                print_json(&serde_json::Value::Array(
-                    rows.iter().map(client::server_json).collect(),
-                ))
+                print_json(&serde_json::Value::Array(merged))
             } else {
-                let cells: Vec<_> = rows.iter().map(client::server_cells).collect();
-                show::print_table(&client::SERVER_HEADERS, &cells);
+                let cells: Vec<[String; 12]> = rows
+                    .iter()
+                    .zip(&merged)
+                    .map(|(r, m)| {
+                        let c = client::server_cells(r);
+                        let info = m["check_info"].as_str().unwrap_or("").to_string();
+                        std::array::from_fn(|i| if i < 11 { c[i].clone() } else { info.clone() })
+                    })
+                    .collect();
+                let mut headers = [""; 12];
+                headers[..11].copy_from_slice(&client::SERVER_HEADERS);
+                headers[11] = "INFO";
+                show::print_table(&headers, &cells);
                 Ok(())
             }
         }
