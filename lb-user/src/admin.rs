@@ -12,6 +12,64 @@ use crate::sys;
 /// `maxconn_override` value meaning "the configured maxconn applies".
 pub const NO_OVERRIDE: u32 = u32::MAX;
 
+/// Sessions the `qtime`/`ctime`/`ttime` averages span, as in HAProxy's manual
+/// ("over the 1024 last requests").
+pub const TIME_WINDOW: u64 = 1024;
+
+/// Queue, connect and total session times (ms) of one server or backend:
+/// averages over the last [`TIME_WINDOW`] sessions and maxima, for `show stat`
+/// and the metrics. Exact means until the window is full, then a sliding-window
+/// moving average (each sample replaces 1/1024 of the sum), which costs three
+/// words instead of a ring of samples.
+#[derive(Debug, Default)]
+pub struct SessionTimes {
+    samples: AtomicU64,
+    sums: [AtomicU64; 3],
+    maxima: [AtomicU32; 3],
+}
+
+impl SessionTimes {
+    /// One session that reached its server: `queue` and `connect` from its
+    /// start, `total` when it ended.
+    pub fn record(&self, queue: u32, connect: u32, total: u32) {
+        let n = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
+        for (i, v) in [queue, connect, total].into_iter().enumerate() {
+            let v = v as u64;
+            let _ = self.sums[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(if n <= TIME_WINDOW {
+                    sum + v
+                } else {
+                    sum - sum / TIME_WINDOW + v
+                })
+            });
+            self.maxima[i].fetch_max(v as u32, Ordering::Relaxed);
+        }
+    }
+
+    /// Average queue, connect and total time in ms (0 before any session).
+    pub fn averages(&self) -> [u64; 3] {
+        let n = self.samples.load(Ordering::Relaxed).clamp(1, TIME_WINDOW);
+        std::array::from_fn(|i| self.sums[i].load(Ordering::Relaxed) / n)
+    }
+
+    pub fn maxima(&self) -> [u64; 3] {
+        std::array::from_fn(|i| self.maxima[i].load(Ordering::Relaxed) as u64)
+    }
+
+    /// `clear counters` resets the maxima; `all` the averages too.
+    pub fn clear(&self, all: bool) {
+        for m in &self.maxima {
+            m.store(0, Ordering::Relaxed);
+        }
+        if all {
+            self.samples.store(0, Ordering::Relaxed);
+            for s in &self.sums {
+                s.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Runtime flags and counters of one server (the part of HAProxy's server
 /// struct that the stats socket shows and changes).
 #[derive(Debug)]
@@ -42,6 +100,8 @@ pub struct ServerAdmin {
     pub downtime_ns: AtomicU64,
     /// CLOCK_MONOTONIC ns of the last session sent here (0: never; `lastsess`).
     pub last_sess_ns: AtomicU64,
+    /// Queue, connect and total times of the recent sessions (`qtime`...).
+    pub times: SessionTimes,
 }
 
 impl ServerAdmin {
@@ -61,6 +121,7 @@ impl ServerAdmin {
             down_since_ns: AtomicU64::new(0),
             downtime_ns: AtomicU64::new(0),
             last_sess_ns: AtomicU64::new(0),
+            times: SessionTimes::default(),
         }
     }
 
@@ -88,6 +149,7 @@ impl ServerAdmin {
     /// `clear counters`: the maxima; `all`: every counter too.
     pub fn clear(&self, all: bool) {
         self.max_conns.store(0, Ordering::Relaxed);
+        self.times.clear(all);
         if all {
             self.econ.store(0, Ordering::Relaxed);
             self.retries.store(0, Ordering::Relaxed);
@@ -265,6 +327,28 @@ impl std::fmt::Debug for SessionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_times_average_then_slide() {
+        let t = SessionTimes::default();
+        assert_eq!(t.averages(), [0, 0, 0]);
+        t.record(0, 2, 100);
+        t.record(4, 6, 300);
+        assert_eq!(t.averages(), [2, 4, 200]);
+        assert_eq!(t.maxima(), [4, 6, 300]);
+        // Past the window, old samples fade: 10 windows of 50 ms bring a
+        // 200 ms average within a few ms of 50.
+        for _ in 0..10 * TIME_WINDOW {
+            t.record(0, 1, 50);
+        }
+        let [_, c, tt] = t.averages();
+        assert!((1..=2).contains(&c) && (49..=52).contains(&tt), "{c} {tt}");
+        t.clear(false);
+        assert_eq!(t.maxima(), [0, 0, 0]);
+        assert!(t.averages()[2] > 0);
+        t.clear(true);
+        assert_eq!(t.averages(), [0, 0, 0]);
+    }
 
     #[test]
     fn sessions_open_list_close() {

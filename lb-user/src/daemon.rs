@@ -765,6 +765,23 @@ fn end_session(ctx: &Ctx, s: &crate::admin::Session) {
         .fetch_add(s.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     f.bytes_out
         .fetch_add(s.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+    // As HAProxy, only sessions that reached their server count in the
+    // time averages: a failed connect has no connect time.
+    let (tw, tc) = (
+        s.tw_ms.load(Ordering::Relaxed),
+        s.tc_ms.load(Ordering::Relaxed),
+    );
+    if let (Some(srv), true) = (
+        s.server_idx().and_then(|i| st.servers.get(i as usize)),
+        tc != u32::MAX,
+    ) {
+        let tw = if tw == u32::MAX { 0 } else { tw };
+        let tt = (sys::monotonic_ns().saturating_sub(s.accept_ns) / 1_000_000) as u32;
+        srv.admin.times.record(tw, tc, tt);
+        if let Some(b) = st.backends.get(s.backend) {
+            b.times.record(tw, tc, tt);
+        }
+    }
     if let Some(Some(sink)) = ctx.tcplog.get(s.frontend) {
         let server = s
             .server_idx()

@@ -48,6 +48,41 @@ fn text(row: &stat::Row, f: &str) -> String {
     row.get(f).map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// `show stat` time columns and their HAProxy exporter names (after
+/// `haproxy_backend_` / `haproxy_server_`).
+const TIME_METRICS: &[(&str, &str, &str)] = &[
+    (
+        "qtime",
+        "queue_time_average_seconds",
+        "Avg. queue time for last 1024 successful connections.",
+    ),
+    (
+        "ctime",
+        "connect_time_average_seconds",
+        "Avg. connect time for last 1024 successful connections.",
+    ),
+    (
+        "ttime",
+        "total_time_average_seconds",
+        "Avg. total time for last 1024 successful connections.",
+    ),
+    (
+        "qtime_max",
+        "max_queue_time_seconds",
+        "Maximum observed time spent in the queue.",
+    ),
+    (
+        "ctime_max",
+        "max_connect_time_seconds",
+        "Maximum observed waiting time for a connection to complete.",
+    ),
+    (
+        "ttime_max",
+        "max_total_time_seconds",
+        "Maximum observed total request+response time.",
+    ),
+];
+
 const SERVER_STATES: [&str; 5] = ["DOWN", "UP", "MAINT", "DRAIN", "NOLB"];
 /// `show stat` check_status names and HAProxy's exporter state labels
 /// (`HCHK_STATUS_*`, where L7OK is `L7OKD` and L7OKC `L7OKCD`).
@@ -292,6 +327,19 @@ pub fn render(live: &Live) -> Result<String> {
         sv,
     )?;
 
+    // Session times (ms in show stat, seconds here), backends and servers alike.
+    let mut times = Vec::new();
+    for (scope, labels) in [("backend", &["proxy"][..]), ("server", sv)] {
+        let mut g = Vec::new();
+        for (field, name, help) in TIME_METRICS {
+            g.push((
+                *field,
+                f.fgauge(&format!("haproxy_{scope}_{name}"), help, labels)?,
+            ));
+        }
+        times.push(g);
+    }
+
     for r in &rows {
         let pxn = text(r, "pxname");
         let svn = text(r, "svname");
@@ -326,6 +374,9 @@ pub fn render(live: &Live) -> Result<String> {
                 be_redis
                     .with_label_values(&l)
                     .inc_by(num(r, "wredis") as u64);
+                for (field, g) in &times[0] {
+                    g.with_label_values(&l).set(num(r, field) as f64 / 1000.0);
+                }
                 let st = text(r, "status");
                 for s in ["DOWN", "UP"] {
                     be_status
@@ -348,6 +399,9 @@ pub fn render(live: &Live) -> Result<String> {
                     .inc_by(num(r, "wredis") as u64);
                 s_w.with_label_values(&l).set(num(r, "weight"));
                 s_last.with_label_values(&l).set(num(r, "lastsess"));
+                for (field, g) in &times[1] {
+                    g.with_label_values(&l).set(num(r, field) as f64 / 1000.0);
+                }
                 // HAProxy's status text: "UP 1/3" is UP, "no check" is UP.
                 let st = text(r, "status");
                 let st = match st.split(' ').next().unwrap_or("") {

@@ -205,6 +205,8 @@ pub struct BackendState {
     /// Queue limit: the sum of the servers' `maxqueue` when every server has
     /// one, else 0 (unlimited).
     pub maxqueue: u32,
+    /// Queue, connect and total times of the backend's recent sessions.
+    pub times: crate::admin::SessionTimes,
 }
 
 /// All servers and backends of the running config.
@@ -281,6 +283,7 @@ impl State {
                 } else {
                     0
                 },
+                times: Default::default(),
             });
         }
         let frontends = cfg.frontends.iter().map(|_| Default::default()).collect();

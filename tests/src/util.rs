@@ -183,3 +183,30 @@ pub fn scrape_metrics(addr: &str) -> Result<String> {
     }
     Ok(body.to_string())
 }
+
+/// One runtime API request through `socat`, as an operator's script sends it:
+/// the whole answer.
+pub fn socat(sock: &Path, input: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("socat")
+        .args(["-t", "5", "-"])
+        .arg(format!("UNIX-CONNECT:{}", sock.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("socat (Debian package socat) must be installed")?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("socat stdin"))?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "socat {input:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

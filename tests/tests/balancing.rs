@@ -227,22 +227,7 @@ fn shutdown_on_down(tag: &str, extra: &[&str], with_option: bool) {
         let l: TcpListener = lb_tests::netns::in_netns(topo.srv.name(), || listen(addr))?;
         // Accept health checks and the session; hold every connection open.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let held = std::thread::spawn(move || {
-            let mut conns = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            l.set_nonblocking(true).ok();
-            while Instant::now() < deadline && !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((s, _)) => conns.push(s),
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-                if conns.len() > 64 {
-                    break;
-                }
-            }
-            conns
-        });
+        let held = hold_all(l, stop.clone());
         let cfg = format!(
             "\
 defaults

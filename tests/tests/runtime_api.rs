@@ -19,30 +19,7 @@ use std::time::{Duration, Instant};
 
 const PORT: u16 = 9600;
 
-/// One request through `socat`, as an operator's script would send it.
-fn socat(sock: &Path, input: &str) -> Result<String> {
-    let mut child = Command::new("socat")
-        .args(["-t", "5", "-"])
-        .arg(format!("UNIX-CONNECT:{}", sock.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("socat (Debian package socat) must be installed")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("socat stdin"))?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "socat {input:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use lb_tests::util::socat;
 
 /// Backends that answer each connection with their name, then echo.
 struct NameServers {
@@ -203,6 +180,14 @@ const COMPARED: &[&str] = &[
     "algo",
     "conn_tot",
     "uweight",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "qtime_max",
+    "ctime_max",
+    "rtime_max",
+    "ttime_max",
 ];
 
 struct Haproxy {

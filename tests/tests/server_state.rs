@@ -11,37 +11,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 9610;
 
-/// One runtime API request through `socat`.
-fn socat(sock: &Path, input: &str) -> Result<String> {
-    let mut child = Command::new("socat")
-        .args(["-t", "5", "-"])
-        .arg(format!("UNIX-CONNECT:{}", sock.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("socat (Debian package socat) must be installed")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("socat stdin"))?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "socat {input:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use lb_tests::util::socat;
 
 /// A command that must answer nothing (HAProxy's success).
 fn admin(sock: &Path, cmd: &str) -> Result<()> {

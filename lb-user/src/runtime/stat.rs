@@ -182,6 +182,14 @@ pub const L4_FIELDS: &[&str] = &[
     "algo",
     "conn_tot",
     "uweight",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "qtime_max",
+    "ctime_max",
+    "rtime_max",
+    "ttime_max",
 ];
 
 pub fn pos(name: &str) -> usize {
@@ -206,6 +214,8 @@ fn tags(name: &str) -> (&'static str, &'static str) {
         "act" | "bck" => ("SGP", "u32"),
         "lastchg" => ("MAP", "u32"),
         "downtime" => ("MCP", "u32"),
+        "qtime" | "ctime" | "rtime" | "ttime" => ("MaP", "u32"),
+        "qtime_max" | "ctime_max" | "rtime_max" | "ttime_max" => ("MMP", "u32"),
         "lastsess" => ("MAP", "s32"),
         "pid" => ("KGP", "u32"),
         "iid" | "sid" => ("KGS", "u32"),
@@ -415,6 +425,7 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
         }),
     );
     r.str("addr", s.addr.to_string());
+    set_times(&mut r, &s.admin.times);
     if let Some(p) = s.check {
         r.num("chkfail", s.checks_failed.load(Ordering::Relaxed));
         r.num("chkdown", s.admin.downs.load(Ordering::Relaxed));
@@ -445,6 +456,25 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
         r.num("check_health", s.health.load(Ordering::Relaxed) as u64);
     }
     r
+}
+
+/// The time columns that mean something at L4; `rtime` (HTTP response
+/// time) is 0 as in HAProxy's TCP proxies.
+fn set_times(r: &mut Row, t: &crate::admin::SessionTimes) {
+    let [q, c, tt] = t.averages();
+    let [qm, cm, tm] = t.maxima();
+    for (name, v) in [
+        ("qtime", q),
+        ("ctime", c),
+        ("rtime", 0),
+        ("ttime", tt),
+        ("qtime_max", qm),
+        ("ctime_max", cm),
+        ("rtime_max", 0),
+        ("ttime_max", tm),
+    ] {
+        r.num(name, v);
+    }
 }
 
 /// Builds every row: each frontend, then each backend's servers and its
@@ -600,6 +630,7 @@ pub fn rows(inp: &Inputs<'_>) -> Vec<Row> {
             if bs.maxqueue > 0 {
                 sum.num("qlimit", bs.maxqueue as u64);
             }
+            set_times(&mut sum, &bs.times);
             out.push(sum);
         }
     }
@@ -745,6 +776,9 @@ backend be
         let cfg = crate::config::parse_str(CFG, std::path::Path::new("t.cfg")).unwrap();
         let state = State::from_config(&cfg);
         state.servers[0].total_conns.store(7, Ordering::Relaxed);
+        state.servers[0].admin.times.record(1, 3, 40);
+        state.servers[0].admin.times.record(3, 5, 60);
+        state.backends[0].times.record(3, 5, 60);
         let kb = vec![(100, 200), (0, 0)];
         let inp = Inputs {
             cfg: &cfg,
@@ -792,6 +826,15 @@ backend be
         );
         assert_eq!(s1[73], "127.0.0.1:2");
         assert_eq!(s1[55], "-1");
+        let t = |c: &Vec<&str>| -> Vec<String> {
+            ["qtime", "ctime", "rtime", "ttime", "ctime_max", "ttime_max"]
+                .iter()
+                .map(|f| c[pos(f)].to_string())
+                .collect()
+        };
+        assert_eq!(t(s1), ["2", "4", "0", "50", "5", "60"]);
+        assert_eq!(t(&cols[3]), ["0", "0", "0", "0", "0", "0"]);
+        assert_eq!(t(&cols[4]), ["3", "5", "0", "60", "5", "60"]);
         let s2 = &cols[3];
         assert_eq!(
             (s2[17], s2[19], s2[20], s2[36]),
