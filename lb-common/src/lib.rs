@@ -47,6 +47,15 @@ pub mod maps {
     pub const XDP_IFACES: &str = "LB_XDP_IFACES";
     /// ARRAY: frontend index -> [`crate::FrontendMeta`] (names for `lb xdp status`).
     pub const FE_META: &str = "LB_FE_META";
+    /// ARRAY (mmapable): server index -> u32, the server's current connections.
+    /// Userspace adds one when it picks the server; whoever removes the server
+    /// socket's [`CONN_SRV`] entry (the `lb_conns` sock_ops program when the
+    /// socket reaches TCP_CLOSE, or userspace when it releases the connection)
+    /// takes it off, so a connection that ends while the daemon is busy is
+    /// counted out at once.
+    pub const SRV_CONNS: &str = "LB_SRV_CONNS";
+    /// HASH: socket cookie of a connection to a server -> server index.
+    pub const CONN_SRV: &str = "LB_CONN_SRV";
 }
 
 /// Program (function) names in the eBPF object.
@@ -54,6 +63,7 @@ pub mod progs {
     pub const DISPATCH: &str = "lb_dispatch";
     pub const VERDICT: &str = "lb_verdict";
     pub const XDP: &str = "lb_xdp";
+    pub const CONNS: &str = "lb_conns";
 }
 
 pub const MAX_LISTENERS: u32 = 512;
@@ -356,7 +366,10 @@ pub mod stat {
     pub const XDP_ACL_DROP: u32 = 16;
     /// SYNs dropped by the per-source rate limit.
     pub const XDP_SYN_DROP: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Server connections counted out by `lb_conns` (the socket closed before
+    /// userspace released it).
+    pub const KERNEL_CONN_END: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -377,6 +390,7 @@ pub mod stat {
         "xdp_ext_depth",
         "xdp_acl_drop",
         "xdp_syn_drop",
+        "kernel_conn_end",
     ];
 }
 

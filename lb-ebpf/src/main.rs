@@ -1,6 +1,8 @@
 //! lb's kernel side: connection steering (sk_lookup), in-kernel splicing with a
 //! per-direction in-flight budget (sk_skb stream verdict) and the XDP front door
-//! (counters, L4 deny/allow lists, SYN rate limit). See docs/ARCHITECTURE.md.
+//! (counters, L4 deny/allow lists, SYN rate limit), and per-server connection
+//! counts kept right when a connection closes (sock_ops). See
+//! docs/ARCHITECTURE.md.
 #![no_std]
 #![no_main]
 // The bpfel core has no 64-bit atomic RMW methods; the intrinsic lowers to BPF's
@@ -13,15 +15,19 @@ mod xdp;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::sk_action::{SK_DROP, SK_PASS},
+    bindings::{
+        sk_action::{SK_DROP, SK_PASS},
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_TCP_CLOSE,
+    },
     cty::c_void,
     helpers::{
         bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release,
         bpf_skc_to_tcp_sock,
     },
-    macros::{map, sk_lookup, stream_verdict},
+    macros::{map, sk_lookup, sock_ops, stream_verdict},
     maps::{Array, HashMap, PerCpuArray, RingBuf, SockHash, SockMap},
-    programs::{SkBuffContext, SkLookupContext},
+    programs::{SkBuffContext, SkLookupContext, SockOpsContext},
 };
 use aya_log_ebpf::warn;
 use lb_common::{
@@ -64,6 +70,10 @@ static LB_SRV_KSTATS: PerCpuArray<ServerKStats> = PerCpuArray::with_max_entries(
 static LB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+static LB_SRV_CONNS: Array<u32> = Array::with_max_entries(MAX_SERVERS, BPF_F_MMAPABLE);
+#[map]
+static LB_CONN_SRV: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SOCKS, 0);
 
 /// Atomic fetch-and-add on map memory shared with userspace; returns the old value.
 #[inline(always)]
@@ -76,6 +86,39 @@ pub(crate) fn count(idx: u32) {
     if let Some(p) = LB_STATS.get_ptr_mut(idx) {
         // Per-CPU slot: no other writer.
         unsafe { *p += 1 };
+    }
+}
+
+// ---------------------------------------------------------------- sock_ops
+
+#[sock_ops]
+pub fn lb_conns(ctx: SockOpsContext) -> u32 {
+    try_conns(&ctx);
+    1
+}
+
+fn try_conns(ctx: &SockOpsContext) {
+    match ctx.op() {
+        // Every connect from the daemon's cgroup asks for state callbacks;
+        // only sockets userspace registered in LB_CONN_SRV are counted.
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+        }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
+            let Some(&idx) = (unsafe { LB_CONN_SRV.get(&cookie) }) else {
+                return;
+            };
+            // Whoever removes the entry counts the connection out: exactly
+            // once, whether userspace or this callback gets there first.
+            if LB_CONN_SRV.remove(&cookie).is_ok() {
+                if let Some(p) = LB_SRV_CONNS.get_ptr_mut(idx) {
+                    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
+                }
+                count(stat::KERNEL_CONN_END);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -196,6 +196,9 @@ pub struct Session {
     /// Time spent in the queue and connecting, ms (u32::MAX: never got there).
     pub tw_ms: AtomicU32,
     pub tc_ms: AtomicU32,
+    /// Cookie of the server socket registered in LB_CONN_SRV (0: none), which
+    /// releasing the connection hands back.
+    pub server_cookie: AtomicU64,
     pub retries: AtomicU32,
     /// Client->server and server->client bytes (final once the session ended).
     pub bytes_in: AtomicU64,
@@ -253,6 +256,7 @@ impl Sessions {
             server: AtomicU32::new(u32::MAX),
             tw_ms: AtomicU32::new(u32::MAX),
             tc_ms: AtomicU32::new(u32::MAX),
+            server_cookie: AtomicU64::new(0),
             retries: AtomicU32::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),

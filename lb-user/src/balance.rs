@@ -4,6 +4,8 @@
 //!
 //! Pure logic over a slice of [`Candidate`]s, so that plain `cargo test` checks
 //! the distributions; the daemon builds the candidates from its server state.
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 
 /// What the balancer needs to know about one server at pick time.
@@ -22,13 +24,9 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    fn has_slot(&self) -> bool {
-        self.maxconn == 0 || self.served < self.maxconn
-    }
-
     /// HAProxy's leastconn key: (served + queued + 1) * 4096 / effective weight
     /// (eweight = weight * 16), i.e. connections per unit of weight.
-    fn load_key(&self) -> u64 {
+    pub fn load_key(&self) -> u64 {
         (self.served as u64 + self.queued as u64 + 1) * 4096 / (self.weight as u64 * 16).max(1)
     }
 }
@@ -137,21 +135,66 @@ pub fn source_key(addr: IpAddr) -> u32 {
 /// BE_WEIGHT_SCALE): weight 1 is 16 points, so 10 servers make 160+ points.
 const RING_SCALE: u32 = 16;
 
-/// Per-backend balancing state.
+/// Virtual time one pick of weight 1 costs in the round-robin schedule.
+const STRIDE_ONE: u64 = 1 << 32;
+
+/// The slowly changing part of one server as the balancer sees it: rebuilt
+/// when a weight, a state or a limit changes, not per pick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Effective weight; 0: not eligible now (down, drained, maintenance,
+    /// backup while an active server is up).
+    pub weight: u32,
+    /// `maxconn` (0: unlimited): at it, the server is skipped.
+    pub maxconn: u32,
+    /// Numeric `id`: orders `first` and places the server on the hash ring.
+    pub id: u32,
+}
+
+/// Where member `i` starts in a stride schedule: somewhere in its first
+/// stride, spread by the golden ratio so that servers of equal weight do not
+/// all come due together (which would run the heavy ones in long streaks).
+fn first_pass(vtime: u64, stride: u64, i: usize) -> u64 {
+    let phase = ((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u128;
+    vtime + 1 + ((stride as u128 * phase) >> 32) as u64
+}
+
+/// leastconn's order key: connections per unit of weight, scaled so that two
+/// different ratios never compare equal (weights <= 256, loads < 2^24).
+fn lc_key(load: u32, weight: u32) -> u64 {
+    ((load as u64 + 1) << 24) / weight.max(1) as u64
+}
+
+/// Per-backend balancing state. Built from the members once per change
+/// ([`Balancer::set_members`]), so that a pick is O(1) or O(log n): a stride
+/// schedule (roundrobin), a weighted table (static-rr, map-based hash), a hash
+/// ring (consistent), an ordered set (leastconn), prefix sums (random).
 #[derive(Debug)]
 pub struct Balancer {
     algo: Algo,
-    /// Smooth round robin accumulators (roundrobin; ties of leastconn).
-    current: Vec<i64>,
-    /// static-rr / map-based hash: a weighted table and the weights it was built for.
-    table: Vec<usize>,
-    table_weights: Vec<u32>,
+    members: Vec<Member>,
+    /// Eligible member indexes, and how many there are.
+    eligible: Vec<u32>,
+    total_weight: u64,
+    /// roundrobin: each member's next virtual deadline, the schedule ordered by
+    /// it, and the virtual time of the last pick.
+    pass: Vec<u64>,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    vtime: u64,
+    skipped: Vec<Reverse<(u64, u32)>>,
+    /// static-rr / map-based hash: each eligible member `weight` times, spread out.
+    table: Vec<u32>,
     pos: usize,
-    /// Consistent hash ring: sorted (point, server) and the weights it was built for.
-    ring: Vec<(u32, usize)>,
-    ring_weights: Vec<u32>,
-    /// leastconn tie-break: pick count at which each server was last chosen.
-    last_pick: Vec<u64>,
+    /// Consistent hash ring: sorted (point, member).
+    ring: Vec<(u32, u32)>,
+    /// leastconn: (key, last pick, member) in order, and each member's entry.
+    lc: BTreeSet<(u64, u64, u32)>,
+    lc_entry: Vec<Option<(u64, u64)>>,
+    load: Vec<u32>,
+    /// first: eligible members by id.
+    by_id: Vec<u32>,
+    /// random: running sums of the eligible members' weights.
+    cum: Vec<u64>,
     picks: u64,
     rng: u64,
 }
@@ -160,13 +203,21 @@ impl Balancer {
     pub fn new(algo: Algo) -> Self {
         Self {
             algo,
-            current: Vec::new(),
+            members: Vec::new(),
+            eligible: Vec::new(),
+            total_weight: 0,
+            pass: Vec::new(),
+            heap: BinaryHeap::new(),
+            vtime: 0,
+            skipped: Vec::new(),
             table: Vec::new(),
-            table_weights: Vec::new(),
             pos: 0,
             ring: Vec::new(),
-            ring_weights: Vec::new(),
-            last_pick: Vec::new(),
+            lc: BTreeSet::new(),
+            lc_entry: Vec::new(),
+            load: Vec::new(),
+            by_id: Vec::new(),
+            cum: Vec::new(),
             picks: 0,
             // Seeded per process: random balancing must not repeat across runs.
             rng: (std::process::id() as u64) << 32 | 0x9e37_79b9,
@@ -177,138 +228,158 @@ impl Balancer {
         self.algo
     }
 
-    /// Chooses among `c` (indexes into it). `client` is the source address, used
-    /// by `source`. None when no candidate is eligible.
-    pub fn pick(&mut self, c: &[Candidate], client: Option<IpAddr>) -> Option<usize> {
-        self.picks += 1;
-        let chosen = match self.algo {
-            Algo::RoundRobin => self.smooth_rr(c),
-            Algo::StaticRr => self.static_rr(c),
-            Algo::LeastConn => self.least_conn(c),
-            Algo::First => first(c),
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Takes a new view of the servers (O(n log n)); what each algorithm keeps
+    /// across changes follows HAProxy: round robin keeps each server's place,
+    /// static-rr keeps its table while the set of eligible servers is the same.
+    pub fn set_members(&mut self, m: &[Member]) {
+        let old = std::mem::replace(&mut self.members, m.to_vec());
+        let n = m.len();
+        self.load.resize(n, 0);
+        self.eligible = (0..n as u32)
+            .filter(|&i| m[i as usize].weight > 0)
+            .collect();
+        self.total_weight = m.iter().map(|s| s.weight as u64).sum();
+        let same_set = old.len() == n
+            && old
+                .iter()
+                .zip(m)
+                .all(|(a, b)| (a.weight > 0) == (b.weight > 0));
+        let same_weights = old.len() == n
+            && old
+                .iter()
+                .zip(m)
+                .all(|(a, b)| a.weight == b.weight && a.id == b.id);
+        match self.algo {
+            Algo::RoundRobin => self.rebuild_schedule(&old),
+            Algo::StaticRr => {
+                if !same_set || self.table.is_empty() {
+                    self.table = self.weighted_table();
+                    self.pos = 0;
+                }
+            }
             Algo::Source {
-                consistent,
-                avalanche,
+                consistent: false, ..
             } => {
-                let key = client.map(source_key).unwrap_or(0);
-                // One eligible server: no hashing, as HAProxy.
-                let eligible = c.iter().filter(|s| s.weight > 0).count();
-                let key = if avalanche && eligible > 1 {
-                    full_hash(key)
-                } else {
-                    key
-                };
-                if consistent {
-                    self.ring_lookup(c, key)
-                } else {
-                    self.map_lookup(c, key)
+                if !same_weights || self.table.is_empty() {
+                    self.table = self.weighted_table();
                 }
             }
-            Algo::Random { draws } => self.random(c, draws.max(1)),
-        };
-        if let Some(i) = chosen {
-            if self.last_pick.len() != c.len() {
-                self.last_pick = vec![0; c.len()];
+            Algo::Source {
+                consistent: true, ..
+            } => {
+                if !same_weights || self.ring.is_empty() {
+                    self.rebuild_ring();
+                }
             }
-            self.last_pick[i] = self.picks;
+            Algo::LeastConn => {
+                self.lc.clear();
+                self.lc_entry = vec![None; n];
+                for i in 0..n {
+                    self.lc_insert(i, 0);
+                }
+            }
+            Algo::First => {
+                self.by_id = self.eligible.clone();
+                self.by_id.sort_by_key(|&i| (m[i as usize].id, i));
+            }
+            Algo::Random { .. } => {
+                let mut acc = 0;
+                self.cum = self
+                    .eligible
+                    .iter()
+                    .map(|&i| {
+                        acc += m[i as usize].weight as u64;
+                        acc
+                    })
+                    .collect();
+            }
         }
-        chosen
     }
 
-    fn smooth_rr(&mut self, c: &[Candidate]) -> Option<usize> {
-        if self.current.len() != c.len() {
-            self.current = vec![0; c.len()];
-        }
-        // One pass, with selects instead of branches so the loop does not
-        // mispredict on a mixed farm: add each weight, keep the first maximum.
-        // Ineligible servers restart from 0, as nginx's smooth round robin.
-        let mut total = 0i64;
-        let mut best_v = i64::MIN;
-        let mut best_i = usize::MAX;
-        for (i, (s, cur)) in c.iter().zip(self.current.iter_mut()).enumerate() {
-            let w = s.weight as i64;
-            let v = if w == 0 { 0 } else { *cur + w };
-            *cur = v;
-            total += w;
-            let take = w != 0 && v > best_v;
-            best_v = if take { v } else { best_v };
-            best_i = if take { i } else { best_i };
-        }
-        if total == 0 {
-            return None;
-        }
-        self.current[best_i] -= total;
-        Some(best_i)
-    }
-
-    /// A table in which each server appears `weight` times, spread out.
-    fn rebuild_table(&mut self, c: &[Candidate]) {
-        if c.iter()
-            .map(|s| s.weight)
-            .eq(self.table_weights.iter().copied())
-        {
+    /// Member `i` now serves `load` connections (+ queued ones): reorders
+    /// leastconn. The other algorithms read loads at pick time.
+    pub fn set_load(&mut self, i: usize, load: u32) {
+        if i >= self.load.len() || self.load[i] == load {
             return;
         }
-        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
-        let total: u32 = weights.iter().sum();
-        let mut acc = vec![0i64; c.len()];
-        self.table.clear();
-        for _ in 0..total {
-            let mut best = None;
-            for (i, &w) in weights.iter().enumerate() {
-                if w == 0 {
-                    continue;
-                }
-                acc[i] += w as i64;
-                if best.is_none_or(|b: usize| acc[i] > acc[b]) {
-                    best = Some(i);
-                }
-            }
-            if let Some(b) = best {
-                acc[b] -= total as i64;
-                self.table.push(b);
-            }
+        self.load[i] = load;
+        if self.algo == Algo::LeastConn {
+            let seq = self.lc_entry[i].map_or(0, |(_, s)| s);
+            self.lc_insert(i, seq);
         }
-        self.table_weights = weights;
-        self.pos = 0;
     }
 
-    /// Weights are taken when the set of eligible servers changes, not on every
-    /// weight change: HAProxy's static-rr ignores runtime weight changes too.
-    fn static_rr(&mut self, c: &[Candidate]) -> Option<usize> {
-        let same_set = c
+    fn lc_insert(&mut self, i: usize, seq: u64) {
+        if let Some((k, s)) = self.lc_entry[i].take() {
+            self.lc.remove(&(k, s, i as u32));
+        }
+        let w = self.members[i].weight;
+        if w > 0 {
+            let k = lc_key(self.load[i], w);
+            self.lc.insert((k, seq, i as u32));
+            self.lc_entry[i] = Some((k, seq));
+        }
+    }
+
+    /// Stride scheduling: each pick advances the chosen server's deadline by
+    /// STRIDE_ONE / weight and the earliest deadline goes next, which spreads
+    /// each server's turns evenly (smooth) in the ratio of the weights. A
+    /// server keeps its deadline across weight changes (capped so that a
+    /// raised weight applies at once); one that becomes eligible starts
+    /// within one stride from now ([`first_pass`]).
+    fn rebuild_schedule(&mut self, old: &[Member]) {
+        let n = self.members.len();
+        self.pass.resize(n, 0);
+        self.heap.clear();
+        for i in 0..n {
+            let w = self.members[i].weight as u64;
+            if w == 0 {
+                continue;
+            }
+            let stride = STRIDE_ONE / w;
+            let was = old.get(i).is_some_and(|o| o.weight > 0);
+            self.pass[i] = if was {
+                self.pass[i].min(self.vtime + stride)
+            } else {
+                first_pass(self.vtime, stride, i)
+            };
+            self.heap.push(Reverse((self.pass[i], i as u32)));
+        }
+    }
+
+    /// Each eligible member `weight` times, interleaved by the same stride
+    /// schedule (deterministic: a restarted daemon builds the same table).
+    fn weighted_table(&self) -> Vec<u32> {
+        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = self
+            .eligible
             .iter()
-            .map(|s| s.weight > 0)
-            .eq(self.table_weights.iter().map(|&w| w > 0));
-        if !same_set {
-            self.rebuild_table(c);
+            .map(|&i| {
+                let stride = STRIDE_ONE / self.members[i as usize].weight as u64;
+                Reverse((first_pass(0, stride, i as usize), i))
+            })
+            .collect();
+        let mut table = Vec::with_capacity(self.total_weight as usize);
+        for _ in 0..self.total_weight {
+            let Some(Reverse((p, i))) = heap.pop() else {
+                break;
+            };
+            table.push(i);
+            heap.push(Reverse((
+                p + STRIDE_ONE / self.members[i as usize].weight as u64,
+                i,
+            )));
         }
-        if self.table.is_empty() {
-            return None;
-        }
-        let i = self.table[self.pos % self.table.len()];
-        self.pos = (self.pos + 1) % self.table.len();
-        Some(i)
+        table
     }
 
-    fn map_lookup(&mut self, c: &[Candidate], key: u32) -> Option<usize> {
-        self.rebuild_table(c);
-        if self.table.is_empty() {
-            return None;
-        }
-        Some(self.table[key as usize % self.table.len()])
-    }
-
-    fn rebuild_ring(&mut self, c: &[Candidate]) {
-        if c.iter()
-            .map(|s| s.weight)
-            .eq(self.ring_weights.iter().copied())
-        {
-            return;
-        }
-        let weights: Vec<u32> = c.iter().map(|s| s.weight).collect();
+    fn rebuild_ring(&mut self) {
         self.ring.clear();
-        for (i, s) in c.iter().enumerate() {
+        for &i in &self.eligible {
+            let s = self.members[i as usize];
             for node in 0..s.weight * RING_SCALE {
                 // A server's points depend only on its id and rank, so a server
                 // leaving moves only the keys that were on its points.
@@ -317,12 +388,108 @@ impl Balancer {
             }
         }
         self.ring.sort_unstable();
-        self.ring_weights = weights;
     }
 
-    /// The ring point closest to `key`, before or after it (HAProxy's chash).
-    fn ring_lookup(&mut self, c: &[Candidate], key: u32) -> Option<usize> {
-        self.rebuild_ring(c);
+    /// Chooses a member for a client (`client` is used by `source`).
+    /// `served(i)` is member i's live connection count: a member at its
+    /// maxconn is passed over. `avoid` (a redispatch) is passed over too
+    /// unless nothing else can take the connection. None: nobody can.
+    pub fn pick_live(
+        &mut self,
+        client: Option<IpAddr>,
+        avoid: Option<usize>,
+        served: &dyn Fn(usize) -> u32,
+    ) -> Option<usize> {
+        self.picks += 1;
+        let members = std::mem::take(&mut self.members);
+        let full = |i: usize| {
+            let m = members[i].maxconn;
+            m > 0 && served(i) >= m
+        };
+        let mut chosen = None;
+        if let Some(a) = avoid {
+            chosen = self.choose(&members, client, &|i| i == a || full(i), served);
+        }
+        if chosen.is_none() {
+            chosen = self.choose(&members, client, &full, served);
+        }
+        self.members = members;
+        if let (Some(i), Algo::LeastConn) = (chosen, self.algo) {
+            // Among equal keys, the one chosen longest ago goes next.
+            self.lc_insert(i, self.picks);
+        }
+        chosen
+    }
+
+    fn choose(
+        &mut self,
+        m: &[Member],
+        client: Option<IpAddr>,
+        skip: &dyn Fn(usize) -> bool,
+        served: &dyn Fn(usize) -> u32,
+    ) -> Option<usize> {
+        match self.algo {
+            Algo::RoundRobin => {
+                let mut chosen = None;
+                while let Some(Reverse((p, i))) = self.heap.pop() {
+                    if skip(i as usize) {
+                        self.skipped.push(Reverse((p, i)));
+                        continue;
+                    }
+                    self.vtime = p;
+                    let next = p + STRIDE_ONE / m[i as usize].weight as u64;
+                    self.pass[i as usize] = next;
+                    self.heap.push(Reverse((next, i)));
+                    chosen = Some(i as usize);
+                    break;
+                }
+                self.heap.extend(self.skipped.drain(..));
+                chosen
+            }
+            Algo::StaticRr => {
+                let n = self.table.len();
+                for _ in 0..n {
+                    let i = self.table[self.pos] as usize;
+                    self.pos = (self.pos + 1) % n;
+                    if !skip(i) {
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            Algo::Source {
+                consistent,
+                avalanche,
+            } => {
+                let key = client.map(source_key).unwrap_or(0);
+                // One eligible server: no hashing, as HAProxy.
+                let key = if avalanche && self.eligible.len() > 1 {
+                    full_hash(key)
+                } else {
+                    key
+                };
+                if consistent {
+                    self.ring_lookup(key, skip)
+                } else {
+                    let n = self.table.len();
+                    (0..n)
+                        .map(|k| self.table[(key as usize + k) % n] as usize)
+                        .find(|&i| !skip(i))
+                }
+            }
+            Algo::LeastConn => self
+                .lc
+                .iter()
+                .map(|&(_, _, i)| i as usize)
+                .find(|&i| !skip(i)),
+            Algo::First => self.by_id.iter().map(|&i| i as usize).find(|&i| !skip(i)),
+            Algo::Random { draws } => self.random(m, draws.max(1), skip, served),
+        }
+    }
+
+    /// The ring point closest to `key`, before or after it (HAProxy's chash);
+    /// past a skipped server, the next points clockwise.
+    fn ring_lookup(&self, key: u32, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.ring.len();
         if n == 0 {
             return None;
@@ -331,39 +498,10 @@ impl Balancer {
         let prev = (next + n - 1) % n;
         let dn = self.ring[next].0.wrapping_sub(key);
         let dp = key.wrapping_sub(self.ring[prev].0);
-        Some(if dp <= dn {
-            self.ring[prev].1
-        } else {
-            self.ring[next].1
-        })
-    }
-
-    fn least_conn(&mut self, c: &[Candidate]) -> Option<usize> {
-        if self.last_pick.len() != c.len() {
-            self.last_pick = vec![0; c.len()];
-        }
-        // Minimal connections per unit of weight; among equals the one picked
-        // longest ago (round robin). Compared by cross-multiplication: no
-        // division per server.
-        let mut best: Option<(usize, u64, u64)> = None;
-        for (i, s) in c.iter().enumerate() {
-            if s.weight == 0 || !s.has_slot() {
-                continue;
-            }
-            let load = s.served as u64 + s.queued as u64 + 1;
-            let w = s.weight as u64;
-            let better = match best {
-                None => true,
-                Some((b, bl, bw)) => {
-                    let (lhs, rhs) = (load * bw, bl * w);
-                    lhs < rhs || (lhs == rhs && self.last_pick[i] < self.last_pick[b])
-                }
-            };
-            if better {
-                best = Some((i, load, w));
-            }
-        }
-        best.map(|(i, _, _)| i)
+        let start = if dp <= dn { prev } else { next };
+        (0..n)
+            .map(|k| self.ring[(start + k) % n].1 as usize)
+            .find(|&i| !skip(i))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -375,43 +513,62 @@ impl Balancer {
     }
 
     /// `draws` weighted random servers, keep the least loaded of them (power of
-    /// n choices). Draws are exact weighted picks, so one draw honours the weights
-    /// precisely.
-    fn random(&mut self, c: &[Candidate], draws: u32) -> Option<usize> {
-        let total: u64 = c.iter().map(|s| s.weight as u64).sum();
-        if total == 0 {
+    /// n choices). Draws are exact weighted picks (a binary search in the
+    /// running sums), so one draw honours the weights precisely.
+    fn random(
+        &mut self,
+        m: &[Member],
+        draws: u32,
+        skip: &dyn Fn(usize) -> bool,
+        served: &dyn Fn(usize) -> u32,
+    ) -> Option<usize> {
+        if self.total_weight == 0 {
             return None;
         }
+        let key = |i: usize| lc_key(served(i), m[i].weight);
         let mut best: Option<usize> = None;
-        for _ in 0..draws {
-            let mut r = self.next_random() % total;
-            let i = c
-                .iter()
-                .position(|s| {
-                    let w = s.weight as u64;
-                    if r < w {
-                        true
-                    } else {
-                        r -= w;
-                        false
-                    }
-                })
-                .unwrap_or(0);
-            if best.is_none_or(|b| c[i].load_key() < c[b].load_key()) {
+        // Skipped (full) draws are drawn again, a bounded number of times.
+        let mut budget = draws * 8;
+        let mut taken = 0;
+        while taken < draws && budget > 0 {
+            budget -= 1;
+            let r = self.next_random() % self.total_weight;
+            let i = self.eligible[self.cum.partition_point(|&c| c <= r)] as usize;
+            if skip(i) {
+                continue;
+            }
+            taken += 1;
+            if best.is_none_or(|b| key(i) < key(b)) {
                 best = Some(i);
             }
         }
-        best
+        best.or_else(|| {
+            self.eligible
+                .iter()
+                .map(|&i| i as usize)
+                .find(|&i| !skip(i))
+        })
     }
-}
 
-/// Lowest id with a free slot.
-fn first(c: &[Candidate]) -> Option<usize> {
-    c.iter()
-        .enumerate()
-        .filter(|(_, s)| s.weight > 0 && s.has_slot())
-        .min_by_key(|(_, s)| s.id)
-        .map(|(i, _)| i)
+    /// The slice form, for tests and callers that hold a full snapshot: takes
+    /// the candidates as the new members when they changed (O(n)), then picks.
+    pub fn pick(&mut self, c: &[Candidate], client: Option<IpAddr>) -> Option<usize> {
+        let members: Vec<Member> = c
+            .iter()
+            .map(|s| Member {
+                weight: s.weight,
+                maxconn: s.maxconn,
+                id: s.id,
+            })
+            .collect();
+        if members != self.members {
+            self.set_members(&members);
+        }
+        for (i, s) in c.iter().enumerate() {
+            self.set_load(i, s.served + s.queued);
+        }
+        self.pick_live(client, None, &|i| c[i].served)
+    }
 }
 
 #[cfg(test)]
@@ -468,6 +625,65 @@ mod tests {
             },
             &w,
         );
+    }
+
+    #[test]
+    fn roundrobin_interleaves_and_follows_weight_changes() {
+        let mut b = Balancer::new(Algo::RoundRobin);
+        let c = servers(&[5, 1, 1]);
+        let picks: Vec<usize> = (0..7 * 20).map(|_| b.pick(&c, None).unwrap()).collect();
+        for round in picks.chunks(7) {
+            let n0 = round.iter().filter(|&&i| i == 0).count();
+            assert_eq!(n0, 5, "{round:?}");
+        }
+        // Smooth: the heavy server never runs more than 3 times in a row.
+        let longest = picks.split(|&i| i != 0).map(|run| run.len()).max().unwrap();
+        assert!(longest <= 3, "{picks:?}");
+        // A runtime weight change applies from the next pick on.
+        let c = servers(&[1, 1, 1]);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[b.pick(&c, None).unwrap()] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (99..=101).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn full_servers_are_passed_over_by_every_algorithm() {
+        for algo in [
+            Algo::RoundRobin,
+            Algo::StaticRr,
+            Algo::LeastConn,
+            Algo::First,
+            Algo::Source {
+                consistent: true,
+                avalanche: true,
+            },
+            Algo::Source {
+                consistent: false,
+                avalanche: false,
+            },
+            Algo::Random { draws: 2 },
+        ] {
+            let mut c = servers(&[3, 1, 1, 1]);
+            for s in &mut c {
+                s.maxconn = 1;
+            }
+            c[0].served = 1;
+            c[2].served = 1;
+            let mut b = Balancer::new(algo);
+            for k in 0..200u32 {
+                let client = Some(IpAddr::V4(Ipv4Addr::from(k.wrapping_mul(2_654_435_761))));
+                let i = b.pick(&c, client).unwrap();
+                assert!(i == 1 || i == 3, "{algo:?} picked full server {i}");
+            }
+            c[1].served = 1;
+            c[3].served = 1;
+            assert_eq!(b.pick(&c, None), None, "{algo:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash, SockMap};
-use aya::programs::{SkLookup, SkSkb};
+use aya::programs::{CgroupAttachMode, SkLookup, SkSkb, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
     maps, progs, BindKey, BindTarget, FlowDir, ServerCheck, ServerKStats, ServerMeta, ServerState,
@@ -87,6 +87,8 @@ pub struct Loaded {
     pub splice: Result<(), String>,
     /// Whether `lb_xdp` is loaded (the daemon attaches it once its maps are filled).
     pub xdp: bool,
+    /// Whether `lb_conns` (kernel-side connection counting) attached (Err: why not).
+    pub conns: Result<(), String>,
     /// aya-log records from the programs; the daemon polls it.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -143,6 +145,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
     if want_xdp {
         crate::xdp::load(&mut ebpf).map_err(|e| BpfError::Xdp(Box::new(e)))?;
     }
+    let conns = attach_conns(&mut ebpf);
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
     // and programs loaded later could no longer reference it.
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -178,13 +181,90 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
         map.pin(&path)
             .map_err(|source| BpfError::Pin { name, path, source })?;
     }
+    // Readers take LB_SRV_CONNS as the live counts: only when it is.
+    if conns.is_ok() {
+        let name = maps::SRV_CONNS;
+        let map = ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
+        let path = dir.join(name);
+        map.pin(&path)
+            .map_err(|source| BpfError::Pin { name, path, source })?;
+    }
     Ok(Loaded {
         ebpf,
         pin_dir: dir,
         splice,
         xdp: want_xdp,
+        conns,
         logger,
     })
+}
+
+/// The cgroup v2 directory this process runs in: `lb_conns` attaches there,
+/// so it sees the sockets of the daemon (and of its cgroup, which it ignores:
+/// only sockets registered in LB_CONN_SRV are counted).
+fn own_cgroup2() -> Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
+    let root = mounts
+        .lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            let (_dev, dir, fstype) = (it.next()?, it.next()?, it.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .ok_or("no cgroup2 filesystem mounted")?;
+    let me = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let rel = me
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    Ok(root.join(rel))
+}
+
+fn attach_conns(ebpf: &mut Ebpf) -> Result<(), String> {
+    let cg_path = own_cgroup2()?;
+    let cg = File::open(&cg_path).map_err(|e| format!("{}: {e}", cg_path.display()))?;
+    let prog: &mut SockOps = ebpf
+        .program_mut(progs::CONNS)
+        .ok_or("program lb_conns missing")?
+        .try_into()
+        .map_err(|e| format!("lb_conns: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("loading lb_conns: {e:?}"))?;
+    // Several daemons (instances) may share a cgroup: each has its own program
+    // and maps. Attached as a bpf_link, which the kernel always stacks with
+    // the others; it refuses attach flags there, so "Single" (no flags).
+    prog.attach(cg, CgroupAttachMode::Single)
+        .map_err(|e| format!("attaching lb_conns to {}: {e:?}", cg_path.display()))?;
+    Ok(())
+}
+
+/// Maps `len` elements of `T` of an mmapable array map into this process, for
+/// good (the mapping lives as long as the process).
+fn mmap_array<T>(map: &Map, name: &'static str, len: usize) -> Result<*mut T, BpfError> {
+    let Map::Array(data) = map else {
+        return Err(BpfError::MissingMap { name });
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    let bytes = len * std::mem::size_of::<T>();
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(BpfError::Io {
+            what: "mmap of map",
+            path: name.into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(ptr.cast())
 }
 
 fn attach_splice(ebpf: &mut Ebpf) -> Result<(), String> {
@@ -275,31 +355,9 @@ unsafe impl Sync for FlowTable {}
 
 impl FlowTable {
     pub fn map(flows: &Map) -> Result<Self, BpfError> {
-        let Map::Array(data) = flows else {
-            return Err(BpfError::MissingMap { name: maps::FLOWS });
-        };
-        let fd = data.fd().as_fd().as_raw_fd();
         let len = lb_common::MAX_FLOWS as usize;
-        let bytes = len * std::mem::size_of::<FlowDir>();
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(BpfError::Io {
-                what: "mmap of map",
-                path: maps::FLOWS.into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
         Ok(Self {
-            ptr: ptr.cast(),
+            ptr: mmap_array(flows, maps::FLOWS, len)?,
             len,
         })
     }
@@ -322,5 +380,50 @@ impl FlowTable {
 impl Drop for FlowTable {
     fn drop(&mut self) {
         unsafe { libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<FlowDir>()) };
+    }
+}
+
+/// The kernel-side connection counts (LB_SRV_CONNS, mapped here) and the
+/// registry of server sockets the sock_ops program counts out (LB_CONN_SRV).
+pub struct ConnTable {
+    counts: *mut std::sync::atomic::AtomicU32,
+    conn_srv: std::sync::Mutex<HashMap<MapData, u64, u32>>,
+}
+
+impl std::fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnTable")
+    }
+}
+
+// The counts are shared with the kernel and only touched through atomics.
+unsafe impl Send for ConnTable {}
+unsafe impl Sync for ConnTable {}
+
+impl ConnTable {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        let counts = take(ebpf, maps::SRV_CONNS)?;
+        let counts = mmap_array(&counts, maps::SRV_CONNS, lb_common::MAX_SERVERS as usize)?;
+        Ok(Self {
+            counts,
+            conn_srv: std::sync::Mutex::new(typed!(ebpf, maps::CONN_SRV)),
+        })
+    }
+
+    /// Server `idx`'s counter (None beyond the map).
+    pub fn count(&self, idx: u32) -> Option<&std::sync::atomic::AtomicU32> {
+        (idx < lb_common::MAX_SERVERS).then(|| unsafe { &*self.counts.add(idx as usize) })
+    }
+
+    pub fn register(&self, cookie: u64, idx: u32) -> Result<(), aya::maps::MapError> {
+        let mut m = self.conn_srv.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(cookie, idx, 0)
+    }
+
+    /// True when this call removed the entry (so the caller counts the
+    /// connection out); false when the kernel already did.
+    pub fn unregister(&self, cookie: u64) -> bool {
+        let mut m = self.conn_srv.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&cookie).is_ok()
     }
 }

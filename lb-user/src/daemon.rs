@@ -301,6 +301,15 @@ async fn serve(
         tokio::spawn(forward_ebpf_logs(logger));
     }
     let mut maps = Maps::take(&mut loaded.ebpf).context("taking the maps")?;
+    let conn_table = match &loaded.conns {
+        Ok(()) => Some(bpf::ConnTable::take(&mut loaded.ebpf).context("mapping LB_SRV_CONNS")?),
+        Err(why) => {
+            tracing::warn!(
+                "connection counts kept in userspace only ({why}): a connection that ends while the daemon is busy is counted out when it gets to it"
+            );
+            None
+        }
+    };
     let mut front = FrontDoor::new(XdpMaps::take(&mut loaded.ebpf).context("taking the XDP maps")?);
     let acls: Vec<Option<l4acl::Table>> = cfg
         .frontends
@@ -333,6 +342,9 @@ async fn serve(
     }
     let state = Arc::new(State::from_config(&cfg));
     restore_servers(&cfg, &state, stale.as_deref(), &opts.instance);
+    if let Some(t) = conn_table {
+        state.use_kernel_counts(t);
+    }
     for s in &state.servers {
         maps.srv_meta
             .set(s.idx, s.meta(), 0)
@@ -913,14 +925,16 @@ async fn handle(
         let hdr = crate::proxy_proto::encode(version, peer, dst);
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
             tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name);
-            ctx.state.release(srv.idx);
+            ctx.state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
             return;
         }
     }
     if !early.is_empty() {
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &early).await {
             tracing::debug!("early bytes to {}/{}: {e}", srv.backend, srv.name);
-            ctx.state.release(srv.idx);
+            ctx.state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
             return;
         }
         srv.user_bytes_in
@@ -943,7 +957,9 @@ async fn handle(
                     fallback_copy(nc, ctx.state.clone()).await;
                 }
             }
-            _ => ctx.state.release(srv.idx),
+            _ => ctx
+                .state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed)),
         }
     } else {
         userpath::proxy(client, server, ctx.state.clone(), idx, idle, Some(sess)).await;
@@ -1082,6 +1098,10 @@ async fn connect_with_retries<'a>(
             match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
                 Ok(Ok(s)) => {
                     sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
+                    let cookie = ctx
+                        .state
+                        .register_conn(srv.idx, std::os::fd::AsFd::as_fd(&s));
+                    sess.server_cookie.store(cookie, Ordering::Relaxed);
                     let be_conns: u32 = b
                         .servers
                         .iter()
@@ -1190,6 +1210,7 @@ async fn queue_for_server<'a>(
                 (max == 0 || n < max).then_some(n + 1)
             });
         if took.is_ok() {
+            ctx.state.note_load(srv.idx);
             srv.total_conns.fetch_add(1, Ordering::Relaxed);
             return Some(srv);
         }
@@ -1207,8 +1228,13 @@ async fn fallback_copy(nc: NewConn, state: Arc<State>) {
             let sess = nc.session.as_ref().map(|g| g.session.clone());
             userpath::proxy(c, s, state, idx, nc.idle, sess).await
         }
-        _ => state.release(idx),
+        _ => state.release_conn(idx, server_cookie(nc.session.as_ref())),
     }
+}
+
+/// The server socket's registration of a session (0: none).
+pub(crate) fn server_cookie(g: Option<&crate::admin::SessionGuard>) -> u64 {
+    g.map_or(0, |g| g.session.server_cookie.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]

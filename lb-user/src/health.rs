@@ -425,6 +425,7 @@ pub fn spawn_agents(
                     changed = true;
                 }
                 if changed {
+                    crate::state::touch();
                     on_change(s.idx);
                 }
             }

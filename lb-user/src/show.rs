@@ -63,6 +63,11 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
     let st: Array<MapData, ServerState> = open(&dir, maps::SRV_STATE)?.try_into()?;
     let ks: PerCpuArray<MapData, ServerKStats> = open(&dir, maps::SRV_KSTATS)?.try_into()?;
     let ck: Array<MapData, ServerCheck> = open(&dir, maps::SRV_CHECK)?.try_into()?;
+    // The live counts, kept right by the kernel even while the daemon is
+    // stalled (absent when `lb_conns` could not attach).
+    let conns: Option<Array<MapData, u32>> = open(&dir, maps::SRV_CONNS)
+        .ok()
+        .and_then(|m| m.try_into().ok());
     let mut rows = Vec::new();
     for i in 0..MAX_SERVERS {
         let m = meta
@@ -98,7 +103,10 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
             admin: admin_words(s.admin_flags),
             weight: s.weight,
             health: s.health,
-            cur_conns: s.cur_conns,
+            cur_conns: conns
+                .as_ref()
+                .and_then(|c| c.get(&i, 0).ok())
+                .unwrap_or(s.cur_conns),
             total_conns: s.total_conns,
             bytes_in: kin + s.user_bytes_in,
             bytes_out: kout + s.user_bytes_out,
@@ -476,6 +484,17 @@ pub fn maps_dump(instance: &str, name: &str) -> Result<Vec<(String, serde_json::
                 out.push((i.to_string(), json!({"bytes_in": a, "bytes_out": b})));
             }
         }
+        maps::SRV_CONNS => {
+            let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
+            let m: Array<MapData, u32> = open(&dir, name)?.try_into()?;
+            for i in 0..MAX_SERVERS {
+                if meta.get(&i, 0).map(|v| v.in_use).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let v = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
+                out.push((i.to_string(), json!({"cur_conns": v})));
+            }
+        }
         maps::STATS => {
             for (k, v) in stats(instance)? {
                 out.push((k.to_string(), json!(v)));
@@ -511,10 +530,11 @@ pub fn maps_dump(instance: &str, name: &str) -> Result<Vec<(String, serde_json::
             }
         }
         _ => anyhow::bail!(
-            "no pinned map named '{name}' (known: {}, {}, {}, {}, {}, {}; see `lb maps list`)",
+            "no pinned map named '{name}' (known: {}, {}, {}, {}, {}, {}, {}; see `lb maps list`)",
             maps::SRV_META,
             maps::SRV_STATE,
             maps::SRV_KSTATS,
+            maps::SRV_CONNS,
             maps::STATS,
             maps::FLOWS,
             maps::BINDS

@@ -839,7 +839,8 @@ impl Manager {
         for d in 0..2 {
             unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), FlowDir::default()) };
         }
-        self.state.release(c.server);
+        self.state
+            .release_conn(c.server, crate::daemon::server_cookie(c.session.as_ref()));
         drop(c);
         self.free.push(id);
     }

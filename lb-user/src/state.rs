@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use lb_common::{ServerMeta, ServerState, SRV_DOWN, SRV_MAINT, SRV_UP};
 
-use crate::balance::{Algo, Balancer, Candidate};
+use crate::balance::{Algo, Balancer, Member};
 use crate::config::{Backend, Balance, CheckParams, Config, HashMethod, ProxyProtocol};
 
 /// The balancing algorithm a backend's config asks for.
@@ -28,12 +28,40 @@ pub fn algo_of(b: &Backend) -> Algo {
     }
 }
 
+/// A server's current connections: in this process until the daemon binds it
+/// to the kernel's LB_SRV_CONNS slot ([`State::use_kernel_counts`]), where the
+/// `lb_conns` sock_ops program counts out connections whose socket closed.
+#[derive(Debug, Default)]
+pub struct ConnCount {
+    local: AtomicU32,
+    shared: std::sync::atomic::AtomicPtr<AtomicU32>,
+}
+
+impl std::ops::Deref for ConnCount {
+    type Target = AtomicU32;
+
+    fn deref(&self) -> &AtomicU32 {
+        let p = self.shared.load(Ordering::Acquire);
+        if p.is_null() {
+            &self.local
+        } else {
+            // Points into the LB_SRV_CONNS mapping, which lives as long as the
+            // process (see bpf::ConnTable).
+            unsafe { &*p }
+        }
+    }
+}
+
 /// One configured server, shared by the accept path, health checks and the splice
 /// manager.
 #[derive(Debug)]
 pub struct Server {
     /// Global index (slot in the server maps).
     pub idx: u32,
+    /// Index of its backend in [`State::backends`], and its own position in
+    /// that backend's `servers`.
+    pub backend_idx: u32,
+    pub backend_pos: u32,
     pub backend: String,
     pub name: String,
     pub addr: SocketAddr,
@@ -58,7 +86,7 @@ pub struct Server {
     pub state: AtomicU32,
     pub weight: AtomicU32,
     pub health: AtomicU32,
-    pub cur_conns: AtomicU32,
+    pub cur_conns: ConnCount,
     pub total_conns: AtomicU64,
     pub user_bytes_in: AtomicU64,
     pub user_bytes_out: AtomicU64,
@@ -82,7 +110,7 @@ pub struct Server {
 
 impl Server {
     /// Fraction (0..=1) of the slow-start ramp done; 1 without slowstart.
-    fn ramp(&self) -> f64 {
+    pub fn ramp(&self) -> f64 {
         let (Some(ss), since) = (self.slowstart, self.up_since_ns.load(Ordering::Relaxed)) else {
             return 1.0;
         };
@@ -189,6 +217,26 @@ pub fn read_str(src: &[u8]) -> String {
     String::from_utf8_lossy(&src[..end]).into_owned()
 }
 
+/// Bumped by every change that can change which servers a backend may pick
+/// or their weights (states, weights, admin flags, runtime API commands, check
+/// results): the next pick of every backend rebuilds its balancer.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Marks the server state as changed for the balancers (see [`GENERATION`]).
+pub fn touch() {
+    GENERATION.fetch_add(1, Ordering::Release);
+}
+
+/// A backend's balancer and when it was last rebuilt.
+#[derive(Debug)]
+struct PickState {
+    bal: Balancer,
+    /// [`GENERATION`] at the last rebuild.
+    gen: u64,
+    /// CLOCK_MONOTONIC ns of the next forced rebuild.
+    refresh_at_ns: u64,
+}
+
 #[derive(Debug)]
 pub struct BackendState {
     pub name: String,
@@ -196,7 +244,7 @@ pub struct BackendState {
     pub servers: Vec<u32>,
     /// `option allbackups`: every UP backup server is used, not only the first.
     pub allbackups: bool,
-    balancer: Mutex<Balancer>,
+    balancer: Mutex<PickState>,
     /// Signalled (one waiter at a time, oldest first) when a server of this
     /// backend frees a connection slot.
     pub slot_freed: tokio::sync::Notify,
@@ -217,6 +265,8 @@ pub struct State {
     /// Per-frontend counters and the live sessions (runtime API, tcplog).
     pub frontends: Vec<crate::admin::FrontendStats>,
     pub sessions: crate::admin::Sessions,
+    /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
+    kernel_conns: std::sync::OnceLock<crate::bpf::ConnTable>,
 }
 
 impl State {
@@ -238,6 +288,8 @@ impl State {
                 };
                 servers.push(Server {
                     idx,
+                    backend_idx: backends.len() as u32,
+                    backend_pos: pos as u32,
                     backend: b.name.clone(),
                     name: s.name.clone(),
                     addr: s.addr,
@@ -256,7 +308,7 @@ impl State {
                     state: AtomicU32::new(state),
                     weight: AtomicU32::new(s.weight),
                     health: AtomicU32::new(health),
-                    cur_conns: AtomicU32::new(0),
+                    cur_conns: ConnCount::default(),
                     total_conns: AtomicU64::new(0),
                     user_bytes_in: AtomicU64::new(0),
                     user_bytes_out: AtomicU64::new(0),
@@ -275,7 +327,11 @@ impl State {
                 name: b.name.clone(),
                 servers: idxs,
                 allbackups: b.allbackups.is_some(),
-                balancer: Mutex::new(Balancer::new(algo_of(b))),
+                balancer: Mutex::new(PickState {
+                    bal: Balancer::new(algo_of(b)),
+                    gen: u64::MAX,
+                    refresh_at_ns: 0,
+                }),
                 slot_freed: tokio::sync::Notify::new(),
                 queued: AtomicU32::new(0),
                 maxqueue: if b.servers.iter().all(|s| s.maxqueue.unwrap_or(0) > 0) {
@@ -292,15 +348,97 @@ impl State {
             backends,
             frontends,
             sessions: Default::default(),
+            kernel_conns: std::sync::OnceLock::new(),
         }
     }
 
+    /// Moves every server's count into the kernel's LB_SRV_CONNS (before any
+    /// connection is served) and keeps the registry for [`State::register_conn`].
+    pub fn use_kernel_counts(&self, table: crate::bpf::ConnTable) {
+        for s in &self.servers {
+            if let Some(k) = table.count(s.idx) {
+                k.store(s.cur_conns.load(Ordering::Relaxed), Ordering::Relaxed);
+                s.cur_conns
+                    .shared
+                    .store(k as *const AtomicU32 as *mut AtomicU32, Ordering::Release);
+            }
+        }
+        let _ = self.kernel_conns.set(table);
+    }
+
+    /// A connection to server `idx` is established on `sock`: from now on its
+    /// close counts it out even if the daemon does not get to it. Returns the
+    /// socket cookie to release it with (0: not registered, release counts it
+    /// out).
+    pub fn register_conn(&self, idx: u32, sock: std::os::fd::BorrowedFd<'_>) -> u64 {
+        let Some(t) = self.kernel_conns.get() else {
+            return 0;
+        };
+        let Ok(cookie) = crate::sys::cookie(&sock) else {
+            return 0;
+        };
+        if let Err(e) = t.register(cookie, idx) {
+            tracing::debug!("LB_CONN_SRV insert for server {idx}: {e}");
+            return 0;
+        }
+        // Closed before it was registered: the kernel's callback found nothing,
+        // so the entry is ours to take back (and release counts it out). If
+        // the callback beat us to it after all, it counted it out already.
+        // linux/tcp_states.h: TCP_CLOSE = 7.
+        let closed = crate::sys::tcp_counters(&sock).map_or(true, |c| c.state == 7);
+        if closed && t.unregister(cookie) {
+            return 0;
+        }
+        cookie
+    }
+
+    /// The balancer's view of a backend's servers (O(n)): effective weights
+    /// with HAProxy's eligibility (UP with a non-zero weight, active servers
+    /// first; backups only when no active server is UP: the first one, or all
+    /// with `option allbackups`), and whether a slow start is ramping.
+    fn members(&self, b: &BackendState) -> (Vec<Member>, bool) {
+        let servers: Vec<&Server> = b
+            .servers
+            .iter()
+            .map(|&i| &self.servers[i as usize])
+            .collect();
+        let usable = |s: &Server| s.is_up() && s.effective_weight() > 0;
+        let any_active = servers.iter().any(|s| !s.backup && usable(s));
+        let first_backup = servers
+            .iter()
+            .filter(|s| s.backup && usable(s))
+            .min_by_key(|s| s.id)
+            .map(|s| s.idx);
+        let mut ramping = false;
+        let members = servers
+            .iter()
+            .map(|s| {
+                let eligible = usable(s)
+                    && if any_active {
+                        !s.backup
+                    } else {
+                        s.backup && (b.allbackups || Some(s.idx) == first_backup)
+                    };
+                ramping |= s.ramp() < 1.0;
+                Member {
+                    weight: if eligible { s.effective_weight() } else { 0 },
+                    maxconn: s.effective_maxconn(),
+                    id: s.id,
+                }
+            })
+            .collect();
+        (members, ramping)
+    }
+
     /// Picks a server of `backend` with its algorithm among the servers that can
-    /// take a connection: UP with a non-zero weight, active ones first; backup
-    /// servers only when no active server is UP (the first one, or all with
-    /// `option allbackups`). None when no server can take it.
+    /// take a connection (see [`State::members`]); a server at its maxconn
+    /// takes nobody until a slot frees. None when no server can take it.
     /// `avoid`: a server that just failed, skipped if any other can take it.
     /// The chosen server's connection is counted; [`State::release`] ends it.
+    ///
+    /// The balancer's structures are rebuilt only when something changed
+    /// ([`touch`]), every 100 ms during a slow start (the ramp moves weights),
+    /// and at least once a second; a pick itself is O(log n).
     pub fn pick(
         &self,
         backend: usize,
@@ -308,73 +446,56 @@ impl State {
         avoid: Option<u32>,
     ) -> Option<&Server> {
         let b = self.backends.get(backend)?;
-        let members: Vec<&Server> = b
-            .servers
-            .iter()
-            .map(|&i| &self.servers[i as usize])
-            .collect();
-        let usable = |s: &Server| s.is_up() && s.effective_weight() > 0;
-        let any_active = members.iter().any(|s| !s.backup && usable(s));
-        let first_backup = members
-            .iter()
-            .filter(|s| s.backup && usable(s))
-            .min_by_key(|s| s.id)
-            .map(|s| s.idx);
-        let eligible = |s: &Server| {
-            usable(s)
-                && if any_active {
-                    !s.backup
-                } else {
-                    s.backup && (b.allbackups || Some(s.idx) == first_backup)
-                }
-        };
-        let queued = b.queued.load(Ordering::Relaxed);
-        let cands: Vec<Candidate> = members
-            .iter()
-            .map(|s| {
-                let served = s.cur_conns.load(Ordering::Relaxed);
-                let maxconn = s.effective_maxconn();
-                // A server at its maxconn takes nobody until a slot frees.
-                let full = maxconn > 0 && served >= maxconn;
-                Candidate {
-                    weight: if eligible(s) && !full {
-                        s.effective_weight()
-                    } else {
-                        0
-                    },
-                    served,
-                    queued,
-                    maxconn,
-                    id: s.id,
-                }
-            })
-            .collect();
-        let mut cands = cands;
-        if let Some(a) = avoid {
-            let others = members
-                .iter()
-                .zip(&cands)
-                .any(|(s, c)| s.idx != a && c.weight > 0);
-            if others {
-                for (s, c) in members.iter().zip(cands.iter_mut()) {
-                    if s.idx == a {
-                        c.weight = 0;
-                    }
-                }
-            }
-        }
         // The choice and the count happen under one lock, so that two accepts
         // can never both take a server's last slot.
-        let mut balancer = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
-        let i = balancer.pick(&cands, client)?;
-        let s = members[i];
+        let mut p = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::sys::monotonic_ns();
+        let gen = GENERATION.load(Ordering::Acquire);
+        if p.gen != gen || now >= p.refresh_at_ns {
+            let (members, ramping) = self.members(b);
+            p.bal.set_members(&members);
+            for (i, &si) in b.servers.iter().enumerate() {
+                let load = self.servers[si as usize].cur_conns.load(Ordering::Relaxed);
+                p.bal.set_load(i, load);
+            }
+            p.gen = gen;
+            p.refresh_at_ns = now + if ramping { 100_000_000 } else { 1_000_000_000 };
+        }
+        let avoid = avoid.and_then(|a| b.servers.iter().position(|&x| x == a));
+        let served = |i: usize| {
+            self.servers[b.servers[i] as usize]
+                .cur_conns
+                .load(Ordering::Relaxed)
+        };
+        let i = p.bal.pick_live(client, avoid, &served)?;
+        let s = &self.servers[b.servers[i] as usize];
         let cur = s.cur_conns.fetch_add(1, Ordering::Relaxed) + 1;
+        p.bal.set_load(i, cur);
         s.total_conns.fetch_add(1, Ordering::Relaxed);
         s.admin.max_conns.fetch_max(cur, Ordering::Relaxed);
         s.admin
             .last_sess_ns
             .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
         Some(s)
+    }
+
+    /// Server `idx`'s connection count changed outside [`State::pick`]:
+    /// leastconn reorders it.
+    pub fn note_load(&self, idx: u32) {
+        let Some((b, pos)) = self.slot_of(idx) else {
+            return;
+        };
+        let mut p = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
+        if p.bal.algo() == Algo::LeastConn {
+            let load = self.servers[idx as usize].cur_conns.load(Ordering::Relaxed);
+            p.bal.set_load(pos, load);
+        }
+    }
+
+    fn slot_of(&self, idx: u32) -> Option<(&BackendState, usize)> {
+        let s = self.servers.get(idx as usize)?;
+        let b = self.backends.get(s.backend_idx as usize)?;
+        Some((b, s.backend_pos as usize))
     }
 
     /// True when some server of `backend` could take the connection once a slot
@@ -396,10 +517,20 @@ impl State {
     /// A connection of server `idx` ended: count it and wake the oldest waiter
     /// of the backend queue.
     pub fn release(&self, idx: u32) {
+        self.release_conn(idx, 0);
+    }
+
+    /// [`State::release`] for a connection registered with `cookie`
+    /// ([`State::register_conn`]): counted out here unless the kernel did.
+    pub fn release_conn(&self, idx: u32, cookie: u64) {
         let Some(s) = self.servers.get(idx as usize) else {
             return;
         };
-        s.cur_conns.fetch_sub(1, Ordering::Relaxed);
+        let ours = cookie == 0 || self.kernel_conns.get().is_none_or(|t| t.unregister(cookie));
+        if ours {
+            s.cur_conns.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.note_load(idx);
         if s.configured_maxconn() > 0 {
             if let Some(b) = self.backend_of(idx) {
                 b.slot_freed.notify_one();
@@ -409,7 +540,7 @@ impl State {
 
     /// The backend a server belongs to.
     pub fn backend_of(&self, idx: u32) -> Option<&BackendState> {
-        self.backends.iter().find(|b| b.servers.contains(&idx))
+        self.slot_of(idx).map(|(b, _)| b)
     }
 }
 
@@ -452,6 +583,7 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
         }
         s.state.store(want, Ordering::Relaxed);
         s.state_changes.fetch_add(1, Ordering::Relaxed);
+        touch();
         Some(want)
     } else {
         None
@@ -474,6 +606,8 @@ mod tests {
     fn server(rise: u32) -> Server {
         Server {
             idx: 0,
+            backend_idx: 0,
+            backend_pos: 0,
             backend: "b".into(),
             name: "s".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -489,7 +623,7 @@ mod tests {
             state: AtomicU32::new(SRV_UP),
             weight: AtomicU32::new(1),
             health: AtomicU32::new(rise),
-            cur_conns: AtomicU32::new(0),
+            cur_conns: ConnCount::default(),
             total_conns: AtomicU64::new(0),
             user_bytes_in: AtomicU64::new(0),
             user_bytes_out: AtomicU64::new(0),
@@ -528,6 +662,41 @@ mod tests {
         let p = CheckParams::default();
         let s = server(p.rise);
         assert_eq!(apply_check(&s, false, &p), Some(SRV_DOWN));
+    }
+
+    fn state_of(cfg: &str) -> State {
+        let c = crate::config::parse_str(cfg, std::path::Path::new("t.cfg")).unwrap();
+        State::from_config(&c)
+    }
+
+    #[test]
+    fn picks_follow_counts_changes_and_backups() {
+        let st = state_of(
+            "frontend f\n    bind 127.0.0.1:1\n    default_backend b\nbackend b\n    balance leastconn\n    server s1 127.0.0.1:1\n    server s2 127.0.0.1:2\n    server s3 127.0.0.1:3\n    server bk 127.0.0.1:4 backup\n",
+        );
+        let name = |s: &Server| s.name.clone();
+        let mut got: Vec<String> = (0..3)
+            .map(|_| name(st.pick(0, None, None).unwrap()))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["s1", "s2", "s3"]);
+        // A released connection makes its server the least loaded at once.
+        st.release(1);
+        assert_eq!(name(st.pick(0, None, None).unwrap()), "s2");
+        // A redispatch avoids the server that failed when another can take it.
+        st.release(0);
+        st.release(1);
+        assert_eq!(name(st.pick(0, None, Some(0)).unwrap()), "s2");
+        // A change (here: weights through the runtime API's path) applies to
+        // the next pick.
+        for i in 0..3 {
+            st.servers[i].weight.store(0, Ordering::Relaxed);
+        }
+        touch();
+        assert_eq!(name(st.pick(0, None, None).unwrap()), "bk");
+        st.servers[2].weight.store(1, Ordering::Relaxed);
+        touch();
+        assert_eq!(name(st.pick(0, None, None).unwrap()), "s3");
     }
 
     #[test]

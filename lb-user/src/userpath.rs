@@ -136,5 +136,5 @@ pub async fn proxy(
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
         }
     }
-    state.release(server_idx);
+    state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
 }

@@ -240,6 +240,15 @@ impl Lb {
         Ok(util::run(&mut cmd)?.trim().to_string())
     }
 
+    /// `lb maps dump NAME --instance X --json`, parsed: the pinned map read
+    /// straight from bpffs (works while the daemon is stopped).
+    pub fn maps_dump(&self, name: &str) -> Result<serde_json::Value> {
+        let mut cmd = ns_cmd(&self.ns_path, &self.bin);
+        cmd.args(["maps", "dump", name, "--instance", &self.instance, "--json"]);
+        let out = util::run(&mut cmd)?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
     /// `lb xdp status --instance X --json`, parsed.
     pub fn xdp_status(&self) -> Result<serde_json::Value> {
         let mut cmd = ns_cmd(&self.ns_path, &self.bin);

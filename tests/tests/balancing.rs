@@ -716,3 +716,138 @@ backend be
         Ok(())
     })
 }
+
+/// Connection counts are kept in the kernel: connections whose server side
+/// closes while the daemon is stopped (SIGSTOP) are counted out at once by the
+/// `lb_conns` sock_ops program, read straight from the pinned LB_SRV_CONNS
+/// map; when the daemon resumes and releases them itself, nothing is counted
+/// out twice, and counting goes on right for new connections.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn kernel_counts_connections_out_while_the_daemon_is_stopped() {
+    run_test(|| {
+        let topo = Topology::new("kconns")?;
+        let srv = sa(BACKENDS_V4[0], 9611);
+        let l: TcpListener = lb_tests::netns::in_netns(topo.srv.name(), || listen(srv))?;
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acceptor = {
+            let (held, stop) = (held.clone(), stop.clone());
+            std::thread::spawn(move || {
+                l.set_nonblocking(true).ok();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    match l.accept() {
+                        Ok((s, _)) => held.lock().unwrap().push(s),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        let cfg = "\
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 10.210.1.1:9611
+    default_backend be
+backend be
+    server s1 10.210.2.11:9611
+";
+        let lb = topo.start_lb(cfg, &[])?;
+        // Straight from the pinned LB_SRV_CONNS: `lb show servers` would wait
+        // for the stopped daemon's socket first.
+        let count = || -> anyhow::Result<u64> {
+            let v = lb.maps_dump(lb_common::maps::SRV_CONNS)?;
+            v[0]["value"]["cur_conns"]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("no count for s1 in {v}"))
+        };
+        let wait_count = |want: u64, why: &str| {
+            util::wait_until(
+                why,
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || Ok(count()? == want),
+            )
+        };
+        let open = |n: usize| -> anyhow::Result<Vec<std::net::TcpStream>> {
+            topo.in_client(|| {
+                (0..n)
+                    .map(|_| {
+                        let mut s = connect(sa(LB_V4, 9611))?;
+                        s.write_all(b"x")?;
+                        Ok(s)
+                    })
+                    .collect()
+            })
+        };
+        let clients = open(5)?;
+        wait_count(5, "5 connections counted")?;
+        util::wait_until(
+            "the backend holding 5 connections",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || Ok(held.lock().unwrap().len() == 5),
+        )?;
+
+        // The daemon stops; the backend resets every connection.
+        let pid = lb.pid() as libc::pid_t;
+        anyhow::ensure!(unsafe { libc::kill(pid, libc::SIGSTOP) } == 0, "SIGSTOP");
+        let t = Instant::now();
+        for s in held.lock().unwrap().drain(..) {
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+        }
+        let waited = wait_count(
+            0,
+            "the kernel counting out 5 reset connections (daemon stopped)",
+        );
+        let took = t.elapsed();
+        anyhow::ensure!(unsafe { libc::kill(pid, libc::SIGCONT) } == 0, "SIGCONT");
+        waited?;
+        println!(
+            "[lb-tests] 5 connections counted out by the kernel {:.0} ms after the resets, daemon stopped",
+            took.as_secs_f64() * 1000.0
+        );
+        let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+        anyhow::ensure!(
+            stats["kernel_conn_end"] == 5,
+            "kernel_conn_end should be 5: {stats}"
+        );
+
+        // The daemon resumes and ends the sessions: no second count-out (a
+        // double would wrap the u32 count).
+        for mut c in clients {
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut b = [0u8; 4];
+            let r = c.read(&mut b);
+            anyhow::ensure!(closed(&r), "client session should end: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(count()?, 0);
+
+        // Counting goes on: two new connections, then both ends close them.
+        let clients = open(2)?;
+        wait_count(2, "2 new connections counted")?;
+        assert_eq!(lb.server("s1")?.cur_conns, 2, "show servers agrees");
+        drop(clients);
+        util::wait_until(
+            "the backend holding 2 new connections",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || Ok(held.lock().unwrap().len() == 2),
+        )?;
+        held.lock().unwrap().clear();
+        wait_count(
+            0,
+            "the 2 new connections counted out after both ends closed",
+        )?;
+        drop(lb);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = acceptor.join();
+        Ok(())
+    })
+}

@@ -149,7 +149,13 @@ pub fn execute(live: &Live, cli: &mut Cli, c: &Command) -> String {
     if c.level() > cli.level {
         return "Permission denied\n".into();
     }
-    match run(live, cli, c) {
+    let out = run(live, cli, c);
+    // Any command above read-only may have changed a state, a weight or a
+    // limit: balancers rebuild on their next pick.
+    if c.level() > Level::User {
+        crate::state::touch();
+    }
+    match out {
         Ok(s) => s,
         Err(e) => {
             let mut e = e;
