@@ -208,8 +208,18 @@ fn source_hash_keeps_a_client_on_one_server() {
             wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
             let got = server_addrs(&topo, 10)?;
             assert!(got.iter().all(|a| *a == got[0]), "{hash}: {got:?}");
+            drop(lb);
+            // A restarted daemon sends the client to the same server.
+            let lb = topo.start_lb(&cfg, &[])?;
+            wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+            let again = server_addrs(&topo, 3)?;
+            assert!(
+                again.iter().all(|a| *a == got[0]),
+                "{hash}: after a restart {again:?}, before {}",
+                got[0]
+            );
             println!(
-                "[lb-tests] balance source {hash}: 10 connections all on {}",
+                "[lb-tests] balance source {hash}: 10 connections all on {}, and 3 more after a restart",
                 got[0]
             );
             drop(lb);

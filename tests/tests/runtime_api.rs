@@ -500,6 +500,22 @@ fn runtime_api_steers_connections_and_logs() {
         let mut echo = String::new();
         r.read_line(&mut echo)?;
         assert_eq!(echo, "still here\n", "the drained server's session broke");
+        // Weight 0 drains the same way: no new sessions, the held one goes on.
+        assert_eq!(
+            socat(&sock, "set server be/s2 state ready; set weight be/s2 0\n")?,
+            "\n\n"
+        );
+        let d = spread(&topo, 10)?;
+        assert_eq!(
+            d.get("s1"),
+            Some(&10),
+            "s2 at weight 0 took new connections: {d:?}"
+        );
+        held.write_all(b"weight zero\n")?;
+        echo.clear();
+        r.read_line(&mut echo)?;
+        assert_eq!(echo, "weight zero\n", "the weight-0 server's session broke");
+        socat(&sock, "set weight be/s2 10\n")?;
 
         // Weights: 3:1.
         socat(
