@@ -576,6 +576,22 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    const ALL_ALGOS: [Algo; 7] = [
+        Algo::RoundRobin,
+        Algo::StaticRr,
+        Algo::LeastConn,
+        Algo::First,
+        Algo::Source {
+            consistent: true,
+            avalanche: true,
+        },
+        Algo::Source {
+            consistent: false,
+            avalanche: false,
+        },
+        Algo::Random { draws: 2 },
+    ];
+
     fn servers(weights: &[u32]) -> Vec<Candidate> {
         weights
             .iter()
@@ -653,21 +669,7 @@ mod tests {
 
     #[test]
     fn full_servers_are_passed_over_by_every_algorithm() {
-        for algo in [
-            Algo::RoundRobin,
-            Algo::StaticRr,
-            Algo::LeastConn,
-            Algo::First,
-            Algo::Source {
-                consistent: true,
-                avalanche: true,
-            },
-            Algo::Source {
-                consistent: false,
-                avalanche: false,
-            },
-            Algo::Random { draws: 2 },
-        ] {
+        for algo in ALL_ALGOS {
             let mut c = servers(&[3, 1, 1, 1]);
             for s in &mut c {
                 s.maxconn = 1;
@@ -793,21 +795,7 @@ mod tests {
     #[test]
     fn nothing_eligible_means_none() {
         let c = servers(&[0, 0]);
-        for algo in [
-            Algo::RoundRobin,
-            Algo::StaticRr,
-            Algo::LeastConn,
-            Algo::First,
-            Algo::Source {
-                consistent: true,
-                avalanche: true,
-            },
-            Algo::Source {
-                consistent: false,
-                avalanche: false,
-            },
-            Algo::Random { draws: 2 },
-        ] {
+        for algo in ALL_ALGOS {
             assert_eq!(Balancer::new(algo).pick(&c, None), None, "{algo:?}");
         }
     }

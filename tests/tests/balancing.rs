@@ -645,17 +645,32 @@ fn hold_all(
     l: TcpListener,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = hold_into(l, stop, held.clone(), Duration::from_secs(30));
     std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let _ = t.join();
+        let n = held.lock().map_or(0, |h| h.len());
+        n
+    })
+}
+
+/// Accepts every connection to `l` into `held` (where the test can close or
+/// reset them) until `stop` is set or `limit` has passed.
+fn hold_into(
+    l: TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    limit: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
         l.set_nonblocking(true).ok();
         while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
             match l.accept() {
-                Ok((s, _)) => conns.push(s),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Ok((s, _)) => held.lock().unwrap().push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
-        conns.len()
     })
 }
 
@@ -741,20 +756,7 @@ fn kernel_counts_connections_out_while_the_daemon_is_stopped() {
         let l: TcpListener = lb_tests::netns::in_netns(topo.srv.name(), || listen(srv))?;
         let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acceptor = {
-            let (held, stop) = (held.clone(), stop.clone());
-            std::thread::spawn(move || {
-                l.set_nonblocking(true).ok();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    match l.accept() {
-                        Ok((s, _)) => held.lock().unwrap().push(s),
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            })
-        };
+        let acceptor = hold_into(l, stop.clone(), held.clone(), Duration::from_secs(60));
         let cfg = "\
 defaults
     mode tcp
