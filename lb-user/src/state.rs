@@ -244,6 +244,8 @@ pub struct BackendState {
     pub servers: Vec<u32>,
     /// `option allbackups`: every UP backup server is used, not only the first.
     pub allbackups: bool,
+    /// The backend's algorithm (also in its balancer, readable without the lock).
+    pub algo: Algo,
     balancer: Mutex<PickState>,
     /// Signalled (one waiter at a time, oldest first) when a server of this
     /// backend frees a connection slot.
@@ -327,6 +329,7 @@ impl State {
                 name: b.name.clone(),
                 servers: idxs,
                 allbackups: b.allbackups.is_some(),
+                algo: algo_of(b),
                 balancer: Mutex::new(PickState {
                     bal: Balancer::new(algo_of(b)),
                     gen: u64::MAX,
@@ -485,11 +488,14 @@ impl State {
         let Some((b, pos)) = self.slot_of(idx) else {
             return;
         };
-        let mut p = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
-        if p.bal.algo() == Algo::LeastConn {
-            let load = self.servers[idx as usize].cur_conns.load(Ordering::Relaxed);
-            p.bal.set_load(pos, load);
+        // Only leastconn orders by load: the others read counts at pick time,
+        // so a release takes no lock for them.
+        if b.algo != Algo::LeastConn {
+            return;
         }
+        let mut p = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
+        let load = self.servers[idx as usize].cur_conns.load(Ordering::Relaxed);
+        p.bal.set_load(pos, load);
     }
 
     fn slot_of(&self, idx: u32) -> Option<(&BackendState, usize)> {
