@@ -1075,6 +1075,60 @@ impl Drop for ProbeServer {
     }
 }
 
+/// Backends that answer each connection with their name, then echo.
+pub struct NameServers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl NameServers {
+    pub fn start(ns: &str, addrs: &[(SocketAddr, &str)]) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for &(addr, name) in addrs {
+            let l = in_netns(ns, || listen(addr))?;
+            l.set_nonblocking(true)?;
+            let stop = stop.clone();
+            let name = name.to_string();
+            threads.push(std::thread::spawn(move || {
+                // Bounded: the test stops it, or it ends after 5 minutes.
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match l.accept() {
+                        Ok((mut s, _)) => {
+                            let name = name.clone();
+                            std::thread::spawn(move || {
+                                let _ = s.set_nonblocking(false);
+                                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                                    return;
+                                }
+                                let mut buf = [0u8; 4096];
+                                while let Ok(n) = s.read(&mut buf) {
+                                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }));
+        }
+        Ok(Self { stop, threads })
+    }
+}
+
+impl Drop for NameServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,14 +5,11 @@
 //! connections through the kernel path.
 
 use anyhow::{anyhow, bail, Context, Result};
-use lb_tests::traffic::{connect, listen};
+use lb_tests::traffic::{connect, NameServers};
 use lb_tests::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 9610;
@@ -26,53 +23,6 @@ fn admin(sock: &Path, cmd: &str) -> Result<()> {
         bail!("`{cmd}` answered {out:?}");
     }
     Ok(())
-}
-
-/// Backends that greet each connection with their name.
-struct NameServers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl NameServers {
-    fn start(ns: &str, addrs: &[(SocketAddr, &str)]) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for &(addr, name) in addrs {
-            let l = lb_tests::netns::in_netns(ns, || listen(addr))?;
-            l.set_nonblocking(true)?;
-            let stop = stop.clone();
-            let name = name.to_string();
-            threads.push(std::thread::spawn(move || {
-                // Bounded: the test stops it, or it ends after 2 minutes.
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match l.accept() {
-                        Ok((mut s, _)) => {
-                            let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                            if s.write_all(format!("{name}\n").as_bytes()).is_ok() {
-                                // Until the client closes (health checks close at once).
-                                let mut buf = [0u8; 64];
-                                let _ = s.read(&mut buf);
-                            }
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                    }
-                }
-            }));
-        }
-        Ok(Self { stop, threads })
-    }
-}
-
-impl Drop for NameServers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Which servers `n` new connections reach.
