@@ -1094,32 +1094,41 @@ async fn connect_with_retries<'a>(
     for attempt in 0..=retries {
         sess.server.store(srv.idx, Ordering::Relaxed);
         let connect_start = sys::monotonic_ns();
-        let (err, timed_out) =
-            match tokio::time::timeout(connect_timeout, TcpStream::connect(srv.addr)).await {
-                Ok(Ok(s)) => {
-                    sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
-                    let cookie = ctx
-                        .state
-                        .register_conn(srv.idx, std::os::fd::AsFd::as_fd(&s));
-                    sess.server_cookie.store(cookie, Ordering::Relaxed);
-                    let be_conns: u32 = b
-                        .servers
-                        .iter()
-                        .map(|&i| {
-                            ctx.state.servers[i as usize]
-                                .cur_conns
-                                .load(Ordering::Relaxed)
-                        })
-                        .sum();
-                    sess.conns[2].store(be_conns, Ordering::Relaxed);
-                    sess.conns[3].store(srv.cur_conns.load(Ordering::Relaxed), Ordering::Relaxed);
-                    return Some((srv, s));
-                }
-                Ok(Err(e)) => (e.to_string(), false),
-                Err(_) => ("timeout".to_string(), true),
-            };
+        // Registered before connect(): from then on whichever of the kernel
+        // (the socket closing, a failed connect included) or this daemon gets
+        // there first counts the connection out.
+        let sock = if srv.addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let cookie = sock.as_ref().map_or(0, |s| {
+            ctx.state
+                .register_conn(srv.idx, std::os::fd::AsFd::as_fd(s))
+        });
+        let connect = async { sock?.connect(srv.addr).await };
+        let (err, timed_out) = match tokio::time::timeout(connect_timeout, connect).await {
+            Ok(Ok(s)) => {
+                sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
+                sess.server_cookie.store(cookie, Ordering::Relaxed);
+                let be_conns: u32 = b
+                    .servers
+                    .iter()
+                    .map(|&i| {
+                        ctx.state.servers[i as usize]
+                            .cur_conns
+                            .load(Ordering::Relaxed)
+                    })
+                    .sum();
+                sess.conns[2].store(be_conns, Ordering::Relaxed);
+                sess.conns[3].store(srv.cur_conns.load(Ordering::Relaxed), Ordering::Relaxed);
+                return Some((srv, s));
+            }
+            Ok(Err(e)) => (e.to_string(), false),
+            Err(_) => ("timeout".to_string(), true),
+        };
         srv.admin.econ.fetch_add(1, Ordering::Relaxed);
-        ctx.state.release(srv.idx);
+        ctx.state.release_conn(srv.idx, cookie);
         tracing::debug!(
             "connect to {}/{} (attempt {}): {err}",
             srv.backend,

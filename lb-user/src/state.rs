@@ -369,10 +369,10 @@ impl State {
         let _ = self.kernel_conns.set(table);
     }
 
-    /// A connection to server `idx` is established on `sock`: from now on its
-    /// close counts it out even if the daemon does not get to it. Returns the
-    /// socket cookie to release it with (0: not registered, release counts it
-    /// out).
+    /// Server `idx` is about to be connected to on `sock` (before `connect()`):
+    /// from now on its close counts the connection out even if the daemon does
+    /// not get to it. Returns the socket cookie to release it with (0: not
+    /// registered, release counts it out).
     pub fn register_conn(&self, idx: u32, sock: std::os::fd::BorrowedFd<'_>) -> u64 {
         let Some(t) = self.kernel_conns.get() else {
             return 0;
@@ -380,19 +380,13 @@ impl State {
         let Ok(cookie) = crate::sys::cookie(&sock) else {
             return 0;
         };
-        if let Err(e) = t.register(cookie, idx) {
-            tracing::debug!("LB_CONN_SRV insert for server {idx}: {e}");
-            return 0;
+        match t.register(cookie, idx) {
+            Ok(()) => cookie,
+            Err(e) => {
+                tracing::debug!("LB_CONN_SRV insert for server {idx}: {e}");
+                0
+            }
         }
-        // Closed before it was registered: the kernel's callback found nothing,
-        // so the entry is ours to take back (and release counts it out). If
-        // the callback beat us to it after all, it counted it out already.
-        // linux/tcp_states.h: TCP_CLOSE = 7.
-        let closed = crate::sys::tcp_counters(&sock).map_or(true, |c| c.state == 7);
-        if closed && t.unregister(cookie) {
-            return 0;
-        }
-        cookie
     }
 
     /// The balancer's view of a backend's servers (O(n)): effective weights
