@@ -33,6 +33,8 @@ pub mod maps {
     pub const EVENTS: &str = "LB_EVENTS";
     /// PERCPU_ARRAY: frontend index -> [`crate::XdpFeStats`], counted by `lb_xdp`.
     pub const XDP_FE_STATS: &str = "LB_XDP_FE_STATS";
+    /// PERCPU_ARRAY of one [`crate::XdpScratch`]: room to build a SYN-ACK in.
+    pub const XDP_SCRATCH: &str = "LB_XDP_SCRATCH";
     /// ARRAY of one [`crate::XdpConfig`]: the XDP program's settings.
     pub const XDP_CFG: &str = "LB_XDP_CFG";
     /// LPM_TRIE: [`crate::AclKey4`] -> [`crate::ACL_ACCEPT`] / [`crate::ACL_REJECT`].
@@ -369,7 +371,10 @@ pub mod stat {
     /// Server connections counted out by `lb_conns` (the socket closed before
     /// userspace released it).
     pub const KERNEL_CONN_END: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// SYNs answered by `lb_xdp` with a SYN cookie SYN-ACK (XDP_TX): the
+    /// listener's SYN queue was full, so the kernel would have sent a cookie.
+    pub const XDP_SYN_COOKIE: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -391,6 +396,7 @@ pub mod stat {
         "xdp_acl_drop",
         "xdp_syn_drop",
         "kernel_conn_end",
+        "xdp_syn_cookie",
     ];
 }
 
@@ -421,8 +427,10 @@ pub struct XdpFeStats {
     pub acl_drops: u64,
     /// SYNs dropped by the per-source SYN rate limit.
     pub syn_drops: u64,
+    /// SYNs answered from XDP with a SYN cookie SYN-ACK.
+    pub syn_cookies: u64,
 }
-const _: () = assert!(core::mem::size_of::<XdpFeStats>() == 40);
+const _: () = assert!(core::mem::size_of::<XdpFeStats>() == 48);
 
 /// The only entry of [`maps::XDP_CFG`].
 #[repr(C)]
@@ -432,7 +440,9 @@ pub struct XdpConfig {
     /// Userspace fills the other generation, then flips this word, then clears
     /// the old one, so a reload never leaves a window without rules.
     pub acl_gen: u32,
-    pub _pad: u32,
+    /// 1: answer SYNs with SYN cookies from XDP while the listener's SYN queue
+    /// is full (`xdp-syn-cookies on`); 0: leave them to the kernel.
+    pub syn_cookies: u32,
     /// Nanoseconds of credit one SYN costs (10^9 / rate); 0 disables the limit.
     pub syn_interval_ns: u64,
     /// Most credit a source can hold: burst * `syn_interval_ns`.
@@ -561,6 +571,130 @@ pub const fn syn_take(
     )
 }
 
+/// Bytes of the SYN-ACK headers `lb_xdp` writes after the link layer: IPv4
+/// without options, TCP with the MSS option only.
+pub const SYNACK4_LEN: usize = 20 + SYNACK_TCP_LEN;
+/// The same for IPv6 without extension headers.
+pub const SYNACK6_LEN: usize = 40 + SYNACK_TCP_LEN;
+/// TCP header with one option, MSS (the only one a cookie without timestamps
+/// can carry: the kernel restores neither window scaling nor SACK from it).
+pub const SYNACK_TCP_LEN: usize = 24;
+
+/// The SYN a cookie answers: addresses and ports as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynFields<const N: usize> {
+    pub src_be: [u8; N],
+    pub dst_be: [u8; N],
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    /// The SYN's sequence number (host order).
+    pub seq: u32,
+}
+
+/// Adds big-endian 16-bit words to a one's complement running sum.
+#[inline(always)]
+pub fn csum_add<const N: usize>(mut sum: u32, b: &[u8; N]) -> u32 {
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u16::from_be_bytes([b[i], b[i + 1]]) as u32;
+        i += 2;
+    }
+    if N % 2 == 1 {
+        sum += (b[N - 1] as u32) << 8;
+    }
+    sum
+}
+
+/// Folds a running sum to the 16-bit one's complement checksum.
+#[inline(always)]
+pub const fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The TCP header of the SYN-ACK (checksum 0): ports swapped, our sequence is
+/// the cookie, acknowledging the SYN's sequence + 1, MSS option.
+#[inline(always)]
+fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8; SYNACK_TCP_LEN] {
+    let mut t = [0u8; SYNACK_TCP_LEN];
+    t[0..2].copy_from_slice(&syn.dport_be);
+    t[2..4].copy_from_slice(&syn.sport_be);
+    t[4..8].copy_from_slice(&cookie.to_be_bytes());
+    t[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
+    t[12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
+    t[13] = 0x12; // SYN | ACK
+                  // No window scaling on a cookie connection: offer the most an unscaled
+                  // window can say.
+    t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+    t[20] = 2; // MSS
+    t[21] = 4;
+    t[22..24].copy_from_slice(&mss.to_be_bytes());
+    t
+}
+
+/// Writes the IPv4 + TCP headers of the SYN cookie SYN-ACK answering `syn`,
+/// checksums filled in, to `h` (in place: the XDP program builds it in a
+/// per-CPU scratch buffer, the BPF stack being too small).
+#[inline(always)]
+pub fn synack_v4(syn: &SynFields<4>, cookie: u32, mss: u16, h: &mut [u8; SYNACK4_LEN]) {
+    *h = [0u8; SYNACK4_LEN];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&(SYNACK4_LEN as u16).to_be_bytes());
+    h[6] = 0x40; // DF
+    h[8] = 64; // TTL
+    h[9] = 6; // TCP
+    h[12..16].copy_from_slice(&syn.dst_be);
+    h[16..20].copy_from_slice(&syn.src_be);
+    let mut sum = 0;
+    let mut i = 0;
+    while i < 20 {
+        sum += u16::from_be_bytes([h[i], h[i + 1]]) as u32;
+        i += 2;
+    }
+    h[10..12].copy_from_slice(&csum_fold(sum).to_be_bytes());
+    let t = synack_tcp(syn, cookie, mss);
+    // Pseudo-header: addresses, protocol, TCP length.
+    let mut sum = csum_add(0, &syn.src_be);
+    sum = csum_add(sum, &syn.dst_be);
+    sum += 6 + SYNACK_TCP_LEN as u32;
+    sum = csum_add(sum, &t);
+    h[20..].copy_from_slice(&t);
+    h[36..38].copy_from_slice(&csum_fold(sum).to_be_bytes());
+}
+
+/// Writes the IPv6 + TCP headers of the SYN cookie SYN-ACK answering `syn` to `h`.
+#[inline(always)]
+pub fn synack_v6(syn: &SynFields<16>, cookie: u32, mss: u16, h: &mut [u8; SYNACK6_LEN]) {
+    *h = [0u8; SYNACK6_LEN];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
+    h[6] = 6; // TCP
+    h[7] = 64; // hop limit
+    h[8..24].copy_from_slice(&syn.dst_be);
+    h[24..40].copy_from_slice(&syn.src_be);
+    let t = synack_tcp(syn, cookie, mss);
+    let mut sum = csum_add(0, &syn.src_be);
+    sum = csum_add(sum, &syn.dst_be);
+    sum += 6 + SYNACK_TCP_LEN as u32;
+    sum = csum_add(sum, &t);
+    h[40..].copy_from_slice(&t);
+    h[56..58].copy_from_slice(&csum_fold(sum).to_be_bytes());
+}
+
+/// Value of [`maps::XDP_SCRATCH`]: per-CPU room for the SYN cookie path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpScratch {
+    /// The SYN's IP header, as the cookie helper reads it.
+    pub ip: [u8; 40],
+    /// The SYN's TCP header with its options (at most 60 bytes).
+    pub th: [u8; 60],
+    /// The SYN-ACK's IP and TCP headers.
+    pub out: [u8; SYNACK6_LEN],
+}
+const _: () = assert!(core::mem::size_of::<XdpScratch>() == 164);
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for XdpFeStats {}
@@ -631,6 +765,84 @@ mod tests {
         let (ok, b2) = syn_take(b, 10, interval, cap);
         assert!(ok);
         assert_eq!(b2.credit_ns, cap - 2 * interval);
+    }
+
+    /// Sums a whole buffer as the receiver does: 0 means the checksum holds.
+    fn verify(parts: &[&[u8]]) -> u16 {
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend_from_slice(p);
+        }
+        let mut s: u32 = 0;
+        for c in all.chunks(2) {
+            s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    #[test]
+    fn synack_v4_answers_the_syn_with_valid_checksums() {
+        let syn = SynFields {
+            src_be: [10, 210, 1, 7],
+            dst_be: [10, 210, 1, 1],
+            sport_be: 40000u16.to_be_bytes(),
+            dport_be: 5432u16.to_be_bytes(),
+            seq: u32::MAX,
+        };
+        let mut h = [0xffu8; SYNACK4_LEN];
+        synack_v4(&syn, 0xdead_beef, 1460, &mut h);
+        assert_eq!(&h[12..16], &[10, 210, 1, 1]);
+        assert_eq!(&h[16..20], &[10, 210, 1, 7]);
+        assert_eq!(verify(&[&h[..20]]), 0, "IPv4 header checksum");
+        let t = &h[20..];
+        assert_eq!(u16::from_be_bytes([t[0], t[1]]), 5432);
+        assert_eq!(u16::from_be_bytes([t[2], t[3]]), 40000);
+        assert_eq!(u32::from_be_bytes([t[4], t[5], t[6], t[7]]), 0xdead_beef);
+        // The acknowledgment wraps with the sequence space.
+        assert_eq!(u32::from_be_bytes([t[8], t[9], t[10], t[11]]), 0);
+        assert_eq!(t[12] >> 4, 6);
+        assert_eq!(t[13], 0x12);
+        assert_eq!(&t[20..24], &[2, 4, 0x05, 0xb4]);
+        let pseudo = [10, 210, 1, 1, 10, 210, 1, 7, 0, 6, 0, 24];
+        assert_eq!(verify(&[&pseudo, t]), 0, "TCP checksum");
+    }
+
+    #[test]
+    fn synack_v6_has_valid_tcp_checksum() {
+        let mut src = [0u8; 16];
+        src[0] = 0xfd;
+        src[15] = 2;
+        let mut dst = src;
+        dst[15] = 1;
+        let syn = SynFields {
+            src_be: src,
+            dst_be: dst,
+            sport_be: [0xab, 0xcd],
+            dport_be: 80u16.to_be_bytes(),
+            seq: 41,
+        };
+        let mut h = [0xffu8; SYNACK6_LEN];
+        synack_v6(&syn, 7, 1220, &mut h);
+        assert_eq!(h[0] >> 4, 6);
+        assert_eq!(&h[8..24], &dst);
+        assert_eq!(&h[24..40], &src);
+        let t = &h[40..];
+        assert_eq!(u32::from_be_bytes([t[8], t[9], t[10], t[11]]), 42);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&dst);
+        pseudo.extend_from_slice(&src);
+        pseudo.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, 6]);
+        assert_eq!(verify(&[&pseudo, t]), 0, "TCP checksum");
+    }
+
+    #[test]
+    fn odd_lengths_pad_with_zero() {
+        assert_eq!(csum_add(0, &[1u8, 2, 3]), 0x0102 + 0x0300);
+        assert_eq!(csum_fold(0xffff), 0);
+        assert_eq!(csum_fold(0x1_fffe), 0);
     }
 
     #[test]

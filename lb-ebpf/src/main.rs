@@ -45,7 +45,7 @@ const IPPROTO_TCP: u32 = 6;
 static TCP_SOCK_WRITE_SEQ: u32 = 0;
 
 #[map]
-static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
+pub(crate) static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
 #[map]
 pub(crate) static LB_BINDS: HashMap<BindKey, BindTarget> = HashMap::with_max_entries(MAX_BINDS, 0);
 #[map]

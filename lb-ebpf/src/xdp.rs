@@ -1,24 +1,34 @@
 //! `lb_xdp`: the front door on the NIC. Parses Ethernet (up to two VLAN tags),
 //! IPv4 (options) or IPv6 (a fixed depth of extension headers) and TCP; counts
 //! every packet to a configured frontend; drops what `tcp-request connection`
-//! rejects and SYNs over the per-source rate; passes everything else untouched.
+//! rejects and SYNs over the per-source rate; answers SYNs with SYN cookies
+//! (XDP_TX) while the listener's SYN queue is full, when configured; passes
+//! everything else untouched.
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_ns,
+    bindings::{
+        tcphdr,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    },
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release, bpf_tcp_gen_syncookie,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, SockMap},
     programs::XdpContext,
 };
 use lb_common::{
-    acl_scope_be, stat, syn_take, AclKey4, AclKey6, BindKey, FrontendMeta, SynBucket, SynSource,
-    XdpConfig, XdpFeStats, XdpIface, ACL_REJECT, AF_INET, AF_INET6, MAX_ACL_ENTRIES, MAX_FRONTENDS,
-    MAX_SYN_SOURCES, MAX_XDP_IFACES, XDP_MAX_EXT_HDRS,
+    acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, FrontendMeta,
+    SynBucket, SynFields, SynSource, XdpConfig, XdpFeStats, XdpIface, XdpScratch, ACL_REJECT,
+    AF_INET, AF_INET6, MAX_ACL_ENTRIES, MAX_FRONTENDS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
+    SYNACK4_LEN, XDP_MAX_EXT_HDRS,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
 
-use crate::{bind_lookup, count};
+use crate::{bind_lookup, count, LB_LISTENERS};
 
 #[map]
 static LB_XDP_FE_STATS: PerCpuArray<XdpFeStats> = PerCpuArray::with_max_entries(MAX_FRONTENDS, 0);
@@ -33,6 +43,8 @@ static LB_XDP_ACL6: LpmTrie<AclKey6, u32> = LpmTrie::with_max_entries(MAX_ACL_EN
 static LB_XDP_IFACES: Array<XdpIface> = Array::with_max_entries(MAX_XDP_IFACES, 0);
 #[map]
 static LB_FE_META: Array<FrontendMeta> = Array::with_max_entries(MAX_FRONTENDS, 0);
+#[map]
+static LB_XDP_SCRATCH: PerCpuArray<XdpScratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LB_XDP_SYN: LruHashMap<SynSource, SynBucket> =
     LruHashMap::with_max_entries(MAX_SYN_SOURCES, 0);
@@ -61,13 +73,19 @@ enum Stop {
     ExtDepth,
 }
 
-/// A TCP packet's addresses, port and flags.
+/// A TCP packet's addresses, ports, flags and where its headers are.
 struct Tcp {
     family: u32,
     src: [u8; 16],
     dst: [u8; 16],
+    sport_be: [u8; 2],
     dport: u16,
+    seq: u32,
     syn: bool,
+    /// Offsets of the IP and TCP headers, and the TCP header's length in bytes.
+    l3: usize,
+    l4: usize,
+    th_len: u32,
 }
 
 #[xdp]
@@ -146,7 +164,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
         src[..4].copy_from_slice(&(*ip).src_addr);
         dst[..4].copy_from_slice(&(*ip).dst_addr);
     }
-    parse_tcp(ctx, off + ihl, AF_INET, src, dst)
+    parse_tcp(ctx, (off, off + ihl), AF_INET, src, dst)
 }
 
 fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
@@ -162,10 +180,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
     if version != 6 {
         return Err(Stop::Malformed);
     }
+    let l3 = off;
     let mut off = off + Ipv6Hdr::LEN;
     for _ in 0..XDP_MAX_EXT_HDRS {
         match next {
-            IPPROTO_TCP => return parse_tcp(ctx, off, AF_INET6, src, dst),
+            IPPROTO_TCP => return parse_tcp(ctx, (l3, off), AF_INET6, src, dst),
             NEXTHDR_FRAGMENT => return Err(Stop::Fragment),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
                 // Next header, then the length: in 8-octet units beyond the
@@ -184,22 +203,24 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
         }
     }
     if next == IPPROTO_TCP {
-        return parse_tcp(ctx, off, AF_INET6, src, dst);
+        return parse_tcp(ctx, (l3, off), AF_INET6, src, dst);
     }
     Err(Stop::ExtDepth)
 }
 
 fn parse_tcp(
     ctx: &XdpContext,
-    off: usize,
+    (l3, l4): (usize, usize),
     family: u32,
     src: [u8; 16],
     dst: [u8; 16],
 ) -> Result<Tcp, Stop> {
-    let tcp: *const TcpHdr = ptr_at(ctx, off)?;
-    let (dport, doff, syn, ack) = unsafe {
+    let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
+    let (sport_be, dport, seq, doff, syn, ack) = unsafe {
         (
+            (*tcp).source,
             u16::from_be_bytes((*tcp).dest),
+            u32::from_be_bytes((*tcp).seq),
             (*tcp).doff(),
             (*tcp).syn() != 0,
             (*tcp).ack() != 0,
@@ -212,8 +233,13 @@ fn parse_tcp(
         family,
         src,
         dst,
+        sport_be,
         dport,
+        seq,
         syn: syn && !ack,
+        l3,
+        l4,
+        th_len: doff as u32 * 4,
     })
 }
 
@@ -250,7 +276,123 @@ fn try_frontend(ctx: &XdpContext, tcp: &Tcp) -> u32 {
         st.syn_drops += 1;
         return counted(stat::XDP_SYN_DROP, XDP_DROP);
     }
+    if tcp.syn && cfg.syn_cookies != 0 {
+        if let Some(action) = syn_cookie(ctx, tcp, listener) {
+            st.syn_cookies += 1;
+            return counted(stat::XDP_SYN_COOKIE, action);
+        }
+    }
     XDP_PASS
+}
+
+/// Turns the SYN into the listener's SYN cookie SYN-ACK, in place, when the
+/// kernel would answer it with a cookie (its SYN queue is full, or
+/// `tcp_syncookies` is 2), and returns XDP_TX; None leaves the packet
+/// untouched for the kernel.
+/// The kernel's own helper makes the cookie, with the kernel's secret, and
+/// marks the listener as having sent one, so the client's ACK is accepted by
+/// the listener like any cookie ACK. IPv4 options and IPv6 extension headers
+/// go to the kernel.
+#[inline(always)]
+fn syn_cookie(ctx: &XdpContext, tcp: &Tcp, listener: u32) -> Option<u32> {
+    let ip_len: usize = if tcp.family == AF_INET { 20 } else { 40 };
+    if tcp.l4 != tcp.l3 + ip_len {
+        return None;
+    }
+    let th_len = tcp.th_len & 0x3c;
+    if th_len < 20 {
+        return None;
+    }
+    // The helper reads options up to doff * 4 bytes and wants exactly that
+    // length: copies in a per-CPU buffer give it a fixed-size region.
+    let sc = unsafe { &mut *LB_XDP_SCRATCH.get_ptr_mut(0)? };
+    let md = ctx.ctx;
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            md,
+            tcp.l3 as u32,
+            sc.ip.as_mut_ptr() as *mut c_void,
+            ip_len as u32,
+        ) == 0
+            && bpf_xdp_load_bytes(md, tcp.l4 as u32, sc.th.as_mut_ptr() as *mut c_void, th_len) == 0
+    };
+    if !loaded {
+        return None;
+    }
+    let key = listener;
+    let sk = unsafe {
+        bpf_map_lookup_elem(
+            &LB_LISTENERS as *const SockMap as *mut c_void,
+            &key as *const u32 as *const c_void,
+        )
+    };
+    if sk.is_null() {
+        return None;
+    }
+    let r = unsafe {
+        bpf_tcp_gen_syncookie(
+            sk,
+            sc.ip.as_mut_ptr() as *mut c_void,
+            ip_len as u32,
+            sc.th.as_mut_ptr() as *mut tcphdr,
+            th_len,
+        )
+    };
+    unsafe { bpf_sk_release(sk) };
+    // -ENOENT: no flood, the kernel takes the SYN as usual.
+    if r < 0 {
+        return None;
+    }
+    let (cookie, mss) = (r as u32, (r >> 32) as u16);
+    if tcp.family == AF_INET {
+        let mut syn = SynFields {
+            src_be: [0u8; 4],
+            dst_be: [0u8; 4],
+            sport_be: tcp.sport_be,
+            dport_be: tcp.dport.to_be_bytes(),
+            seq: tcp.seq,
+        };
+        syn.src_be.copy_from_slice(&tcp.src[..4]);
+        syn.dst_be.copy_from_slice(&tcp.dst[..4]);
+        let out = unsafe { &mut *(sc.out.as_mut_ptr() as *mut [u8; SYNACK4_LEN]) };
+        synack_v4(&syn, cookie, mss, out);
+        reply(ctx, tcp.l3, out)
+    } else {
+        let syn = SynFields {
+            src_be: tcp.src,
+            dst_be: tcp.dst,
+            sport_be: tcp.sport_be,
+            dport_be: tcp.dport.to_be_bytes(),
+            seq: tcp.seq,
+        };
+        synack_v6(&syn, cookie, mss, &mut sc.out);
+        reply(ctx, tcp.l3, &sc.out)
+    }
+}
+
+/// Resizes the frame to the link header plus `hdr`, writes `hdr` after the
+/// link header and swaps the MAC addresses (VLAN tags stay as they were).
+/// None when the frame cannot be resized (untouched); XDP_DROP should the
+/// resized frame not hold the headers (it always does).
+#[inline(always)]
+fn reply<const N: usize>(ctx: &XdpContext, l3: usize, hdr: &[u8; N]) -> Option<u32> {
+    let len = ctx.data_end() - ctx.data();
+    let delta = (l3 + N) as i32 - len as i32;
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return None;
+    }
+    let (Ok(macs), Ok(out)) = (ptr_at::<[u8; 12]>(ctx, 0), ptr_at::<[u8; N]>(ctx, l3)) else {
+        return Some(XDP_DROP);
+    };
+    let m = unsafe { *macs };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&m[6..]);
+    swapped[6..].copy_from_slice(&m[..6]);
+    unsafe {
+        *(macs as *mut [u8; 12]) = swapped;
+        *(out as *mut [u8; N]) = *hdr;
+    }
+    Some(XDP_TX)
 }
 
 /// The longest prefix in force for this frontend decides; no entry (a frontend

@@ -330,6 +330,9 @@ async fn serve(
     front
         .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
         .context("writing LB_XDP_CFG")?;
+    front
+        .set_syn_cookies(xdp::syn_cookies_on(&cfg))
+        .context("writing LB_XDP_CFG")?;
     for (f, t) in cfg.frontends.iter().zip(&acls) {
         if let Some(t) = t {
             tracing::info!(

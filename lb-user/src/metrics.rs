@@ -513,6 +513,10 @@ pub fn render(live: &Live) -> Result<String> {
                     "lb_xdp_frontend_syn_drops_total",
                     "SYNs dropped by the per-source SYN rate limit.",
                 ),
+                (
+                    "lb_xdp_frontend_syn_cookies_total",
+                    "SYNs answered with a SYN cookie SYN-ACK from XDP.",
+                ),
             ];
             let c: Vec<_> = fam
                 .iter()
@@ -520,10 +524,14 @@ pub fn render(live: &Live) -> Result<String> {
                 .collect::<Result<_>>()?;
             for fe in &x.frontends {
                 let l = [fe.frontend.as_str()];
-                for (m, v) in
-                    c.iter()
-                        .zip([fe.packets, fe.bytes, fe.syns, fe.acl_drops, fe.syn_drops])
-                {
+                for (m, v) in c.iter().zip([
+                    fe.packets,
+                    fe.bytes,
+                    fe.syns,
+                    fe.acl_drops,
+                    fe.syn_drops,
+                    fe.syn_cookies,
+                ]) {
                     m.with_label_values(&l).inc_by(v);
                 }
             }

@@ -251,6 +251,8 @@ pub struct XdpFrontend {
     pub syns: u64,
     pub acl_drops: u64,
     pub syn_drops: u64,
+    /// SYNs answered with a SYN cookie from XDP.
+    pub syn_cookies: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -312,6 +314,7 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
             row.syns += s.syns;
             row.acl_drops += s.acl_drops;
             row.syn_drops += s.syn_drops;
+            row.syn_cookies += s.syn_cookies;
         }
         frontends.push(row);
     }
@@ -345,7 +348,7 @@ pub fn print_xdp_status(s: &XdpStatus) {
         print_table(&["INTERFACE", "IFINDEX", "MODE", "PROG_ID"], &rows);
     }
     println!();
-    let rows: Vec<[String; 7]> = s
+    let rows: Vec<[String; 8]> = s
         .frontends
         .iter()
         .map(|f| {
@@ -357,6 +360,7 @@ pub fn print_xdp_status(s: &XdpStatus) {
                 f.syns.to_string(),
                 f.acl_drops.to_string(),
                 f.syn_drops.to_string(),
+                f.syn_cookies.to_string(),
             ]
         })
         .collect();
@@ -369,6 +373,7 @@ pub fn print_xdp_status(s: &XdpStatus) {
             "SYNS",
             "ACL_DROPS",
             "SYN_DROPS",
+            "SYN_COOKIES",
         ],
         &rows,
     );

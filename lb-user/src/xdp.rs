@@ -236,6 +236,11 @@ pub fn mode_name(mode: u32) -> &'static str {
     }
 }
 
+/// `xdp-syn-cookies`, on unless set off.
+pub fn syn_cookies_on(cfg: &Config) -> bool {
+    cfg.global.xdp_syn_cookies.as_ref().is_none_or(|c| c.value)
+}
+
 /// `xdp-syn-rate` as the program's credit arithmetic: (interval, cap) in ns.
 pub fn syn_credit(rate: Option<SynRate>) -> (u64, u64) {
     match rate {
@@ -290,6 +295,7 @@ pub struct FrontDoor {
     pub maps: XdpMaps,
     gen: u32,
     syn: (u64, u64),
+    syn_cookies: bool,
     live4: Vec<Key<AclKey4>>,
     live6: Vec<Key<AclKey6>>,
 }
@@ -300,6 +306,7 @@ impl FrontDoor {
             maps,
             gen: 0,
             syn: (0, 0),
+            syn_cookies: false,
             live4: Vec::new(),
             live6: Vec::new(),
         }
@@ -312,7 +319,7 @@ impl FrontDoor {
     fn write_cfg(&mut self, gen: u32) -> Result<(), XdpError> {
         let cfg = XdpConfig {
             acl_gen: gen,
-            _pad: 0,
+            syn_cookies: self.syn_cookies as u32,
             syn_interval_ns: self.syn.0,
             syn_cap_ns: self.syn.1,
         };
@@ -322,6 +329,13 @@ impl FrontDoor {
     /// Sets the SYN rate limit (None: off).
     pub fn set_syn_rate(&mut self, rate: Option<SynRate>) -> Result<(), XdpError> {
         self.syn = syn_credit(rate);
+        self.write_cfg(self.gen)
+    }
+
+    /// Whether SYNs are answered with SYN cookies from XDP while a listener's
+    /// SYN queue is full.
+    pub fn set_syn_cookies(&mut self, on: bool) -> Result<(), XdpError> {
+        self.syn_cookies = on;
         self.write_cfg(self.gen)
     }
 
@@ -493,6 +507,9 @@ impl Standalone {
         front
             .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
             .map_err(xdp_err)?;
+        front
+            .set_syn_cookies(syn_cookies_on(cfg))
+            .map_err(xdp_err)?;
         Ok(Self {
             runner: Runner {
                 ebpf,
@@ -513,6 +530,15 @@ impl Runner {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), aya::programs::ProgramError> {
+        self.run_out(frame, repeat).map(|(a, d, _)| (a, d))
+    }
+
+    /// As [`Runner::run`], also returning the frame as the program left it.
+    pub fn run_out(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration, Vec<u8>), aya::programs::ProgramError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog = program(&mut self.ebpf).map_err(|e| match e {
             XdpError::Program { source } => *source,
@@ -525,7 +551,25 @@ impl Runner {
             repeat,
             ..TestRunOptions::new()
         })?;
-        Ok((r.return_value, r.duration))
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, r.duration, out))
+    }
+
+    /// Puts a listening socket in `LB_LISTENERS` at `index` (the frontend's
+    /// index * 2, + 1 for IPv6), as the daemon does for its binds.
+    pub fn set_listener(
+        &mut self,
+        index: u32,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), aya::maps::MapError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::LISTENERS)
+            .ok_or(aya::maps::MapError::InvalidName {
+                name: maps::LISTENERS.to_string(),
+            })?;
+        let mut m = aya::maps::SockMap::try_from(map)?;
+        m.set(index, &fd, 0)
     }
 
     /// A global counter (`lb_common::stat::*`), summed over CPUs.
@@ -542,6 +586,7 @@ impl Runner {
             t.syns += s.syns;
             t.acl_drops += s.acl_drops;
             t.syn_drops += s.syn_drops;
+            t.syn_cookies += s.syn_cookies;
         }
         Ok(t)
     }

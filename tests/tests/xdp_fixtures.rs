@@ -13,6 +13,7 @@ use lb_user::xdp::{Runner, Standalone};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
 const CFG: &str = "\
 global
@@ -208,9 +209,10 @@ struct Delta {
     malformed: bool,
     fragment: bool,
     ext_depth: bool,
+    syn_cookie: bool,
 }
 
-const GLOBALS: [(u32, &str); 7] = [
+const GLOBALS: [(u32, &str); 8] = [
     (stat::XDP_FRONTEND, "xdp_frontend"),
     (stat::XDP_TRUNCATED, "xdp_truncated"),
     (stat::XDP_MALFORMED, "xdp_malformed"),
@@ -218,6 +220,7 @@ const GLOBALS: [(u32, &str); 7] = [
     (stat::XDP_EXT_DEPTH, "xdp_ext_depth"),
     (stat::XDP_ACL_DROP, "xdp_acl_drop"),
     (stat::XDP_SYN_DROP, "xdp_syn_drop"),
+    (stat::XDP_SYN_COOKIE, "xdp_syn_cookie"),
 ];
 
 struct Snap {
@@ -234,16 +237,18 @@ fn snap(r: &Runner) -> Snap {
     }
 }
 
-fn check(r: &mut Runner, name: &str, frame: &[u8], action: u32, d: Delta) {
+/// Runs `frame` once and checks the action and every counter; returns the
+/// frame as the program left it.
+fn check(r: &mut Runner, name: &str, frame: &[u8], action: u32, d: Delta) -> Vec<u8> {
     let before = snap(r);
-    let (got, _) = r
-        .run(frame, 1)
+    let (got, _, out) = r
+        .run_out(frame, 1)
         .unwrap_or_else(|e| panic!("{name}: test run: {e}"));
     let after = snap(r);
     assert_eq!(
         got,
         action,
-        "{name}: action {got} (1 drop, 2 pass), expected {action}; frame {} bytes",
+        "{name}: action {got} (1 drop, 2 pass, 3 tx), expected {action}; frame {} bytes",
         frame.len()
     );
     assert_eq!(after.seen - before.seen, 1, "{name}: xdp_seen");
@@ -255,6 +260,7 @@ fn check(r: &mut Runner, name: &str, frame: &[u8], action: u32, d: Delta) {
         d.ext_depth,
         d.acl_drop,
         d.syn_drop,
+        d.syn_cookie,
     ];
     for (k, (idx, label)) in GLOBALS.iter().enumerate() {
         let _ = idx;
@@ -289,7 +295,16 @@ fn check(r: &mut Runner, name: &str, frame: &[u8], action: u32, d: Delta) {
             (mine && d.syn_drop) as u64,
             "{name}: fe {fe} syn_drops"
         );
+        assert_eq!(
+            a.syn_cookies - b.syn_cookies,
+            (mine && d.syn_cookie) as u64,
+            "{name}: fe {fe} syn_cookies"
+        );
     }
+    if action != XDP_TX {
+        assert_eq!(out, frame, "{name}: a frame not sent back was changed");
+    }
+    out
 }
 
 const F: Option<u32> = Some(0);
@@ -649,6 +664,193 @@ fn xdp_acl_swap_is_atomic() {
         })?;
         let drops = runner.frontend(0)?.acl_drops - drops_before;
         assert_eq!(drops, runs * 50, "every run of the denied packet dropped");
+        Ok(())
+    })
+}
+
+/// A TCP header with the MSS option (`doff` 6), or none (`doff` 5).
+fn tcp_mss(dport: u16, mss: Option<u16>) -> Vec<u8> {
+    let mut t = tcp(dport, SYN, if mss.is_some() { 6 } else { 5 });
+    t[4..8].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+    if let Some(m) = mss {
+        t[20..24].copy_from_slice(&[2, 4, (m >> 8) as u8, m as u8]);
+    }
+    t
+}
+
+/// Checks that `out` is the SYN-ACK answering the SYN `input` whose IP header
+/// starts at `l3`: MACs swapped, link header otherwise kept, addresses and
+/// ports swapped, ACK of the SYN's sequence + 1, the MSS option, valid
+/// checksums. Returns the MSS offered.
+fn assert_synack(name: &str, input: &[u8], out: &[u8], l3: usize, v6: bool) -> u16 {
+    let (ip_len, a_len) = if v6 { (40, 16) } else { (20, 4) };
+    assert_eq!(out.len(), l3 + ip_len + 24, "{name}: SYN-ACK length");
+    assert_eq!(&out[0..6], &input[6..12], "{name}: destination MAC");
+    assert_eq!(&out[6..12], &input[0..6], "{name}: source MAC");
+    assert_eq!(
+        &out[12..l3],
+        &input[12..l3],
+        "{name}: VLAN tags and EtherType"
+    );
+    let (i, o) = (&input[l3..], &out[l3..]);
+    let (src, dst) = if v6 { (8, 24) } else { (12, 16) };
+    assert_eq!(
+        &o[src..src + a_len],
+        &i[dst..dst + a_len],
+        "{name}: source address"
+    );
+    assert_eq!(
+        &o[dst..dst + a_len],
+        &i[src..src + a_len],
+        "{name}: destination address"
+    );
+    if !v6 {
+        assert_eq!(o[0], 0x45, "{name}: IPv4 without options");
+        assert_eq!(u16::from_be_bytes([o[2], o[3]]), 44, "{name}: total length");
+        assert_eq!(csum(&o[..20]), 0, "{name}: IPv4 header checksum");
+    } else {
+        assert_eq!(o[6], 6, "{name}: next header TCP");
+        assert_eq!(
+            u16::from_be_bytes([o[4], o[5]]),
+            24,
+            "{name}: payload length"
+        );
+    }
+    let (it, ot) = (&i[ip_len..], &o[ip_len..]);
+    assert_eq!(&ot[0..2], &it[2..4], "{name}: source port");
+    assert_eq!(&ot[2..4], &it[0..2], "{name}: destination port");
+    let seq = u32::from_be_bytes([it[4], it[5], it[6], it[7]]);
+    let ack = u32::from_be_bytes([ot[8], ot[9], ot[10], ot[11]]);
+    assert_eq!(ack, seq.wrapping_add(1), "{name}: acknowledges the SYN");
+    assert_eq!(ot[12] >> 4, 6, "{name}: data offset");
+    assert_eq!(ot[13], SYN | ACK, "{name}: flags");
+    assert_eq!(&ot[20..22], &[2, 4], "{name}: MSS option");
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&o[src..src + a_len]);
+    pseudo.extend_from_slice(&o[dst..dst + a_len]);
+    pseudo.extend_from_slice(&[0, 6, 0, 24]);
+    pseudo.extend_from_slice(ot);
+    assert_eq!(csum(&pseudo), 0, "{name}: TCP checksum");
+    u16::from_be_bytes([ot[22], ot[23]])
+}
+
+/// SYN cookies from XDP: with `tcp_syncookies=2` in the listeners' namespace
+/// (the kernel would answer every SYN with a cookie) the program turns SYNs
+/// into the kernel's cookie SYN-ACK and sends them back; with 1 and an empty
+/// SYN queue (no flood), or with `xdp-syn-cookies off`, SYNs pass untouched.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn xdp_syn_cookie_fixtures() {
+    use std::os::fd::AsFd;
+    run_test(|| {
+        let ns = lb_tests::netns::Netns::new("xdpck")?;
+        ns.run("sysctl", &["-qw", "net.ipv4.tcp_syncookies=2"])?;
+        let (l4, l6) = ns.enter(|| -> std::io::Result<_> {
+            Ok((
+                std::net::TcpListener::bind("127.0.0.1:0")?,
+                std::net::TcpListener::bind("[::1]:0")?,
+            ))
+        })?;
+        let Standalone {
+            mut runner,
+            mut front,
+            ..
+        } = load()?;
+        let r = &mut runner;
+        // Frontend f: index 0 for its IPv4 bind, 1 for IPv6.
+        r.set_listener(0, l4.as_fd())?;
+        r.set_listener(1, l6.as_fd())?;
+        let cookie = Delta {
+            fe: F,
+            syn: true,
+            syn_cookie: true,
+            ..Default::default()
+        };
+        // A new source each time: the configuration's SYN rate limit allows 3.
+        let mut n = 0u8;
+        let mut v4_syn = |tags: &[u16], mss| {
+            n += 1;
+            let src = std::net::Ipv4Addr::new(10, 1, 3, n);
+            eth(
+                tags,
+                0x0800,
+                &V4::new(src, ip4("10.0.0.1")).build(&tcp_mss(80, mss)),
+            )
+        };
+
+        let f = v4_syn(&[], Some(1460));
+        let out = check(r, "v4 SYN, MSS 1460", &f, XDP_TX, cookie);
+        assert_eq!(assert_synack("v4 SYN, MSS 1460", &f, &out, 14, false), 1460);
+        // No MSS option: the frame grows by the option; RFC 9293's default.
+        let f = v4_syn(&[], None);
+        let out = check(r, "v4 SYN, no options", &f, XDP_TX, cookie);
+        assert_eq!(
+            assert_synack("v4 SYN, no options", &f, &out, 14, false),
+            536
+        );
+        // An MSS between the kernel's cookie table entries rounds down.
+        let f = v4_syn(&[0x8100], Some(1400));
+        let out = check(r, "802.1Q v4 SYN, MSS 1400", &f, XDP_TX, cookie);
+        assert_eq!(assert_synack("802.1Q v4 SYN", &f, &out, 18, false), 1300);
+        let f = v4_syn(&[0x88A8, 0x8100], Some(1460));
+        let out = check(r, "QinQ v4 SYN", &f, XDP_TX, cookie);
+        assert_synack("QinQ v4 SYN", &f, &out, 22, false);
+        let f = eth(
+            &[],
+            0x86DD,
+            &v6(
+                ip6("fd00::2"),
+                ip6("fd00::1"),
+                &[],
+                6,
+                &tcp_mss(80, Some(1440)),
+            ),
+        );
+        let out = check(r, "v6 SYN, MSS 1440", &f, XDP_TX, cookie);
+        assert_eq!(assert_synack("v6 SYN", &f, &out, 14, true), 1440);
+
+        // What the cookie path leaves to the kernel: IPv4 options, IPv6
+        // extension headers, segments other than a bare SYN.
+        let mut opts = V4::new(ip4("10.1.2.4"), ip4("10.0.0.1"));
+        opts.ihl = 6;
+        let f = eth(&[], 0x0800, &opts.build(&tcp_mss(80, Some(1460))));
+        check(r, "v4 options", &f, XDP_PASS, counted(true));
+        let f = eth(
+            &[],
+            0x86DD,
+            &v6(
+                ip6("fd00::3"),
+                ip6("fd00::1"),
+                &[60],
+                6,
+                &tcp_mss(80, Some(1440)),
+            ),
+        );
+        check(r, "v6 destination options", &f, XDP_PASS, counted(true));
+        let f = v4_frame("10.1.2.5", 80, ACK);
+        check(r, "ACK", &f, XDP_PASS, counted(false));
+        // Frontend g has no listener in the map: nothing to ask.
+        let f = eth(
+            &[],
+            0x0800,
+            &V4::new(ip4("10.1.2.6"), ip4("172.16.0.1")).build(&tcp_mss(81, Some(1460))),
+        );
+        let g = Delta {
+            fe: G,
+            syn: true,
+            ..Default::default()
+        };
+        check(r, "frontend without a listener", &f, XDP_PASS, g);
+
+        // No flood: the kernel keeps the SYN.
+        ns.run("sysctl", &["-qw", "net.ipv4.tcp_syncookies=1"])?;
+        let f = v4_syn(&[], Some(1460));
+        check(r, "SYN queue not full", &f, XDP_PASS, counted(true));
+        ns.run("sysctl", &["-qw", "net.ipv4.tcp_syncookies=2"])?;
+        front.set_syn_cookies(false)?;
+        check(r, "xdp-syn-cookies off", &f, XDP_PASS, counted(true));
+        front.set_syn_cookies(true)?;
+        check(r, "and on again", &f, XDP_TX, cookie);
         Ok(())
     })
 }

@@ -16,6 +16,7 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("tune.lb.splice-budget", ALL, Act::Run(g_splice_budget)),
     kw("xdp-interface", ALL, Act::Run(g_xdp_interface)),
     kw("xdp-syn-rate", ALL, Act::Run(g_xdp_syn_rate)),
+    kw("xdp-syn-cookies", ALL, Act::Run(g_xdp_syn_cookies)),
     kw("log", ALL, Act::Run(g_log)),
     kw("daemon", ALL, Act::Run(g_daemon)),
     kw("master-worker", ALL, Act::Run(g_daemon)),
@@ -233,6 +234,25 @@ fn g_xdp_syn_rate(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         value: SynRate { per_second, burst },
         origin,
     });
+    Ok(())
+}
+
+fn g_xdp_syn_cookies(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "on|off")?;
+    let on = match v.text.as_str() {
+        "on" => true,
+        "off" => false,
+        other => {
+            return Err(p.err(
+                l.no,
+                v,
+                format!("'xdp-syn-cookies' expects 'on' or 'off', not '{other}'"),
+            ))
+        }
+    };
+    p.no_more(l, 1, &l.kw.text)?;
+    let origin = p.origin(l.no);
+    p.global.xdp_syn_cookies = Some(Located { value: on, origin });
     Ok(())
 }
 

@@ -82,6 +82,9 @@ pub struct Global {
     /// `xdp-syn-rate N per-source [burst B]` (lb's own): SYNs per second each
     /// client address may send to the frontends.
     pub xdp_syn_rate: Option<Located<SynRate>>,
+    /// `xdp-syn-cookies on|off` (lb's own): whether the XDP program answers
+    /// SYNs with SYN cookies while a listener's SYN queue is full (unset: on).
+    pub xdp_syn_cookies: Option<Located<bool>>,
     /// `server-state-file FILE`: the global server-state file, as written
     /// (resolve with [`Global::state_path`]).
     pub server_state_file: Option<Located<PathBuf>>,
@@ -176,6 +179,7 @@ impl Default for Global {
             other: Vec::new(),
             xdp_interfaces: Vec::new(),
             xdp_syn_rate: None,
+            xdp_syn_cookies: None,
             server_state_file: None,
             server_state_base: None,
         }

@@ -583,12 +583,19 @@ fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
             i.interface, i.ifindex, i.mode, i.prog_id
         );
     }
-    out.push_str("# frontend,acl_rules,packets,bytes,syns,acl_drops,syn_drops\n");
+    out.push_str("# frontend,acl_rules,packets,bytes,syns,acl_drops,syn_drops,syn_cookies\n");
     for fe in &x.frontends {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{}",
-            fe.frontend, fe.acl_rules, fe.packets, fe.bytes, fe.syns, fe.acl_drops, fe.syn_drops
+            "{},{},{},{},{},{},{},{}",
+            fe.frontend,
+            fe.acl_rules,
+            fe.packets,
+            fe.bytes,
+            fe.syns,
+            fe.acl_drops,
+            fe.syn_drops,
+            fe.syn_cookies
         );
     }
     Ok(out)
