@@ -555,6 +555,24 @@ impl Runner {
         Ok((r.return_value, r.duration, out))
     }
 
+    /// Attaches the program in native mode to `iface` of the calling thread's
+    /// network namespace (until the runner is dropped).
+    pub fn attach_native(&mut self, iface: &str) -> Result<(), XdpError> {
+        let idx = ifindex(iface).ok_or_else(|| XdpError::NoInterface {
+            origin: Origin::default(),
+            iface: iface.to_string(),
+        })?;
+        program(&mut self.ebpf)?
+            .attach_to_if_index(idx, XdpMode::Driver)
+            .map_err(|e| XdpError::Attach {
+                origin: Origin::default(),
+                iface: iface.to_string(),
+                mode: "native",
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
     /// Puts a listening socket in `LB_LISTENERS` at `index` (the frontend's
     /// index * 2, + 1 for IPv6), as the daemon does for its binds.
     pub fn set_listener(

@@ -9,6 +9,59 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::netns::Netns;
+use crate::topology::Topology;
+
+/// The /24 an [`Attacker`] spoofs sources from (`.128`-`.254`).
+pub const ATTACKER_NET: [u8; 3] = [10, 210, 99];
+
+/// A flood source on a link of its own (`eth-a` on the lb side,
+/// 10.210.9.0/24) that is also the lb's route to the spoofed sources
+/// (10.210.99.0/24), as an uplink router would be: the SYN-ACKs answering the
+/// flood, from the kernel or from XDP, go back there and not onto the legit
+/// client's link.
+pub struct Attacker {
+    pub ns: Netns,
+}
+
+impl Attacker {
+    pub fn new(topo: &Topology) -> Result<Self> {
+        let ns = Netns::new("atk")?;
+        ns.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth-a",
+            "netns",
+            topo.lb.name(),
+        ])?;
+        ns.ip(&["addr", "add", "10.210.9.2/24", "dev", "eth0"])?;
+        topo.lb
+            .ip(&["addr", "add", "10.210.9.1/24", "dev", "eth-a"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        topo.lb.ip(&["link", "set", "eth-a", "up"])?;
+        topo.lb
+            .ip(&["route", "add", "10.210.99.0/24", "via", "10.210.9.2"])?;
+        Ok(Self { ns })
+    }
+
+    /// trafgen packet config: SYNs from the spoofed range to `dst:dport` of the lb.
+    pub fn syn_cfg(&self, topo: &Topology, dst: [u8; 4], dport: u16) -> Result<String> {
+        let dst_mac = mac_of(&topo.lb, "eth-a")?;
+        let src_mac = mac_of(&self.ns, "eth0")?;
+        Ok(syn_cfg(
+            &dst_mac,
+            &src_mac,
+            ATTACKER_NET,
+            (128, 254),
+            dst,
+            dport,
+        ))
+    }
+}
 
 /// The MAC address of `dev` in `ns`.
 pub fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
@@ -136,4 +189,22 @@ fn trafgen_once(
     } else {
         Ok(Err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
+}
+
+/// An XDP program on `dev` in `ns`, kept while the value lives, so that this
+/// end of a veth takes the frames its peer's XDP program sends back
+/// (XDP_TX): the veth driver kicks a peer's receive queue for such frames only
+/// when the peer runs XDP itself, and otherwise leaves them queued. It is
+/// `lb_xdp` with no frontend there, so it passes everything.
+pub fn xdp_receiver(ns: &Netns, dev: &str) -> Result<lb_user::xdp::Standalone> {
+    const CFG: &str = "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 5s\n    \
+                       timeout server 5s\nfrontend none\n    bind 127.0.0.1:1\n    \
+                       default_backend b\nbackend b\n    server s 127.0.0.1:2\n";
+    let cfg = lb_user::config::parse_str(CFG, Path::new("receiver.cfg"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sa =
+        lb_user::xdp::Standalone::new(&cfg).map_err(|e| anyhow::anyhow!("loading lb_xdp: {e}"))?;
+    ns.enter(|| sa.runner.attach_native(dev))
+        .with_context(|| format!("attaching lb_xdp to {dev} in {}", ns.name()))?;
+    Ok(sa)
 }

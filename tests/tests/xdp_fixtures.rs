@@ -809,6 +809,23 @@ fn xdp_syn_cookie_fixtures() {
         let out = check(r, "v6 SYN, MSS 1440", &f, XDP_TX, cookie);
         assert_eq!(assert_synack("v6 SYN", &f, &out, 14, true), 1440);
 
+        // A SYN as Linux sends it: MSS, SACK permitted, timestamps, window
+        // scaling; the cookie keeps only the MSS.
+        let mut t = tcp(80, SYN, 10);
+        t[20..40].copy_from_slice(&[
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        let f = eth(
+            &[],
+            0x0800,
+            &V4::new(ip4("10.1.4.1"), ip4("10.0.0.1")).build(&t),
+        );
+        let out = check(r, "v4 SYN, Linux options", &f, XDP_TX, cookie);
+        assert_eq!(
+            assert_synack("v4 SYN, Linux options", &f, &out, 14, false),
+            1460
+        );
+
         // What the cookie path leaves to the kernel: IPv4 options, IPv6
         // extension headers, segments other than a bare SYN.
         let mut opts = V4::new(ip4("10.1.2.4"), ip4("10.0.0.1"));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use lb_tests::flood;
+use lb_tests::flood::{self, Attacker};
 use lb_tests::postgres::psql;
 use lb_tests::scenario::*;
 use lb_tests::*;
@@ -263,26 +263,42 @@ const FLOOD_PACKETS: u64 = 1_000_000;
 struct FloodRun {
     legit_ok: u32,
     legit_total: u32,
+    /// Legit clients that started while the flood was on.
+    legit_during: u32,
     flood_secs: f64,
 }
 
-/// Sends FLOOD_PACKETS spoofed SYNs with trafgen while sequential psql clients
+/// Sends `packets` spoofed SYNs with trafgen while sequential psql clients
 /// connect from the real client address for as long as the flood lasts (and
-/// at least 3 s).
-fn flood_with_clients(topo: &Topology) -> Result<FloodRun> {
-    let dst = flood::mac_of(&topo.lb, "eth-c")?;
-    let src = flood::mac_of(&topo.client, "eth0")?;
-    // From the spoofed 10.210.1.128-254 to LB_V4:5432.
-    let text = flood::syn_cfg(&dst, &src, [10, 210, 1], (128, 254), [10, 210, 1, 1], 5432);
+/// at least 3 s). The flood comes from the client's link (spoofed
+/// 10.210.1.128-254) or from `attacker`'s (10.210.99.128-254).
+fn flood_with_clients(
+    topo: &Topology,
+    packets: u64,
+    attacker: Option<&Attacker>,
+) -> Result<FloodRun> {
+    let (ns, text) = match attacker {
+        Some(a) => (&a.ns, a.syn_cfg(topo, [10, 210, 1, 1], 5432)?),
+        None => {
+            let dst = flood::mac_of(&topo.lb, "eth-c")?;
+            let src = flood::mac_of(&topo.client, "eth0")?;
+            let t = flood::syn_cfg(&dst, &src, [10, 210, 1], (128, 254), [10, 210, 1, 1], 5432);
+            (&topo.client, t)
+        }
+    };
     let conf = topo.write_cfg("syn.trafgen", &text)?;
     let done = AtomicBool::new(false);
+    let flooding = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<FloodRun> {
-        let clients = s.spawn(|| -> Result<(u32, u32)> {
-            let (mut ok, mut total) = (0, 0);
+        let clients = s.spawn(|| -> Result<(u32, u32, u32)> {
+            let (mut ok, mut total, mut during) = (0, 0, 0);
             let start = Instant::now();
             while total < 2000
                 && (!done.load(Ordering::Relaxed) || start.elapsed() < Duration::from_secs(3))
             {
+                if flooding.load(Ordering::Relaxed) {
+                    during += 1;
+                }
                 let r = psql(&topo.client, LB_V4, 5432, "select 42")?;
                 total += 1;
                 if r.ok && r.stdout == "42" {
@@ -294,17 +310,20 @@ fn flood_with_clients(topo: &Topology) -> Result<FloodRun> {
                     );
                 }
             }
-            Ok((ok, total))
+            Ok((ok, total, during))
         });
         // Let a few clients connect before the flood starts.
         std::thread::sleep(Duration::from_millis(300));
-        let took = flood::trafgen(&topo.client, "eth0", &conf, FLOOD_PACKETS, None);
+        flooding.store(true, Ordering::Relaxed);
+        let took = flood::trafgen(ns, "eth0", &conf, packets, None);
+        flooding.store(false, Ordering::Relaxed);
         done.store(true, Ordering::Relaxed);
-        let (legit_ok, legit_total) = clients.join().expect("client thread")?;
+        let (legit_ok, legit_total, legit_during) = clients.join().expect("client thread")?;
         let flood_secs = took?.as_secs_f64();
         Ok(FloodRun {
             legit_ok,
             legit_total,
+            legit_during,
             flood_secs,
         })
     })
@@ -347,7 +366,7 @@ fn xdp_syn_flood_legit_clients() {
         wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
         let before = lb.xdp_status()?;
         let t0 = cpu_ticks()?;
-        let run = flood_with_clients(&topo)?;
+        let run = flood_with_clients(&topo, FLOOD_PACKETS, None)?;
         let ticks = cpu_ticks()? - t0;
         let after = lb.xdp_status()?;
         let d = |k| fe_counter(&after, k) - fe_counter(&before, k);
@@ -391,7 +410,7 @@ fn xdp_syn_flood_legit_clients() {
             let lb = topo.start_lb(&cfg, &["--no-xdp"])?;
             wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
             let t0 = cpu_ticks()?;
-            let run = flood_with_clients(&topo)?;
+            let run = flood_with_clients(&topo, FLOOD_PACKETS, None)?;
             let ticks = cpu_ticks()? - t0;
             println!(
                 "[lb-tests] --no-xdp, tcp_syncookies={cookies}: ~{FLOOD_PACKETS} SYNs in {:.1} s; \
@@ -401,6 +420,159 @@ fn xdp_syn_flood_legit_clients() {
             lb.stop()?;
         }
         set_syncookies(&topo, 1)?;
+        Ok(())
+    })
+}
+
+/// TcpExt counters of the kernel's SYN cookies in the lb namespace:
+/// (sent by the kernel, valid ACKs received, invalid ACKs).
+fn syncookie_counters(topo: &Topology) -> Result<(u64, u64, u64)> {
+    let out = topo.lb.run(
+        "nstat",
+        &[
+            "-az",
+            "--json",
+            "TcpExtSyncookiesSent",
+            "TcpExtSyncookiesRecv",
+            "TcpExtSyncookiesFailed",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("nstat --json")?;
+    let k = &v["kernel"];
+    let g = |n: &str| k[n].as_u64().unwrap_or(0);
+    Ok((
+        g("TcpExtSyncookiesSent"),
+        g("TcpExtSyncookiesRecv"),
+        g("TcpExtSyncookiesFailed"),
+    ))
+}
+
+/// Long enough (~5 s at the ~550k pps trafgen reaches here) for 20-odd
+/// psql clients to connect while the flood is on.
+const COOKIE_FLOOD_PACKETS: u64 = 3_000_000;
+
+struct CookieRun {
+    run: FloodRun,
+    ticks: u64,
+    xdp_cookies: u64,
+    kernel_sent: u64,
+    recv: u64,
+    failed: u64,
+}
+
+/// One flood with legit clients, SYN cookies made by XDP (`on`) or by the
+/// kernel, no SYN rate limit: every flood SYN reaches the cookie machinery.
+fn cookie_flood(topo: &Topology, attacker: &Attacker, on: bool) -> Result<CookieRun> {
+    let cfg = SEED_PGSQL.replace(
+        "global\n",
+        &format!(
+            "global\n    xdp-interface eth-c\n    xdp-interface eth-a\n    \
+             xdp-syn-cookies {}\n",
+            if on { "on" } else { "off" }
+        ),
+    );
+    let lb = topo.start_lb(&cfg, &[])?;
+    wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+    let before = lb.xdp_status()?;
+    let k0 = syncookie_counters(topo)?;
+    let t0 = cpu_ticks()?;
+    let run = flood_with_clients(topo, COOKIE_FLOOD_PACKETS, Some(attacker))?;
+    let ticks = cpu_ticks()? - t0;
+    let k1 = syncookie_counters(topo)?;
+    let after = lb.xdp_status()?;
+    lb.stop()?;
+    Ok(CookieRun {
+        run,
+        ticks,
+        xdp_cookies: fe_counter(&after, "syn_cookies") - fe_counter(&before, "syn_cookies"),
+        kernel_sent: k1.0 - k0.0,
+        recv: k1.1 - k0.1,
+        failed: k1.2 - k0.2,
+    })
+}
+
+/// SYN cookies under a spoofed flood, made in XDP and by the kernel: in both
+/// the legit clients get through (>= 99 %); with XDP the flood's SYN-ACKs come
+/// from XDP, and the clients' cookie ACKs are accepted by the kernel's
+/// listener. Prints both runs' CPU for the comparison.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn xdp_syn_cookies_under_flood() {
+    run_test(|| {
+        let topo = Topology::new("xdpcookie")?;
+        let _pgs = pg_trio(&topo, false)?;
+        if Command::new("trafgen").arg("-v").output().is_err() {
+            bail!("trafgen is missing: apt-get install netsniff-ng (cargo xtask test installs it)");
+        }
+        set_syncookies(&topo, 1)?;
+        // The flood comes from a link of its own, as from an uplink: the
+        // SYN-ACKs answering it (at line rate from XDP) go back there and do
+        // not share the legit client's veth queue.
+        let attacker = Attacker::new(&topo)?;
+        // The far ends of the veths must run XDP to take XDP_TX frames.
+        let _rx = [
+            flood::xdp_receiver(&topo.client, "eth0")?,
+            flood::xdp_receiver(&attacker.ns, "eth0")?,
+        ];
+        let mut runs = Vec::new();
+        for on in [false, true] {
+            let c = cookie_flood(&topo, &attacker, on)?;
+            let who = if on { "XDP" } else { "kernel" };
+            println!(
+                "[lb-tests] SYN cookies by {who}: ~{COOKIE_FLOOD_PACKETS} spoofed SYNs in \
+                 {:.1} s ({:.0} pps); XDP cookies {}, kernel cookies {}, cookie ACKs accepted \
+                 {} (invalid {}); legit psql {}/{} ok ({} during the flood); CPU busy {} ticks",
+                c.run.flood_secs,
+                COOKIE_FLOOD_PACKETS as f64 / c.run.flood_secs,
+                c.xdp_cookies,
+                c.kernel_sent,
+                c.recv,
+                c.failed,
+                c.run.legit_ok,
+                c.run.legit_total,
+                c.run.legit_during,
+                c.ticks
+            );
+            runs.push(c);
+        }
+        for (on, c) in [(false, &runs[0]), (true, &runs[1])] {
+            let who = if on { "XDP" } else { "kernel" };
+            ensure!(
+                c.run.legit_total >= 20,
+                "{who}: too few legit connections to judge: {}",
+                c.run.legit_total
+            );
+            ensure!(
+                c.run.legit_ok as f64 >= 0.99 * c.run.legit_total as f64,
+                "{who}: legit success {}/{} < 99%",
+                c.run.legit_ok,
+                c.run.legit_total
+            );
+            if on {
+                ensure!(
+                    c.xdp_cookies >= COOKIE_FLOOD_PACKETS / 2,
+                    "XDP answered only {} of {COOKIE_FLOOD_PACKETS} flood SYNs",
+                    c.xdp_cookies
+                );
+                ensure!(
+                    c.recv > 0,
+                    "no client completed a handshake on an XDP-made cookie"
+                );
+            } else {
+                ensure!(c.xdp_cookies == 0, "XDP made cookies while off");
+                ensure!(
+                    c.kernel_sent >= COOKIE_FLOOD_PACKETS / 2,
+                    "the kernel sent only {} cookies",
+                    c.kernel_sent
+                );
+            }
+        }
+        let per_ksyn = |c: &CookieRun| c.ticks as f64 * 1000.0 / COOKIE_FLOOD_PACKETS as f64;
+        println!(
+            "[lb-tests] CPU ticks per 1000 flood SYNs: XDP cookies {:.2}, kernel cookies {:.2}",
+            per_ksyn(&runs[1]),
+            per_ksyn(&runs[0])
+        );
         Ok(())
     })
 }
