@@ -18,6 +18,7 @@ mod mem;
 mod net;
 mod proc;
 mod report;
+mod syn_cookies;
 mod targets;
 mod workloads;
 mod xdp_drop;
@@ -67,6 +68,11 @@ pub struct BenchArgs {
     /// ingress), and by neither, on one core; prints a table.
     #[arg(long)]
     pub xdp_drop: bool,
+    /// Only the SYN cookie workload: a spoofed SYN flood answered with SYN
+    /// cookies by lb's XDP program and by the kernel, SYNs/s and CPU on one
+    /// core and a legit client's connects meanwhile; prints a table.
+    #[arg(long)]
+    pub syn_cookies: bool,
 }
 
 /// Debian packages the benchmarks run.
@@ -118,6 +124,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
         let packets = if args.quick { 200_000 } else { 2_000_000 };
         return with_harness_cleanup(|| xdp_drop::run(repeat, packets));
+    }
+    if args.syn_cookies {
+        toolchain::ensure_packages(XDP_DROP_PACKAGES, "the SYN cookie benchmark")?;
+        let lb = build::build(&build::BuildArgs::default())?;
+        // The harness starts the daemon from $LB_BIN; no other thread runs yet.
+        std::env::set_var("LB_BIN", &lb);
+        let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
+        let packets = if args.quick { 300_000 } else { 3_000_000 };
+        return with_harness_cleanup(|| syn_cookies::run(repeat, packets));
     }
     toolchain::ensure_packages(BENCH_PACKAGES, "the benchmarks")?;
     let lb = build::build(&build::BuildArgs::default())?;

@@ -71,7 +71,7 @@ struct Sample {
 }
 
 /// CPU 0's (busy, softirq) ticks from /proc/stat.
-fn cpu0() -> Result<(u64, u64)> {
+pub(super) fn cpu0() -> Result<(u64, u64)> {
     let s = std::fs::read_to_string("/proc/stat").context("/proc/stat")?;
     let l = s
         .lines()
@@ -147,7 +147,7 @@ fn one(topo: &Topology, v: Variant, conf: &std::path::Path, packets: u64) -> Res
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
