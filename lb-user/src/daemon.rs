@@ -146,14 +146,24 @@ fn check_xdp(cfg: &Config, no_xdp: bool) -> Result<()> {
             bail!("{}: interface '{}' does not exist", r.origin, r.name);
         }
     }
-    if let Some(rate) = &cfg.global.xdp_syn_rate {
+    let explicit = [
+        cfg.global
+            .xdp_syn_rate
+            .as_ref()
+            .map(|r| ("xdp-syn-rate", &r.origin)),
+        cfg.global
+            .xdp_syn_cookies
+            .as_ref()
+            .filter(|c| c.value)
+            .map(|c| ("xdp-syn-cookies on", &c.origin)),
+    ];
+    for (what, origin) in explicit.into_iter().flatten() {
         if no_xdp {
-            tracing::warn!("{}: xdp-syn-rate has no effect with --no-xdp", rate.origin);
+            tracing::warn!("{origin}: {what} has no effect with --no-xdp");
         } else if reqs.is_empty() {
             bail!(
-                "{}: xdp-syn-rate needs the XDP program: name an interface with \
-                 'xdp-interface IFACE' (global) or 'bind ... interface IFACE'",
-                rate.origin
+                "{origin}: {what} needs the XDP program: name an interface with \
+                 'xdp-interface IFACE' (global) or 'bind ... interface IFACE'"
             );
         }
     }
@@ -330,8 +340,17 @@ async fn serve(
     front
         .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
         .context("writing LB_XDP_CFG")?;
+    let (cookies, why_not) = xdp::syn_cookies_for(&cfg, &xdp_reqs);
+    if let Some(why) = why_not {
+        tracing::warn!("SYN cookies left to the kernel: {why}");
+    } else if !xdp_reqs.is_empty() {
+        tracing::info!(
+            "SYN cookies from XDP while a listener's SYN queue is full: {}",
+            if cookies { "on" } else { "off" }
+        );
+    }
     front
-        .set_syn_cookies(xdp::syn_cookies_on(&cfg))
+        .set_syn_cookies(cookies)
         .context("writing LB_XDP_CFG")?;
     for (f, t) in cfg.frontends.iter().zip(&acls) {
         if let Some(t) = t {

@@ -267,6 +267,9 @@ pub struct XdpAttachment {
 #[derive(Clone, Debug, Serialize)]
 pub struct XdpStatus {
     pub interfaces: Vec<XdpAttachment>,
+    /// Whether SYNs are answered with cookies from XDP while a listener's SYN
+    /// queue is full ("on"), or left to the kernel ("off").
+    pub syn_cookies: &'static str,
     pub frontends: Vec<XdpFrontend>,
     /// The program's global counters (the `xdp_*` rows of `lb show stats`).
     pub counters: std::collections::BTreeMap<&'static str, u64>,
@@ -277,6 +280,12 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
     let ifaces: Array<MapData, XdpIface> = open(&dir, maps::XDP_IFACES)?.try_into()?;
     let meta: Array<MapData, FrontendMeta> = open(&dir, maps::FE_META)?.try_into()?;
     let st: PerCpuArray<MapData, XdpFeStats> = open(&dir, maps::XDP_FE_STATS)?.try_into()?;
+    let cfg: Array<MapData, lb_common::XdpConfig> = open(&dir, maps::XDP_CFG)?.try_into()?;
+    let syn_cookies = if cfg.get(&0, 0).context("LB_XDP_CFG[0]")?.syn_cookies != 0 {
+        "on"
+    } else {
+        "off"
+    };
     let mut interfaces = Vec::new();
     for i in 0..MAX_XDP_IFACES {
         let f = ifaces
@@ -324,6 +333,7 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
         .collect();
     Ok(XdpStatus {
         interfaces,
+        syn_cookies,
         frontends,
         counters,
     })
@@ -346,6 +356,7 @@ pub fn print_xdp_status(s: &XdpStatus) {
             })
             .collect();
         print_table(&["INTERFACE", "IFINDEX", "MODE", "PROG_ID"], &rows);
+        println!("SYN cookies from XDP: {}", s.syn_cookies);
     }
     println!();
     let rows: Vec<[String; 8]> = s

@@ -261,6 +261,13 @@ impl AsRawFd for EventFd {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn driver_name_refuses_bad_names() {
+        assert!(driver_name("").is_err());
+        assert!(driver_name("a-name-longer-than-15").is_err());
+        assert!(driver_name("no-such-if-lb").is_err());
+    }
+
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -286,4 +293,47 @@ mod tests {
         assert!(tcp_counters(&c).unwrap().bytes_acked >= 1000);
         assert_eq!(inq(&s).unwrap(), 0);
     }
+}
+
+/// The kernel driver behind network interface `iface` (ethtool's
+/// ETHTOOL_GDRVINFO: "veth", "mlx5_core", ...).
+pub fn driver_name(iface: &str) -> io::Result<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 5 * 4],
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name '{iface}'"),
+        ));
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 5 * 4],
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is ours; the request and the buffer it points to outlive the call.
+    let r = cvt(unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) });
+    unsafe { libc::close(fd) };
+    r?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }

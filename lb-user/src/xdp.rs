@@ -236,9 +236,36 @@ pub fn mode_name(mode: u32) -> &'static str {
     }
 }
 
-/// `xdp-syn-cookies`, on unless set off.
+/// `xdp-syn-cookies`, on unless set off (for a program attached nowhere).
 pub fn syn_cookies_on(cfg: &Config) -> bool {
     cfg.global.xdp_syn_cookies.as_ref().is_none_or(|c| c.value)
+}
+
+/// Whether the program answers SYNs with cookies on these interfaces:
+/// `xdp-syn-cookies on|off` decides; unset, on unless an interface is a veth
+/// attached in native mode, where the SYN-ACKs (XDP_TX) only leave if the
+/// peer end runs an XDP program itself: the veth driver queues them for the
+/// peer and never wakes it otherwise, so clients would not get their SYN-ACK.
+/// Returns the decision and, when unset and off, why.
+pub fn syn_cookies_for(cfg: &Config, reqs: &[IfaceReq]) -> (bool, Option<String>) {
+    if let Some(c) = &cfg.global.xdp_syn_cookies {
+        return (c.value, None);
+    }
+    for r in reqs {
+        let veth = crate::sys::driver_name(&r.name).is_ok_and(|d| d == "veth");
+        if veth && r.mode != XdpAttach::Skb {
+            return (
+                false,
+                Some(format!(
+                    "{} is a veth in native mode: its peer takes XDP_TX frames only if it \
+                     runs XDP itself ('xdp-syn-cookies on' to use them anyway, or attach \
+                     in skb mode)",
+                    r.name
+                )),
+            );
+        }
+    }
+    (true, None)
 }
 
 /// `xdp-syn-rate` as the program's credit arithmetic: (interval, cap) in ns.

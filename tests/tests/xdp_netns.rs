@@ -147,8 +147,14 @@ fn xdp_deny_list_blocks_handshakes() {
             .with_context(|| format!("no {fe} row in show xdp:\n{api}"))?;
         let cols: Vec<&str> = row.split(',').collect();
         ensure!(
-            cols.len() == 7 && cols[5].parse::<u64>()? >= denied as u64,
+            cols.len() == 8 && cols[5].parse::<u64>()? >= denied as u64,
             "show xdp: {api}"
+        );
+        // On a veth in native mode, SYN cookies are left to the kernel unless
+        // asked for (the peer end would not take XDP_TX frames).
+        ensure!(
+            api.contains("# syn_cookies\noff\n") && st["syn_cookies"] == "off",
+            "SYN cookies from XDP on a native veth by default: {api}"
         );
         ensure!(
             api.contains("eth-c,"),
@@ -241,6 +247,10 @@ fn xdp_bind_interface() {
             (
                 SEED_PGSQL.replace("global\n", "global\n    xdp-syn-rate 10 per-source\n"),
                 "lb.cfg:2: xdp-syn-rate needs the XDP program",
+            ),
+            (
+                SEED_PGSQL.replace("global\n", "global\n    xdp-syn-cookies on\n"),
+                "lb.cfg:2: xdp-syn-cookies on needs the XDP program",
             ),
         ] {
             let path = topo.write_cfg("lb.cfg", &text)?;

@@ -1249,8 +1249,26 @@ fn xdp_keywords() {
     let cfg = parse(&format!(
         "global\n    xdp-syn-rate 5 per-source burst 50\n{T}frontend f\n    bind :80\n"
     ));
-    assert_eq!(cfg.global.xdp_syn_rate.unwrap().value.burst, 50);
+    assert_eq!(cfg.global.xdp_syn_rate.as_ref().unwrap().value.burst, 50);
+    assert!(
+        crate::xdp::syn_cookies_on(&cfg),
+        "SYN cookies from XDP by default"
+    );
+    for (text, on) in [("on", true), ("off", false)] {
+        let cfg = parse(&format!(
+            "global\n    xdp-syn-cookies {text}\n{T}frontend f\n    bind :80\n"
+        ));
+        let c = cfg.global.xdp_syn_cookies.as_ref().unwrap();
+        assert_eq!((c.value, c.origin.line), (on, 2));
+        assert_eq!(crate::xdp::syn_cookies_on(&cfg), on);
+    }
     for (line, frag) in [
+        ("xdp-syn-cookies", "'xdp-syn-cookies' expects on|off"),
+        (
+            "xdp-syn-cookies yes",
+            "'xdp-syn-cookies' expects 'on' or 'off', not 'yes'",
+        ),
+        ("xdp-syn-cookies on off", "unexpected extra argument"),
         (
             "xdp-interface",
             "'xdp-interface' expects <interface> [native|skb]",

@@ -23,7 +23,7 @@
 //! `mysql-check`, `ldap-check`, `smtpchk`, `httpchk` with `http-check`),
 //! `timeout connect|client|server`, `tune.lb.splice-budget`, `bind ...
 //! interface`, `tcp-request connection accept|reject` on `src` conditions,
-//! lb's own `xdp-interface` and `xdp-syn-rate`, `stats socket` (with `mode`,
+//! lb's own `xdp-interface`, `xdp-syn-rate` and `xdp-syn-cookies`, `stats socket` (with `mode`,
 //! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
 //! with the frontend's `log` targets, `server-state-file`,
 //! `server-state-base`, `load-server-state-from-file`,

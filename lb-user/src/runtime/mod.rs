@@ -583,6 +583,7 @@ fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
             i.interface, i.ifindex, i.mode, i.prog_id
         );
     }
+    let _ = writeln!(out, "# syn_cookies\n{}", x.syn_cookies);
     out.push_str("# frontend,acl_rules,packets,bytes,syns,acl_drops,syn_drops,syn_cookies\n");
     for fe in &x.frontends {
         let _ = writeln!(
