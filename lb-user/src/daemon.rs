@@ -524,7 +524,7 @@ async fn serve(
         tcplog.push(sink.map(Arc::new));
     }
     let ctx = Arc::new(Ctx {
-        acls,
+        acls: std::sync::RwLock::new(acls),
         global_limit: crate::runtime::Limit::new(cfg.global.maxconn),
         frontend_limits: cfg
             .frontends
@@ -571,7 +571,12 @@ async fn serve(
         loaded.pin_dir.display()
     );
 
-    wait_for_signal().await;
+    while wait_for_signal().await == Signal::Reload {
+        match reload(&opts, &ctx, &mut front, &xdp_reqs) {
+            Ok(done) => tracing::info!("reload: {done}"),
+            Err(e) => tracing::error!("reload refused, the running rules stay in force: {e:#}"),
+        }
+    }
     save_servers(&ctx);
     tracing::info!("stopping: closing connections, detaching programs");
     let _ = std::fs::remove_file(crate::client::default_socket(&opts.instance));
@@ -711,20 +716,108 @@ fn start_splicer(
     Ok(Some((splicer, wake, thread)))
 }
 
-async fn wait_for_signal() {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot watch SIGTERM and SIGHUP: {e}");
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return Signal::Stop;
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => Signal::Stop,
+        _ = term.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
+}
+
+/// SIGHUP: reads the configuration files again and puts in force, at once and
+/// together, what can change while connections run: every frontend's
+/// `tcp-request connection` rules (XDP tries swapped by generation, so a
+/// packet meets the old rules or the new ones, never none; then the tables
+/// the accept path uses), `xdp-syn-rate` and `xdp-syn-cookies`. A file that
+/// does not parse, or that adds, removes or renames frontends, changes
+/// nothing. Other differences are reported and wait for a restart (which
+/// keeps the server state).
+fn reload(
+    opts: &RunOpts,
+    ctx: &Ctx,
+    front: &mut FrontDoor,
+    xdp_reqs: &[xdp::IfaceReq],
+) -> Result<String> {
+    let new = config::parse_files(&opts.files).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names =
+        |c: &Config| -> Vec<String> { c.frontends.iter().map(|f| f.name.clone()).collect() };
+    if names(&ctx.cfg) != names(&new) {
+        bail!(
+            "the frontends changed ({:?} -> {:?}); adding, removing or renaming one needs a restart",
+            names(&ctx.cfg),
+            names(&new)
+        );
+    }
+    check_xdp(&new, opts.no_xdp)?;
+    let tables: Vec<Option<l4acl::Table>> = new
+        .frontends
+        .iter()
+        .map(|f| l4acl::compile(&f.tcp_request_connection))
+        .collect();
+    let refs: Vec<Option<&l4acl::Table>> = tables.iter().map(|t| t.as_ref()).collect();
+    front
+        .install_acls(&refs)
+        .context("writing the new tcp-request connection rules to the ACL tries")?;
+    front
+        .set_syn_rate(new.global.xdp_syn_rate.as_ref().map(|r| r.value))
+        .context("writing LB_XDP_CFG")?;
+    front
+        .set_syn_cookies(xdp::syn_cookies_for(&new, xdp_reqs).0)
+        .context("writing LB_XDP_CFG")?;
+    let meta: Vec<(&str, usize)> = new
+        .frontends
+        .iter()
+        .zip(&tables)
+        .map(|(f, t)| (f.name.as_str(), t.as_ref().map_or(0, |t| t.rules)))
+        .collect();
+    front.set_frontends(&meta).context("writing LB_FE_META")?;
+    let rules: usize = meta.iter().map(|(_, n)| n).sum();
+    *ctx.acls.write().unwrap_or_else(|e| e.into_inner()) = tables;
+    let mut done = format!(
+        "{rules} tcp-request connection rules in force (ACL generation {}), xdp-syn-rate {}, \
+         xdp-syn-cookies {}",
+        front.generation(),
+        new.global
+            .xdp_syn_rate
+            .as_ref()
+            .map_or("off".to_string(), |r| format!(
+                "{}/s burst {}",
+                r.value.per_second, r.value.burst
+            )),
+        if xdp::syn_cookies_for(&new, xdp_reqs).0 {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let rest = crate::config::reload_pending(&ctx.cfg, &new);
+    if !rest.is_empty() {
+        done.push_str(&format!(
+            "; not applied until a restart: {}",
+            rest.join(", ")
+        ));
+    }
+    Ok(done)
 }
 
 fn set_listener(m: &mut SockMap<MapData>, idx: u32, l: &std::net::TcpListener) -> Result<()> {
@@ -839,7 +932,11 @@ async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
         let permits = take_slots(&ctx, fe_idx).await;
         match l.accept().await {
             Ok((client, peer)) => {
-                if xdp::rejects(ctx.acls[fe_idx].as_ref(), peer.ip()) {
+                let rejected = {
+                    let acls = ctx.acls.read().unwrap_or_else(|e| e.into_inner());
+                    xdp::rejects(acls[fe_idx].as_ref(), peer.ip())
+                };
+                if rejected {
                     // As HAProxy's `tcp-request connection reject`: closed at
                     // once, without lingering. A connection only gets here when
                     // the XDP program did not see it (loopback, another

@@ -599,7 +599,7 @@ mod tests {
         let state = Arc::new(crate::state::State::from_config(&cfg));
         state.servers[0].total_conns.store(3, Ordering::Relaxed);
         let live = Live {
-            acls: Vec::new(),
+            acls: Default::default(),
             global_limit: crate::runtime::Limit::new(None),
             frontend_limits: vec![crate::runtime::Limit::new(Some(10))],
             cfg,

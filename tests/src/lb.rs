@@ -197,6 +197,34 @@ impl Lb {
         &self.instance
     }
 
+    /// Writes `cfg_text` over the daemon's config file, sends SIGHUP and waits
+    /// (10 s) for the daemon to log the outcome; returns that log line
+    /// ("reload: ..." or "reload refused ...").
+    pub fn reload(&self, cfg_text: &str) -> Result<String> {
+        let count = |s: &str| s.lines().filter(|l| l.contains("reload")).count();
+        let before = count(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        std::fs::write(&self.cfg, cfg_text)?;
+        // SAFETY: plain kill(2) on our child's pid.
+        if unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP to lb: {}", std::io::Error::last_os_error());
+        }
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if count(&log) > before {
+                let line = log.lines().filter(|l| l.contains("reload")).last();
+                return Ok(line.unwrap_or_default().to_string());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "no reload logged 10 s after SIGHUP; log tail:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -586,3 +586,94 @@ fn xdp_syn_cookies_under_flood() {
         Ok(())
     })
 }
+
+/// SIGHUP puts new `tcp-request connection` rules in force without a restart:
+/// a source allowed by the new file gets through, a file that does not parse
+/// or renames a frontend changes nothing (error with file:line in the log), a
+/// change a reload cannot apply is named; and while the rules are swapped back
+/// and forth 20 times, a source denied by both never completes a handshake.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn xdp_reload_swaps_rules() {
+    run_test(|| {
+        let topo = Topology::new("xdpreload")?;
+        add_denied_client(&topo)?;
+        let _pgs = pg_trio(&topo, false)?;
+        let denied = deny_cfg("");
+        let lb = topo.start_lb(&denied, &[])?;
+        wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+        let try_from = |src: &'static str| {
+            topo.in_client(move || connect_from(src, LB_V4, 5432, Duration::from_millis(500)))
+                .is_ok()
+        };
+        ensure!(!try_from("10.210.1.3"), "10.210.1.3 denied at start");
+
+        // Allow .3, deny another address instead.
+        let allowed = denied.replace("src 10.210.1.3 fd10:210:1::3", "src 10.210.1.77");
+        let line = lb.reload(&allowed)?;
+        println!("[lb-tests] {line}");
+        ensure!(
+            line.contains("reload: 1 tcp-request connection rules"),
+            "{line}"
+        );
+        ensure!(
+            try_from("10.210.1.3"),
+            "10.210.1.3 allowed after the reload"
+        );
+        psql_42_many(&topo.client, LB_V4, 5432, 3)?;
+
+        // A broken file and a renamed frontend: refused, rules unchanged.
+        let line =
+            lb.reload(&allowed.replace("    mode tcp\n", "    mode tcp\n    bogus-kw 1\n"))?;
+        ensure!(
+            line.contains("reload refused") && line.contains(".cfg:") && line.contains("bogus-kw"),
+            "{line}"
+        );
+        let line = lb.reload(&allowed.replace("frontend pgsql_frontend", "frontend fe2"))?;
+        ensure!(
+            line.contains("reload refused") && line.contains("restart"),
+            "{line}"
+        );
+        ensure!(try_from("10.210.1.3"), "a refused reload changed the rules");
+
+        // A change a reload does not apply is named.
+        let line = lb.reload(&allowed.replace("timeout client 30s", "timeout client 31s"))?;
+        ensure!(line.contains("not applied until a restart"), "{line}");
+
+        // Swaps under traffic: .3 is denied by both rule sets.
+        let a = denied.clone();
+        let b = denied.replace("src 10.210.1.3 fd10:210:1::3", "src 10.210.1.3 10.210.1.77");
+        lb.reload(&a)?;
+        let done = AtomicBool::new(false);
+        let (tries, passed) = std::thread::scope(|s| -> Result<(u32, u32)> {
+            let prober = s.spawn(|| {
+                topo.in_client(|| {
+                    let (mut tries, mut passed) = (0u32, 0u32);
+                    while !done.load(Ordering::Relaxed) && tries < 10_000 {
+                        tries += 1;
+                        let t = Duration::from_millis(20);
+                        if connect_from("10.210.1.3", LB_V4, 5432, t).is_ok() {
+                            passed += 1;
+                        }
+                    }
+                    (tries, passed)
+                })
+            });
+            for i in 0..20 {
+                let line = lb.reload(if i % 2 == 0 { &b } else { &a })?;
+                ensure!(line.contains("reload: "), "{line}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done.store(true, Ordering::Relaxed);
+            Ok(prober.join().expect("prober thread"))
+        })?;
+        println!("[lb-tests] 20 reloads while {tries} connects from a denied source ran: {passed} got through");
+        ensure!(tries >= 20, "too few probes ({tries}) to judge");
+        ensure!(
+            passed == 0,
+            "{passed} of {tries} connects from a denied source got through a reload"
+        );
+        lb.stop()?;
+        Ok(())
+    })
+}

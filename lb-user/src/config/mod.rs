@@ -16,6 +16,7 @@ mod gaps;
 mod global;
 mod lexer;
 mod parse;
+mod reload;
 mod sys;
 mod values;
 
@@ -29,6 +30,7 @@ mod tests;
 pub use gaps::{runtime_gaps, runtime_ignored, tcp_request_unsupported};
 pub use model::*;
 pub use parse::{expand_paths, parse_file, parse_files, parse_str, ConfigError};
+pub use reload::reload_pending;
 
 /// Fuzzing entry point: parses `text` against a fake system (no environment,
 /// no name resolution, no files), so that only the parser is exercised.

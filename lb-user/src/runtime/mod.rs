@@ -33,8 +33,9 @@ pub struct KernelMaps {
 pub struct Live {
     pub cfg: Config,
     /// Per frontend: its `tcp-request connection` rules, compiled; applied at
-    /// accept to connections the XDP program did not see.
-    pub acls: Vec<Option<crate::l4acl::Table>>,
+    /// accept to connections the XDP program did not see. Replaced whole by a
+    /// reload (SIGHUP).
+    pub acls: std::sync::RwLock<Vec<Option<crate::l4acl::Table>>>,
     pub state: Arc<State>,
     pub splicer: Option<Splicer>,
     /// `maxconn` in global and per frontend: accept pauses while used up.
@@ -867,7 +868,7 @@ mod tests {
         )
         .unwrap();
         Live {
-            acls: Vec::new(),
+            acls: Default::default(),
             global_limit: Limit::new(None),
             frontend_limits: vec![Limit::new(None)],
             state: Arc::new(State::from_config(&cfg)),
