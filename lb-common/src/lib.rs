@@ -719,7 +719,9 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec::Vec;
 
     #[test]
     fn backlog_is_pushed_minus_written() {

@@ -259,42 +259,6 @@ impl AsRawFd for EventFd {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn driver_name_refuses_bad_names() {
-        assert!(driver_name("").is_err());
-        assert!(driver_name("a-name-longer-than-15").is_err());
-        assert!(driver_name("no-such-if-lb").is_err());
-    }
-
-    use super::*;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-
-    #[test]
-    fn counters_follow_traffic() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        assert_ne!(cookie(&c).unwrap(), cookie(&s).unwrap());
-        c.write_all(&[7u8; 1000]).unwrap();
-        let mut buf = [0u8; 1000];
-        s.read_exact(&mut buf).unwrap();
-        let sc = tcp_counters(&s).unwrap();
-        assert_eq!(sc.bytes_received, 1000);
-        // The ACK may lag a little; bounded wait.
-        for _ in 0..100 {
-            if tcp_counters(&c).unwrap().bytes_acked >= 1000 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(tcp_counters(&c).unwrap().bytes_acked >= 1000);
-        assert_eq!(inq(&s).unwrap(), 0);
-    }
-}
-
 /// The kernel driver behind network interface `iface` (ethtool's
 /// ETHTOOL_GDRVINFO: "veth", "mlx5_core", ...).
 pub fn driver_name(iface: &str) -> io::Result<String> {
@@ -336,4 +300,40 @@ pub fn driver_name(iface: &str) -> io::Result<String> {
     r?;
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn driver_name_refuses_bad_names() {
+        assert!(driver_name("").is_err());
+        assert!(driver_name("a-name-longer-than-15").is_err());
+        assert!(driver_name("no-such-if-lb").is_err());
+    }
+
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn counters_follow_traffic() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        assert_ne!(cookie(&c).unwrap(), cookie(&s).unwrap());
+        c.write_all(&[7u8; 1000]).unwrap();
+        let mut buf = [0u8; 1000];
+        s.read_exact(&mut buf).unwrap();
+        let sc = tcp_counters(&s).unwrap();
+        assert_eq!(sc.bytes_received, 1000);
+        // The ACK may lag a little; bounded wait.
+        for _ in 0..100 {
+            if tcp_counters(&c).unwrap().bytes_acked >= 1000 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(tcp_counters(&c).unwrap().bytes_acked >= 1000);
+        assert_eq!(inq(&s).unwrap(), 0);
+    }
 }

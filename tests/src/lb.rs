@@ -212,7 +212,7 @@ impl Lb {
         loop {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             if count(&log) > before {
-                let line = log.lines().filter(|l| l.contains("reload")).last();
+                let line = log.lines().rev().find(|l| l.contains("reload"));
                 return Ok(line.unwrap_or_default().to_string());
             }
             if start.elapsed() > Duration::from_secs(10) {
