@@ -613,8 +613,9 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// The TCP header of the SYN-ACK (checksum 0): ports swapped, our sequence is
-/// the cookie, acknowledging the SYN's sequence + 1, MSS option.
+/// The TCP header of the SYN-ACK: ports swapped, our sequence is the cookie,
+/// acknowledging the SYN's sequence + 1, MSS option, checksum over the
+/// pseudo-header (addresses, protocol, length) and the header.
 #[inline(always)]
 fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8; SYNACK_TCP_LEN] {
     let mut t = [0u8; SYNACK_TCP_LEN];
@@ -630,6 +631,11 @@ fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8;
     t[20] = 2; // MSS
     t[21] = 4;
     t[22..24].copy_from_slice(&mss.to_be_bytes());
+    let mut sum = csum_add(0, &syn.src_be);
+    sum = csum_add(sum, &syn.dst_be);
+    sum += 6 + SYNACK_TCP_LEN as u32;
+    sum = csum_add(sum, &t);
+    t[16..18].copy_from_slice(&csum_fold(sum).to_be_bytes());
     t
 }
 
@@ -653,14 +659,7 @@ pub fn synack_v4(syn: &SynFields<4>, cookie: u32, mss: u16, h: &mut [u8; SYNACK4
         i += 2;
     }
     h[10..12].copy_from_slice(&csum_fold(sum).to_be_bytes());
-    let t = synack_tcp(syn, cookie, mss);
-    // Pseudo-header: addresses, protocol, TCP length.
-    let mut sum = csum_add(0, &syn.src_be);
-    sum = csum_add(sum, &syn.dst_be);
-    sum += 6 + SYNACK_TCP_LEN as u32;
-    sum = csum_add(sum, &t);
-    h[20..].copy_from_slice(&t);
-    h[36..38].copy_from_slice(&csum_fold(sum).to_be_bytes());
+    h[20..].copy_from_slice(&synack_tcp(syn, cookie, mss));
 }
 
 /// Writes the IPv6 + TCP headers of the SYN cookie SYN-ACK answering `syn` to `h`.
@@ -673,13 +672,7 @@ pub fn synack_v6(syn: &SynFields<16>, cookie: u32, mss: u16, h: &mut [u8; SYNACK
     h[7] = 64; // hop limit
     h[8..24].copy_from_slice(&syn.dst_be);
     h[24..40].copy_from_slice(&syn.src_be);
-    let t = synack_tcp(syn, cookie, mss);
-    let mut sum = csum_add(0, &syn.src_be);
-    sum = csum_add(sum, &syn.dst_be);
-    sum += 6 + SYNACK_TCP_LEN as u32;
-    sum = csum_add(sum, &t);
-    h[40..].copy_from_slice(&t);
-    h[56..58].copy_from_slice(&csum_fold(sum).to_be_bytes());
+    h[40..].copy_from_slice(&synack_tcp(syn, cookie, mss));
 }
 
 /// Value of [`maps::XDP_SCRATCH`]: per-CPU room for the SYN cookie path.

@@ -326,13 +326,9 @@ async fn serve(
         .iter()
         .map(|f| l4acl::compile(&f.tcp_request_connection))
         .collect();
-    let names: Vec<(&str, usize)> = cfg
-        .frontends
-        .iter()
-        .zip(&acls)
-        .map(|(f, t)| (f.name.as_str(), t.as_ref().map_or(0, |t| t.rules)))
-        .collect();
-    front.set_frontends(&names).context("writing LB_FE_META")?;
+    front
+        .set_frontends(&acl_meta(&cfg, &acls))
+        .context("writing LB_FE_META")?;
     let tables: Vec<Option<&l4acl::Table>> = acls.iter().map(|t| t.as_ref()).collect();
     front
         .install_acls(&tables)
@@ -716,6 +712,16 @@ fn start_splicer(
     Ok(Some((splicer, wake, thread)))
 }
 
+/// Each frontend's name and number of compiled `tcp-request connection`
+/// rules, for `LB_FE_META`.
+fn acl_meta<'c>(cfg: &'c Config, tables: &[Option<l4acl::Table>]) -> Vec<(&'c str, usize)> {
+    cfg.frontends
+        .iter()
+        .zip(tables)
+        .map(|(f, t)| (f.name.as_str(), t.as_ref().map_or(0, |t| t.rules)))
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Signal {
     /// SIGINT or SIGTERM.
@@ -784,12 +790,7 @@ fn reload(
     front
         .set_syn_cookies(xdp::syn_cookies_for(&new, xdp_reqs).0)
         .context("writing LB_XDP_CFG")?;
-    let meta: Vec<(&str, usize)> = new
-        .frontends
-        .iter()
-        .zip(&tables)
-        .map(|(f, t)| (f.name.as_str(), t.as_ref().map_or(0, |t| t.rules)))
-        .collect();
+    let meta = acl_meta(&new, &tables);
     front.set_frontends(&meta).context("writing LB_FE_META")?;
     let rules: usize = meta.iter().map(|(_, n)| n).sum();
     *ctx.acls.write().unwrap_or_else(|e| e.into_inner()) = tables;

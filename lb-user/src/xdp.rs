@@ -241,13 +241,17 @@ pub fn syn_cookies_on(cfg: &Config) -> bool {
     cfg.global.xdp_syn_cookies.as_ref().is_none_or(|c| c.value)
 }
 
-/// Whether the program answers SYNs with cookies on these interfaces:
-/// `xdp-syn-cookies on|off` decides; unset, on unless an interface is a veth
+/// Whether the program answers SYNs with cookies on these interfaces: none
+/// when it is attached nowhere; else `xdp-syn-cookies on|off` decides; unset, on unless an interface is a veth
 /// attached in native mode, where the SYN-ACKs (XDP_TX) only leave if the
 /// peer end runs an XDP program itself: the veth driver queues them for the
 /// peer and never wakes it otherwise, so clients would not get their SYN-ACK.
 /// Returns the decision and, when unset and off, why.
 pub fn syn_cookies_for(cfg: &Config, reqs: &[IfaceReq]) -> (bool, Option<String>) {
+    // Not attached anywhere (no interface, --no-xdp): nothing to answer with.
+    if reqs.is_empty() {
+        return (false, None);
+    }
     if let Some(c) = &cfg.global.xdp_syn_cookies {
         return (c.value, None);
     }
@@ -680,6 +684,40 @@ mod tests {
             ]
         );
         assert_eq!(r[2].origin.line, 11);
+    }
+
+    #[test]
+    fn syn_cookie_setting() {
+        let cfg_with = |line: &str| {
+            let text = format!(
+                "global\n{line}\ndefaults\n mode tcp\n timeout client 1s\n timeout server 1s\n \
+                 timeout connect 1s\nfrontend f\n bind :80\n default_backend b\n\
+                 backend b\n server s 127.0.0.1:1\n"
+            );
+            crate::config::parse_str(&text, std::path::Path::new("x.cfg")).unwrap()
+        };
+        // An interface that is not there has no driver: not a veth.
+        let reqs = [IfaceReq {
+            name: "lb-no-such0".into(),
+            mode: XdpAttach::Native,
+            origin: Origin::default(),
+        }];
+        for (line, want) in [
+            (" xdp-syn-cookies on", true),
+            (" xdp-syn-cookies off", false),
+            (" maxconn 10", true),
+        ] {
+            assert_eq!(
+                syn_cookies_for(&cfg_with(line), &reqs),
+                (want, None),
+                "{line}"
+            );
+            assert_eq!(
+                syn_cookies_for(&cfg_with(line), &[]),
+                (false, None),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Plan {
     }
 }
 
-/// Debian packages of the XDP drop workload.
+/// Debian packages of the flood workloads (XDP drop, SYN cookies).
 const XDP_DROP_PACKAGES: &[(&str, &str)] = &[
     ("netsniff-ng", "trafgen: the spoofed SYN flood"),
     ("nftables", "the nftables drop rule compared with XDP"),
@@ -114,25 +114,35 @@ const XDP_DROP_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "taskset, nsenter"),
 ];
 
+/// A flood workload on its own (`--xdp-drop`, `--syn-cookies`): its packages,
+/// the daemon, then `run(repeat, packets)`; `--quick` sends `quick_packets`,
+/// a full run ten times as many.
+fn flood_workload(
+    args: &BenchArgs,
+    what: &str,
+    quick_packets: u64,
+    run: fn(u32, u64) -> Result<()>,
+) -> Result<()> {
+    toolchain::ensure_packages(XDP_DROP_PACKAGES, what)?;
+    let lb = build::build(&build::BuildArgs::default())?;
+    // The harness starts the daemon from $LB_BIN; no other thread runs yet.
+    std::env::set_var("LB_BIN", &lb);
+    let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
+    let packets = if args.quick {
+        quick_packets
+    } else {
+        quick_packets * 10
+    };
+    with_harness_cleanup(|| run(repeat, packets))
+}
+
 pub fn bench(args: &BenchArgs) -> Result<()> {
     util::require_root("`cargo xtask bench`")?;
     if args.xdp_drop {
-        toolchain::ensure_packages(XDP_DROP_PACKAGES, "the XDP drop benchmark")?;
-        let lb = build::build(&build::BuildArgs::default())?;
-        // The harness starts the daemon from $LB_BIN; no other thread runs yet.
-        std::env::set_var("LB_BIN", &lb);
-        let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
-        let packets = if args.quick { 200_000 } else { 2_000_000 };
-        return with_harness_cleanup(|| xdp_drop::run(repeat, packets));
+        return flood_workload(args, "the XDP drop benchmark", 200_000, xdp_drop::run);
     }
     if args.syn_cookies {
-        toolchain::ensure_packages(XDP_DROP_PACKAGES, "the SYN cookie benchmark")?;
-        let lb = build::build(&build::BuildArgs::default())?;
-        // The harness starts the daemon from $LB_BIN; no other thread runs yet.
-        std::env::set_var("LB_BIN", &lb);
-        let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
-        let packets = if args.quick { 300_000 } else { 3_000_000 };
-        return with_harness_cleanup(|| syn_cookies::run(repeat, packets));
+        return flood_workload(args, "the SYN cookie benchmark", 300_000, syn_cookies::run);
     }
     toolchain::ensure_packages(BENCH_PACKAGES, "the benchmarks")?;
     let lb = build::build(&build::BuildArgs::default())?;
