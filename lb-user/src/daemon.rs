@@ -787,8 +787,9 @@ fn reload(
     front
         .set_syn_rate(new.global.xdp_syn_rate.as_ref().map(|r| r.value))
         .context("writing LB_XDP_CFG")?;
+    let (cookies, why_not) = xdp::syn_cookies_for(&new, xdp_reqs);
     front
-        .set_syn_cookies(xdp::syn_cookies_for(&new, xdp_reqs).0)
+        .set_syn_cookies(cookies)
         .context("writing LB_XDP_CFG")?;
     let meta = acl_meta(&new, &tables);
     front.set_frontends(&meta).context("writing LB_FE_META")?;
@@ -805,10 +806,10 @@ fn reload(
                 "{}/s burst {}",
                 r.value.per_second, r.value.burst
             )),
-        if xdp::syn_cookies_for(&new, xdp_reqs).0 {
-            "on"
-        } else {
-            "off"
+        match (cookies, why_not) {
+            (true, _) => "on".to_string(),
+            (false, None) => "off".to_string(),
+            (false, Some(why)) => format!("off ({why})"),
         }
     );
     let rest = crate::config::reload_pending(&ctx.cfg, &new);
