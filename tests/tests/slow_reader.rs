@@ -89,7 +89,13 @@ fn slow_reader(tag: &str, extra: &[&str]) {
                     break;
                 }
                 v.feed(&buf[..n]);
-                anyhow::ensure!(v.received <= TOTAL, "more than {TOTAL} bytes");
+                anyhow::ensure!(
+                    v.received <= TOTAL,
+                    "more than {TOTAL} bytes ({} so far; first byte that differs from the \
+                     stream: {:?})",
+                    v.received,
+                    v.first_mismatch
+                );
             }
             Ok((peak, peak_abs, v, t.elapsed()))
         })?;
