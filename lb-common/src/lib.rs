@@ -432,6 +432,18 @@ pub struct XdpFeStats {
 }
 const _: () = assert!(core::mem::size_of::<XdpFeStats>() == 48);
 
+impl XdpFeStats {
+    /// Adds another CPU's counters (readers sum the per-CPU values).
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.syns += o.syns;
+        self.acl_drops += o.acl_drops;
+        self.syn_drops += o.syn_drops;
+        self.syn_cookies += o.syn_cookies;
+    }
+}
+
 /// The only entry of [`maps::XDP_CFG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -313,18 +313,16 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
             acl_rules: m.acl_rules,
             ..Default::default()
         };
+        let mut t = XdpFeStats::default();
         for s in st
             .get(&i, 0)
             .with_context(|| format!("LB_XDP_FE_STATS[{i}]"))?
             .iter()
         {
-            row.packets += s.packets;
-            row.bytes += s.bytes;
-            row.syns += s.syns;
-            row.acl_drops += s.acl_drops;
-            row.syn_drops += s.syn_drops;
-            row.syn_cookies += s.syn_cookies;
+            t.add(s);
         }
+        (row.packets, row.bytes, row.syns) = (t.packets, t.bytes, t.syns);
+        (row.acl_drops, row.syn_drops, row.syn_cookies) = (t.acl_drops, t.syn_drops, t.syn_cookies);
         frontends.push(row);
     }
     let counters = stats(instance)?

@@ -241,12 +241,13 @@ pub fn syn_cookies_on(cfg: &Config) -> bool {
     cfg.global.xdp_syn_cookies.as_ref().is_none_or(|c| c.value)
 }
 
-/// Whether the program answers SYNs with cookies on these interfaces: none
-/// when it is attached nowhere; else `xdp-syn-cookies on|off` decides; unset, on unless an interface is a veth
-/// attached in native mode, where the SYN-ACKs (XDP_TX) only leave if the
-/// peer end runs an XDP program itself: the veth driver queues them for the
-/// peer and never wakes it otherwise, so clients would not get their SYN-ACK.
-/// Returns the decision and, when unset and off, why.
+/// Whether the program answers SYNs with cookies on these interfaces: not
+/// when it is attached nowhere; else as `xdp-syn-cookies on|off` says; unset,
+/// yes unless an interface is a veth attached in native mode, where the
+/// SYN-ACKs (XDP_TX) only leave if the peer end runs an XDP program itself:
+/// the veth driver queues them for the peer and never wakes it otherwise, so
+/// clients would not get their SYN-ACK. Returns the decision and, when unset
+/// and off, why.
 pub fn syn_cookies_for(cfg: &Config, reqs: &[IfaceReq]) -> (bool, Option<String>) {
     // Not attached anywhere (no interface, --no-xdp): nothing to answer with.
     if reqs.is_empty() {
@@ -589,19 +590,12 @@ impl Runner {
     /// Attaches the program in native mode to `iface` of the calling thread's
     /// network namespace (until the runner is dropped).
     pub fn attach_native(&mut self, iface: &str) -> Result<(), XdpError> {
-        let idx = ifindex(iface).ok_or_else(|| XdpError::NoInterface {
+        let req = IfaceReq {
+            name: iface.to_string(),
+            mode: XdpAttach::Native,
             origin: Origin::default(),
-            iface: iface.to_string(),
-        })?;
-        program(&mut self.ebpf)?
-            .attach_to_if_index(idx, XdpMode::Driver)
-            .map_err(|e| XdpError::Attach {
-                origin: Origin::default(),
-                iface: iface.to_string(),
-                mode: "native",
-                source: Box::new(e),
-            })?;
-        Ok(())
+        };
+        attach(&mut self.ebpf, &[req]).map(|_| ())
     }
 
     /// Puts a listening socket in `LB_LISTENERS` at `index` (the frontend's
@@ -630,12 +624,7 @@ impl Runner {
     pub fn frontend(&self, fe: u32) -> Result<lb_common::XdpFeStats, aya::maps::MapError> {
         let mut t = lb_common::XdpFeStats::default();
         for s in self.fe_stats.get(&fe, 0)?.iter() {
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-            t.syns += s.syns;
-            t.acl_drops += s.acl_drops;
-            t.syn_drops += s.syn_drops;
-            t.syn_cookies += s.syn_cookies;
+            t.add(s);
         }
         Ok(t)
     }
