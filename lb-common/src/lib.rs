@@ -49,7 +49,8 @@ pub mod maps {
     pub const XDP_IFACES: &str = "LB_XDP_IFACES";
     /// ARRAY: frontend index -> [`crate::FrontendMeta`] (names for `lb xdp status`).
     pub const FE_META: &str = "LB_FE_META";
-    /// ARRAY (mmapable): server index -> u32, the server's current connections.
+    /// ARRAY (mmapable): server index -> [`crate::SrvConns`], the server's
+    /// current connections.
     /// Userspace adds one when it picks the server; whoever removes the server
     /// socket's [`CONN_SRV`] entry (the `lb_conns` sock_ops program when the
     /// socket reaches TCP_CLOSE, or userspace when it releases the connection)
@@ -336,6 +337,20 @@ pub struct ServerKStats {
     pub bytes_out: u64,
 }
 const _: () = assert!(core::mem::size_of::<ServerKStats>() == 16);
+
+/// Value of [`maps::SRV_CONNS`]: one server's current connections. The kernel
+/// lays an array map's values out at an 8-byte stride (`round_up(value_size,
+/// 8)` in kernel/bpf/arraymap.c), and userspace reaches them through `mmap`:
+/// a bare `u32` value would put server N's count at byte 8N for the kernel and
+/// 4N for a reader that indexes a `u32` slice. The padding makes the stride
+/// the type's own size on both sides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrvConns {
+    pub count: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SrvConns>() == 8);
 
 /// Indexes of [`maps::STATS`].
 pub mod stat {
@@ -718,6 +733,7 @@ mod pod {
     unsafe impl aya::Pod for ServerMeta {}
     unsafe impl aya::Pod for ServerState {}
     unsafe impl aya::Pod for ServerKStats {}
+    unsafe impl aya::Pod for SrvConns {}
     unsafe impl aya::Pod for ServerCheck {}
     unsafe impl aya::Pod for Event {}
 }

@@ -32,7 +32,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use lb_common::{
     fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerCheck,
-    ServerKStats, ServerMeta, ServerState, SockEnd, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES,
+    ServerKStats, ServerMeta, ServerState, SockEnd, SrvConns, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES,
     EVENT_PASS, MAX_BINDS, MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
 };
 
@@ -71,7 +71,7 @@ static LB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0
 #[map]
 static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
-static LB_SRV_CONNS: Array<u32> = Array::with_max_entries(MAX_SERVERS, BPF_F_MMAPABLE);
+static LB_SRV_CONNS: Array<SrvConns> = Array::with_max_entries(MAX_SERVERS, BPF_F_MMAPABLE);
 #[map]
 static LB_CONN_SRV: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SOCKS, 0);
 
@@ -113,6 +113,7 @@ fn try_conns(ctx: &SockOpsContext) {
             // once, whether userspace or this callback gets there first.
             if LB_CONN_SRV.remove(&cookie).is_ok() {
                 if let Some(p) = LB_SRV_CONNS.get_ptr_mut(idx) {
+                    let p = unsafe { core::ptr::addr_of_mut!((*p).count) };
                     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
                 }
                 count(stat::KERNEL_CONN_END);

@@ -240,8 +240,11 @@ fn attach_conns(ebpf: &mut Ebpf) -> Result<(), String> {
 }
 
 /// Maps `len` elements of `T` of an mmapable array map into this process, for
-/// good (the mapping lives as long as the process).
+/// good (the mapping lives as long as the process). The kernel stores values
+/// at `round_up(value_size, 8)` apart, so `T` must be a multiple of 8 bytes for
+/// element N to be where the kernel's element N is (checked at compile time).
 fn mmap_array<T>(map: &Map, name: &'static str, len: usize) -> Result<*mut T, BpfError> {
+    const { assert!(std::mem::size_of::<T>() % 8 == 0, "array map values are 8-byte strided") };
     let Map::Array(data) = map else {
         return Err(BpfError::MissingMap { name });
     };
@@ -386,7 +389,7 @@ impl Drop for FlowTable {
 /// The kernel-side connection counts (LB_SRV_CONNS, mapped here) and the
 /// registry of server sockets the sock_ops program counts out (LB_CONN_SRV).
 pub struct ConnTable {
-    counts: *mut std::sync::atomic::AtomicU32,
+    counts: *mut lb_common::SrvConns,
     conn_srv: std::sync::Mutex<HashMap<MapData, u64, u32>>,
 }
 
@@ -412,7 +415,11 @@ impl ConnTable {
 
     /// Server `idx`'s counter (None beyond the map).
     pub fn count(&self, idx: u32) -> Option<&std::sync::atomic::AtomicU32> {
-        (idx < lb_common::MAX_SERVERS).then(|| unsafe { &*self.counts.add(idx as usize) })
+        (idx < lb_common::MAX_SERVERS).then(|| unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(std::ptr::addr_of_mut!(
+                (*self.counts.add(idx as usize)).count
+            ))
+        })
     }
 
     pub fn register(&self, cookie: u64, idx: u32) -> Result<(), aya::maps::MapError> {

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::bpf::{self, FlowTable, Maps};
-use crate::config::{self, Bind, Config, Frontend};
+use crate::config::{self, Config, Frontend};
 use crate::l4acl;
 use crate::splice::{Manager, NewConn, SpliceMaps, Splicer};
 use crate::state::State;
@@ -30,60 +30,6 @@ pub struct RunOpts {
     pub no_xdp: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<SocketAddr>,
-}
-
-/// Map keys for one frontend's binds, with the family of each key.
-pub fn bind_keys(fe: &Frontend) -> Vec<BindKey> {
-    fe.binds.iter().flat_map(keys_of).collect()
-}
-
-/// Map keys for one `bind` line.
-fn keys_of(b: &Bind) -> Vec<BindKey> {
-    let mut keys = Vec::new();
-    for port in b.port_first..=b.port_last {
-        let port_host = port as u32;
-        match b.addr {
-            None => keys.push(BindKey {
-                family: AF_INET,
-                port_host,
-                addr_be: [0; 16],
-            }),
-            Some(IpAddr::V4(a)) => {
-                let mut addr_be = [0; 16];
-                addr_be[..4].copy_from_slice(&a.octets());
-                keys.push(BindKey {
-                    family: AF_INET,
-                    port_host,
-                    addr_be,
-                });
-            }
-            Some(IpAddr::V6(a)) => {
-                keys.push(BindKey {
-                    family: AF_INET6,
-                    port_host,
-                    addr_be: a.octets(),
-                });
-                // `::` also takes IPv4 (Linux's default bindv6only=0) unless
-                // v6only; a v4-mapped address is an IPv4 bind.
-                if a.is_unspecified() && !b.v6only {
-                    keys.push(BindKey {
-                        family: AF_INET,
-                        port_host,
-                        addr_be: [0; 16],
-                    });
-                } else if let Some(v4) = a.to_ipv4_mapped() {
-                    let mut addr_be = [0; 16];
-                    addr_be[..4].copy_from_slice(&v4.octets());
-                    keys.push(BindKey {
-                        family: AF_INET,
-                        port_host,
-                        addr_be,
-                    });
-                }
-            }
-        }
-    }
-    keys
 }
 
 /// A listening socket on loopback with an ephemeral port: sk_lookup hands it the
@@ -109,29 +55,37 @@ fn listener(family: u32) -> Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// The map sizes are fixed when the object loads: say so before anything starts.
-fn check_capacity(cfg: &Config) -> Result<()> {
-    let servers: usize = cfg.backends.iter().map(|b| b.servers.len()).sum();
-    // The last slot is reserved for the start-up self-test.
-    let max_servers = lb_common::MAX_SERVERS as usize - 1;
-    if servers > max_servers {
-        bail!("{servers} servers configured; this build supports at most {max_servers}");
-    }
-    let max_frontends = lb_common::MAX_LISTENERS as usize / 2;
-    if cfg.frontends.len() > max_frontends {
-        bail!(
-            "{} frontends configured; this build supports at most {max_frontends}",
-            cfg.frontends.len()
-        );
-    }
-    let keys: usize = cfg.frontends.iter().map(|f| bind_keys(f).len()).sum();
-    if keys > lb_common::MAX_BINDS as usize {
-        bail!(
-            "the binds expand to {keys} address:port keys; this build supports at most {}",
-            lb_common::MAX_BINDS
-        );
+/// What `lb check` cannot know: which addresses are this host's. A connection
+/// lb makes to one of them (server, check, agent, stats or metrics socket)
+/// that a wildcard bind covers would be steered back into lb.
+fn check_self_steering(cfg: &Config, metrics: Option<SocketAddr>) -> Result<()> {
+    let is_local = |ip: IpAddr| config::always_local(ip) || is_host_address(ip);
+    config::self_steering(cfg, &is_local).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(m) = metrics {
+        for f in &cfg.frontends {
+            if let Some(b) = f.binds.iter().find(|b| b.steers(m, &is_local)) {
+                bail!(
+                    "--metrics {m}: frontend '{}' binds that address ({}); pick another",
+                    f.name,
+                    b.origin
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether `ip` is an address of this host (in this network namespace): only
+/// those can be bound without IP_FREEBIND.
+fn is_host_address(ip: IpAddr) -> bool {
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+        .and_then(|s| s.bind(&SocketAddr::new(ip, 0).into()))
+        .is_ok()
 }
 
 /// Interfaces named in the configuration must exist; `xdp-syn-rate` needs the
@@ -233,7 +187,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
     if let Some(b) = opts.splice_budget {
         cfg.global.splice_budget = b;
     }
-    check_capacity(&cfg)?;
+    check_self_steering(&cfg, opts.metrics)?;
     check_binds(&cfg)?;
     check_xdp(&cfg, opts.no_xdp)?;
     // Check plans read password files and the environment now, so that a
@@ -276,6 +230,70 @@ async fn serve(
     agents: Agents,
     opts: RunOpts,
 ) -> Result<()> {
+    // Watched before anything is created: from here on SIGINT and SIGTERM no
+    // longer kill the process where it stands, so a start-up they interrupt
+    // still drops, and so removes, what it made (programs, pinned maps,
+    // socket files).
+    let mut signals = Signals::watch().context("watching SIGINT, SIGTERM and SIGHUP")?;
+    let started = tokio::select! {
+        biased;
+        () = signals.stop() => None,
+        r = start(cfg, plans, agents, &opts) => Some(r),
+    };
+    let Some(started) = started else {
+        tracing::warn!(
+            "stopped during start-up: programs detached, pinned maps and sockets removed"
+        );
+        return Ok(());
+    };
+    let mut d = started?;
+    while signals.next().await == Signal::Reload {
+        match reload(&opts, &d.ctx, &mut d.front, &d.xdp_reqs) {
+            Ok(done) => tracing::info!("reload: {done}"),
+            Err(e) => tracing::error!("reload refused, the running rules stay in force: {e:#}"),
+        }
+    }
+    d.stop();
+    Ok(())
+}
+
+/// What a started daemon holds until it stops.
+struct Running {
+    ctx: Arc<Ctx>,
+    front: FrontDoor,
+    xdp_reqs: Vec<xdp::IfaceReq>,
+    stop: Arc<AtomicBool>,
+    wake: Option<Arc<sys::EventFd>>,
+    manager_thread: Option<std::thread::JoinHandle<()>>,
+    sockets: crate::runtime::SocketFiles,
+    loaded: bpf::Loaded,
+}
+
+impl Running {
+    fn stop(self) {
+        save_servers(&self.ctx);
+        tracing::info!("stopping: closing connections, detaching programs");
+        drop(self.sockets);
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.wake {
+            w.notify();
+        }
+        if let Some(t) = self.manager_thread {
+            let _ = t.join();
+        }
+        drop(self.loaded);
+    }
+}
+
+/// Everything before the first client is served. Dropped half-way (a signal),
+/// it leaves nothing behind: `bpf::Loaded` removes the pins and detaches,
+/// `SocketFiles` removes the socket files.
+async fn start(
+    cfg: Config,
+    plans: Vec<Option<crate::check::Plan>>,
+    agents: Agents,
+    opts: &RunOpts,
+) -> Result<Running> {
     let xdp_reqs = if opts.no_xdp {
         Vec::new()
     } else {
@@ -379,41 +397,11 @@ async fn serve(
         }
     }
 
-    let mut accept_sockets = Vec::new();
-    for (fe_idx, fe) in cfg.frontends.iter().enumerate() {
-        let keys = bind_keys(fe);
-        for family in [AF_INET, AF_INET6] {
-            if !keys.iter().any(|k| k.family == family) {
-                continue;
-            }
-            let idx = (fe_idx * 2 + (family == AF_INET6) as usize) as u32;
-            let l = listener(family)
-                .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
-            set_listener(&mut maps.listeners, idx, &l)?;
-            accept_sockets.push((fe_idx, l));
-            for b in &fe.binds {
-                // check_xdp made sure the interface exists.
-                let ifindex = b.interface.as_deref().and_then(xdp::ifindex).unwrap_or(0);
-                for k in keys_of(b).iter().filter(|k| k.family == family) {
-                    let t = BindTarget {
-                        listener: idx,
-                        ifindex,
-                    };
-                    insert_bind(&mut maps.binds, k, t)?;
-                }
-            }
-        }
-        tracing::info!(
-            "frontend '{}': {} bind keys -> backend '{}'",
-            fe.name,
-            keys.len(),
-            fe.default_backend.as_deref().unwrap_or("-")
-        );
-    }
-
     let stop = Arc::new(AtomicBool::new(false));
     let splice_on = loaded.splice.is_ok();
     let Maps {
+        mut listeners,
+        mut binds,
         targets,
         spliced,
         ends,
@@ -440,6 +428,40 @@ async fn serve(
     } else {
         (None, None, None)
     };
+
+    // Only now, after the splice self-test: its loopback connection must never
+    // meet a bind (a port range over the ephemeral ports would steer it).
+    let mut accept_sockets = Vec::new();
+    for (fe_idx, fe) in cfg.frontends.iter().enumerate() {
+        let keys = fe.bind_keys();
+        for family in [AF_INET, AF_INET6] {
+            if !keys.iter().any(|k| k.family == family) {
+                continue;
+            }
+            let idx = (fe_idx * 2 + (family == AF_INET6) as usize) as u32;
+            let l = listener(family)
+                .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
+            set_listener(&mut listeners, idx, &l)?;
+            accept_sockets.push((fe_idx, l));
+            for b in &fe.binds {
+                // check_xdp made sure the interface exists.
+                let ifindex = b.interface.as_deref().and_then(xdp::ifindex).unwrap_or(0);
+                for k in b.keys().iter().filter(|k| k.family == family) {
+                    let t = BindTarget {
+                        listener: idx,
+                        ifindex,
+                    };
+                    insert_bind(&mut binds, k, t)?;
+                }
+            }
+        }
+        tracing::info!(
+            "frontend '{}': {} bind keys -> backend '{}'",
+            fe.name,
+            keys.len(),
+            fe.default_backend.as_deref().unwrap_or("-")
+        );
+    }
 
     let srv_state = Arc::new(std::sync::Mutex::new(srv_state));
     let publish = {
@@ -544,7 +566,7 @@ async fn serve(
         start_ns: sys::monotonic_ns(),
         tcplog,
     });
-    crate::runtime::start_sockets(ctx.clone()).await?;
+    let sockets = crate::runtime::start_sockets(ctx.clone()).await?;
     if let Some(addr) = opts.metrics {
         crate::metrics::serve(ctx.clone(), addr)?;
     }
@@ -567,29 +589,16 @@ async fn serve(
         loaded.pin_dir.display()
     );
 
-    while wait_for_signal().await == Signal::Reload {
-        match reload(&opts, &ctx, &mut front, &xdp_reqs) {
-            Ok(done) => tracing::info!("reload: {done}"),
-            Err(e) => tracing::error!("reload refused, the running rules stay in force: {e:#}"),
-        }
-    }
-    save_servers(&ctx);
-    tracing::info!("stopping: closing connections, detaching programs");
-    let _ = std::fs::remove_file(crate::client::default_socket(&opts.instance));
-    for sock in &ctx.cfg.global.stats_sockets {
-        if let crate::config::StatsAddress::Unix(p) = &sock.value.address {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    if let Some(w) = wake {
-        w.notify();
-    }
-    if let Some(t) = manager_thread {
-        let _ = t.join();
-    }
-    drop(loaded);
-    Ok(())
+    Ok(Running {
+        ctx,
+        front,
+        xdp_reqs,
+        stop,
+        wake,
+        manager_thread,
+        sockets,
+        loaded,
+    })
 }
 
 /// Applies the saved server state before anything is served: a crashed
@@ -730,23 +739,38 @@ enum Signal {
     Reload,
 }
 
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(h)) => (t, h),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot watch SIGTERM and SIGHUP: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return Signal::Stop;
+/// SIGINT, SIGTERM and SIGHUP, registered once: a signal that arrives
+/// between two waits is kept, not lost, and never takes the default action.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Stop,
-        _ = term.recv() => Signal::Stop,
-        _ = hup.recv() => Signal::Reload,
+    }
+
+    /// The next SIGINT or SIGTERM (a SIGHUP meanwhile stays queued).
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
@@ -966,13 +990,11 @@ async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
     }
 }
 
-fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<Duration> {
-    let c = ctx.cfg.frontends[fe_idx].timeout_client;
-    let s = ctx.cfg.backends[be_idx].timeout_server;
-    match (c, s) {
-        (Some(c), Some(s)) => Some(c.min(s)),
-        (a, b) => a.or(b),
-    }
+fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<userpath::Idle> {
+    userpath::Idle::new(
+        ctx.cfg.frontends[fe_idx].timeout_client,
+        ctx.cfg.backends[be_idx].timeout_server,
+    )
 }
 
 async fn handle(
@@ -1040,6 +1062,11 @@ async fn handle(
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    // Armed while the session lives: if lb dies (SIGKILL, a crash), the kernel
+    // closes both sockets with an RST, so neither end takes a cut stream for a
+    // complete one. A session that ends cleanly disarms it first.
+    let _ = sys::set_linger_reset(&client);
+    let _ = sys::set_linger_reset(&server);
     let mut server = server;
     if let Some(version) = srv.send_proxy {
         // The header goes first, before any client byte can be spliced behind it.

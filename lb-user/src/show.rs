@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use lb_common::{
-    chk, maps, stat, FrontendMeta, ServerCheck, ServerKStats, ServerMeta, ServerState, XdpFeStats,
-    XdpIface, AF_INET, MAX_FRONTENDS, MAX_SERVERS, MAX_XDP_IFACES,
+    chk, maps, stat, FrontendMeta, ServerCheck, ServerKStats, ServerMeta, ServerState, SrvConns,
+    XdpFeStats, XdpIface, AF_INET, MAX_FRONTENDS, MAX_SERVERS, MAX_XDP_IFACES,
 };
 use serde::Serialize;
 
@@ -65,7 +65,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
     let ck: Array<MapData, ServerCheck> = open(&dir, maps::SRV_CHECK)?.try_into()?;
     // The live counts, kept right by the kernel even while the daemon is
     // stalled (absent when `lb_conns` could not attach).
-    let conns: Option<Array<MapData, u32>> = open(&dir, maps::SRV_CONNS)
+    let conns: Option<Array<MapData, SrvConns>> = open(&dir, maps::SRV_CONNS)
         .ok()
         .and_then(|m| m.try_into().ok());
     let mut rows = Vec::new();
@@ -106,7 +106,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
             cur_conns: conns
                 .as_ref()
                 .and_then(|c| c.get(&i, 0).ok())
-                .unwrap_or(s.cur_conns),
+                .map_or(s.cur_conns, |c| c.count),
             total_conns: s.total_conns,
             bytes_in: kin + s.user_bytes_in,
             bytes_out: kout + s.user_bytes_out,
@@ -500,13 +500,13 @@ pub fn maps_dump(instance: &str, name: &str) -> Result<Vec<(String, serde_json::
         }
         maps::SRV_CONNS => {
             let meta: Array<MapData, ServerMeta> = open(&dir, maps::SRV_META)?.try_into()?;
-            let m: Array<MapData, u32> = open(&dir, name)?.try_into()?;
+            let m: Array<MapData, SrvConns> = open(&dir, name)?.try_into()?;
             for i in 0..MAX_SERVERS {
                 if meta.get(&i, 0).map(|v| v.in_use).unwrap_or(0) == 0 {
                     continue;
                 }
                 let v = m.get(&i, 0).with_context(|| format!("{name}[{i}]"))?;
-                out.push((i.to_string(), json!({"cur_conns": v})));
+                out.push((i.to_string(), json!({"cur_conns": v.count})));
             }
         }
         maps::STATS => {

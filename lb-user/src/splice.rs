@@ -26,7 +26,7 @@ pub struct NewConn {
     pub server: TcpStream,
     pub server_idx: u32,
     /// min(timeout client, timeout server); None: no inactivity timeout.
-    pub idle: Option<Duration>,
+    pub idle: Option<crate::userpath::Idle>,
     /// Frontend/global `maxconn` slots, returned when the connection ends.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// The session's entry (runtime API, tcplog): ends when the pair closes.
@@ -88,6 +88,9 @@ pub struct SpliceMaps {
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_EVENTS: u64 = u64::MAX - 1;
 const BUF_SIZE: usize = 64 * 1024;
+/// How long the bytes a failed socket received before its reset may take to
+/// reach the other side, without an inactivity timeout.
+const DELIVER_BEFORE_RESET_NS: u64 = 10_000_000_000;
 
 #[derive(Default)]
 struct Dir {
@@ -111,6 +114,11 @@ struct Conn {
     cookies: [u64; 2],
     server: u32,
     idle_ns: u64,
+    /// What an inactivity timeout logs (`cD` or `sD`).
+    idle_term: [u8; 2],
+    /// The side whose socket failed (an RST), and until when the bytes it
+    /// received before may take to reach the other side before both are reset.
+    failed: Option<(usize, u64)>,
     user_last_ns: u64,
     dirs: [Dir; 2],
     interest: [u32; 2],
@@ -249,9 +257,27 @@ impl Manager {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|e| format!("self-test listener on 127.0.0.1 (is lo up?): {e}"))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
+        // Bounded: start-up must never hang on its own test connection.
+        l.set_nonblocking(true)
+            .map_err(|e| format!("self-test listener: {e}"))?;
         let pair = || -> std::io::Result<(TcpStream, TcpStream)> {
-            let far = TcpStream::connect(addr)?;
-            let (near, _) = l.accept()?;
+            let far = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let near = loop {
+                match l.accept() {
+                    Ok((near, _)) => break near,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if std::time::Instant::now() > deadline {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("the test connection to {addr} never reached its listener"),
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             near.set_nonblocking(true)?;
             far.set_read_timeout(Some(Duration::from_secs(2)))?;
             Ok((far, near))
@@ -337,12 +363,15 @@ impl Manager {
         };
         match self.insert(id, &nc) {
             Ok(server_spliced) => {
-                let idle_ns = nc.idle.map_or(0, |d| d.as_nanos() as u64);
+                let idle_ns = nc.idle.map_or(0, |i| i.after.as_nanos() as u64);
+                let idle_term = nc.idle.map_or(*b"cD", |i| i.term);
                 let mut c = Conn {
                     socks: [nc.client, nc.server],
                     cookies: [0; 2],
                     server: nc.server_idx,
                     idle_ns,
+                    idle_term,
+                    failed: None,
                     user_last_ns: sys::monotonic_ns(),
                     dirs: [Dir::default(), Dir::default()],
                     interest: [0; 2],
@@ -488,12 +517,16 @@ impl Manager {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
             return;
         };
-        if mask & libc::EPOLLERR as u32 != 0 {
-            let err = sys::take_error(&c.socks[side]).unwrap_or(0);
-            if err != 0 {
-                self.close(id, Some(side));
-                return;
-            }
+        if mask & libc::EPOLLERR as u32 != 0
+            && c.failed.is_none()
+            && sys::take_error(&c.socks[side]).unwrap_or(0) != 0
+        {
+            self.fail(id, side);
+            return;
+        }
+        if c.failed.is_some() {
+            self.progress(id);
+            return;
         }
         if mask & libc::EPOLLRDHUP as u32 != 0 && !c.dirs[side].user {
             c.dirs[side].eof = true;
@@ -523,12 +556,23 @@ impl Manager {
 
     /// Advances both directions as far as they go now; closes when done.
     fn progress(&mut self, id: u32) {
+        if let Some((side, _)) = self.conns.get(id as usize).and_then(|c| c.as_ref()?.failed) {
+            match self.deliver_before_reset(id, side) {
+                Ok(false) => self.wait(id),
+                Ok(true) | Err(_) => self.close(id, Some(side)),
+            }
+            return;
+        }
         let mut pending = false;
         for d in 0..2 {
             match self.progress_dir(id, d) {
                 Ok((Step::Continue, p)) => pending |= p,
-                Ok((Step::Close(reset), _)) => {
-                    self.close(id, reset);
+                Ok((Step::Close(Some(side)), _)) => {
+                    self.fail(id, side);
+                    return;
+                }
+                Ok((Step::Close(None), _)) => {
+                    self.close(id, None);
                     return;
                 }
                 Err(e) => {
@@ -551,6 +595,88 @@ impl Manager {
             return;
         }
         self.update_interest(id);
+    }
+
+    /// The socket of `side` failed (an RST, a send or receive error): the
+    /// bytes it received before still go to the other side, then both sides
+    /// are reset.
+    fn fail(&mut self, id: u32, side: usize) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        if c.failed.is_none() {
+            let grace = if c.idle_ns > 0 {
+                c.idle_ns
+            } else {
+                DELIVER_BEFORE_RESET_NS
+            };
+            c.failed = Some((side, sys::monotonic_ns() + grace));
+        }
+        self.progress(id);
+    }
+
+    /// Re-checked every millisecond: nothing reports the acknowledgements.
+    fn wait(&mut self, id: u32) {
+        if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) {
+            if !c.pending {
+                c.pending = true;
+                self.pending.push(id);
+            }
+        }
+    }
+
+    /// After the socket of `s` failed: true once every byte it received went
+    /// through to the other side and was acknowledged there, so that the RST
+    /// both sides get next comes after the bytes, as in HAProxy. Nothing
+    /// goes the other way: the failed socket cannot take it.
+    fn deliver_before_reset(&mut self, id: u32, s: usize) -> std::io::Result<bool> {
+        let slot = id * 2 + s as u32;
+        let c = self.conns[id as usize].as_ref().expect("live conn");
+        if c.dirs[s].shut {
+            // Its FIN went on after its bytes: all was delivered.
+            return Ok(true);
+        }
+        let w = self.word(slot).load(Ordering::SeqCst);
+        if c.dirs[s].draining || c.dirs[s].user || w & (PASS_BIT | USER_BIT) != 0 {
+            // The kernel writes redirected bytes first, then ours.
+            if !c.dirs[s].user && !self.peer_drained(slot, &c.socks[1 - s])? {
+                return Ok(false);
+            }
+            match self.pump(id, s)? {
+                // The failed source gave all it had (recv returns queued
+                // bytes before the error).
+                Step::Close(Some(x)) if x == s => {}
+                Step::Close(_) => return Ok(true),
+                Step::Continue => {
+                    let c = self.conns[id as usize].as_ref().expect("live conn");
+                    if c.dirs[s].start != c.dirs[s].end || !c.dirs[s].eof {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let c = self.conns[id as usize].as_ref().expect("live conn");
+        let dir = &c.dirs[s];
+        if dir.start != dir.end {
+            return Ok(false);
+        }
+        if !dir.user {
+            // A FIN seen before the reset takes one sequence number.
+            let received = sys::tcp_counters(&c.socks[s])?
+                .bytes_received
+                .saturating_sub(dir.eof as u64);
+            let w = self.word(slot).load(Ordering::SeqCst);
+            let redirected = self
+                .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
+                .load(Ordering::SeqCst);
+            if redirected + (w & PASS_COUNT_MASK) < received {
+                return Ok(false);
+            }
+            if !self.peer_drained(slot, &c.socks[1 - s])? {
+                return Ok(false);
+            }
+        }
+        Ok(sys::outq(&c.socks[1 - s])? == 0)
     }
 
     /// Returns the step and whether this direction needs a timed re-check.
@@ -770,9 +896,16 @@ impl Manager {
     fn sweep(&mut self, now: u64) {
         let mut expired = Vec::new();
         let mut passing = Vec::new();
+        let mut undelivered = Vec::new();
         for (id, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let id = id as u32;
+            if let Some((side, deadline)) = c.failed {
+                if now > deadline {
+                    undelivered.push((id, side));
+                }
+                continue;
+            }
             let mut last = c.user_last_ns;
             for d in 0..2u32 {
                 let slot = id * 2 + d;
@@ -793,13 +926,16 @@ impl Manager {
             // progress() picks up the PASS bit from the flow word.
             self.progress(id);
         }
+        for (id, side) in undelivered {
+            tracing::debug!("splice conn {id}: bytes before a reset not delivered in time");
+            self.close(id, Some(side));
+        }
         for id in expired {
             tracing::debug!("splice conn {id}: inactivity timeout");
-            if let Some(g) = self.conns[id as usize]
-                .as_ref()
-                .and_then(|c| c.session.as_ref())
-            {
-                g.session.set_term(*b"cD");
+            if let Some(c) = self.conns[id as usize].as_ref() {
+                if let Some(g) = &c.session {
+                    g.session.set_term(c.idle_term);
+                }
             }
             self.close(id, None);
         }
@@ -811,9 +947,19 @@ impl Manager {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.take()) else {
             return;
         };
-        if let Some(side) = reset_from {
-            let _ = sys::set_linger_reset(&c.socks[1 - side]);
-            let _ = sys::set_linger_reset(&c.socks[side]);
+        // Both sockets close with an RST unless the pair ends cleanly (armed
+        // when the session started, so that a crash of lb resets them too).
+        match reset_from {
+            Some(_) => {
+                for s in &c.socks {
+                    let _ = sys::set_linger_reset(s);
+                }
+            }
+            None => {
+                for s in &c.socks {
+                    let _ = sys::clear_linger(s);
+                }
+            }
         }
         for side in 0..2 {
             let _ = self.epoll.delete(c.socks[side].as_raw_fd());

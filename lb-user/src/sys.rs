@@ -96,6 +96,15 @@ pub fn set_linger_reset(s: &impl AsRawFd) -> io::Result<()> {
     setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l)
 }
 
+/// Back to an ordinary close (FIN, then TIME_WAIT) after [`set_linger_reset`].
+pub fn clear_linger(s: &impl AsRawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l)
+}
+
 /// Re-evaluates the receive queue against the low watermark: with a psock attached
 /// this runs the stream verdict over bytes that arrived before insertion.
 pub fn kick_rcvlowat(s: &impl AsRawFd) -> io::Result<()> {

@@ -16,34 +16,76 @@ use crate::sys;
 
 const BUF_SIZE: usize = 64 * 1024;
 
-/// One side failed; both sockets were set to close with an RST.
-#[derive(Debug)]
-struct Broken;
-
-/// Both sockets close with an RST once their halves are dropped. The write half is
-/// forgotten: dropping it would shut the socket down with a FIN first.
-fn reset_both(r: &OwnedReadHalf, w: OwnedWriteHalf) -> Broken {
-    let _ = sys::set_linger_reset(r.as_ref());
-    let _ = sys::set_linger_reset(w.as_ref());
-    w.forget();
-    Broken
+/// The inactivity timeout of a session and the termination state it logs:
+/// HAProxy's `timeout client` and `timeout server` both run while a TCP
+/// session is idle, and the shorter one fires first (`cD` or `sD`; the client
+/// side when they are equal, as HAProxy checks the request channel first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Idle {
+    pub after: Duration,
+    pub term: [u8; 2],
 }
 
-async fn copy_dir(
-    mut r: OwnedReadHalf,
-    mut w: OwnedWriteHalf,
-    last: &AtomicU64,
-    counters: [&AtomicU64; 2],
-    kills: [&Notify; 2],
-) -> Result<(), Broken> {
+impl Idle {
+    pub fn new(client: Option<Duration>, server: Option<Duration>) -> Option<Self> {
+        let (after, term) = match (client, server) {
+            (Some(c), Some(s)) if s < c => (s, *b"sD"),
+            (Some(c), _) => (c, *b"cD"),
+            (None, Some(s)) => (s, *b"sD"),
+            (None, None) => return None,
+        };
+        Some(Self { after, term })
+    }
+}
+
+/// How long bytes received before a reset may take to reach the other side,
+/// without an inactivity timeout.
+const DELIVER_BEFORE_RESET: Duration = Duration::from_secs(10);
+
+/// How one direction ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The source's FIN was passed on.
+    Done,
+    /// The source failed (RST): what it sent before was delivered (or the
+    /// delivery timed out) before this returned.
+    SourceFailed,
+    /// Writing to the target failed; the target's own direction reports it.
+    TargetFailed,
+    /// `shutdown session(s)`, or the other direction's source failed.
+    Killed,
+}
+
+/// Waits until the target acknowledged every byte written to it (its send
+/// queue is empty), at most until `deadline`.
+async fn delivered(w: &OwnedWriteHalf, deadline: tokio::time::Instant) {
+    while tokio::time::Instant::now() < deadline {
+        match sys::outq(w.as_ref()) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+struct DirCtx<'a> {
+    last: &'a AtomicU64,
+    counters: [&'a AtomicU64; 2],
+    /// The server's (shutdown sessions), the session's own (shutdown
+    /// session), and the pair's: the other direction's source failed, so
+    /// nothing more can reach it.
+    kills: [&'a Notify; 3],
+    deliver_for: Duration,
+}
+
+async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>) -> End {
     let mut buf = vec![0u8; BUF_SIZE];
-    // Registered once, so a shutdown between two reads is not missed: the
-    // server's (shutdown sessions) and the session's own (shutdown session).
-    let (k0, k1) = (kills[0].notified(), kills[1].notified());
+    // Registered once, so a shutdown between two reads is not missed.
+    let [k0, k1, k2] = cx.kills.map(Notify::notified);
     let killed = async move {
         tokio::select! {
             _ = k0 => {}
             _ = k1 => {}
+            _ = k2 => {}
         }
     };
     tokio::pin!(killed);
@@ -51,37 +93,53 @@ async fn copy_dir(
         let n = tokio::select! {
             r2 = r.read(&mut buf) => match r2 {
                 Ok(n) => n,
-                Err(_) => return Err(reset_both(&r, w)),
+                Err(_) => {
+                    // Bytes the source sent before its reset were all read
+                    // (the kernel returns them before the error): the target
+                    // gets them before it gets the reset.
+                    let deadline = tokio::time::Instant::now() + cx.deliver_for;
+                    tokio::select! {
+                        () = delivered(w, deadline) => {}
+                        _ = &mut killed => return End::Killed,
+                    }
+                    cx.kills[2].notify_waiters();
+                    return End::SourceFailed;
+                }
             },
-            _ = &mut killed => return Err(reset_both(&r, w)),
+            _ = &mut killed => return End::Killed,
         };
         if n == 0 {
             // Half-close: pass the FIN on, keep the other direction running.
             let _ = w.shutdown().await;
-            return Ok(());
+            return End::Done;
         }
         let written = tokio::select! {
             r2 = w.write_all(&buf[..n]) => r2.is_ok(),
-            _ = &mut killed => false,
+            _ = &mut killed => return End::Killed,
         };
         if !written {
-            return Err(reset_both(&r, w));
+            return End::TargetFailed;
         }
-        for c in counters {
+        for c in cx.counters {
             c.fetch_add(n as u64, Ordering::Relaxed);
         }
-        last.store(sys::monotonic_ns(), Ordering::Relaxed);
+        cx.last.store(sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
 
 /// Proxies until both directions ended, one side reset, or the pair was idle for
 /// `idle`. Decrements the server's current connections at the end.
+///
+/// Both sockets were set to close with an RST when the session started (so a
+/// crash of lb never looks like a clean end): a session that ends cleanly
+/// clears that first; one that breaks closes both with an RST, after the bytes
+/// received from the failed side were delivered.
 pub async fn proxy(
     client: TcpStream,
     server: TcpStream,
     state: Arc<State>,
     server_idx: u32,
-    idle: Option<Duration>,
+    idle: Option<Idle>,
     session: Option<Arc<Session>>,
 ) {
     let last = AtomicU64::new(sys::monotonic_ns());
@@ -91,50 +149,74 @@ pub async fn proxy(
     let fallback = crate::admin::Sessions::default();
     let sess =
         session.unwrap_or_else(|| fallback.open(0, 0, "0.0.0.0:0".parse().expect("literal")));
-    let (cr, cw) = client.into_split();
-    let (sr, sw) = server.into_split();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let deliver_for = idle.map_or(DELIVER_BEFORE_RESET, |i| i.after);
+    let broken = Notify::new();
+    let up = DirCtx {
+        last: &last,
+        counters: [&srv.user_bytes_in, &sess.bytes_in],
+        kills: [&srv.kill, &sess.kill, &broken],
+        deliver_for,
+    };
+    let down = DirCtx {
+        last: &last,
+        counters: [&srv.user_bytes_out, &sess.bytes_out],
+        kills: [&srv.kill, &sess.kill, &broken],
+        deliver_for,
+    };
     let both = async {
-        tokio::try_join!(
-            copy_dir(
-                cr,
-                sw,
-                &last,
-                [&srv.user_bytes_in, &sess.bytes_in],
-                [&srv.kill, &sess.kill]
-            ),
-            copy_dir(
-                sr,
-                cw,
-                &last,
-                [&srv.user_bytes_out, &sess.bytes_out],
-                [&srv.kill, &sess.kill]
-            ),
-        )
+        let (a, b) = tokio::join!(
+            copy_dir(&mut cr, &mut sw, &up),
+            copy_dir(&mut sr, &mut cw, &down)
+        );
+        (a, b)
     };
     let watchdog = async {
         let Some(idle) = idle else {
-            return std::future::pending::<()>().await;
+            return std::future::pending::<[u8; 2]>().await;
         };
-        let idle_ns = idle.as_nanos() as u64;
+        let idle_ns = idle.after.as_nanos() as u64;
         loop {
             let since = sys::monotonic_ns().saturating_sub(last.load(Ordering::Relaxed));
             if since >= idle_ns {
-                return;
+                return idle.term;
             }
             tokio::time::sleep(Duration::from_nanos(idle_ns - since)).await;
         }
     };
-    tokio::select! {
-        r = both => {
-            if r.is_err() {
-                sess.set_term(*b"SD");
-                tracing::debug!("userspace conn to server {server_idx}: reset");
+    let clean = tokio::select! {
+        (up, down) = both => match (up, down) {
+            (End::Done, End::Done) => true,
+            (up, down) => {
+                // Who broke it: the side whose socket failed first.
+                let term = if up == End::SourceFailed || down == End::TargetFailed {
+                    *b"CD"
+                } else {
+                    *b"SD"
+                };
+                sess.set_term(term);
+                tracing::debug!("userspace conn to server {server_idx}: reset ({up:?}, {down:?})");
+                false
             }
-        }
-        _ = watchdog => {
-            sess.set_term(*b"cD");
+        },
+        term = watchdog => {
+            sess.set_term(term);
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
+            true
         }
+    };
+    if clean {
+        let _ = sys::clear_linger(cw.as_ref());
+        let _ = sys::clear_linger(sw.as_ref());
+    } else {
+        // Still armed: dropping the halves closes both with an RST. The write
+        // halves are forgotten, as dropping them would send a FIN first.
+        let _ = sys::set_linger_reset(cw.as_ref());
+        let _ = sys::set_linger_reset(sw.as_ref());
+        cw.forget();
+        sw.forget();
     }
+    drop((cr, sr));
     state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
 }

@@ -90,7 +90,7 @@ pub fn interface_conflict(cfg: &Config) -> Option<(Origin, String)> {
                 binds: vec![b.clone()],
                 ..Default::default()
             };
-            for k in crate::daemon::bind_keys(&single) {
+            for k in single.bind_keys() {
                 match seen.get(&k) {
                     Some(prev) if *prev != iface => {
                         let show = |i: Option<&str>| {
@@ -506,7 +506,7 @@ impl Standalone {
                     source,
                 })?;
         for (fe, f) in cfg.frontends.iter().enumerate() {
-            for k in crate::daemon::bind_keys(f) {
+            for k in f.bind_keys() {
                 let t = lb_common::BindTarget {
                     listener: fe as u32 * 2 + (k.family == lb_common::AF_INET6) as u32,
                     ifindex: 0,

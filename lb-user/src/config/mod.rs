@@ -10,11 +10,13 @@
 pub mod model;
 
 mod acl;
+mod binds;
 mod checks;
 mod cond;
 mod gaps;
 mod global;
 mod lexer;
+mod limits;
 mod parse;
 mod reload;
 mod sys;
@@ -27,6 +29,8 @@ mod features_tests;
 #[cfg(test)]
 mod tests;
 
+pub use binds::always_local;
+pub use limits::{self_steering, MAX_SERVERS};
 pub use gaps::{runtime_gaps, runtime_ignored, tcp_request_unsupported};
 pub use model::*;
 pub use parse::{expand_paths, parse_file, parse_files, parse_str, ConfigError};

@@ -140,9 +140,20 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
             source,
         };
         let meta = std::fs::metadata(path).map_err(io_err)?;
-        if !meta.is_dir() {
+        if meta.is_file() {
             out.push(path.clone());
             continue;
+        }
+        if !meta.is_dir() {
+            // Opening a FIFO would wait for a writer forever, and a device
+            // is no configuration either.
+            return Err(ConfigError::File {
+                file: path.clone(),
+                msg: format!(
+                    "not a regular file or a directory of '*.cfg' files (a {})",
+                    file_kind(&meta)
+                ),
+            });
         }
         let mut names = Vec::new();
         for entry in std::fs::read_dir(path).map_err(io_err)? {
@@ -177,6 +188,22 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
         });
     }
     Ok(out)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
 }
 
 /// Reads one configuration file, bounded, as UTF-8.
@@ -2951,6 +2978,7 @@ impl Parser<'_> {
         }
 
         self.check_bind_conflicts(&mut slots, &frontends)?;
+        super::limits::capacity(&frontends, &backends)?;
 
         for p in &proxies {
             let fe_missing = p.caps & FE != 0 && p.s.timeout_client.is_none();
@@ -2974,12 +3002,14 @@ impl Parser<'_> {
             }
         }
 
-        Ok(Config {
+        let cfg = Config {
             global: self.global,
             frontends,
             backends,
             warnings: self.warnings,
-        })
+        };
+        super::limits::self_steering(&cfg, &super::always_local)?;
+        Ok(cfg)
     }
 
     fn backend(&self, p: &Proxy) -> Backend {

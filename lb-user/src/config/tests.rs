@@ -1282,3 +1282,32 @@ fn no_panic_on_random_and_mutated_input() {
     try_parse(&"${".repeat(1000));
     try_parse(&format!("{}\n", "a ".repeat(100)));
 }
+
+/// A FIFO (or any special file) is refused at once instead of blocking the
+/// open until a writer appears; a directory of `*.cfg` still works.
+#[test]
+fn special_files_are_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("lb-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("lb.cfg");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let t = std::time::Instant::now();
+    let e = crate::config::parse_files(std::slice::from_ref(&fifo)).unwrap_err();
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: error: not a regular file or a directory of '*.cfg' files (a FIFO)",
+            fifo.display()
+        )
+    );
+    // In a directory, a FIFO named *.cfg is not a file HAProxy would read
+    // either: skipped, so the directory holds no configuration.
+    let e = crate::config::parse_files(std::slice::from_ref(&dir)).unwrap_err();
+    assert!(e.to_string().contains("no configuration file"), "{e}");
+    let e = crate::config::parse_files(&[std::path::PathBuf::from("/dev/null")]).unwrap_err();
+    assert!(e.to_string().contains("(a character device)"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,7 +40,7 @@ pub fn fields(live: &Live) -> Vec<Field> {
         .cfg
         .frontends
         .iter()
-        .map(|f| crate::daemon::bind_keys(f).len() as u64)
+        .map(|f| f.bind_keys().len() as u64)
         .sum();
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

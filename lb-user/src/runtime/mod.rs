@@ -632,7 +632,21 @@ fn show_sess(live: &Live) -> String {
 
 /// Binds every `stats socket` of the config and serves it. Errors name the
 /// socket's address.
-pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
+/// The UNIX socket files this daemon bound: removed when dropped, so a stop and
+/// an interrupted or failed start-up leave none behind (and never remove a file
+/// some other process bound).
+#[derive(Debug, Default)]
+pub struct SocketFiles(Vec<std::path::PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<SocketFiles> {
     use anyhow::Context;
     let g = &live.cfg.global;
     let timeout = g
@@ -663,6 +677,7 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
         },
     };
     let mut seen: Vec<&StatsAddress> = Vec::new();
+    let mut files = SocketFiles::default();
     for sock in std::iter::once(&own).chain(&g.stats_sockets) {
         // A second bind on one path would silently replace the first socket.
         if seen.contains(&&sock.value.address) {
@@ -685,6 +700,7 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
                 let l = bind_unix(&conf, path).with_context(|| {
                     format!("{}: binding stats socket {}", sock.origin, path.display())
                 })?;
+                files.0.push(path.clone());
                 tracing::info!("runtime API on {} (level {})", path.display(), level.name());
                 spawn_accept_loop(ApiListener::Unix(l), live.clone(), slots, level, timeout);
             }
@@ -697,7 +713,7 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 /// A bound stats socket, UNIX or TCP.
