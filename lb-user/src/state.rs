@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn picks_follow_counts_changes_and_backups() {
         let st = state_of(
-            "frontend f\n    bind 127.0.0.1:1\n    default_backend b\nbackend b\n    balance leastconn\n    server s1 127.0.0.1:1\n    server s2 127.0.0.1:2\n    server s3 127.0.0.1:3\n    server bk 127.0.0.1:4 backup\n",
+            "frontend f\n    bind 127.0.0.1:9\n    default_backend b\nbackend b\n    balance leastconn\n    server s1 127.0.0.1:1\n    server s2 127.0.0.1:2\n    server s3 127.0.0.1:3\n    server bk 127.0.0.1:4 backup\n",
         );
         let name = |s: &Server| s.name.clone();
         let mut got: Vec<String> = (0..3)

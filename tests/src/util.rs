@@ -30,6 +30,23 @@ pub fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// A cgroup v2 hierarchy mounted somewhere, as on every systemd host: lb
+/// attaches its connection-counting `sock_ops` program there. Mounts one
+/// under /run/lb-tests when the host has none (the tests then run as on a
+/// systemd host); fails if that is impossible.
+pub fn ensure_cgroup2() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    if mounts.lines().any(|l| l.split(' ').nth(2) == Some("cgroup2")) {
+        return Ok(());
+    }
+    let dir = Path::new("/run/lb-tests/cgroup2");
+    std::fs::create_dir_all(dir)?;
+    run(Command::new("mount").args(["-t", "cgroup2", "none"]).arg(dir))
+        .context("mounting a cgroup v2 hierarchy (the kernel needs CONFIG_CGROUPS and cgroup v2)")?;
+    println!("[lb-tests] mounted cgroup2 at {}", dir.display());
+    Ok(())
+}
+
 /// Raise the soft RLIMIT_NOFILE to the hard limit (the blast tests open
 /// hundreds of sockets in this process; children such as lb inherit it).
 pub fn raise_nofile() {
