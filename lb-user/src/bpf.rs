@@ -244,7 +244,12 @@ fn attach_conns(ebpf: &mut Ebpf) -> Result<(), String> {
 /// at `round_up(value_size, 8)` apart, so `T` must be a multiple of 8 bytes for
 /// element N to be where the kernel's element N is (checked at compile time).
 fn mmap_array<T>(map: &Map, name: &'static str, len: usize) -> Result<*mut T, BpfError> {
-    const { assert!(std::mem::size_of::<T>() % 8 == 0, "array map values are 8-byte strided") };
+    const {
+        assert!(
+            std::mem::size_of::<T>() % 8 == 0,
+            "array map values are 8-byte strided"
+        )
+    };
     let Map::Array(data) = map else {
         return Err(BpfError::MissingMap { name });
     };

@@ -328,6 +328,9 @@ async fn start(
     if let Some(logger) = loaded.logger.take() {
         tokio::spawn(forward_ebpf_logs(logger));
     }
+    // Between steps start-up yields, so that a signal stops it there (the
+    // steps themselves are short and synchronous).
+    tokio::task::yield_now().await;
     let mut maps = Maps::take(&mut loaded.ebpf).context("taking the maps")?;
     let conn_table = match &loaded.conns {
         Ok(()) => Some(bpf::ConnTable::take(&mut loaded.ebpf).context("mapping LB_SRV_CONNS")?),
@@ -376,6 +379,7 @@ async fn start(
             );
         }
     }
+    tokio::task::yield_now().await;
     let state = Arc::new(State::from_config(&cfg));
     restore_servers(&cfg, &state, stale.as_deref(), &opts.instance);
     if let Some(t) = conn_table {
@@ -455,6 +459,7 @@ async fn start(
                 }
             }
         }
+        tokio::task::yield_now().await;
         tracing::info!(
             "frontend '{}': {} bind keys -> backend '{}'",
             fe.name,
@@ -463,6 +468,7 @@ async fn start(
         );
     }
 
+    tokio::task::yield_now().await;
     let srv_state = Arc::new(std::sync::Mutex::new(srv_state));
     let publish = {
         let state = state.clone();

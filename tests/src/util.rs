@@ -36,13 +36,18 @@ pub fn require_root() -> Result<()> {
 /// systemd host); fails if that is impossible.
 pub fn ensure_cgroup2() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts")?;
-    if mounts.lines().any(|l| l.split(' ').nth(2) == Some("cgroup2")) {
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(2) == Some("cgroup2"))
+    {
         return Ok(());
     }
     let dir = Path::new("/run/lb-tests/cgroup2");
     std::fs::create_dir_all(dir)?;
-    run(Command::new("mount").args(["-t", "cgroup2", "none"]).arg(dir))
-        .context("mounting a cgroup v2 hierarchy (the kernel needs CONFIG_CGROUPS and cgroup v2)")?;
+    run(Command::new("mount")
+        .args(["-t", "cgroup2", "none"])
+        .arg(dir))
+    .context("mounting a cgroup v2 hierarchy (the kernel needs CONFIG_CGROUPS and cgroup v2)")?;
     println!("[lb-tests] mounted cgroup2 at {}", dir.display());
     Ok(())
 }

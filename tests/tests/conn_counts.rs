@@ -27,9 +27,12 @@ fn map_counts(lb: &Lb) -> anyhow::Result<Vec<u64>> {
 }
 
 fn wait_idle(lb: &Lb, why: &str) -> anyhow::Result<()> {
-    util::wait_until(why, Duration::from_secs(5), Duration::from_millis(10), || {
-        Ok(map_counts(lb)?.iter().all(|&c| c == 0))
-    })
+    util::wait_until(
+        why,
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || Ok(map_counts(lb)?.iter().all(|&c| c == 0)),
+    )
     .map(drop)
 }
 
@@ -144,7 +147,14 @@ fn counts_are_right_under_every_algorithm() {
             ],
         )?;
         let mut report = Vec::new();
-        for algo in ["leastconn", "first", "roundrobin", "static-rr", "source", "random"] {
+        for algo in [
+            "leastconn",
+            "first",
+            "roundrobin",
+            "static-rr",
+            "source",
+            "random",
+        ] {
             let lb = topo.start_lb(&three(algo, "maxconn 10"), &[])?;
             assert_kernel_counting(&lb)?;
             let mut seq = BTreeMap::<String, u64>::new();
@@ -197,7 +207,10 @@ fn counts_are_right_under_every_algorithm() {
             report.push(format!("{algo} seq {seq:?} held {served:?}"));
             lb.stop()?;
         }
-        println!("[lb-tests] counts under every algorithm: {}", report.join("; "));
+        println!(
+            "[lb-tests] counts under every algorithm: {}",
+            report.join("; ")
+        );
         Ok(())
     })
 }

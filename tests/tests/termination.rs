@@ -1,6 +1,7 @@
 //! The termination state of `option tcplog` lines, compared with HAProxy 2.6
 //! on the same situations: normal end, client reset, server reset, client
-//! timeout, server timeout, equal timeouts, connection refused. lb and
+//! timeout, server timeout, equal timeouts, connection refused; both data
+//! paths. lb and
 //! HAProxy run the same proxies side by side (HAProxy 100 ports higher) and
 //! log to one syslog socket.
 
@@ -107,7 +108,6 @@ fn termination_states_match_haproxy() {
                 }
             })
         };
-        let lb = topo.start_lb(&config(&log_path, BASE), &[])?;
         let ha_cfg = topo.write_cfg("haproxy.cfg", &config(&log_path, BASE + 100))?;
         let mut ha = topo
             .lb
@@ -129,46 +129,52 @@ fn termination_states_match_haproxy() {
         ];
         let mut table = BTreeMap::new();
         let mut differ = Vec::new();
-        for (name, off, fe) in scenarios {
-            let mut got = Vec::new();
-            for (who, base) in [("lb", BASE), ("haproxy", BASE + 100)] {
-                let before = lines.lock().unwrap().len();
-                topo.in_client(|| scenario(name, base + off))
-                    .map_err(|e| anyhow::anyhow!("{name} through {who}: {e:#}"))?;
-                // Its log line: the first new one from `who` for this frontend.
-                let tag = format!(" {who}[");
-                let term = util::wait_until(
-                    &format!("{who}'s log line for {name}"),
-                    Duration::from_secs(5),
-                    Duration::from_millis(20),
-                    || {
-                        Ok(lines.lock().unwrap()[before..]
+        for (path, extra) in [("splice", &[][..]), ("copy", &["--no-splice"][..])] {
+            let lb = topo.start_lb(&config(&log_path, BASE), extra)?;
+            for (name, off, fe) in scenarios {
+                let mut got = Vec::new();
+                for (who, base) in [("lb", BASE), ("haproxy", BASE + 100)] {
+                    let before = lines.lock().unwrap().len();
+                    topo.in_client(|| scenario(name, base + off))
+                        .map_err(|e| anyhow::anyhow!("{name} through {who}: {e:#}"))?;
+                    // Its log line: the first new one from `who` for this frontend.
+                    let tag = format!(" {who}[");
+                    let term = util::wait_until(
+                        &format!("{who}'s log line for {name}"),
+                        Duration::from_secs(5),
+                        Duration::from_millis(20),
+                        || {
+                            Ok(lines.lock().unwrap()[before..]
+                                .iter()
+                                .any(|l| l.contains(&tag) && l.contains(&format!(" {fe} "))))
+                        },
+                    )
+                    .and_then(|_| {
+                        let l = lines.lock().unwrap()[before..]
                             .iter()
-                            .any(|l| l.contains(&tag) && l.contains(&format!(" {fe} "))))
-                    },
-                )
-                .and_then(|_| {
-                    let l = lines.lock().unwrap()[before..]
-                        .iter()
-                        .find(|l| l.contains(&tag) && l.contains(&format!(" {fe} ")))
-                        .cloned()
-                        .unwrap_or_default();
-                    let msg = l.split_once("]: ").map(|x| x.1).unwrap_or("");
-                    let f: Vec<&str> = msg.split(' ').collect();
-                    f.get(6)
-                        .map(|t| t.to_string())
-                        .ok_or_else(|| anyhow::anyhow!("no termination state in {l:?}"))
-                })?;
-                got.push(term);
+                            .find(|l| l.contains(&tag) && l.contains(&format!(" {fe} ")))
+                            .cloned()
+                            .unwrap_or_default();
+                        let msg = l.split_once("]: ").map(|x| x.1).unwrap_or("");
+                        let f: Vec<&str> = msg.split(' ').collect();
+                        f.get(6)
+                            .map(|t| t.to_string())
+                            .ok_or_else(|| anyhow::anyhow!("no termination state in {l:?}"))
+                    })?;
+                    got.push(term);
+                }
+                if got[0] != got[1] {
+                    differ.push(format!(
+                        "{name} ({path}): lb {} vs haproxy {}",
+                        got[0], got[1]
+                    ));
+                }
+                table.insert(format!("{name} ({path})"), got.join("/"));
             }
-            if got[0] != got[1] {
-                differ.push(format!("{name}: lb {} vs haproxy {}", got[0], got[1]));
-            }
-            table.insert(name, got.join("/"));
+            lb.stop()?;
         }
         let _ = ha.kill();
         let _ = ha.wait();
-        drop(lb);
         done.store(true, Ordering::Relaxed);
         let _ = reader.join();
         println!("[lb-tests] termination states lb/haproxy: {table:?}");

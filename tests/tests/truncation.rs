@@ -140,39 +140,42 @@ fn crash_resets_every_session(tag: &str, port: u16, extra: &[&str]) -> anyhow::R
     for i in 0..20usize {
         let (moved, killed_at) = (moved.clone(), killed_at.clone());
         let ns = topo.client.name().to_string();
-        threads.push(lb_tests::spawn_in_netns(&ns, move || -> anyhow::Result<String> {
-            let mut s = connect(sa(LB_V4, port))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_write_timeout(Some(Duration::from_secs(10)))?;
-            let download = i < 10;
-            s.write_all(if download { b"D" } else { b"U" })?;
-            let mut buf = vec![0u8; 64 * 1024];
-            let failure = loop {
-                let r = if download {
-                    s.read(&mut buf)
-                } else {
-                    s.write(&buf[..16 * 1024])
-                };
-                match r {
-                    Ok(0) => break "a clean end of stream".to_string(),
-                    Ok(n) => {
-                        moved[i].fetch_add(n as u64, Ordering::Relaxed);
+        threads.push(lb_tests::spawn_in_netns(
+            &ns,
+            move || -> anyhow::Result<String> {
+                let mut s = connect(sa(LB_V4, port))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                s.set_write_timeout(Some(Duration::from_secs(10)))?;
+                let download = i < 10;
+                s.write_all(if download { b"D" } else { b"U" })?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let failure = loop {
+                    let r = if download {
+                        s.read(&mut buf)
+                    } else {
+                        s.write(&buf[..16 * 1024])
+                    };
+                    match r {
+                        Ok(0) => break "a clean end of stream".to_string(),
+                        Ok(n) => {
+                            moved[i].fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => break format!("{:?}", e.kind()),
                     }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => break format!("{:?}", e.kind()),
-                }
-            };
-            let at = killed_at
-                .lock()
-                .unwrap()
-                .ok_or_else(|| anyhow::anyhow!("client {i}: {failure} before lb was killed"))?;
-            let took = at.elapsed();
-            anyhow::ensure!(
-                took < Duration::from_secs(3),
-                "client {i}: {failure} only {took:?} after the kill"
-            );
-            Ok(failure)
-        }));
+                };
+                let at = killed_at
+                    .lock()
+                    .unwrap()
+                    .ok_or_else(|| anyhow::anyhow!("client {i}: {failure} before lb was killed"))?;
+                let took = at.elapsed();
+                anyhow::ensure!(
+                    took < Duration::from_secs(3),
+                    "client {i}: {failure} only {took:?} after the kill"
+                );
+                Ok(failure)
+            },
+        ));
     }
     util::wait_until(
         "every client moving data",

@@ -102,7 +102,10 @@ mod tests {
             "defaults\n  mode tcp\n  timeout client 1s\n  timeout connect 1s\n  timeout server 1s\n\
              frontend f\n{binds}  default_backend b\nbackend b\n  server s 10.9.9.9:1\n"
         );
-        parse_str(&text, std::path::Path::new("t.cfg")).expect("valid").frontends.remove(0)
+        parse_str(&text, std::path::Path::new("t.cfg"))
+            .expect("valid")
+            .frontends
+            .remove(0)
     }
 
     #[test]
@@ -127,7 +130,10 @@ mod tests {
         let b = &f.binds[0];
         assert!(b.steers(sa("127.0.0.1:5432"), &local));
         assert!(b.steers(sa("10.0.0.5:5432"), &local));
-        assert!(!b.steers(sa("10.0.0.6:5432"), &local), "not a local address");
+        assert!(
+            !b.steers(sa("10.0.0.6:5432"), &local),
+            "not a local address"
+        );
         assert!(!b.steers(sa("127.0.0.1:5433"), &local));
         assert!(!b.steers(sa("[::1]:5432"), &local), "IPv4 wildcard only");
         let f = fe("  bind 127.0.0.1:32768-60999\n");

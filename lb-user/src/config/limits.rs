@@ -125,10 +125,7 @@ fn own_destinations(cfg: &Config) -> Vec<(SocketAddr, &Origin, String)> {
 /// lb: every such connection would loop through the balancer. `is_local`
 /// says which addresses are this host's ([`super::always_local`] where the
 /// host is not known, as in `lb check`).
-pub fn self_steering(
-    cfg: &Config,
-    is_local: &dyn Fn(IpAddr) -> bool,
-) -> Result<(), ConfigError> {
+pub fn self_steering(cfg: &Config, is_local: &dyn Fn(IpAddr) -> bool) -> Result<(), ConfigError> {
     for (to, origin, what) in own_destinations(cfg) {
         for f in &cfg.frontends {
             if let Some(b) = f.binds.iter().find(|b| b.steers(to, is_local)) {
@@ -175,7 +172,10 @@ mod tests {
         let e = err(&text);
         // Nine lines of defaults, frontend and backend, then a server a line.
         let line = 10 + super::MAX_SERVERS;
-        assert!(e.starts_with(&format!("t.cfg:{line}:1: error: server 's4095'")), "{e}");
+        assert!(
+            e.starts_with(&format!("t.cfg:{line}:1: error: server 's4095'")),
+            "{e}"
+        );
         assert!(e.contains("at most 4095 servers"), "{e}");
         // One fewer is fine.
         let servers: String = (0..super::MAX_SERVERS)
@@ -199,7 +199,10 @@ mod tests {
             "frontend f\n  bind :1-65535\n  bind :::1-2 v6only\n  default_backend b\n",
             "  server s 10.0.0.1:80\n",
         ));
-        assert!(e.starts_with("t.cfg:8:1: error: with this line the binds expand"), "{e}");
+        assert!(
+            e.starts_with("t.cfg:8:1: error: with this line the binds expand"),
+            "{e}"
+        );
     }
 
     #[test]
