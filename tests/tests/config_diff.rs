@@ -46,6 +46,11 @@ const LB_STRICTER: &[(&str, &str)] = &[
         "haproxy -c does not bind; at start both listeners may share the port \
          (SO_REUSEPORT) and split its connections at random; lb refuses overlapping binds",
     ),
+    (
+        "server-is-own-bind",
+        "haproxy -c does not connect; at run time every connection to the server would \
+         loop through the balancer; lb refuses a destination its own binds steer back",
+    ),
 ];
 
 /// Broken configurations where HAProxy reports another line than lb.
