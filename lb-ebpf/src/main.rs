@@ -32,8 +32,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use lb_common::{
     fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerCheck,
-    ServerKStats, ServerMeta, ServerState, SockEnd, SrvConns, AF_INET, BPF_F_MMAPABLE, EVENTS_BYTES,
-    EVENT_PASS, MAX_BINDS, MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, PASS_BIT, USER_BIT,
+    ServerKStats, ServerMeta, ServerState, SockEnd, SrvConns, AF_INET, BPF_F_MMAPABLE,
+    EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS,
+    PASS_BIT, USER_BIT,
 };
 
 const IPPROTO_TCP: u32 = 6;
