@@ -246,7 +246,7 @@ fn attach_conns(ebpf: &mut Ebpf) -> Result<(), String> {
 fn mmap_array<T>(map: &Map, name: &'static str, len: usize) -> Result<*mut T, BpfError> {
     const {
         assert!(
-            std::mem::size_of::<T>() % 8 == 0,
+            std::mem::size_of::<T>().is_multiple_of(8),
             "array map values are 8-byte strided"
         )
     };

@@ -94,11 +94,9 @@ fn backend(topo: &Topology, addr: SocketAddr, stop: Arc<AtomicBool>) -> mpsc::Re
                 let mut buf = vec![0u8; 64 * 1024];
                 while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
             }
-            b'R' => {
-                if write_pattern(&mut s, BEFORE_RESET).is_ok() {
-                    wait_acked(&s);
-                    let _ = set_linger_zero(&s);
-                }
+            b'R' if write_pattern(&mut s, BEFORE_RESET).is_ok() => {
+                wait_acked(&s);
+                let _ = set_linger_zero(&s);
             }
             b'C' => {
                 let (n, end, v) = read_all(&mut s);
