@@ -5,7 +5,7 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../lb-user/src/runtime/cmd.rs"]
+#[path = "../../lb-user/src/api/cmd.rs"]
 mod cmd;
 
 use libfuzzer_sys::fuzz_target;

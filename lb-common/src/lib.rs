@@ -59,6 +59,32 @@ pub mod maps {
     pub const SRV_CONNS: &str = "LB_SRV_CONNS";
     /// HASH: socket cookie of a connection to a server -> server index.
     pub const CONN_SRV: &str = "LB_CONN_SRV";
+
+    /// Every map of the object (a test checks the built object against it).
+    pub const ALL: &[&str] = &[
+        LISTENERS,
+        BINDS,
+        TARGETS,
+        SPLICED,
+        ENDS,
+        FLOWS,
+        SRV_META,
+        SRV_STATE,
+        SRV_KSTATS,
+        SRV_CHECK,
+        STATS,
+        EVENTS,
+        XDP_FE_STATS,
+        XDP_SCRATCH,
+        XDP_CFG,
+        XDP_ACL4,
+        XDP_ACL6,
+        XDP_SYN,
+        XDP_IFACES,
+        FE_META,
+        SRV_CONNS,
+        CONN_SRV,
+    ];
 }
 
 /// Program (function) names in the eBPF object.
@@ -231,6 +257,16 @@ pub const SRV_UP: u32 = 1;
 /// Administratively disabled.
 pub const SRV_MAINT: u32 = 2;
 
+/// The name of a server state (`SRV_*`) as `lb show` and the logs print it.
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        SRV_UP => "UP",
+        SRV_DOWN => "DOWN",
+        SRV_MAINT => "MAINT",
+        _ => "?",
+    }
+}
+
 /// Value of [`maps::SRV_STATE`], written by the daemon.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -295,6 +331,26 @@ pub mod chk {
         "UNK", "INI", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT",
         "L7RSP", "L7OK", "L7OKC", "L7STS",
     ];
+
+    /// HAProxy's description of a status (`show stat`'s `check_desc`).
+    pub fn desc(status: u32) -> &'static str {
+        match status {
+            INI => "Initializing",
+            SOCKERR => "Socket error",
+            L4OK => "Layer4 check passed",
+            L4TOUT => "Layer4 timeout",
+            L4CON => "Layer4 connection problem",
+            L6OK => "Layer6 check passed",
+            L6TOUT => "Layer6 timeout",
+            L6RSP => "Layer6 invalid response",
+            L7TOUT => "Layer7 timeout",
+            L7RSP => "Layer7 invalid response",
+            L7OK => "Layer7 check passed",
+            L7OKC => "Layer7 check conditionally passed",
+            L7STS => "Layer7 wrong status",
+            _ => "Unknown",
+        }
+    }
 }
 
 /// Bytes of [`ServerCheck::info`].

@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod maps;
 mod xdp;
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
@@ -36,6 +37,7 @@ use lb_common::{
     EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS,
     PASS_BIT, USER_BIT,
 };
+use maps::*;
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -44,37 +46,6 @@ const IPPROTO_TCP: u32 = 6;
 /// value as a constant, so the field access below is checked against BTF.
 #[unsafe(no_mangle)]
 static TCP_SOCK_WRITE_SEQ: u32 = 0;
-
-#[map]
-pub(crate) static LB_LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
-#[map]
-pub(crate) static LB_BINDS: HashMap<BindKey, BindTarget> = HashMap::with_max_entries(MAX_BINDS, 0);
-#[map]
-static LB_TARGETS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKS, 0);
-#[map]
-static LB_SPLICED: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKS, 0);
-#[map]
-static LB_ENDS: HashMap<u64, SockEnd> = HashMap::with_max_entries(MAX_SOCKS, 0);
-#[map]
-static LB_FLOWS: Array<FlowDir> = Array::with_max_entries(MAX_FLOWS, BPF_F_MMAPABLE);
-// Written by userspace only; declared here so that they live with the object and
-// are pinned with the other maps.
-#[map]
-static LB_SRV_META: Array<ServerMeta> = Array::with_max_entries(MAX_SERVERS, 0);
-#[map]
-static LB_SRV_STATE: Array<ServerState> = Array::with_max_entries(MAX_SERVERS, 0);
-#[map]
-static LB_SRV_CHECK: Array<ServerCheck> = Array::with_max_entries(MAX_SERVERS, 0);
-#[map]
-static LB_SRV_KSTATS: PerCpuArray<ServerKStats> = PerCpuArray::with_max_entries(MAX_SERVERS, 0);
-#[map]
-static LB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
-#[map]
-static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
-#[map]
-static LB_SRV_CONNS: Array<SrvConns> = Array::with_max_entries(MAX_SERVERS, BPF_F_MMAPABLE);
-#[map]
-static LB_CONN_SRV: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SOCKS, 0);
 
 /// Atomic fetch-and-add on map memory shared with userspace; returns the old value.
 #[inline(always)]

@@ -28,26 +28,8 @@ use lb_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
 
-use crate::{bind_lookup, count, LB_LISTENERS};
-
-#[map]
-static LB_XDP_FE_STATS: PerCpuArray<XdpFeStats> = PerCpuArray::with_max_entries(MAX_FRONTENDS, 0);
-#[map]
-static LB_XDP_CFG: Array<XdpConfig> = Array::with_max_entries(1, 0);
-#[map]
-static LB_XDP_ACL4: LpmTrie<AclKey4, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
-#[map]
-static LB_XDP_ACL6: LpmTrie<AclKey6, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
-// Written by userspace only, pinned for `lb xdp status`.
-#[map]
-static LB_XDP_IFACES: Array<XdpIface> = Array::with_max_entries(MAX_XDP_IFACES, 0);
-#[map]
-static LB_FE_META: Array<FrontendMeta> = Array::with_max_entries(MAX_FRONTENDS, 0);
-#[map]
-static LB_XDP_SCRATCH: PerCpuArray<XdpScratch> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-static LB_XDP_SYN: LruHashMap<SynSource, SynBucket> =
-    LruHashMap::with_max_entries(MAX_SYN_SOURCES, 0);
+use crate::maps::*;
+use crate::{bind_lookup, count};
 
 // EtherTypes and next-header numbers as they sit in the packet.
 const ETH_P_IP: u16 = 0x0800u16.to_be();

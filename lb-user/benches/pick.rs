@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lb_user::balance::{Algo, Balancer, Member};
+use lb_user::state::balance::{Algo, Balancer, Member};
 use lb_user::state::State;
 
 const N: u32 = 1000;

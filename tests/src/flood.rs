@@ -196,14 +196,14 @@ fn trafgen_once(
 /// (XDP_TX): the veth driver kicks a peer's receive queue for such frames only
 /// when the peer runs XDP itself, and otherwise leaves them queued. It is
 /// `lb_xdp` with no frontend there, so it passes everything.
-pub fn xdp_receiver(ns: &Netns, dev: &str) -> Result<lb_user::xdp::Standalone> {
+pub fn xdp_receiver(ns: &Netns, dev: &str) -> Result<lb_user::kernel::harness::Standalone> {
     const CFG: &str = "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 5s\n    \
                        timeout server 5s\nfrontend none\n    bind 127.0.0.1:1\n    \
                        default_backend b\nbackend b\n    server s 127.0.0.1:2\n";
     let cfg = lb_user::config::parse_str(CFG, Path::new("receiver.cfg"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut sa =
-        lb_user::xdp::Standalone::new(&cfg).map_err(|e| anyhow::anyhow!("loading lb_xdp: {e}"))?;
+    let mut sa = lb_user::kernel::harness::Standalone::new(&cfg)
+        .map_err(|e| anyhow::anyhow!("loading lb_xdp: {e}"))?;
     ns.enter(|| sa.runner.attach_native(dev))
         .with_context(|| format!("attaching lb_xdp to {dev} in {}", ns.name()))?;
     Ok(sa)

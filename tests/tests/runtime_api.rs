@@ -7,7 +7,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use lb_tests::traffic::{connect, NameServers, Rng};
 use lb_tests::*;
-use lb_user::runtime::stat::L4_FIELDS;
+use lb_user::api::stat::L4_FIELDS;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::stat;
 use lb_tests::report::run_test;
-use lb_user::xdp::{Runner, Standalone};
+use lb_user::kernel::harness::{Runner, Standalone};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -622,8 +622,8 @@ fn xdp_acl_swap_is_atomic() {
         );
         let cfg2 = lb_user::config::parse_str(&cfg2, std::path::Path::new("xdp2.cfg"))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let new =
-            lb_user::l4acl::compile(&cfg2.frontends[0].tcp_request_connection).expect("rules");
+        let new = lb_user::config::l4acl::compile(&cfg2.frontends[0].tcp_request_connection)
+            .expect("rules");
         let gen0 = front.generation();
         front.install_acls(&[Some(&new), None])?;
         assert_ne!(front.generation(), gen0);

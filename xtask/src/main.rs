@@ -1,6 +1,6 @@
 //! `cargo xtask`: builds, runs and tests lb on a Debian 12 machine.
 //!
-//! The eBPF half is built with Debian's rustc (see /work/shared/TOOLCHAIN.md
+//! The eBPF half is built with Debian's rustc (see the shared TOOLCHAIN.md notes
 //! and `build.rs`), userspace with the normal rustup cargo.
 
 mod bench;

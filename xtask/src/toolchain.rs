@@ -1,6 +1,6 @@
 //! Make sure the build and test dependencies are installed (Debian 12).
 //!
-//! The recipe is the one in /work/shared/TOOLCHAIN.md: Debian's rustc 1.96
+//! The recipe is the one in the shared TOOLCHAIN.md notes: Debian's rustc 1.96
 //! (`rustc-web`) with its prebuilt `core` for bpfel-unknown-none, and
 //! bpf-linker 0.13.0 built against Debian's LLVM 22.
 

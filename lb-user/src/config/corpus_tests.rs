@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::host::Sys;
 use super::parse::{expand_paths, parse_with};
-use super::sys::Sys;
 use super::*;
 
 /// `tests/configs/` of the repository.
@@ -81,7 +81,7 @@ fn ms(n: u64) -> Duration {
 
 /// Everything `lb run` refuses, check settings included.
 fn gaps(cfg: &Config) -> Vec<(usize, String)> {
-    crate::check::runtime_gaps(cfg)
+    crate::health::runtime_gaps(cfg)
         .into_iter()
         .map(|(o, w)| (o.line, w))
         .collect()

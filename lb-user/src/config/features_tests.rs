@@ -1251,7 +1251,7 @@ fn xdp_keywords() {
     ));
     assert_eq!(cfg.global.xdp_syn_rate.as_ref().unwrap().value.burst, 50);
     assert!(
-        crate::xdp::syn_cookies_on(&cfg),
+        crate::kernel::xdp::syn_cookies_on(&cfg),
         "SYN cookies from XDP by default"
     );
     for (text, on) in [("on", true), ("off", false)] {
@@ -1260,7 +1260,7 @@ fn xdp_keywords() {
         ));
         let c = cfg.global.xdp_syn_cookies.as_ref().unwrap();
         assert_eq!((c.value, c.origin.line), (on, 2));
-        assert_eq!(crate::xdp::syn_cookies_on(&cfg), on);
+        assert_eq!(crate::kernel::xdp::syn_cookies_on(&cfg), on);
     }
     for (line, frag) in [
         ("xdp-syn-cookies", "'xdp-syn-cookies' expects on|off"),

@@ -18,7 +18,7 @@
 //! `fall`/`port`/`addr`/`check-send-proxy`, `timeout check`, `spread-checks`,
 //! `option log-health-checks`, `agent-check` (`agent-port`, `agent-addr`,
 //! `agent-inter`, `agent-send`), the check methods and rules
-//! `crate::check::compile` accepts (it lists what it refuses) (`option
+//! `crate::health::compile` accepts (it lists what it refuses) (`option
 //! tcp-check` with rules, `pgsql-check`, `pgsql-role-check`, `redis-check`,
 //! `mysql-check`, `ldap-check`, `smtpchk`, `httpchk` with `http-check`),
 //! `timeout connect|client|server`, `tune.lb.splice-budget`, `bind ...
@@ -27,7 +27,7 @@
 //! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
 //! with the frontend's `log` targets, `server-state-file`,
 //! `server-state-base`, `load-server-state-from-file`,
-//! `server-state-file-name` (`crate::srvstate`). Keep this list and
+//! `server-state-file-name` (`crate::state::persist`). Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
 
@@ -54,7 +54,7 @@ const GAP_GLOBAL_OTHER: &[&str] = &["maxconnrate", "maxsessrate"];
 
 /// Why `lb run` cannot apply a `tcp-request connection` rule, or None: the XDP
 /// front door and the accept check compile conditions on `src` only
-/// (`crate::l4acl`), and `expect-proxy` is not implemented.
+/// (`crate::config::l4acl`), and `expect-proxy` is not implemented.
 pub fn tcp_request_unsupported(rule: &TcpRequestRule) -> Option<String> {
     if rule.action == TcpRequestAction::ExpectProxy {
         return Some("tcp-request connection expect-proxy layer4".into());
@@ -159,7 +159,7 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             gap(&v.origin, format!("fullconn ({scope})"));
         }
         // Check methods and rules lb cannot run are listed by
-        // `crate::check::runtime_gaps` (this module builds alone for fuzzing).
+        // `crate::health::runtime_gaps` (this module builds alone for fuzzing).
         for o in &b.other {
             if !IGNORED_OTHER.contains(&o.value.as_str()) {
                 gap(&o.origin, format!("{} ({scope})", o.value));

@@ -15,11 +15,12 @@ mod checks;
 mod cond;
 mod gaps;
 mod global;
+mod host;
+pub mod l4acl;
 mod lexer;
 mod limits;
 mod parse;
 mod reload;
-mod sys;
 mod values;
 
 #[cfg(test)]
@@ -40,5 +41,5 @@ pub use reload::reload_pending;
 /// no name resolution, no files), so that only the parser is exercised.
 #[doc(hidden)]
 pub fn parse_for_fuzzing(text: &str) -> Result<Config, ConfigError> {
-    parse::parse_with(&[(text, std::path::Path::new("fuzz.cfg"))], &sys::NullSys)
+    parse::parse_with(&[(text, std::path::Path::new("fuzz.cfg"))], &host::NullSys)
 }

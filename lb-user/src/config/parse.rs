@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::host::{RealSys, Sys};
 use super::lexer::{env_expand, lex_line, Token};
 use super::model::*;
-use super::sys::{RealSys, Sys};
 use super::values::*;
 
 /// Largest configuration accepted, in bytes (per file).

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::host::Sys;
 use super::parse::{parse_with, MAX_CONFIG_SIZE, MAX_LINE_LEN};
-use super::sys::Sys;
 use super::values::{parse_size, parse_time};
 use super::*;
 

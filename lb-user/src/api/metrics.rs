@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::runtime::{stat, Live};
+use crate::api::{stat, Live};
 
 struct Families {
     reg: Registry,
@@ -493,7 +493,7 @@ pub fn render(live: &Live) -> Result<String> {
 
     // The XDP front door's wire counters, read from its pinned per-CPU map
     // (present only when the program is attached somewhere).
-    if let Ok(x) = crate::show::xdp_status(&live.instance) {
+    if let Ok(x) = crate::kernel::pinned::xdp_status(&live.instance) {
         if !x.interfaces.is_empty() {
             let fam = [
                 (
@@ -600,13 +600,12 @@ mod tests {
         state.servers[0].total_conns.store(3, Ordering::Relaxed);
         let live = Live {
             acls: Default::default(),
-            global_limit: crate::runtime::Limit::new(None),
-            frontend_limits: vec![crate::runtime::Limit::new(Some(10))],
+            global_limit: crate::datapath::limits::Limit::new(None),
+            frontend_limits: vec![crate::datapath::limits::Limit::new(Some(10))],
             cfg,
             state,
             splicer: None,
-            publish: Arc::new(|_| {}),
-            on_change: Arc::new(|_| {}),
+            publisher: Arc::new(crate::state::NoPublish),
             kernel: None,
             instance: "t".into(),
             splice_on: true,

@@ -10,11 +10,8 @@ pub const V2_SIG: [u8; 12] = [
 /// Longest version 1 line, CRLF included.
 pub const V1_MAX: usize = 107;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    V1,
-    V2,
-}
+/// `send-proxy` (v1) or `send-proxy-v2`, as configured.
+pub use crate::config::ProxyProtocol as Version;
 
 /// Both addresses must be of one family; a mixed pair is sent as IPv6 with the
 /// IPv4 side mapped, as HAProxy does.

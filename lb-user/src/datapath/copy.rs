@@ -10,7 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::admin::Session;
+use crate::state::admin::Session;
 use crate::state::State;
 use crate::sys;
 
@@ -146,7 +146,7 @@ pub async fn proxy(
     let srv = &state.servers[server_idx as usize];
     // Without a session entry (never in the daemon), counters and kill go to
     // a throwaway one.
-    let fallback = crate::admin::Sessions::default();
+    let fallback = crate::state::admin::Sessions::default();
     let sess =
         session.unwrap_or_else(|| fallback.open(0, 0, "0.0.0.0:0".parse().expect("literal")));
     let (mut cr, mut cw) = client.into_split();

@@ -56,24 +56,7 @@ impl Outcome {
 }
 
 /// HAProxy's description of a status ("Layer4 connection problem", ...).
-pub fn status_desc(status: u32) -> &'static str {
-    match status {
-        chk::INI => "Initializing",
-        chk::SOCKERR => "Socket error",
-        chk::L4OK => "Layer4 check passed",
-        chk::L4TOUT => "Layer4 timeout",
-        chk::L4CON => "Layer4 connection problem",
-        chk::L6OK => "Layer6 check passed",
-        chk::L6TOUT => "Layer6 timeout",
-        chk::L6RSP => "Layer6 invalid response",
-        chk::L7TOUT => "Layer7 timeout",
-        chk::L7RSP => "Layer7 invalid response",
-        chk::L7OK => "Layer7 check passed",
-        chk::L7OKC => "Layer7 check conditionally passed",
-        chk::L7STS => "Layer7 wrong status",
-        _ => "Unknown",
-    }
-}
+pub use lb_common::chk::desc as status_desc;
 
 /// A status code by HAProxy's name (`L7RSP`, ...).
 pub fn status_by_name(name: &str) -> Option<u32> {
@@ -86,7 +69,7 @@ pub struct Connect {
     pub port: Option<u16>,
     pub addr: Option<IpAddr>,
     /// Send a PROXY header first (`send-proxy`, `check-send-proxy`).
-    pub send_proxy: Option<crate::proxy_proto::Version>,
+    pub send_proxy: Option<crate::datapath::proxy_proto::Version>,
     /// Close with a FIN instead of an RST.
     pub linger: bool,
 }

@@ -5,8 +5,8 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::Ordering;
 
-use crate::admin::Session;
 use crate::config::{Config, Frontend, LogAddress, LogTarget, ProxyLog};
+use crate::state::admin::Session;
 
 const SEVERITY_INFO: u32 = 6;
 
@@ -215,7 +215,6 @@ pub fn line(
 ) -> String {
     let tt = now_ns.saturating_sub(s.accept_ns) / 1_000_000;
     let term = s.term();
-    let c = |i: usize| s.conns[i].load(Ordering::Relaxed);
     format!(
         "{}:{} [{}] {frontend} {backend}/{} {}/{}/{tt} {} {}{} {}/{}/{}/{}/{} {}/{}",
         s.client.ip(),
@@ -227,20 +226,20 @@ pub fn line(
         s.bytes_out.load(Ordering::Relaxed),
         term[0] as char,
         term[1] as char,
-        c(0),
-        c(1),
-        c(2),
-        c(3),
+        s.actconn.load(Ordering::Relaxed),
+        s.feconn.load(Ordering::Relaxed),
+        s.beconn.load(Ordering::Relaxed),
+        s.srv_conn.load(Ordering::Relaxed),
         s.retries.load(Ordering::Relaxed),
-        s.queues[0].load(Ordering::Relaxed),
-        s.queues[1].load(Ordering::Relaxed),
+        s.srv_queue.load(Ordering::Relaxed),
+        s.backend_queue.load(Ordering::Relaxed),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::Sessions;
+    use crate::state::admin::Sessions;
 
     fn sink(logs: &str) -> Sink {
         let cfg = crate::config::parse_str(
@@ -298,8 +297,8 @@ mod tests {
         s.tw_ms.store(0, Ordering::Relaxed);
         s.tc_ms.store(0, Ordering::Relaxed);
         s.bytes_out.store(212, Ordering::Relaxed);
-        for (i, v) in [1, 1, 1, 1].into_iter().enumerate() {
-            s.conns[i].store(v, Ordering::Relaxed);
+        for c in [&s.actconn, &s.feconn, &s.beconn, &s.srv_conn] {
+            c.store(1, Ordering::Relaxed);
         }
         let l = line(&s, "fnt", "bck", Some("srv1"), s.accept_ns + 5_007_000_000);
         let f: Vec<&str> = l.split(' ').collect();

@@ -1,4 +1,10 @@
 //! Loading, attaching and pinning the eBPF programs and maps.
+pub mod btf;
+#[cfg(feature = "test-harness")]
+pub mod harness;
+pub mod pinned;
+pub mod xdp;
+
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -43,7 +49,7 @@ pub enum BpfError {
         source: aya::pin::PinError,
     },
     #[error(transparent)]
-    Xdp(Box<crate::xdp::XdpError>),
+    Xdp(Box<crate::kernel::xdp::XdpError>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -113,7 +119,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
     ensure_bpffs()?;
     // The verdict reads the peer's tcp_sock.write_seq; its offset comes from the
     // running kernel's BTF. Without it the kernel path is off, steering still works.
-    let write_seq = crate::btf::kernel_member_offset("tcp_sock", "write_seq");
+    let write_seq = crate::kernel::btf::kernel_member_offset("tcp_sock", "write_seq");
     let mut loader = EbpfLoader::new();
     if let Ok(off) = &write_seq {
         loader.override_global("TCP_SOCK_WRITE_SEQ", off, true);
@@ -143,7 +149,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
         (true, Ok(_)) => attach_splice(&mut ebpf),
     };
     if want_xdp {
-        crate::xdp::load(&mut ebpf).map_err(|e| BpfError::Xdp(Box::new(e)))?;
+        crate::kernel::xdp::load(&mut ebpf).map_err(|e| BpfError::Xdp(Box::new(e)))?;
     }
     let conns = attach_conns(&mut ebpf);
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
@@ -437,5 +443,87 @@ impl ConnTable {
     pub fn unregister(&self, cookie: u64) -> bool {
         let mut m = self.conn_srv.lock().unwrap_or_else(|e| e.into_inner());
         m.remove(&cookie).is_ok()
+    }
+}
+
+/// NUL-padded copy, truncated on a char boundary.
+pub fn copy_str(dst: &mut [u8], s: &str) {
+    let mut n = s.len().min(dst.len() - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+pub fn read_str(src: &[u8]) -> String {
+    let end = src.iter().position(|&b| b == 0).unwrap_or(src.len());
+    String::from_utf8_lossy(&src[..end]).into_owned()
+}
+
+/// The per-CPU counter maps the runtime API and the metrics read (and
+/// `clear counters all` resets), summed over CPUs here.
+pub struct Counters {
+    pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+impl Counters {
+    /// Bytes the verdict moved (in, out) for servers `0..n`.
+    pub fn server_bytes(&self, n: u32) -> Vec<(u64, u64)> {
+        (0..n)
+            .map(|i| {
+                self.srv_kstats.get(&i, 0).map_or((0, 0), |v| {
+                    v.iter()
+                        .fold((0, 0), |(a, b), x| (a + x.bytes_in, b + x.bytes_out))
+                })
+            })
+            .collect()
+    }
+
+    /// `LB_STATS`, by counter name.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        (0..lb_common::stat::COUNT)
+            .map(|i| {
+                let v = self.stats.get(&i, 0).map_or(0, |v| v.iter().sum());
+                (lb_common::stat::NAMES[i as usize], v)
+            })
+            .collect()
+    }
+
+    /// Zeroes the verdict's byte counts of servers `0..n`.
+    pub fn clear_server_bytes(&mut self, n: u32) -> Result<(), String> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| format!("counting CPUs: {e}"))?;
+        for i in 0..n.min(lb_common::MAX_SERVERS) {
+            let zero = aya::maps::PerCpuValues::try_from(vec![ServerKStats::default(); cpus])
+                .map_err(|e| e.to_string())?;
+            self.srv_kstats
+                .set(i, zero, 0)
+                .map_err(|e| format!("clearing LB_SRV_KSTATS[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The object's maps are exactly `lb_common::maps::ALL`: userspace never
+    /// spells a map name by hand, and no map is left out of the list.
+    #[test]
+    fn object_maps_are_the_listed_ones() {
+        assert!(
+            !super::OBJECT.is_empty(),
+            "no eBPF object embedded: build it with `cargo xtask build` (or set LB_EBPF_OBJ)"
+        );
+        let obj = aya_obj::Object::parse(super::OBJECT).expect("parsing the eBPF object");
+        let mut found: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with('.') && !n.starts_with("AYA_LOGS"))
+            .collect();
+        found.sort_unstable();
+        let mut listed = lb_common::maps::ALL.to_vec();
+        listed.sort_unstable();
+        assert_eq!(found, listed);
     }
 }

@@ -16,7 +16,7 @@ use lb_common::{
     Event, FlowDir, SockEnd, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK, USER_BIT,
 };
 
-use crate::bpf::FlowTable;
+use crate::kernel::FlowTable;
 use crate::state::State;
 use crate::sys;
 
@@ -26,11 +26,11 @@ pub struct NewConn {
     pub server: TcpStream,
     pub server_idx: u32,
     /// min(timeout client, timeout server); None: no inactivity timeout.
-    pub idle: Option<crate::userpath::Idle>,
+    pub idle: Option<crate::datapath::copy::Idle>,
     /// Frontend/global `maxconn` slots, returned when the connection ends.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// The session's entry (runtime API, tcplog): ends when the pair closes.
-    pub session: Option<crate::admin::SessionGuard>,
+    pub session: Option<crate::state::admin::SessionGuard>,
 }
 
 /// What the manager does with a pair the kernel cannot take.
@@ -125,7 +125,7 @@ struct Conn {
     pending: bool,
     /// Dropped with the connection: frees its frontend/global `maxconn` slots.
     _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
-    session: Option<crate::admin::SessionGuard>,
+    session: Option<crate::state::admin::SessionGuard>,
 }
 
 pub struct Manager {
@@ -985,8 +985,10 @@ impl Manager {
         for d in 0..2 {
             unsafe { std::ptr::write_volatile(self.flow(id * 2 + d), FlowDir::default()) };
         }
-        self.state
-            .release_conn(c.server, crate::daemon::server_cookie(c.session.as_ref()));
+        self.state.release_conn(
+            c.server,
+            crate::state::admin::SessionGuard::server_cookie(c.session.as_ref()),
+        );
         drop(c);
         self.free.push(id);
     }

@@ -1,7 +1,14 @@
 //! The health-check scheduler: one task per checked server runs its
-//! [`Plan`](crate::check::Plan) at HAProxy's intervals, applies the result with
+//! [`Plan`](crate::health::Plan) at HAProxy's intervals, applies the result with
 //! HAProxy's rise/fall state machine, publishes the status and logs a line
 //! like HAProxy's on every state change.
+pub mod agent;
+pub mod engine;
+pub mod plan;
+pub mod proto;
+
+pub use plan::*;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,12 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::check::agent::{self, Admin, AgentPlan};
-use crate::check::engine::{self, status_desc, Connect, Connector, Outcome};
-use crate::check::Plan;
 use crate::config::CheckParams;
-use crate::state::{apply_check, copy_str, state_name, Server, State};
+use crate::state::{apply_check, copy_str, state_name, Publish, Server, State};
 use crate::sys;
+use agent::{Admin, AgentPlan};
+use engine::{status_desc, Connect, Connector, Outcome};
 
 /// Opens check connections over TCP to the plan's target (or a `connect`
 /// rule's port/address), with an optional PROXY header.
@@ -35,7 +41,7 @@ impl Connector for TcpConnector {
         );
         let mut s = TcpStream::connect(addr).await?;
         if let Some(v) = c.send_proxy {
-            let h = crate::proxy_proto::encode(v, s.local_addr()?, s.peer_addr()?);
+            let h = crate::datapath::proxy_proto::encode(v, s.local_addr()?, s.peer_addr()?);
             s.write_all(&h).await?;
         }
         Ok(s)
@@ -51,7 +57,12 @@ impl Connector for TcpConnector {
 }
 
 /// Called with each check result (publishes it to LB_SRV_CHECK).
-pub type OnCheck = Arc<dyn Fn(u32, &ServerCheck) + Send + Sync>;
+/// A change a check or the agent made: it also feeds lastchg, chkdown and
+/// downtime.
+fn changed_by_check(publisher: &dyn Publish, s: &Server) {
+    s.admin.note_change(s.is_up());
+    publisher.changed(s.idx);
+}
 
 /// The published form of a result.
 pub fn to_map(o: &Outcome, took: Duration, count: u32) -> ServerCheck {
@@ -176,8 +187,7 @@ pub fn spawn_all(
     state: &Arc<State>,
     plans: Vec<Option<Plan>>,
     spread_pct: u32,
-    on_change: Arc<dyn Fn(u32) + Send + Sync>,
-    on_check: OnCheck,
+    publisher: Arc<dyn Publish>,
 ) {
     let n = plans.iter().filter(|p| p.is_some()).count().max(1) as u32;
     let mut pos = 0u32;
@@ -186,8 +196,7 @@ pub fn spawn_all(
         let offset = plan.fastinter.mul_f64(pos as f64 / n as f64);
         pos += 1;
         let state = state.clone();
-        let on_change = on_change.clone();
-        let on_check = on_check.clone();
+        let publisher = publisher.clone();
         tokio::spawn(async move {
             let params = CheckParams {
                 inter: plan.timeouts.inter,
@@ -230,7 +239,7 @@ pub fn spawn_all(
                         o.info
                     );
                 }
-                on_check(s.idx, &to_map(&o, took, count));
+                publisher.check(s.idx, &to_map(&o, took, count));
                 s.check_status.store(o.status, Ordering::Relaxed);
                 s.check_code.store(o.code, Ordering::Relaxed);
                 let changed = apply_check(s, o.passed(), &params);
@@ -241,7 +250,7 @@ pub fn spawn_all(
                 prev = Some(now);
                 if let Some(new) = changed {
                     tracing::warn!("{}", change_line(&state, s, new, &o, took));
-                    on_change(s.idx);
+                    changed_by_check(&*publisher, s);
                     if new != SRV_UP {
                         if let Some(b) = state.backend_of(s.idx) {
                             if !b.servers.iter().any(|&i| state.servers[i as usize].is_up()) {
@@ -309,7 +318,7 @@ pub fn spawn_agents(
     state: &Arc<State>,
     agents: Vec<Option<AgentPlan>>,
     rise: Vec<u32>,
-    on_change: Arc<dyn Fn(u32) + Send + Sync>,
+    publisher: Arc<dyn Publish>,
 ) {
     let n = agents.iter().filter(|p| p.is_some()).count().max(1) as u32;
     let mut pos = 0u32;
@@ -318,7 +327,7 @@ pub fn spawn_agents(
         let offset = plan.timeouts.inter.mul_f64(pos as f64 / n as f64);
         pos += 1;
         let state = state.clone();
-        let on_change = on_change.clone();
+        let publisher = publisher.clone();
         let rise = rise.get(idx).copied().unwrap_or(1);
         tokio::spawn(async move {
             let mut next = Instant::now() + offset;
@@ -426,7 +435,7 @@ pub fn spawn_agents(
                 }
                 if changed {
                     crate::state::touch();
-                    on_change(s.idx);
+                    changed_by_check(&*publisher, s);
                 }
             }
         });

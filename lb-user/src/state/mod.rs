@@ -1,14 +1,41 @@
 //! Runtime server state: what health checks decide, what connections count, and
 //! the backend choice. Published to the SRV_STATE map, which is what `lb show`
 //! and later restarts read.
+pub mod admin;
+pub mod balance;
+pub mod persist;
+
+/// Where server state changes go: the maps readers see, and what a change
+/// triggers (`on-marked-down shutdown-sessions`, ...). One implementation,
+/// the daemon's publisher; the health checks, the agent and the runtime API
+/// all report through it.
+pub trait Publish: Send + Sync {
+    /// Server `idx` changed: its LB_SRV_STATE entry is rewritten.
+    fn state(&self, idx: u32);
+    /// Server `idx` changed health or administrative state: [`Publish::state`]
+    /// and what such a change triggers.
+    fn changed(&self, idx: u32);
+    /// The result of a health check of server `idx` (LB_SRV_CHECK).
+    fn check(&self, idx: u32, c: &lb_common::ServerCheck);
+}
+
+/// Publishes nothing (unit tests).
+pub struct NoPublish;
+
+impl Publish for NoPublish {
+    fn state(&self, _: u32) {}
+    fn changed(&self, _: u32) {}
+    fn check(&self, _: u32, _: &lb_common::ServerCheck) {}
+}
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use lb_common::{ServerMeta, ServerState, SRV_DOWN, SRV_MAINT, SRV_UP};
 
-use crate::balance::{Algo, Balancer, Member};
-use crate::config::{Backend, Balance, CheckParams, Config, HashMethod, ProxyProtocol};
+use crate::config::{Backend, Balance, CheckParams, Config, HashMethod};
+use crate::state::balance::{Algo, Balancer, Member};
 
 /// The balancing algorithm a backend's config asks for.
 pub fn algo_of(b: &Backend) -> Algo {
@@ -73,7 +100,7 @@ pub struct Server {
     /// `backup`: used only when no active server is UP.
     pub backup: bool,
     /// `send-proxy` / `send-proxy-v2`.
-    pub send_proxy: Option<crate::proxy_proto::Version>,
+    pub send_proxy: Option<crate::config::ProxyProtocol>,
     /// `on-marked-down shutdown-sessions`.
     pub shutdown_on_down: bool,
     /// `on-marked-up shutdown-backup-sessions`.
@@ -105,7 +132,7 @@ pub struct Server {
     /// (`shutdown sessions`, `on-marked-down shutdown-sessions`).
     pub kill: tokio::sync::Notify,
     /// Runtime API flags and counters (drain, maxconn override, smax, ...).
-    pub admin: crate::admin::ServerAdmin,
+    pub admin: crate::state::admin::ServerAdmin,
 }
 
 impl Server {
@@ -143,7 +170,7 @@ impl Server {
     /// `maxconn` from the config, or from `set maxconn server` (0: unlimited).
     pub fn configured_maxconn(&self) -> u32 {
         match self.admin.maxconn_override.load(Ordering::Relaxed) {
-            crate::admin::NO_OVERRIDE => self.maxconn,
+            crate::state::admin::NO_OVERRIDE => self.maxconn,
             n => n,
         }
     }
@@ -203,19 +230,7 @@ impl Server {
     }
 }
 
-/// NUL-padded copy, truncated on a char boundary.
-pub fn copy_str(dst: &mut [u8], s: &str) {
-    let mut n = s.len().min(dst.len() - 1);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
-}
-
-pub fn read_str(src: &[u8]) -> String {
-    let end = src.iter().position(|&b| b == 0).unwrap_or(src.len());
-    String::from_utf8_lossy(&src[..end]).into_owned()
-}
+pub use crate::kernel::{copy_str, read_str};
 
 /// Bumped by every change that can change which servers a backend may pick
 /// or their weights (states, weights, admin flags, runtime API commands, check
@@ -256,7 +271,7 @@ pub struct BackendState {
     /// one, else 0 (unlimited).
     pub maxqueue: u32,
     /// Queue, connect and total times of the backend's recent sessions.
-    pub times: crate::admin::SessionTimes,
+    pub times: crate::state::admin::SessionTimes,
 }
 
 /// All servers and backends of the running config.
@@ -265,10 +280,10 @@ pub struct State {
     pub servers: Vec<Server>,
     pub backends: Vec<BackendState>,
     /// Per-frontend counters and the live sessions (runtime API, tcplog).
-    pub frontends: Vec<crate::admin::FrontendStats>,
-    pub sessions: crate::admin::Sessions,
+    pub frontends: Vec<crate::state::admin::FrontendStats>,
+    pub sessions: crate::state::admin::Sessions,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
-    kernel_conns: std::sync::OnceLock<crate::bpf::ConnTable>,
+    kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
 }
 
 impl State {
@@ -299,10 +314,7 @@ impl State {
                     id: s.id.unwrap_or(pos as u32 + 1),
                     maxconn: s.maxconn.unwrap_or(0),
                     backup: s.backup,
-                    send_proxy: s.send_proxy.map(|p| match p {
-                        ProxyProtocol::V1 => crate::proxy_proto::Version::V1,
-                        ProxyProtocol::V2 => crate::proxy_proto::Version::V2,
-                    }),
+                    send_proxy: s.send_proxy,
                     shutdown_on_down: s.on_marked_down_shutdown,
                     shutdown_backups_on_up: s.on_marked_up_shutdown_backup,
                     slowstart: s.slowstart,
@@ -322,7 +334,7 @@ impl State {
                     state_changes: AtomicU64::new(0),
                     agent_down: std::sync::atomic::AtomicBool::new(false),
                     kill: tokio::sync::Notify::new(),
-                    admin: crate::admin::ServerAdmin::new(s.weight),
+                    admin: crate::state::admin::ServerAdmin::new(s.weight),
                 });
             }
             backends.push(BackendState {
@@ -357,7 +369,7 @@ impl State {
 
     /// Moves every server's count into the kernel's LB_SRV_CONNS (before any
     /// connection is served) and keeps the registry for [`State::register_conn`].
-    pub fn use_kernel_counts(&self, table: crate::bpf::ConnTable) {
+    pub fn use_kernel_counts(&self, table: crate::kernel::ConnTable) {
         for s in &self.servers {
             if let Some(k) = table.count(s.idx) {
                 k.store(s.cur_conns.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -590,14 +602,7 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
     }
 }
 
-pub fn state_name(state: u32) -> &'static str {
-    match state {
-        SRV_UP => "UP",
-        SRV_DOWN => "DOWN",
-        SRV_MAINT => "MAINT",
-        _ => "?",
-    }
-}
+pub use lb_common::state_name;
 
 #[cfg(test)]
 mod tests {
@@ -635,7 +640,7 @@ mod tests {
             state_changes: AtomicU64::new(0),
             agent_down: std::sync::atomic::AtomicBool::new(false),
             kill: tokio::sync::Notify::new(),
-            admin: crate::admin::ServerAdmin::new(1),
+            admin: crate::state::admin::ServerAdmin::new(1),
         }
     }
 

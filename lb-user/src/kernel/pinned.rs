@@ -10,8 +10,9 @@ use lb_common::{
 };
 use serde::Serialize;
 
-use crate::bpf::pin_dir;
-use crate::state::{read_str, state_name};
+use super::read_str;
+use crate::kernel::pin_dir;
+use lb_common::state_name;
 
 /// One row of `lb show servers`.
 #[derive(Debug, Serialize, PartialEq)]
@@ -128,7 +129,7 @@ pub fn servers(instance: &str) -> Result<Vec<ServerRow>> {
                 String::new()
             },
             check_desc: if checked {
-                crate::check::engine::status_desc(c.status).to_string()
+                lb_common::chk::desc(c.status).to_string()
             } else {
                 String::new()
             },
@@ -156,57 +157,6 @@ pub fn admin_words(flags: u32) -> String {
     .join(" ")
 }
 
-pub fn print_servers(rows: &[ServerRow]) {
-    let headers = [
-        "BACKEND",
-        "SERVER",
-        "ADDRESS",
-        "STATE",
-        "ADMIN",
-        "WEIGHT",
-        "CUR",
-        "TOTAL",
-        "BYTES_IN",
-        "BYTES_OUT",
-        "CHECK",
-        "INFO",
-    ];
-    let cells: Vec<[String; 12]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.backend.clone(),
-                r.name.clone(),
-                r.addr.clone(),
-                r.state.clone(),
-                if r.admin.is_empty() {
-                    "-".into()
-                } else {
-                    r.admin.clone()
-                },
-                r.weight.to_string(),
-                r.cur_conns.to_string(),
-                r.total_conns.to_string(),
-                r.bytes_in.to_string(),
-                r.bytes_out.to_string(),
-                check_cell(r),
-                r.check_info.clone(),
-            ]
-        })
-        .collect();
-    print_table(&headers, &cells);
-}
-
-/// `L7STS/503 1.2ms`; `-` without `check`, `INI` before the first result.
-fn check_cell(r: &ServerRow) -> String {
-    match r.check_status.as_str() {
-        "" => "-".into(),
-        "INI" => "INI".into(),
-        st if r.check_code != 0 => format!("{st}/{} {:.1}ms", r.check_code, r.check_ms),
-        st => format!("{st} {:.1}ms", r.check_ms),
-    }
-}
-
 /// Kernel-side event counters, summed over CPUs.
 pub fn stats(instance: &str) -> Result<Vec<(&'static str, u64)>> {
     let dir = pin_dir(instance);
@@ -217,27 +167,6 @@ pub fn stats(instance: &str) -> Result<Vec<(&'static str, u64)>> {
         out.push((stat::NAMES[i as usize], v.iter().sum()));
     }
     Ok(out)
-}
-
-pub fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = headers.map(|h| h.len());
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(widths.iter())
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for r in rows {
-        line(r.iter().map(|s| s.as_str()).collect());
-    }
 }
 
 /// One frontend's XDP counters, summed over CPUs.
@@ -293,9 +222,9 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
             .with_context(|| format!("LB_XDP_IFACES[{i}]"))?;
         if f.mode != 0 {
             interfaces.push(XdpAttachment {
-                interface: crate::xdp::cstr(&f.name),
+                interface: crate::kernel::xdp::cstr(&f.name),
                 ifindex: f.ifindex,
-                mode: crate::xdp::mode_name(f.mode),
+                mode: crate::kernel::xdp::mode_name(f.mode),
                 prog_id: f.prog_id,
             });
         }
@@ -309,7 +238,7 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
             break;
         }
         let mut row = XdpFrontend {
-            frontend: crate::xdp::cstr(&m.name),
+            frontend: crate::kernel::xdp::cstr(&m.name),
             acl_rules: m.acl_rules,
             ..Default::default()
         };
@@ -335,64 +264,6 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
         frontends,
         counters,
     })
-}
-
-pub fn print_xdp_status(s: &XdpStatus) {
-    if s.interfaces.is_empty() {
-        println!("XDP: not attached (no xdp-interface or bind ... interface, or --no-xdp)");
-    } else {
-        let rows: Vec<[String; 4]> = s
-            .interfaces
-            .iter()
-            .map(|i| {
-                [
-                    i.interface.clone(),
-                    i.ifindex.to_string(),
-                    i.mode.to_string(),
-                    i.prog_id.to_string(),
-                ]
-            })
-            .collect();
-        print_table(&["INTERFACE", "IFINDEX", "MODE", "PROG_ID"], &rows);
-        println!("SYN cookies from XDP: {}", s.syn_cookies);
-    }
-    println!();
-    let rows: Vec<[String; 8]> = s
-        .frontends
-        .iter()
-        .map(|f| {
-            [
-                f.frontend.clone(),
-                f.acl_rules.to_string(),
-                f.packets.to_string(),
-                f.bytes.to_string(),
-                f.syns.to_string(),
-                f.acl_drops.to_string(),
-                f.syn_drops.to_string(),
-                f.syn_cookies.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "FRONTEND",
-            "ACL_RULES",
-            "PACKETS",
-            "BYTES",
-            "SYNS",
-            "ACL_DROPS",
-            "SYN_DROPS",
-            "SYN_COOKIES",
-        ],
-        &rows,
-    );
-    println!();
-    let rows: Vec<[String; 2]> = s
-        .counters
-        .iter()
-        .map(|(k, v)| [k.to_string(), v.to_string()])
-        .collect();
-    print_table(&["COUNTER", "VALUE"], &rows);
 }
 
 /// One pinned map of `lb maps list`.

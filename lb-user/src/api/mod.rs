@@ -4,102 +4,53 @@
 //! and the next accept all see it.
 pub mod cmd;
 pub mod info;
-pub mod limit;
+pub mod metrics;
 pub mod stat;
-pub mod tcplog;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use lb_common::{ServerKStats, MAX_SERVERS, SRV_DOWN, SRV_MAINT, SRV_UP};
+use lb_common::{SRV_DOWN, SRV_MAINT, SRV_UP};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::config::{Balance, Config, StatsAddress, StatsLevel, StatsSocket};
-use crate::splice::Splicer;
-use crate::state::{Server, State};
+use crate::config::{Balance, StatsAddress, StatsLevel, StatsSocket};
+pub use crate::datapath::Live;
+use crate::state::Server;
 use cmd::{AdminState, Command, Format, Health, Level, SrvRef, Weight};
-pub use limit::Limit;
 
-/// The kernel-side maps the API reads (and `clear counters all` resets).
-pub struct KernelMaps {
-    pub srv_kstats: PerCpuArray<MapData, ServerKStats>,
-    pub stats: PerCpuArray<MapData, u64>,
-}
-
-/// Everything the daemon serves with, shared by the accept path and the API.
-pub struct Live {
-    pub cfg: Config,
-    /// Per frontend: its `tcp-request connection` rules, compiled; applied at
-    /// accept to connections the XDP program did not see. Replaced whole by a
-    /// reload (SIGHUP).
-    pub acls: std::sync::RwLock<Vec<Option<crate::l4acl::Table>>>,
-    pub state: Arc<State>,
-    pub splicer: Option<Splicer>,
-    /// `maxconn` in global and per frontend: accept pauses while used up.
-    pub global_limit: Limit,
-    pub frontend_limits: Vec<Limit>,
-    /// Writes server `idx` to LB_SRV_STATE.
-    pub publish: Arc<dyn Fn(u32) + Send + Sync>,
-    /// `publish` plus what a state change triggers (on-marked-down ...).
-    pub on_change: Arc<dyn Fn(u32) + Send + Sync>,
-    pub kernel: Option<Mutex<KernelMaps>>,
-    pub instance: String,
-    pub splice_on: bool,
-    pub start_unix: u64,
-    pub start_ns: u64,
-    /// `option tcplog` per frontend (where to write the lines), if set.
-    pub tcplog: Vec<Option<Arc<tcplog::Sink>>>,
+/// The socket every `lb run` serves (level admin, mode 0600) besides the
+/// configured `stats socket`s, so the CLI finds an instance by name.
+pub fn default_socket(instance: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/run/lb/{instance}.sock"))
 }
 
 impl Live {
     /// Bytes the verdict moved per server index, summed over CPUs.
     pub fn kernel_bytes(&self) -> Vec<(u64, u64)> {
-        let n = self.state.servers.len();
-        let Some(k) = &self.kernel else {
-            return vec![(0, 0); n];
-        };
-        let k = k.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n as u32)
-            .map(|i| {
-                k.srv_kstats.get(&i, 0).map_or((0, 0), |v| {
-                    v.iter()
-                        .fold((0, 0), |(a, b), x| (a + x.bytes_in, b + x.bytes_out))
-                })
-            })
-            .collect()
+        let n = self.state.servers.len() as u32;
+        match &self.kernel {
+            Some(k) => k.lock().unwrap_or_else(|e| e.into_inner()).server_bytes(n),
+            None => vec![(0, 0); n as usize],
+        }
     }
 
     /// `LB_STATS` counters summed over CPUs.
     pub fn kernel_stats(&self) -> Vec<(&'static str, u64)> {
-        let Some(k) = &self.kernel else {
-            return Vec::new();
-        };
-        let k = k.lock().unwrap_or_else(|e| e.into_inner());
-        (0..lb_common::stat::COUNT)
-            .map(|i| {
-                let v = k.stats.get(&i, 0).map_or(0, |v| v.iter().sum());
-                (lb_common::stat::NAMES[i as usize], v)
-            })
-            .collect()
+        self.kernel.as_ref().map_or_else(Vec::new, |k| {
+            k.lock().unwrap_or_else(|e| e.into_inner()).stats()
+        })
     }
 
     fn clear_kernel(&self) -> Result<(), String> {
         let Some(k) = &self.kernel else {
             return Ok(());
         };
-        let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| format!("counting CPUs: {e}"))?;
-        for i in 0..(self.state.servers.len() as u32).min(MAX_SERVERS) {
-            let zero = PerCpuValues::try_from(vec![ServerKStats::default(); cpus])
-                .map_err(|e| e.to_string())?;
-            k.srv_kstats
-                .set(i, zero, 0)
-                .map_err(|e| format!("clearing LB_SRV_KSTATS[{i}]: {e}"))?;
-        }
-        Ok(())
+        let n = self.state.servers.len() as u32;
+        k.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear_server_bytes(n)
     }
 
     pub fn stat_rows(&self) -> Vec<stat::Row> {
@@ -267,7 +218,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
                 s.state.store(SRV_UP, Ordering::Relaxed);
                 s.state_changes.fetch_add(1, Ordering::Relaxed);
                 s.admin.note_change(true);
-                (live.on_change)(s.idx);
+                live.publisher.changed(s.idx);
             }
             tracing::info!(
                 "Health checks for server {}/{} {} by the runtime API",
@@ -284,7 +235,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
                     sess.set_term(*b"KD");
                 }
             }
-            crate::daemon::shutdown_sessions(state, live.splicer.as_ref(), s.idx);
+            crate::datapath::shutdown_sessions(state, live.splicer.as_ref(), s.idx);
             String::new()
         }
         Command::ShutdownSession(id) => {
@@ -337,7 +288,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
                     s.user_bytes_out.store(0, Ordering::Relaxed);
                     s.checks_failed.store(0, Ordering::Relaxed);
                 }
-                (live.publish)(s.idx);
+                live.publisher.state(s.idx);
             }
             for f in &state.frontends {
                 f.max.store(0, Ordering::Relaxed);
@@ -393,7 +344,7 @@ fn set_weight(live: &Live, s: &Server, w: Weight) -> Result<(), String> {
                 || (b.balance == Balance::Source
                     && !matches!(
                         crate::state::algo_of(b),
-                        crate::balance::Algo::Source {
+                        crate::state::balance::Algo::Source {
                             consistent: true,
                             ..
                         }
@@ -411,7 +362,7 @@ fn set_weight(live: &Live, s: &Server, w: Weight) -> Result<(), String> {
         s.backend,
         s.name
     );
-    (live.publish)(s.idx);
+    live.publisher.state(s.idx);
     Ok(())
 }
 
@@ -468,7 +419,7 @@ fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
             AdminState::Maint => "going into maintenance (MAINT)",
         }
     );
-    (live.on_change)(s.idx);
+    live.publisher.changed(s.idx);
 }
 
 fn set_health(live: &Live, s: &Server, h: Health) {
@@ -497,7 +448,7 @@ fn set_health(live: &Live, s: &Server, h: Health) {
             crate::state::state_name(op)
         );
     }
-    (live.on_change)(s.idx);
+    live.publisher.changed(s.idx);
 }
 
 /// `show servers state`, HAProxy's version 1 format.
@@ -570,7 +521,7 @@ pub fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, Strin
 /// `show xdp`: the XDP front door's interfaces and per-frontend counters
 /// (summed over CPUs), CSV like `show stat`, or JSON.
 fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
-    let x = crate::show::xdp_status(&live.instance).map_err(|e| format!("{e:#}\n"))?;
+    let x = crate::kernel::pinned::xdp_status(&live.instance).map_err(|e| format!("{e:#}\n"))?;
     if f == Format::Json {
         return serde_json::to_string_pretty(&x)
             .map(|s| s + "\n")
@@ -656,7 +607,7 @@ pub async fn start_sockets(live: Arc<Live>) -> anyhow::Result<SocketFiles> {
     // HAProxy's default `stats maxconn` is 10 per socket.
     let maxconn = g.stats_maxconn.as_ref().map_or(10, |m| m.value) as usize;
     // The instance's own socket, for the `lb` CLI, then the configured ones.
-    let own = crate::client::default_socket(&live.instance);
+    let own = default_socket(&live.instance);
     if let Some(dir) = own.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -872,6 +823,8 @@ pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::limits::Limit;
+    use crate::state::State;
 
     fn live(extra: &str) -> Live {
         let cfg = crate::config::parse_str(
@@ -890,8 +843,7 @@ mod tests {
             state: Arc::new(State::from_config(&cfg)),
             cfg,
             splicer: None,
-            publish: Arc::new(|_| {}),
-            on_change: Arc::new(|_| {}),
+            publisher: Arc::new(crate::state::NoPublish),
             kernel: None,
             instance: "t".into(),
             splice_on: false,

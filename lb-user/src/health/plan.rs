@@ -2,21 +2,18 @@
 //! rule engine that runs them ([`engine`]) and the protocol steps
 //! ([`proto`]). The scheduler that runs one task per server and applies the
 //! results is [`crate::health`].
-pub mod agent;
-pub mod engine;
-pub mod proto;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use lb_common::chk;
 
+use super::engine::{Connect, Expect, Matcher, Step, Timeouts};
+use super::proto::{HttpExpect, HttpMatch, Proto, Role, RoleSpec, Secret};
 use crate::config::{
     Backend, CheckExpect, ExpectMatch, HealthCheck, HttpCheckRule, Origin, PasswordSource, PgRole,
     ProxyProtocol, Server, TcpCheckRule,
 };
-use engine::{Connect, Expect, Matcher, Step, Timeouts};
-use proto::{HttpExpect, HttpMatch, Proto, Role, RoleSpec, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -212,10 +209,10 @@ impl Ctx<'_> {
         expand_lf(fmt, self.b, self.s, self.target, origin)
     }
 
-    fn proxy_version(&self) -> crate::proxy_proto::Version {
+    fn proxy_version(&self) -> crate::datapath::proxy_proto::Version {
         match self.s.send_proxy {
-            Some(ProxyProtocol::V2) => crate::proxy_proto::Version::V2,
-            _ => crate::proxy_proto::Version::V1,
+            Some(ProxyProtocol::V2) => crate::datapath::proxy_proto::Version::V2,
+            _ => crate::datapath::proxy_proto::Version::V1,
         }
     }
 
@@ -285,7 +282,7 @@ impl Ctx<'_> {
         for o in &e.other {
             let (k, v) = o.split_once(' ').unwrap_or((o, ""));
             let status = || {
-                engine::status_by_name(v)
+                super::engine::status_by_name(v)
                     .ok_or_else(|| PlanError::unsupported(origin, format!("status '{v}'")))
             };
             match k {
@@ -360,7 +357,7 @@ pub fn compile(
             steps.push(Step::Expect(e));
         }
         Some((HealthCheck::PgsqlCheck { user }, _)) => {
-            steps.push(Step::Send(proto::pgsql_startup(user)));
+            steps.push(Step::Send(super::proto::pgsql_startup(user)));
             steps.push(Step::Proto(Proto::PgsqlReply));
         }
         Some((HealthCheck::PgsqlRoleCheck(rc), origin)) => {
@@ -387,7 +384,7 @@ pub fn compile(
             }));
         }
         Some((HealthCheck::LdapCheck, _)) => {
-            steps.push(Step::Send(proto::LDAP_BIND.to_vec()));
+            steps.push(Step::Send(super::proto::LDAP_BIND.to_vec()));
             steps.push(Step::Proto(Proto::LdapBind));
         }
         Some((HealthCheck::SmtpChk { hello, domain }, _)) => {
@@ -460,11 +457,11 @@ pub fn compile(
                     }
                     HttpCheckRule::Expect(e) => {
                         let kind = match &e.matcher {
-                            ExpectMatch::Status(list) => {
-                                HttpMatch::Status(proto::parse_status_list(list).ok_or_else(
-                                    || PlanError::unsupported(o, format!("status list '{list}'")),
-                                )?)
-                            }
+                            ExpectMatch::Status(list) => HttpMatch::Status(
+                                super::proto::parse_status_list(list).ok_or_else(|| {
+                                    PlanError::unsupported(o, format!("status list '{list}'"))
+                                })?,
+                            ),
                             ExpectMatch::Rstatus(r) => HttpMatch::Rstatus(
                                 regex::Regex::new(r).map_err(|e| regex_err(o, r, e))?,
                             ),

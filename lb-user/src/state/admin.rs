@@ -208,11 +208,16 @@ pub struct Session {
     term: Mutex<TermState>,
     /// `shutdown session ID` for the userspace path.
     pub kill: tokio::sync::Notify,
-    /// Queue sizes seen when the server was chosen (server, backend).
-    pub queues: [AtomicU32; 2],
-    /// Connection counts when the session started: process, frontend,
-    /// backend, server (tcplog's actconn/feconn/beconn/srv_conn).
-    pub conns: [AtomicU32; 4],
+    /// Queue sizes seen when the server was chosen (tcplog's srv_queue and
+    /// backend_queue).
+    pub srv_queue: AtomicU32,
+    pub backend_queue: AtomicU32,
+    /// Connections when the session started: of the process, the frontend,
+    /// the backend and the server (tcplog's actconn/feconn/beconn/srv_conn).
+    pub actconn: AtomicU32,
+    pub feconn: AtomicU32,
+    pub beconn: AtomicU32,
+    pub srv_conn: AtomicU32,
 }
 
 impl Session {
@@ -263,8 +268,12 @@ impl Sessions {
             spliced: AtomicBool::new(false),
             term: Mutex::new(TERM_NORMAL),
             kill: tokio::sync::Notify::new(),
-            queues: Default::default(),
-            conns: Default::default(),
+            srv_queue: AtomicU32::new(0),
+            backend_queue: AtomicU32::new(0),
+            actconn: AtomicU32::new(0),
+            feconn: AtomicU32::new(0),
+            beconn: AtomicU32::new(0),
+            srv_conn: AtomicU32::new(0),
         });
         self.lock().insert(id, s.clone());
         s
@@ -313,6 +322,11 @@ pub struct SessionGuard {
 impl SessionGuard {
     pub fn new(session: Arc<Session>, on_end: OnEnd) -> Self {
         Self { session, on_end }
+    }
+
+    /// The server socket's registration of this session (0: none).
+    pub fn server_cookie(g: Option<&Self>) -> u64 {
+        g.map_or(0, |g| g.session.server_cookie.load(Ordering::Relaxed))
     }
 }
 

@@ -337,7 +337,7 @@ pub fn check_result(s: &Server) -> Option<(&'static str, &'static str)> {
             .get(st as usize)
             .copied()
             .unwrap_or("UNK"),
-        crate::check::engine::status_desc(st),
+        crate::health::engine::status_desc(st),
     ))
 }
 
@@ -460,7 +460,7 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
 
 /// The time columns that mean something at L4; `rtime` (HTTP response
 /// time) is 0 as in HAProxy's TCP proxies.
-fn set_times(r: &mut Row, t: &crate::admin::SessionTimes) {
+fn set_times(r: &mut Row, t: &crate::state::admin::SessionTimes) {
     let [q, c, tt] = t.averages();
     let [qm, cm, tm] = t.maxima();
     for (name, v) in [

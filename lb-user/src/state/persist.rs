@@ -611,7 +611,7 @@ mod tests {
         );
         assert_eq!(c.backends[1].state_file(&c.global), None);
         assert_eq!(
-            crate::show::admin_words(adm::FDRAIN | adm::CHECKS_PAUSED),
+            crate::kernel::pinned::admin_words(adm::FDRAIN | adm::CHECKS_PAUSED),
             "DRAIN CHECKS-PAUSED"
         );
     }
@@ -737,7 +737,7 @@ mod tests {
         assert!(s.admin.checks_disabled.load(Ordering::Relaxed));
         assert_eq!(s.effective_weight(), 0);
         assert_eq!(
-            crate::show::admin_words(s.admin_flags()),
+            crate::kernel::pinned::admin_words(s.admin_flags()),
             "NOLB CHECKS-PAUSED"
         );
         assert!(

@@ -3,17 +3,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
-/// The socket every `lb run` serves (level admin, mode 0600) besides the
-/// configured `stats socket`s, so the CLI finds an instance by name.
-pub fn default_socket(instance: &str) -> PathBuf {
-    PathBuf::from(format!("/run/lb/{instance}.sock"))
-}
+pub use crate::api::default_socket;
 
 /// Sends one request line, returns the whole answer.
 pub fn request(sock: &Path, line: &str) -> Result<String> {
@@ -175,7 +171,7 @@ pub fn server_json(r: &BTreeMap<String, String>) -> Value {
 
 /// `live` (from `show stat`) completed with what only the pinned maps hold;
 /// the live values win, except a richer admin state (paused checks).
-pub fn with_pinned(mut live: Value, pinned: Option<&crate::show::ServerRow>) -> Value {
+pub fn with_pinned(mut live: Value, pinned: Option<&crate::kernel::pinned::ServerRow>) -> Value {
     let (Some(obj), Some(p)) = (live.as_object_mut(), pinned) else {
         return live;
     };

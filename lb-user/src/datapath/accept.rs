@@ -1,0 +1,339 @@
+//! The accept path: a frontend's listener hands over a client; the frontend's
+//! limits and rules admit it, a PROXY header is read where the bind asks for
+//! one, a server is picked and connected ([`super::connect`]), and the pair
+//! goes to the splice manager or the userspace copy.
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::connect::connect_with_retries;
+use super::copy;
+use super::splice::NewConn;
+use super::Live as Ctx;
+use crate::config::Frontend;
+use crate::state::State;
+use crate::sys;
+
+/// One slot of each limit, waited for in turn.
+async fn take_slots(ctx: &Ctx, fe_idx: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut permits = Vec::new();
+    for l in [&ctx.global_limit, &ctx.frontend_limits[fe_idx]] {
+        if let Some(p) = l.acquire().await {
+            permits.push(p);
+        }
+    }
+    permits
+}
+
+/// What happens when a session ends: frontend counters, the session table,
+/// the tcplog line.
+fn end_session(ctx: &Ctx, s: &crate::state::admin::Session) {
+    let st = &ctx.state;
+    st.sessions.close(s.id);
+    let f = &st.frontends[s.frontend];
+    f.cur.fetch_sub(1, Ordering::Relaxed);
+    if s.spliced.load(Ordering::Relaxed) {
+        f.ended_spliced.fetch_add(1, Ordering::Relaxed);
+    } else if s.server_idx().is_some() {
+        f.ended_userspace.fetch_add(1, Ordering::Relaxed);
+    }
+    f.bytes_in
+        .fetch_add(s.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+    f.bytes_out
+        .fetch_add(s.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+    // As HAProxy, only sessions that reached their server count in the
+    // time averages: a failed connect has no connect time.
+    let (tw, tc) = (
+        s.tw_ms.load(Ordering::Relaxed),
+        s.tc_ms.load(Ordering::Relaxed),
+    );
+    if let (Some(srv), true) = (
+        s.server_idx().and_then(|i| st.servers.get(i as usize)),
+        tc != u32::MAX,
+    ) {
+        let tw = if tw == u32::MAX { 0 } else { tw };
+        let tt = (sys::monotonic_ns().saturating_sub(s.accept_ns) / 1_000_000) as u32;
+        srv.admin.times.record(tw, tc, tt);
+        if let Some(b) = st.backends.get(s.backend) {
+            b.times.record(tw, tc, tt);
+        }
+    }
+    if let Some(Some(sink)) = ctx.tcplog.get(s.frontend) {
+        let server = s
+            .server_idx()
+            .and_then(|i| st.servers.get(i as usize))
+            .map(|x| x.name.as_str());
+        let line = crate::datapath::tcplog::line(
+            s,
+            &ctx.cfg.frontends[s.frontend].name,
+            &ctx.cfg.backends[s.backend].name,
+            server,
+            sys::monotonic_ns(),
+        );
+        sink.send(&line, s.accept_unix_ms);
+    }
+}
+
+pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
+    loop {
+        // At the limit, HAProxy stops accepting (the kernel's backlog holds new
+        // clients) rather than refusing them.
+        let permits = take_slots(&ctx, fe_idx).await;
+        match l.accept().await {
+            Ok((client, peer)) => {
+                let rejected = {
+                    let acls = ctx.acls.read().unwrap_or_else(|e| e.into_inner());
+                    crate::kernel::xdp::rejects(acls[fe_idx].as_ref(), peer.ip())
+                };
+                if rejected {
+                    // As HAProxy's `tcp-request connection reject`: closed at
+                    // once, without lingering. A connection only gets here when
+                    // the XDP program did not see it (loopback, another
+                    // interface, --no-xdp, IP fragments).
+                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    tracing::debug!("frontend {fe_idx}: {peer} rejected by tcp-request connection");
+                    continue;
+                }
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handle(ctx, fe_idx, client, peer, permits).await });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    tracing::error!(
+                        "accept: {e}: the open-files limit is reached; new connections wait"
+                    );
+                } else {
+                    tracing::warn!("accept: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<copy::Idle> {
+    copy::Idle::new(
+        ctx.cfg.frontends[fe_idx].timeout_client,
+        ctx.cfg.backends[be_idx].timeout_server,
+    )
+}
+
+async fn handle(
+    ctx: Arc<Ctx>,
+    fe_idx: usize,
+    client: TcpStream,
+    peer: SocketAddr,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let fe = &ctx.cfg.frontends[fe_idx];
+    let Some(be_idx) = fe.default_backend_idx else {
+        return;
+    };
+    let local = client.local_addr().ok();
+    let mut peer = peer;
+    let mut dst = local.unwrap_or(peer);
+    // Client bytes read before the pair is spliced, to be sent to the server first.
+    let mut early = Vec::new();
+    if local.is_some_and(|l| accepts_proxy(fe, l)) {
+        let wait = fe.timeout_client.unwrap_or(Duration::from_secs(5));
+        match read_proxy_header(&client, wait).await {
+            Ok(Some((src, to))) => {
+                // The original client, as the proxy in front of us saw it.
+                peer = src;
+                dst = to;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("frontend '{}': client {peer}: {e}; closing", fe.name);
+                return;
+            }
+        }
+        // The verdict runs over whole skbs (tcp_read_skb ignores what userspace
+        // already read of one), so the rest of a partly read skb must not stay
+        // queued: take everything queued now and send it ahead ourselves.
+        match drain_queued(&client) {
+            Ok(bytes) => early = bytes,
+            Err(e) => {
+                tracing::debug!("client {peer}: {e}");
+                return;
+            }
+        }
+    }
+    let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
+    {
+        let f = &ctx.state.frontends[fe_idx];
+        let cur = f.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        f.max.fetch_max(cur, Ordering::Relaxed);
+        f.total.fetch_add(1, Ordering::Relaxed);
+        sess.actconn
+            .store(ctx.state.sessions.len() as u32, Ordering::Relaxed);
+        sess.feconn.store(cur, Ordering::Relaxed);
+    }
+    let guard = {
+        let c = ctx.clone();
+        crate::state::admin::SessionGuard::new(sess.clone(), Arc::new(move |s| end_session(&c, s)))
+    };
+    sess.bytes_in
+        .fetch_add(early.len() as u64, Ordering::Relaxed);
+    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess).await else {
+        // No server could take it: close at once, as HAProxy does.
+        ctx.state.frontends[fe_idx]
+            .denied
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    // Armed while the session lives: if lb dies (SIGKILL, a crash), the kernel
+    // closes both sockets with an RST, so neither end takes a cut stream for a
+    // complete one. A session that ends cleanly disarms it first.
+    let _ = sys::set_linger_reset(&client);
+    let _ = sys::set_linger_reset(&server);
+    let mut server = server;
+    if let Some(version) = srv.send_proxy {
+        // The header goes first, before any client byte can be spliced behind it.
+        let hdr = crate::datapath::proxy_proto::encode(version, peer, dst);
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
+            tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name);
+            ctx.state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
+            return;
+        }
+    }
+    if !early.is_empty() {
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &early).await {
+            tracing::debug!("early bytes to {}/{}: {e}", srv.backend, srv.name);
+            ctx.state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
+            return;
+        }
+        srv.user_bytes_in
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+    }
+    let idle = idle_timeout(&ctx, fe_idx, be_idx);
+    let idx = srv.idx;
+    if let Some(splicer) = &ctx.splicer {
+        match (client.into_std(), server.into_std()) {
+            (Ok(client), Ok(server)) => {
+                let nc = NewConn {
+                    client,
+                    server,
+                    server_idx: idx,
+                    idle,
+                    permits,
+                    session: Some(guard),
+                };
+                if let Err(nc) = splicer.adopt(nc) {
+                    fallback_copy(nc, ctx.state.clone()).await;
+                }
+            }
+            _ => ctx
+                .state
+                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed)),
+        }
+    } else {
+        copy::proxy(client, server, ctx.state.clone(), idx, idle, Some(sess)).await;
+        drop(permits);
+        drop(guard);
+    }
+}
+
+/// Whether the bind that took this connection (its local address) has
+/// `accept-proxy`: a specific address before the wildcard, as sk_lookup does.
+fn accepts_proxy(fe: &Frontend, local: SocketAddr) -> bool {
+    let covers = |b: &crate::config::Bind| (b.port_first..=b.port_last).contains(&local.port());
+    let specific = fe.binds.iter().find(|b| {
+        covers(b)
+            && b.addr
+                .is_some_and(|a| !a.is_unspecified() && a == local.ip())
+    });
+    let chosen = specific.or_else(|| {
+        fe.binds.iter().find(|b| {
+            covers(b)
+                && match b.addr {
+                    None => local.is_ipv4(),
+                    Some(a) => a.is_unspecified(),
+                }
+        })
+    });
+    chosen.is_some_and(|b| b.accept_proxy)
+}
+
+/// Reads a PROXY protocol header (v1 or v2) off the client, leaving the bytes
+/// after it in the socket. Ok(None): LOCAL/UNKNOWN, keep the socket's addresses.
+async fn read_proxy_header(
+    client: &TcpStream,
+    wait: Duration,
+) -> Result<Option<(SocketAddr, SocketAddr)>, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 16 + 65535];
+    loop {
+        let n = tokio::time::timeout_at(deadline, client.peek(&mut buf))
+            .await
+            .map_err(|_| "no PROXY header before the timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before its PROXY header".into());
+        }
+        match crate::datapath::proxy_proto::decode(&buf[..n]) {
+            Ok(Some(p)) => {
+                // Consume exactly the header; the payload stays queued.
+                let mut left = p.len;
+                while left > 0 {
+                    client.readable().await.map_err(|e| e.to_string())?;
+                    match client.try_read(&mut buf[..left]) {
+                        Ok(0) => return Err("closed inside its PROXY header".into()),
+                        Ok(k) => left -= k,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                return Ok(p.addrs);
+            }
+            Ok(None) => {
+                // Wait for more bytes than the ones already peeked.
+                client.readable().await.map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Reads everything the client's receive queue holds right now, until it is
+/// empty: no partly read skb is left behind.
+fn drain_queued(client: &TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    // Plain recv(2): tokio's try_read would skip the syscall when its readiness
+    // flag is clear, and leave bytes behind.
+    while sys::inq(client)? > 0 {
+        match sys::recv(client, &mut buf)? {
+            Some(0) | None => break,
+            Some(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(out)
+}
+
+pub async fn fallback_copy(nc: NewConn, state: Arc<State>) {
+    let idx = nc.server_idx;
+    match (
+        TcpStream::from_std(nc.client),
+        TcpStream::from_std(nc.server),
+    ) {
+        (Ok(c), Ok(s)) => {
+            let sess = nc.session.as_ref().map(|g| g.session.clone());
+            copy::proxy(c, s, state, idx, nc.idle, sess).await
+        }
+        _ => state.release_conn(
+            idx,
+            crate::state::admin::SessionGuard::server_cookie(nc.session.as_ref()),
+        ),
+    }
+}

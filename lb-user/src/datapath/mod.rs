@@ -1,0 +1,51 @@
+//! The data paths a connection can take once a frontend accepted it: the
+//! in-kernel splice (SOCKHASH + verdict), the userspace copy, and what both
+//! share (PROXY protocol, connection limits, the tcplog line at the end).
+pub mod accept;
+pub mod connect;
+pub mod copy;
+pub mod limits;
+pub mod proxy_proto;
+pub mod splice;
+pub mod tcplog;
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::state::State;
+use limits::Limit;
+use splice::Splicer;
+
+/// Everything the daemon serves with, shared by the accept path and the API.
+pub struct Live {
+    pub cfg: Config,
+    /// Per frontend: its `tcp-request connection` rules, compiled; applied at
+    /// accept to connections the XDP program did not see. Replaced whole by a
+    /// reload (SIGHUP).
+    pub acls: std::sync::RwLock<Vec<Option<crate::config::l4acl::Table>>>,
+    pub state: Arc<State>,
+    pub splicer: Option<Splicer>,
+    /// `maxconn` in global and per frontend: accept pauses while used up.
+    pub global_limit: Limit,
+    pub frontend_limits: Vec<Limit>,
+    /// Where server state changes go (the maps, and what they trigger).
+    pub publisher: Arc<dyn crate::state::Publish>,
+    pub kernel: Option<Mutex<crate::kernel::Counters>>,
+    pub instance: String,
+    pub splice_on: bool,
+    pub start_unix: u64,
+    pub start_ns: u64,
+    /// `option tcplog` per frontend (where to write the lines), if set.
+    pub tcplog: Vec<Option<Arc<tcplog::Sink>>>,
+}
+
+/// Resets every session of server `idx`, on both data paths (HAProxy's
+/// `shutdown sessions server`, used by `on-marked-down shutdown-sessions`).
+pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
+    if let Some(s) = state.servers.get(idx as usize) {
+        s.kill.notify_waiters();
+    }
+    if let Some(sp) = splicer {
+        sp.shutdown_server(idx);
+    }
+}
