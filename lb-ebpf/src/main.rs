@@ -26,16 +26,13 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release,
         bpf_skc_to_tcp_sock,
     },
-    macros::{map, sk_lookup, sock_ops, stream_verdict},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, SockHash, SockMap},
+    macros::{sk_lookup, sock_ops, stream_verdict},
+    maps::SockHash,
     programs::{SkBuffContext, SkLookupContext, SockOpsContext},
 };
 use aya_log_ebpf::warn;
 use lb_common::{
-    fits_budget, psock_backlog, stat, BindKey, BindTarget, Event, FlowDir, ServerCheck,
-    ServerKStats, ServerMeta, ServerState, SockEnd, SrvConns, AF_INET, BPF_F_MMAPABLE,
-    EVENTS_BYTES, EVENT_PASS, MAX_BINDS, MAX_FLOWS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS,
-    PASS_BIT, USER_BIT,
+    fits_budget, psock_backlog, stat, BindKey, Event, AF_INET, EVENT_PASS, PASS_BIT, USER_BIT,
 };
 use maps::*;
 

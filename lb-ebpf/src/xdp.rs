@@ -16,15 +16,13 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release, bpf_tcp_gen_syncookie,
         bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, SockMap},
+    macros::xdp,
+    maps::{lpm_trie::Key, SockMap},
     programs::XdpContext,
 };
 use lb_common::{
-    acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, FrontendMeta,
-    SynBucket, SynFields, SynSource, XdpConfig, XdpFeStats, XdpIface, XdpScratch, ACL_REJECT,
-    AF_INET, AF_INET6, MAX_ACL_ENTRIES, MAX_FRONTENDS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
-    SYNACK4_LEN, XDP_MAX_EXT_HDRS,
+    acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, SynBucket,
+    SynFields, SynSource, XdpConfig, ACL_REJECT, AF_INET, AF_INET6, SYNACK4_LEN, XDP_MAX_EXT_HDRS,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
 

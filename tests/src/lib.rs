@@ -18,6 +18,7 @@ pub mod netns;
 pub mod postgres;
 pub mod report;
 pub mod scenario;
+pub mod syslog;
 pub mod topology;
 pub mod traffic;
 pub mod util;

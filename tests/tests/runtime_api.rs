@@ -5,12 +5,13 @@
 //! 10,000 random lines on a user-level socket while traffic flows.
 
 use anyhow::{anyhow, bail, Context, Result};
+use lb_tests::syslog::Syslog;
 use lb_tests::traffic::{connect, NameServers, Rng};
 use lb_tests::*;
 use lb_user::api::stat::L4_FIELDS;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -388,26 +389,8 @@ fn runtime_api_steers_connections_and_logs() {
                 (sa(BACKENDS_V4[2], PORT), "s3"),
             ],
         )?;
-        let log_path = dir.join("log.sock");
-        let log = UnixDatagram::bind(&log_path)?;
-        log.set_read_timeout(Some(Duration::from_millis(200)))?;
-        // A reader that keeps up, as a syslog daemon does (a UNIX datagram
-        // queue holds only net.unix.max_dgram_qlen = 10 lines).
-        let logged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let log_done = Arc::new(AtomicBool::new(false));
-        let log_thread = {
-            let (logged, done) = (logged.clone(), log_done.clone());
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 4096];
-                let deadline = Instant::now() + Duration::from_secs(300);
-                while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    if let Ok(n) = log.recv(&mut buf) {
-                        let l = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        logged.lock().unwrap().push(l);
-                    }
-                }
-            })
-        };
+        let syslog = Syslog::bind(&dir.join("log.sock"))?;
+        let log_path = syslog.path().to_path_buf();
         let (sock, user) = (dir.join("lb.sock"), dir.join("lb-user.sock"));
         let mut cfg = config(
             &sock,
@@ -541,9 +524,9 @@ fn runtime_api_steers_connections_and_logs() {
             "a tcplog line per session",
             Duration::from_secs(5),
             Duration::from_millis(50),
-            || Ok(logged.lock().unwrap().len() >= 92),
+            || Ok(syslog.len() >= 92),
         )?;
-        let lines = logged.lock().unwrap().clone();
+        let lines = syslog.lines();
         let re_line = |l: &str| -> Result<()> {
             // <134>Mmm dd hh:mm:ss lb[pid]: ip:port [dd/Mmm/yyyy:hh:mm:ss.mmm] fe be/srv Tw/Tc/Tt bytes term a/f/b/s/r sq/bq
             let (hdr, msg) = l.split_once("]: ").ok_or_else(|| anyhow!("no tag: {l}"))?;
@@ -675,8 +658,7 @@ fn runtime_api_steers_connections_and_logs() {
             conns >= 200,
             "only {conns} connections during the random lines"
         );
-        log_done.store(true, Ordering::Relaxed);
-        let _ = log_thread.join();
+        drop(syslog);
         assert!(after <= before + 2, "fd leak: {before} -> {after}");
         // Nothing changed at level user.
         assert_eq!(socat(&sock, "get weight be/s1\n")?, "10 (initial 10)\n\n");

@@ -5,16 +5,14 @@
 //! HAProxy run the same proxies side by side (HAProxy 100 ports higher) and
 //! log to one syslog socket.
 
+use lb_tests::syslog::Syslog;
 use lb_tests::traffic::{connect, ProbeServer};
 use lb_tests::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: u16 = 9740;
 const SRV_PORT: u16 = 9740;
@@ -88,26 +86,8 @@ fn termination_states_match_haproxy() {
     run_test(|| {
         let topo = Topology::new("term")?;
         let _probe = ProbeServer::start(topo.srv.name(), &[sa(BACKENDS_V4[0], SRV_PORT)])?;
-        let log_path = topo.dir.path().join("log.sock");
-        let log = UnixDatagram::bind(&log_path)?;
-        log.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let done = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (lines, done) = (lines.clone(), done.clone());
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 4096];
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    if let Ok(n) = log.recv(&mut buf) {
-                        lines
-                            .lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                    }
-                }
-            })
-        };
+        let syslog = Syslog::bind(&topo.dir.path().join("log.sock"))?;
+        let log_path = syslog.path().to_path_buf();
         let ha_cfg = topo.write_cfg("haproxy.cfg", &config(&log_path, BASE + 100))?;
         let mut ha = topo
             .lb
@@ -134,7 +114,7 @@ fn termination_states_match_haproxy() {
             for (name, off, fe) in scenarios {
                 let mut got = Vec::new();
                 for (who, base) in [("lb", BASE), ("haproxy", BASE + 100)] {
-                    let before = lines.lock().unwrap().len();
+                    let before = syslog.len();
                     topo.in_client(|| scenario(name, base + off))
                         .map_err(|e| anyhow::anyhow!("{name} through {who}: {e:#}"))?;
                     // Its log line: the first new one from `who` for this frontend.
@@ -144,13 +124,13 @@ fn termination_states_match_haproxy() {
                         Duration::from_secs(5),
                         Duration::from_millis(20),
                         || {
-                            Ok(lines.lock().unwrap()[before..]
+                            Ok(syslog.lines()[before..]
                                 .iter()
                                 .any(|l| l.contains(&tag) && l.contains(&format!(" {fe} "))))
                         },
                     )
                     .and_then(|_| {
-                        let l = lines.lock().unwrap()[before..]
+                        let l = syslog.lines()[before..]
                             .iter()
                             .find(|l| l.contains(&tag) && l.contains(&format!(" {fe} ")))
                             .cloned()
@@ -175,8 +155,7 @@ fn termination_states_match_haproxy() {
         }
         let _ = ha.kill();
         let _ = ha.wait();
-        done.store(true, Ordering::Relaxed);
-        let _ = reader.join();
+        drop(syslog);
         println!("[lb-tests] termination states lb/haproxy: {table:?}");
         anyhow::ensure!(differ.is_empty(), "{}", differ.join("\n"));
         Ok(())

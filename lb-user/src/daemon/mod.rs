@@ -1,24 +1,23 @@
 //! `lb run`: compile the config into maps, steer, accept, balance, splice.
 mod publish;
 mod reload;
+mod start;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, MapData, SockMap};
 use lb_common::{BindKey, BindTarget, AF_INET, AF_INET6};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 
 use crate::config::l4acl;
 use crate::config::{self, Config};
 use crate::datapath::splice::{Manager, NewConn, SpliceMaps, Splicer};
-use crate::kernel::xdp::{self, FrontDoor, XdpMaps};
-use crate::kernel::{self, FlowTable, Maps};
+use crate::kernel;
+use crate::kernel::xdp::{self, FrontDoor};
 use crate::state::State;
 use crate::sys;
 
@@ -37,7 +36,7 @@ pub struct RunOpts {
 /// A listening socket on loopback with an ephemeral port: sk_lookup hands it the
 /// connections for the configured addresses, so no address in the config has to
 /// be bindable (and specific and wildcard binds on one port never conflict).
-fn listener(family: u32) -> Result<std::net::TcpListener> {
+pub(super) fn listener(family: u32) -> Result<std::net::TcpListener> {
     let (domain, addr) = if family == AF_INET {
         (Domain::IPV4, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
     } else {
@@ -162,7 +161,7 @@ fn check_binds(cfg: &Config) -> Result<()> {
 }
 
 /// The daemon's shared context: config, live state, limits, runtime API.
-type Ctx = crate::datapath::Live;
+pub(super) type Ctx = crate::datapath::Live;
 
 pub fn run(opts: RunOpts) -> Result<()> {
     let mut cfg = config::parse_files(&opts.files).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -224,7 +223,7 @@ pub fn run(opts: RunOpts) -> Result<()> {
 }
 
 /// Agent plans and each server's `rise`, by server index.
-type Agents = (Vec<Option<crate::health::agent::AgentPlan>>, Vec<u32>);
+pub(super) type Agents = (Vec<Option<crate::health::agent::AgentPlan>>, Vec<u32>);
 
 async fn serve(
     cfg: Config,
@@ -240,7 +239,7 @@ async fn serve(
     let started = tokio::select! {
         biased;
         () = signals.stop() => None,
-        r = start(cfg, plans, agents, &opts) => Some(r),
+        r = start::start(cfg, plans, agents, &opts) => Some(r),
     };
     let Some(started) = started else {
         tracing::warn!(
@@ -260,7 +259,7 @@ async fn serve(
 }
 
 /// What a started daemon holds until it stops.
-struct Running {
+pub(super) struct Running {
     ctx: Arc<Ctx>,
     front: FrontDoor,
     xdp_reqs: Vec<xdp::IfaceReq>,
@@ -287,297 +286,10 @@ impl Running {
     }
 }
 
-/// Everything before the first client is served. Dropped half-way (a signal),
-/// it leaves nothing behind: `kernel::Loaded` removes the pins and detaches,
-/// `SocketFiles` removes the socket files.
-async fn start(
-    cfg: Config,
-    plans: Vec<Option<crate::health::Plan>>,
-    agents: Agents,
-    opts: &RunOpts,
-) -> Result<Running> {
-    let xdp_reqs = if opts.no_xdp {
-        Vec::new()
-    } else {
-        xdp::interfaces(&cfg)
-    };
-    // A live daemon of the same instance answers on its own socket: its pins
-    // are not stale, and replacing them would break it.
-    let own = crate::api::default_socket(&opts.instance);
-    if std::os::unix::net::UnixStream::connect(&own).is_ok() {
-        anyhow::bail!(
-            "instance '{}' is already running (its runtime API {} answers); stop it or pick another --instance",
-            opts.instance,
-            own.display()
-        );
-    }
-    // Before loading: the load replaces a crashed daemon's pins.
-    let stale = match crate::state::persist::read_pinned(&kernel::pin_dir(&opts.instance)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(
-                "{e}: the previous daemon's maps are not restored (the server-state files are used)"
-            );
-            None
-        }
-    };
-    let mut loaded = kernel::load(&opts.instance, !opts.no_splice, !xdp_reqs.is_empty())
-        .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
-    match &loaded.splice {
-        Ok(()) => tracing::info!("data path: in-kernel splice (sockhash + sk_skb verdict)"),
-        Err(why) => tracing::warn!("data path: userspace copy ({why})"),
-    }
-    if let Some(logger) = loaded.logger.take() {
-        tokio::spawn(forward_ebpf_logs(logger));
-    }
-    // Between steps start-up yields, so that a signal stops it there (the
-    // steps themselves are short and synchronous).
-    tokio::task::yield_now().await;
-    let mut maps = Maps::take(&mut loaded.ebpf).context("taking the maps")?;
-    let conn_table = match &loaded.conns {
-        Ok(()) => Some(kernel::ConnTable::take(&mut loaded.ebpf).context("mapping LB_SRV_CONNS")?),
-        Err(why) => {
-            tracing::warn!(
-                "connection counts kept in userspace only ({why}): a connection that ends while the daemon is busy is counted out when it gets to it"
-            );
-            None
-        }
-    };
-    let mut front = FrontDoor::new(XdpMaps::take(&mut loaded.ebpf).context("taking the XDP maps")?);
-    let acls: Vec<Option<l4acl::Table>> = cfg
-        .frontends
-        .iter()
-        .map(|f| l4acl::compile(&f.tcp_request_connection))
-        .collect();
-    front
-        .set_frontends(&acl_meta(&cfg, &acls))
-        .context("writing LB_FE_META")?;
-    let tables: Vec<Option<&l4acl::Table>> = acls.iter().map(|t| t.as_ref()).collect();
-    front
-        .install_acls(&tables)
-        .context("writing the tcp-request connection rules to the ACL tries")?;
-    front
-        .set_syn_rate(cfg.global.xdp_syn_rate.as_ref().map(|r| r.value))
-        .context("writing LB_XDP_CFG")?;
-    let (cookies, why_not) = xdp::syn_cookies_for(&cfg, &xdp_reqs);
-    if let Some(why) = why_not {
-        tracing::warn!("SYN cookies left to the kernel: {why}");
-    } else if !xdp_reqs.is_empty() {
-        tracing::info!(
-            "SYN cookies from XDP while a listener's SYN queue is full: {}",
-            if cookies { "on" } else { "off" }
-        );
-    }
-    front
-        .set_syn_cookies(cookies)
-        .context("writing LB_XDP_CFG")?;
-    for (f, t) in cfg.frontends.iter().zip(&acls) {
-        if let Some(t) = t {
-            tracing::info!(
-                "frontend '{}': {} tcp-request connection rules -> {} ACL entries",
-                f.name,
-                t.rules,
-                t.len()
-            );
-        }
-    }
-    tokio::task::yield_now().await;
-    let state = Arc::new(State::from_config(&cfg));
-    restore_servers(&cfg, &state, stale.as_deref(), &opts.instance);
-    if let Some(t) = conn_table {
-        state.use_kernel_counts(t);
-    }
-    for s in &state.servers {
-        maps.srv_meta
-            .set(s.idx, s.meta(), 0)
-            .with_context(|| format!("writing server {}/{} to LB_SRV_META", s.backend, s.name))?;
-        maps.srv_state
-            .set(s.idx, s.snapshot(), 0)
-            .with_context(|| format!("writing server {}/{} to LB_SRV_STATE", s.backend, s.name))?;
-        if plans.get(s.idx as usize).is_some_and(|p| p.is_some()) {
-            maps.srv_check
-                .set(s.idx, lb_common::ServerCheck::default(), 0)
-                .with_context(|| {
-                    format!("writing server {}/{} to LB_SRV_CHECK", s.backend, s.name)
-                })?;
-        }
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let splice_on = loaded.splice.is_ok();
-    let Maps {
-        mut listeners,
-        mut binds,
-        targets,
-        spliced,
-        ends,
-        flows,
-        events,
-        srv_state,
-        srv_kstats,
-        stats,
-        srv_check,
-        ..
-    } = maps;
-    let (splicer, wake, manager_thread) = if splice_on {
-        let maps = SpliceMaps {
-            targets,
-            spliced,
-            ends,
-            events,
-            flows: FlowTable::map(&flows).context("mapping LB_FLOWS")?,
-        };
-        match start_splicer(maps, &state, cfg.global.splice_budget, &stop)? {
-            Some((s, w, t)) => (Some(s), Some(w), Some(t)),
-            None => (None, None, None),
-        }
-    } else {
-        (None, None, None)
-    };
-
-    // Only now, after the splice self-test: its loopback connection must never
-    // meet a bind (a port range over the ephemeral ports would steer it).
-    let mut accept_sockets = Vec::new();
-    for (fe_idx, fe) in cfg.frontends.iter().enumerate() {
-        let keys = fe.bind_keys();
-        for family in [AF_INET, AF_INET6] {
-            if !keys.iter().any(|k| k.family == family) {
-                continue;
-            }
-            let idx = (fe_idx * 2 + (family == AF_INET6) as usize) as u32;
-            let l = listener(family)
-                .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
-            set_listener(&mut listeners, idx, &l)?;
-            accept_sockets.push((fe_idx, l));
-            for b in &fe.binds {
-                // check_xdp made sure the interface exists.
-                let ifindex = b.interface.as_deref().and_then(xdp::ifindex).unwrap_or(0);
-                for k in b.keys().iter().filter(|k| k.family == family) {
-                    let t = BindTarget {
-                        listener: idx,
-                        ifindex,
-                    };
-                    insert_bind(&mut binds, k, t)?;
-                }
-            }
-        }
-        tokio::task::yield_now().await;
-        tracing::info!(
-            "frontend '{}': {} bind keys -> backend '{}'",
-            fe.name,
-            keys.len(),
-            fe.default_backend.as_deref().unwrap_or("-")
-        );
-    }
-
-    tokio::task::yield_now().await;
-    let publisher: Arc<dyn crate::state::Publish> = Arc::new(publish::Publisher {
-        state: state.clone(),
-        srv_state: std::sync::Mutex::new(srv_state),
-        srv_check: std::sync::Mutex::new(srv_check),
-        splicer: splicer.clone(),
-    });
-    let spread = cfg.global.spread_checks.as_ref().map_or(0, |s| s.value);
-    crate::health::spawn_all(&state, plans, spread, publisher.clone());
-    crate::health::spawn_agents(&state, agents.0, agents.1, publisher.clone());
-    {
-        let state = state.clone();
-        let publisher = publisher.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            // Only what changed: with thousands of idle servers, rewriting
-            // every entry five times a second costs more than the checks.
-            let mut last = vec![None; state.servers.len()];
-            loop {
-                tick.tick().await;
-                for s in &state.servers {
-                    let snap = Some(s.snapshot());
-                    if last[s.idx as usize] != snap {
-                        last[s.idx as usize] = snap;
-                        publisher.state(s.idx);
-                    }
-                }
-            }
-        });
-    }
-
-    // The program goes on the wire only now that its maps are filled, so no
-    // packet sees a frontend without its rules.
-    if !xdp_reqs.is_empty() {
-        let ifaces = xdp::attach(&mut loaded.ebpf, &xdp_reqs).context("attaching XDP")?;
-        front.set_ifaces(&ifaces).context("writing LB_XDP_IFACES")?;
-    } else if opts.no_xdp {
-        tracing::info!("XDP front door off (--no-xdp)");
-    }
-    let mut tcplog = Vec::new();
-    for f in &cfg.frontends {
-        let sink = crate::datapath::tcplog::Sink::for_frontend(&cfg, f)
-            .with_context(|| format!("opening the log targets of frontend '{}'", f.name))?;
-        tcplog.push(sink.map(Arc::new));
-    }
-    let ctx = Arc::new(Ctx {
-        acls: std::sync::RwLock::new(acls),
-        global_limit: crate::datapath::limits::Limit::new(cfg.global.maxconn),
-        frontend_limits: cfg
-            .frontends
-            .iter()
-            .map(|f| crate::datapath::limits::Limit::new(f.maxconn))
-            .collect(),
-        cfg,
-        state: state.clone(),
-        splicer,
-        publisher,
-        kernel: Some(std::sync::Mutex::new(crate::kernel::Counters {
-            srv_kstats,
-            stats,
-        })),
-        instance: opts.instance.clone(),
-        splice_on,
-        start_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        start_ns: sys::monotonic_ns(),
-        tcplog,
-    });
-    let sockets = crate::api::start_sockets(ctx.clone()).await?;
-    if let Some(addr) = opts.metrics {
-        crate::api::metrics::serve(ctx.clone(), addr)?;
-    }
-
-    for (fe_idx, l) in accept_sockets {
-        let l = TcpListener::from_std(l).context("registering a listener")?;
-        let ctx = ctx.clone();
-        tokio::spawn(async move { crate::datapath::accept::accept_loop(ctx, fe_idx, l).await });
-    }
-
-    if let Some(p) = &opts.ready_file {
-        std::fs::write(p, b"ready\n")
-            .with_context(|| format!("writing the ready file {}", p.display()))?;
-    }
-    tracing::info!(
-        "lb ready: {} frontends, {} servers, instance '{}' (maps in {})",
-        ctx.cfg.frontends.len(),
-        state.servers.len(),
-        opts.instance,
-        loaded.pin_dir.display()
-    );
-
-    Ok(Running {
-        ctx,
-        front,
-        xdp_reqs,
-        stop,
-        wake,
-        manager_thread,
-        sockets,
-        loaded,
-    })
-}
-
 /// Applies the saved server state before anything is served: a crashed
 /// daemon's pinned maps when there are some (they are the newest truth), else
 /// the server-state files the backends load.
-fn restore_servers(
+pub(super) fn restore_servers(
     cfg: &Config,
     state: &State,
     stale: Option<&[crate::state::persist::Entry]>,
@@ -635,7 +347,7 @@ fn save_servers(live: &crate::api::Live) {
 }
 
 /// Forwards aya-log records from the programs to our log.
-async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+pub(super) async fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the logger,
     // so the fd stays open for as long as it is registered.
     let mut fd = match unsafe {
@@ -660,7 +372,7 @@ type SplicerParts = (Splicer, Arc<sys::EventFd>, std::thread::JoinHandle<()>);
 
 /// Starts the splice manager thread once its self-test passed; None (userspace
 /// copy for everything) if the kernel path fails it.
-fn start_splicer(
+pub(super) fn start_splicer(
     maps: SpliceMaps,
     state: &Arc<State>,
     budget: u64,
@@ -750,12 +462,16 @@ impl Signals {
     }
 }
 
-fn set_listener(m: &mut SockMap<MapData>, idx: u32, l: &std::net::TcpListener) -> Result<()> {
+pub(super) fn set_listener(
+    m: &mut SockMap<MapData>,
+    idx: u32,
+    l: &std::net::TcpListener,
+) -> Result<()> {
     m.set(idx, l, 0)
         .with_context(|| format!("inserting listener {idx} into LB_LISTENERS"))
 }
 
-fn insert_bind(
+pub(super) fn insert_bind(
     m: &mut HashMap<MapData, BindKey, BindTarget>,
     k: &BindKey,
     t: BindTarget,
