@@ -105,7 +105,7 @@ pub fn execute(live: &Live, cli: &mut Cli, c: &Command) -> String {
     // Any command above read-only may have changed a state, a weight or a
     // limit: balancers rebuild on their next pick.
     if c.level() > Level::User {
-        crate::state::touch();
+        live.state.touch();
     }
     match out {
         Ok(s) => s,

@@ -434,7 +434,7 @@ pub fn spawn_agents(
                     changed = true;
                 }
                 if changed {
-                    crate::state::touch();
+                    s.touch();
                     changed_by_check(&*publisher, s);
                 }
             }

@@ -2,13 +2,15 @@
 //! round robin (dynamic weights), static round robin, least connections, first
 //! available, source hashing (map-based and consistent) and power-of-n random.
 //!
-//! Pure logic over a slice of [`Candidate`]s, so that plain `cargo test` checks
-//! the distributions; the daemon builds the candidates from its server state.
+//! Pure logic over [`Member`]s and their loads, so that plain `cargo test`
+//! checks the distributions; the daemon builds the members from its server
+//! state. One type per algorithm behind [`Balancer`].
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 
-/// What the balancer needs to know about one server at pick time.
+/// One server with its live counts, for the slice form of a pick (tests).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Candidate {
     /// Effective weight; 0 means "not eligible now" (down, drained, maintenance).
@@ -23,6 +25,7 @@ pub struct Candidate {
     pub id: u32,
 }
 
+#[cfg(test)]
 impl Candidate {
     /// HAProxy's leastconn key: (served + queued + 1) * 4096 / effective weight
     /// (eweight = weight * 16), i.e. connections per unit of weight.
@@ -165,178 +168,38 @@ fn lc_key(load: u32, weight: u32) -> u64 {
     ((load as u64 + 1) << 24) / weight.max(1) as u64
 }
 
-/// Per-backend balancing state. Built from the members once per change
-/// ([`Balancer::set_members`]), so that a pick is O(1) or O(log n): a stride
-/// schedule (roundrobin), a weighted table (static-rr, map-based hash), a hash
-/// ring (consistent), an ordered set (leastconn), prefix sums (random).
-#[derive(Debug)]
-pub struct Balancer {
-    algo: Algo,
+/// What every algorithm sees of the backend: the members and who is eligible.
+#[derive(Debug, Default)]
+struct View {
     members: Vec<Member>,
-    /// Eligible member indexes, and how many there are.
+    /// Eligible member indexes.
     eligible: Vec<u32>,
     total_weight: u64,
-    /// roundrobin: each member's next virtual deadline, the schedule ordered by
-    /// it, and the virtual time of the last pick.
+}
+
+/// roundrobin: stride scheduling. Each pick advances the chosen server's
+/// deadline by STRIDE_ONE / weight and the earliest deadline goes next, which
+/// spreads each server's turns evenly (smooth) in the ratio of the weights. A
+/// server keeps its deadline across weight changes (capped so that a raised
+/// weight applies at once); one that becomes eligible starts within one
+/// stride from now ([`first_pass`]).
+#[derive(Debug, Default)]
+struct RoundRobin {
+    /// Each member's next virtual deadline, the schedule ordered by it, and
+    /// the virtual time of the last pick.
     pass: Vec<u64>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
     vtime: u64,
     skipped: Vec<Reverse<(u64, u32)>>,
-    /// static-rr / map-based hash: each eligible member `weight` times, spread out.
-    table: Vec<u32>,
-    pos: usize,
-    /// Consistent hash ring: sorted (point, member).
-    ring: Vec<(u32, u32)>,
-    /// leastconn: (key, last pick, member) in order, and each member's entry.
-    lc: BTreeSet<(u64, u64, u32)>,
-    lc_entry: Vec<Option<(u64, u64)>>,
-    load: Vec<u32>,
-    /// first: eligible members by id.
-    by_id: Vec<u32>,
-    /// random: running sums of the eligible members' weights.
-    cum: Vec<u64>,
-    picks: u64,
-    rng: u64,
 }
 
-impl Balancer {
-    pub fn new(algo: Algo) -> Self {
-        Self {
-            algo,
-            members: Vec::new(),
-            eligible: Vec::new(),
-            total_weight: 0,
-            pass: Vec::new(),
-            heap: BinaryHeap::new(),
-            vtime: 0,
-            skipped: Vec::new(),
-            table: Vec::new(),
-            pos: 0,
-            ring: Vec::new(),
-            lc: BTreeSet::new(),
-            lc_entry: Vec::new(),
-            load: Vec::new(),
-            by_id: Vec::new(),
-            cum: Vec::new(),
-            picks: 0,
-            // Seeded per process: random balancing must not repeat across runs.
-            rng: (std::process::id() as u64) << 32 | 0x9e37_79b9,
-        }
-    }
-
-    pub fn algo(&self) -> Algo {
-        self.algo
-    }
-
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
-    /// Takes a new view of the servers (O(n log n)); what each algorithm keeps
-    /// across changes follows HAProxy: round robin keeps each server's place,
-    /// static-rr keeps its table while the set of eligible servers is the same.
-    pub fn set_members(&mut self, m: &[Member]) {
-        let old = std::mem::replace(&mut self.members, m.to_vec());
-        let n = m.len();
-        self.load.resize(n, 0);
-        self.eligible = (0..n as u32)
-            .filter(|&i| m[i as usize].weight > 0)
-            .collect();
-        self.total_weight = m.iter().map(|s| s.weight as u64).sum();
-        let same_set = old.len() == n
-            && old
-                .iter()
-                .zip(m)
-                .all(|(a, b)| (a.weight > 0) == (b.weight > 0));
-        let same_weights = old.len() == n
-            && old
-                .iter()
-                .zip(m)
-                .all(|(a, b)| a.weight == b.weight && a.id == b.id);
-        match self.algo {
-            Algo::RoundRobin => self.rebuild_schedule(&old),
-            Algo::StaticRr => {
-                if !same_set || self.table.is_empty() {
-                    self.table = self.weighted_table();
-                    self.pos = 0;
-                }
-            }
-            Algo::Source {
-                consistent: false, ..
-            } => {
-                if !same_weights || self.table.is_empty() {
-                    self.table = self.weighted_table();
-                }
-            }
-            Algo::Source {
-                consistent: true, ..
-            } => {
-                if !same_weights || self.ring.is_empty() {
-                    self.rebuild_ring();
-                }
-            }
-            Algo::LeastConn => {
-                self.lc.clear();
-                self.lc_entry = vec![None; n];
-                for i in 0..n {
-                    self.lc_insert(i, 0);
-                }
-            }
-            Algo::First => {
-                self.by_id = self.eligible.clone();
-                self.by_id.sort_by_key(|&i| (m[i as usize].id, i));
-            }
-            Algo::Random { .. } => {
-                let mut acc = 0;
-                self.cum = self
-                    .eligible
-                    .iter()
-                    .map(|&i| {
-                        acc += m[i as usize].weight as u64;
-                        acc
-                    })
-                    .collect();
-            }
-        }
-    }
-
-    /// Member `i` now serves `load` connections (+ queued ones): reorders
-    /// leastconn. The other algorithms read loads at pick time.
-    pub fn set_load(&mut self, i: usize, load: u32) {
-        if i >= self.load.len() || self.load[i] == load {
-            return;
-        }
-        self.load[i] = load;
-        if self.algo == Algo::LeastConn {
-            let seq = self.lc_entry[i].map_or(0, |(_, s)| s);
-            self.lc_insert(i, seq);
-        }
-    }
-
-    fn lc_insert(&mut self, i: usize, seq: u64) {
-        if let Some((k, s)) = self.lc_entry[i].take() {
-            self.lc.remove(&(k, s, i as u32));
-        }
-        let w = self.members[i].weight;
-        if w > 0 {
-            let k = lc_key(self.load[i], w);
-            self.lc.insert((k, seq, i as u32));
-            self.lc_entry[i] = Some((k, seq));
-        }
-    }
-
-    /// Stride scheduling: each pick advances the chosen server's deadline by
-    /// STRIDE_ONE / weight and the earliest deadline goes next, which spreads
-    /// each server's turns evenly (smooth) in the ratio of the weights. A
-    /// server keeps its deadline across weight changes (capped so that a
-    /// raised weight applies at once); one that becomes eligible starts
-    /// within one stride from now ([`first_pass`]).
-    fn rebuild_schedule(&mut self, old: &[Member]) {
-        let n = self.members.len();
+impl RoundRobin {
+    fn rebuild(&mut self, v: &View, old: &[Member]) {
+        let n = v.members.len();
         self.pass.resize(n, 0);
         self.heap.clear();
         for i in 0..n {
-            let w = self.members[i].weight as u64;
+            let w = v.members[i].weight as u64;
             if w == 0 {
                 continue;
             }
@@ -351,139 +214,133 @@ impl Balancer {
         }
     }
 
-    /// Each eligible member `weight` times, interleaved by the same stride
-    /// schedule (deterministic: a restarted daemon builds the same table).
-    fn weighted_table(&self) -> Vec<u32> {
-        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = self
-            .eligible
-            .iter()
-            .map(|&i| {
-                let stride = STRIDE_ONE / self.members[i as usize].weight as u64;
-                Reverse((first_pass(0, stride, i as usize), i))
-            })
-            .collect();
-        let mut table = Vec::with_capacity(self.total_weight as usize);
-        for _ in 0..self.total_weight {
-            let Some(Reverse((p, i))) = heap.pop() else {
-                break;
-            };
-            table.push(i);
-            heap.push(Reverse((
-                p + STRIDE_ONE / self.members[i as usize].weight as u64,
-                i,
-            )));
+    fn choose(&mut self, v: &View, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut chosen = None;
+        while let Some(Reverse((p, i))) = self.heap.pop() {
+            if skip(i as usize) {
+                self.skipped.push(Reverse((p, i)));
+                continue;
+            }
+            self.vtime = p;
+            let next = p + STRIDE_ONE / v.members[i as usize].weight as u64;
+            self.pass[i as usize] = next;
+            self.heap.push(Reverse((next, i)));
+            chosen = Some(i as usize);
+            break;
         }
-        table
+        self.heap.extend(self.skipped.drain(..));
+        chosen
+    }
+}
+
+/// Each eligible member `weight` times, interleaved by the stride schedule
+/// (deterministic: a restarted daemon builds the same table).
+fn weighted_table(v: &View) -> Vec<u32> {
+    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = v
+        .eligible
+        .iter()
+        .map(|&i| {
+            let stride = STRIDE_ONE / v.members[i as usize].weight as u64;
+            Reverse((first_pass(0, stride, i as usize), i))
+        })
+        .collect();
+    let mut table = Vec::with_capacity(v.total_weight as usize);
+    for _ in 0..v.total_weight {
+        let Some(Reverse((p, i))) = heap.pop() else {
+            break;
+        };
+        table.push(i);
+        heap.push(Reverse((
+            p + STRIDE_ONE / v.members[i as usize].weight as u64,
+            i,
+        )));
+    }
+    table
+}
+
+/// static-rr: a weighted table walked in turn; kept while the set of eligible
+/// servers is the same (HAProxy's static weights).
+#[derive(Debug, Default)]
+struct StaticRr {
+    table: Vec<u32>,
+    pos: usize,
+}
+
+impl StaticRr {
+    fn rebuild(&mut self, v: &View, same_set: bool) {
+        if !same_set || self.table.is_empty() {
+            self.table = weighted_table(v);
+            self.pos = 0;
+        }
     }
 
-    fn rebuild_ring(&mut self) {
-        self.ring.clear();
-        for &i in &self.eligible {
-            let s = self.members[i as usize];
-            for node in 0..s.weight * RING_SCALE {
-                // A server's points depend only on its id and rank, so a server
-                // leaving moves only the keys that were on its points.
-                let point = full_hash(s.id.wrapping_mul(256 * RING_SCALE).wrapping_add(node));
-                self.ring.push((point, i));
+    fn choose(&mut self, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let n = self.table.len();
+        for _ in 0..n {
+            let i = self.table[self.pos] as usize;
+            self.pos = (self.pos + 1) % n;
+            if !skip(i) {
+                return Some(i);
             }
         }
-        self.ring.sort_unstable();
+        None
     }
+}
 
-    /// Chooses a member for a client (`client` is used by `source`).
-    /// `served(i)` is member i's live connection count: a member at its
-    /// maxconn is passed over. `avoid` (a redispatch) is passed over too
-    /// unless nothing else can take the connection. None: nobody can.
-    pub fn pick_live(
-        &mut self,
-        client: Option<IpAddr>,
-        avoid: Option<usize>,
-        served: &dyn Fn(usize) -> u32,
-    ) -> Option<usize> {
-        self.picks += 1;
-        let members = std::mem::take(&mut self.members);
-        let full = |i: usize| {
-            let m = members[i].maxconn;
-            m > 0 && served(i) >= m
-        };
-        let mut chosen = None;
-        if let Some(a) = avoid {
-            chosen = self.choose(&members, client, &|i| i == a || full(i), served);
+/// source: the client address hashed onto a weighted table (map-based) or a
+/// ring (consistent), rebuilt when a weight or an id changes.
+#[derive(Debug, Default)]
+struct Source {
+    consistent: bool,
+    avalanche: bool,
+    /// Map-based: each eligible member `weight` times.
+    table: Vec<u32>,
+    /// Consistent: sorted (point, member).
+    ring: Vec<(u32, u32)>,
+}
+
+impl Source {
+    fn rebuild(&mut self, v: &View, same_weights: bool) {
+        if self.consistent {
+            if !same_weights || self.ring.is_empty() {
+                self.ring.clear();
+                for &i in &v.eligible {
+                    let s = v.members[i as usize];
+                    for node in 0..s.weight * RING_SCALE {
+                        // A server's points depend only on its id and rank, so
+                        // a server leaving moves only the keys on its points.
+                        let point =
+                            full_hash(s.id.wrapping_mul(256 * RING_SCALE).wrapping_add(node));
+                        self.ring.push((point, i));
+                    }
+                }
+                self.ring.sort_unstable();
+            }
+        } else if !same_weights || self.table.is_empty() {
+            self.table = weighted_table(v);
         }
-        if chosen.is_none() {
-            chosen = self.choose(&members, client, &full, served);
-        }
-        self.members = members;
-        if let (Some(i), Algo::LeastConn) = (chosen, self.algo) {
-            // Among equal keys, the one chosen longest ago goes next.
-            self.lc_insert(i, self.picks);
-        }
-        chosen
     }
 
     fn choose(
-        &mut self,
-        m: &[Member],
+        &self,
+        v: &View,
         client: Option<IpAddr>,
         skip: &dyn Fn(usize) -> bool,
-        served: &dyn Fn(usize) -> u32,
     ) -> Option<usize> {
-        match self.algo {
-            Algo::RoundRobin => {
-                let mut chosen = None;
-                while let Some(Reverse((p, i))) = self.heap.pop() {
-                    if skip(i as usize) {
-                        self.skipped.push(Reverse((p, i)));
-                        continue;
-                    }
-                    self.vtime = p;
-                    let next = p + STRIDE_ONE / m[i as usize].weight as u64;
-                    self.pass[i as usize] = next;
-                    self.heap.push(Reverse((next, i)));
-                    chosen = Some(i as usize);
-                    break;
-                }
-                self.heap.extend(self.skipped.drain(..));
-                chosen
-            }
-            Algo::StaticRr => {
-                let n = self.table.len();
-                for _ in 0..n {
-                    let i = self.table[self.pos] as usize;
-                    self.pos = (self.pos + 1) % n;
-                    if !skip(i) {
-                        return Some(i);
-                    }
-                }
-                None
-            }
-            Algo::Source {
-                consistent,
-                avalanche,
-            } => {
-                let key = client.map(source_key).unwrap_or(0);
-                // One eligible server: no hashing, as HAProxy.
-                let key = if avalanche && self.eligible.len() > 1 {
-                    full_hash(key)
-                } else {
-                    key
-                };
-                if consistent {
-                    self.ring_lookup(key, skip)
-                } else {
-                    let n = self.table.len();
-                    (0..n)
-                        .map(|k| self.table[(key as usize + k) % n] as usize)
-                        .find(|&i| !skip(i))
-                }
-            }
-            Algo::LeastConn => self
-                .lc
-                .iter()
-                .map(|&(_, _, i)| i as usize)
-                .find(|&i| !skip(i)),
-            Algo::First => self.by_id.iter().map(|&i| i as usize).find(|&i| !skip(i)),
-            Algo::Random { draws } => self.random(m, draws.max(1), skip, served),
+        let key = client.map(source_key).unwrap_or(0);
+        // One eligible server: no hashing, as HAProxy.
+        let key = if self.avalanche && v.eligible.len() > 1 {
+            full_hash(key)
+        } else {
+            key
+        };
+        if self.consistent {
+            self.ring_lookup(key, skip)
+        } else {
+            let n = self.table.len();
+            (0..n)
+                .map(|k| self.table[(key as usize + k) % n] as usize)
+                .find(|&i| !skip(i))
         }
     }
 
@@ -503,8 +360,102 @@ impl Balancer {
             .map(|k| self.ring[(start + k) % n].1 as usize)
             .find(|&i| !skip(i))
     }
+}
 
-    fn next_random(&mut self) -> u64 {
+/// leastconn: the members ordered by connections per unit of weight, then by
+/// when they were last chosen (among equals, the one chosen longest ago goes
+/// next).
+#[derive(Debug, Default)]
+struct LeastConn {
+    /// (key, last pick, member) in order, and each member's entry.
+    order: BTreeSet<(u64, u64, u32)>,
+    entry: Vec<Option<(u64, u64)>>,
+}
+
+impl LeastConn {
+    fn rebuild(&mut self, v: &View, load: &[u32]) {
+        self.order.clear();
+        self.entry = vec![None; v.members.len()];
+        for i in 0..v.members.len() {
+            self.place(v, load, i, 0);
+        }
+    }
+
+    fn place(&mut self, v: &View, load: &[u32], i: usize, seq: u64) {
+        if let Some((k, s)) = self.entry[i].take() {
+            self.order.remove(&(k, s, i as u32));
+        }
+        let w = v.members[i].weight;
+        if w > 0 {
+            let k = lc_key(load[i], w);
+            self.order.insert((k, seq, i as u32));
+            self.entry[i] = Some((k, seq));
+        }
+    }
+
+    fn last_pick(&self, i: usize) -> u64 {
+        self.entry[i].map_or(0, |(_, s)| s)
+    }
+
+    fn choose(&self, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.order
+            .iter()
+            .map(|&(_, _, i)| i as usize)
+            .find(|&i| !skip(i))
+    }
+}
+
+/// first: the eligible member with the lowest id that has a free slot.
+#[derive(Debug, Default)]
+struct First {
+    by_id: Vec<u32>,
+}
+
+impl First {
+    fn rebuild(&mut self, v: &View) {
+        self.by_id = v.eligible.clone();
+        self.by_id.sort_by_key(|&i| (v.members[i as usize].id, i));
+    }
+
+    fn choose(&self, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.by_id.iter().map(|&i| i as usize).find(|&i| !skip(i))
+    }
+}
+
+/// random(n): `draws` weighted random servers, the least loaded of them kept
+/// (power of n choices). Draws are exact weighted picks (a binary search in
+/// the running sums), so one draw honours the weights precisely.
+#[derive(Debug)]
+struct Random {
+    draws: u32,
+    /// Running sums of the eligible members' weights.
+    cum: Vec<u64>,
+    rng: u64,
+}
+
+impl Random {
+    fn new(draws: u32) -> Self {
+        Self {
+            draws: draws.max(1),
+            cum: Vec::new(),
+            // Seeded per process: random balancing must not repeat across runs.
+            rng: (std::process::id() as u64) << 32 | 0x9e37_79b9,
+        }
+    }
+
+    fn rebuild(&mut self, v: &View) {
+        let mut acc = 0;
+        self.cum = v
+            .eligible
+            .iter()
+            .map(|&i| {
+                acc += v.members[i as usize].weight as u64;
+                acc
+            })
+            .collect();
+    }
+
+    fn next(&mut self) -> u64 {
         // xorshift64*: fast, and good enough to spread draws.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
@@ -512,28 +463,24 @@ impl Balancer {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// `draws` weighted random servers, keep the least loaded of them (power of
-    /// n choices). Draws are exact weighted picks (a binary search in the
-    /// running sums), so one draw honours the weights precisely.
-    fn random(
+    fn choose(
         &mut self,
-        m: &[Member],
-        draws: u32,
+        v: &View,
         skip: &dyn Fn(usize) -> bool,
         served: &dyn Fn(usize) -> u32,
     ) -> Option<usize> {
-        if self.total_weight == 0 {
+        if v.total_weight == 0 {
             return None;
         }
-        let key = |i: usize| lc_key(served(i), m[i].weight);
+        let key = |i: usize| lc_key(served(i), v.members[i].weight);
         let mut best: Option<usize> = None;
         // Skipped (full) draws are drawn again, a bounded number of times.
-        let mut budget = draws * 8;
+        let mut budget = self.draws * 8;
         let mut taken = 0;
-        while taken < draws && budget > 0 {
+        while taken < self.draws && budget > 0 {
             budget -= 1;
-            let r = self.next_random() % self.total_weight;
-            let i = self.eligible[self.cum.partition_point(|&c| c <= r)] as usize;
+            let r = self.next() % v.total_weight;
+            let i = v.eligible[self.cum.partition_point(|&c| c <= r)] as usize;
             if skip(i) {
                 continue;
             }
@@ -542,16 +489,170 @@ impl Balancer {
                 best = Some(i);
             }
         }
-        best.or_else(|| {
-            self.eligible
-                .iter()
-                .map(|&i| i as usize)
-                .find(|&i| !skip(i))
-        })
+        best.or_else(|| v.eligible.iter().map(|&i| i as usize).find(|&i| !skip(i)))
+    }
+}
+
+/// One type per algorithm, each with the structure its pick needs.
+#[derive(Debug)]
+enum Kind {
+    RoundRobin(RoundRobin),
+    StaticRr(StaticRr),
+    Source(Source),
+    LeastConn(LeastConn),
+    First(First),
+    Random(Random),
+}
+
+/// Per-backend balancing state. Built from the members once per change
+/// ([`Balancer::set_members`]), so that a pick is O(1) or O(log n): a stride
+/// schedule (roundrobin), a weighted table (static-rr, map-based hash), a hash
+/// ring (consistent), an ordered set (leastconn), prefix sums (random).
+#[derive(Debug)]
+pub struct Balancer {
+    algo: Algo,
+    view: View,
+    /// Each member's connections (+ queued ones), as last told.
+    load: Vec<u32>,
+    picks: u64,
+    kind: Kind,
+}
+
+impl Balancer {
+    pub fn new(algo: Algo) -> Self {
+        let kind = match algo {
+            Algo::RoundRobin => Kind::RoundRobin(RoundRobin::default()),
+            Algo::StaticRr => Kind::StaticRr(StaticRr::default()),
+            Algo::Source {
+                consistent,
+                avalanche,
+            } => Kind::Source(Source {
+                consistent,
+                avalanche,
+                ..Source::default()
+            }),
+            Algo::LeastConn => Kind::LeastConn(LeastConn::default()),
+            Algo::First => Kind::First(First::default()),
+            Algo::Random { draws } => Kind::Random(Random::new(draws)),
+        };
+        Self {
+            algo,
+            view: View::default(),
+            load: Vec::new(),
+            picks: 0,
+            kind,
+        }
     }
 
-    /// The slice form, for tests and callers that hold a full snapshot: takes
-    /// the candidates as the new members when they changed (O(n)), then picks.
+    pub fn algo(&self) -> Algo {
+        self.algo
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.view.members
+    }
+
+    /// Takes a new view of the servers (O(n log n)); what each algorithm keeps
+    /// across changes follows HAProxy: round robin keeps each server's place,
+    /// static-rr keeps its table while the set of eligible servers is the same.
+    pub fn set_members(&mut self, m: &[Member]) {
+        let old = std::mem::replace(&mut self.view.members, m.to_vec());
+        let n = m.len();
+        self.load.resize(n, 0);
+        self.view.eligible = (0..n as u32)
+            .filter(|&i| m[i as usize].weight > 0)
+            .collect();
+        self.view.total_weight = m.iter().map(|s| s.weight as u64).sum();
+        let same_set = old.len() == n
+            && old
+                .iter()
+                .zip(m)
+                .all(|(a, b)| (a.weight > 0) == (b.weight > 0));
+        let same_weights = old.len() == n
+            && old
+                .iter()
+                .zip(m)
+                .all(|(a, b)| a.weight == b.weight && a.id == b.id);
+        let v = &self.view;
+        match &mut self.kind {
+            Kind::RoundRobin(k) => k.rebuild(v, &old),
+            Kind::StaticRr(k) => k.rebuild(v, same_set),
+            Kind::Source(k) => k.rebuild(v, same_weights),
+            Kind::LeastConn(k) => k.rebuild(v, &self.load),
+            Kind::First(k) => k.rebuild(v),
+            Kind::Random(k) => k.rebuild(v),
+        }
+    }
+
+    /// Member `i` now serves `load` connections (+ queued ones): reorders
+    /// leastconn. The other algorithms read loads at pick time.
+    pub fn set_load(&mut self, i: usize, load: u32) {
+        if i >= self.load.len() || self.load[i] == load {
+            return;
+        }
+        self.load[i] = load;
+        if let Kind::LeastConn(k) = &mut self.kind {
+            let seq = k.last_pick(i);
+            k.place(&self.view, &self.load, i, seq);
+        }
+    }
+
+    /// Chooses a member for a client (`client` is used by `source`).
+    /// `served(i)` is member i's live connection count: a member at its
+    /// maxconn is passed over. `avoid` (a redispatch) is passed over too
+    /// unless nothing else can take the connection. None: nobody can.
+    pub fn pick_live(
+        &mut self,
+        client: Option<IpAddr>,
+        avoid: Option<usize>,
+        served: &dyn Fn(usize) -> u32,
+    ) -> Option<usize> {
+        self.picks += 1;
+        let members = &self.view.members;
+        let full = |i: usize| {
+            let m = members[i].maxconn;
+            m > 0 && served(i) >= m
+        };
+        let mut chosen = None;
+        if let Some(a) = avoid {
+            chosen = Self::choose(
+                &mut self.kind,
+                &self.view,
+                client,
+                &|i| i == a || full(i),
+                served,
+            );
+        }
+        if chosen.is_none() {
+            chosen = Self::choose(&mut self.kind, &self.view, client, &full, served);
+        }
+        if let (Some(i), Kind::LeastConn(k)) = (chosen, &mut self.kind) {
+            // Among equal keys, the one chosen longest ago goes next.
+            k.place(&self.view, &self.load, i, self.picks);
+        }
+        chosen
+    }
+
+    fn choose(
+        kind: &mut Kind,
+        v: &View,
+        client: Option<IpAddr>,
+        skip: &dyn Fn(usize) -> bool,
+        served: &dyn Fn(usize) -> u32,
+    ) -> Option<usize> {
+        match kind {
+            Kind::RoundRobin(k) => k.choose(v, skip),
+            Kind::StaticRr(k) => k.choose(skip),
+            Kind::Source(k) => k.choose(v, client, skip),
+            Kind::LeastConn(k) => k.choose(skip),
+            Kind::First(k) => k.choose(skip),
+            Kind::Random(k) => k.choose(v, skip, served),
+        }
+    }
+
+    /// The slice form: takes the candidates as the new members when they
+    /// changed (O(n)), then picks.
+    #[cfg(test)]
     pub fn pick(&mut self, c: &[Candidate], client: Option<IpAddr>) -> Option<usize> {
         let members: Vec<Member> = c
             .iter()
@@ -561,7 +662,7 @@ impl Balancer {
                 id: s.id,
             })
             .collect();
-        if members != self.members {
+        if members != self.view.members {
             self.set_members(&members);
         }
         for (i, s) in c.iter().enumerate() {

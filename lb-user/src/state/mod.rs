@@ -30,7 +30,7 @@ impl Publish for NoPublish {
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lb_common::{ServerMeta, ServerState, SRV_DOWN, SRV_MAINT, SRV_UP};
 
@@ -83,6 +83,8 @@ impl std::ops::Deref for ConnCount {
 /// manager.
 #[derive(Debug)]
 pub struct Server {
+    /// The generation of the [`State`] this server belongs to.
+    generation: Arc<Generation>,
     /// Global index (slot in the server maps).
     pub idx: u32,
     /// Index of its backend in [`State::backends`], and its own position in
@@ -136,6 +138,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// This server changed in a way the balancers must see on their next
+    /// pick (state, weight, admin flags).
+    pub fn touch(&self) {
+        self.generation.bump();
+    }
+
     /// Fraction (0..=1) of the slow-start ramp done; 1 without slowstart.
     pub fn ramp(&self) -> f64 {
         let (Some(ss), since) = (self.slowstart, self.up_since_ns.load(Ordering::Relaxed)) else {
@@ -234,19 +242,26 @@ pub use crate::kernel::{copy_str, read_str};
 
 /// Bumped by every change that can change which servers a backend may pick
 /// or their weights (states, weights, admin flags, runtime API commands, check
-/// results): the next pick of every backend rebuilds its balancer.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// results): the next pick of every backend rebuilds its balancer. One per
+/// [`State`], shared by its servers.
+#[derive(Debug, Default)]
+pub struct Generation(AtomicU64);
 
-/// Marks the server state as changed for the balancers (see [`GENERATION`]).
-pub fn touch() {
-    GENERATION.fetch_add(1, Ordering::Release);
+impl Generation {
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// A backend's balancer and when it was last rebuilt.
 #[derive(Debug)]
 struct PickState {
     bal: Balancer,
-    /// [`GENERATION`] at the last rebuild.
+    /// The state's [`Generation`] at the last rebuild.
     gen: u64,
     /// CLOCK_MONOTONIC ns of the next forced rebuild.
     refresh_at_ns: u64,
@@ -284,10 +299,18 @@ pub struct State {
     pub sessions: crate::state::admin::Sessions,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
+    generation: Arc<Generation>,
 }
 
 impl State {
+    /// Something that changes the balancers' choice changed (a runtime API
+    /// command, a restored state): every backend rebuilds on its next pick.
+    pub fn touch(&self) {
+        self.generation.bump();
+    }
+
     pub fn from_config(cfg: &Config) -> Self {
+        let generation = Arc::new(Generation::default());
         let mut servers = Vec::new();
         let mut backends = Vec::new();
         for b in &cfg.backends {
@@ -304,6 +327,7 @@ impl State {
                     (SRV_UP, s.check_params.rise)
                 };
                 servers.push(Server {
+                    generation: generation.clone(),
                     idx,
                     backend_idx: backends.len() as u32,
                     backend_pos: pos as u32,
@@ -364,6 +388,7 @@ impl State {
             frontends,
             sessions: Default::default(),
             kernel_conns: std::sync::OnceLock::new(),
+            generation,
         }
     }
 
@@ -459,7 +484,7 @@ impl State {
         // can never both take a server's last slot.
         let mut p = b.balancer.lock().unwrap_or_else(|e| e.into_inner());
         let now = crate::sys::monotonic_ns();
-        let gen = GENERATION.load(Ordering::Acquire);
+        let gen = self.generation.get();
         if p.gen != gen || now >= p.refresh_at_ns {
             let (members, ramping) = self.members(b);
             p.bal.set_members(&members);
@@ -595,7 +620,7 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
         }
         s.state.store(want, Ordering::Relaxed);
         s.state_changes.fetch_add(1, Ordering::Relaxed);
-        touch();
+        s.touch();
         Some(want)
     } else {
         None
@@ -610,6 +635,7 @@ mod tests {
 
     fn server(rise: u32) -> Server {
         Server {
+            generation: Arc::default(),
             idx: 0,
             backend_idx: 0,
             backend_pos: 0,
@@ -697,10 +723,10 @@ mod tests {
         for i in 0..3 {
             st.servers[i].weight.store(0, Ordering::Relaxed);
         }
-        touch();
+        st.touch();
         assert_eq!(name(st.pick(0, None, None).unwrap()), "bk");
         st.servers[2].weight.store(1, Ordering::Relaxed);
-        touch();
+        st.touch();
         assert_eq!(name(st.pick(0, None, None).unwrap()), "s3");
     }
 

@@ -313,7 +313,7 @@ pub fn apply(s: &Server, e: &Entry) -> String {
         SRV_DOWN
     };
     s.state.store(st, Ordering::Relaxed);
-    crate::state::touch();
+    s.touch();
     // `lastchg` goes on counting from where the previous process left it.
     // (Never 0: a zero `down_since_ns` means "not down".)
     let changed = crate::sys::monotonic_ns()
