@@ -1,7 +1,7 @@
 //! The userspace copy path: bounded buffers, half-close both ways, RST propagated
 //! as RST, inactivity timeout. Used with `--no-splice`, when the kernel path is
 //! unavailable, and for pairs the kernel refuses (a client that already closed).
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +38,6 @@ impl Idle {
     }
 }
 
-/// How long bytes received before a reset may take to reach the other side,
-/// without an inactivity timeout.
-const DELIVER_BEFORE_RESET: Duration = Duration::from_secs(10);
-
 /// How one direction ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -69,6 +65,9 @@ async fn delivered(w: &OwnedWriteHalf, deadline: tokio::time::Instant) {
 
 struct DirCtx<'a> {
     last: &'a AtomicU64,
+    /// Set when a socket of the pair failed: whatever ends the session then
+    /// (the inactivity timeout included) ends it with a reset.
+    failed: &'a AtomicBool,
     counters: [&'a AtomicU64; 2],
     /// The server's (shutdown sessions), the session's own (shutdown
     /// session), and the pair's: the other direction's source failed, so
@@ -94,6 +93,7 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
             r2 = r.read(&mut buf) => match r2 {
                 Ok(n) => n,
                 Err(_) => {
+                    cx.failed.store(true, Ordering::Relaxed);
                     // Bytes the source sent before its reset were all read
                     // (the kernel returns them before the error): the target
                     // gets them before it gets the reset.
@@ -118,6 +118,7 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
             _ = &mut killed => return End::Killed,
         };
         if !written {
+            cx.failed.store(true, Ordering::Relaxed);
             return End::TargetFailed;
         }
         for c in cx.counters {
@@ -151,16 +152,19 @@ pub async fn proxy(
         session.unwrap_or_else(|| fallback.open(0, 0, "0.0.0.0:0".parse().expect("literal")));
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
-    let deliver_for = idle.map_or(DELIVER_BEFORE_RESET, |i| i.after);
+    let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = Notify::new();
+    let failed = AtomicBool::new(false);
     let up = DirCtx {
         last: &last,
+        failed: &failed,
         counters: [&srv.user_bytes_in, &sess.bytes_in],
         kills: [&srv.kill, &sess.kill, &broken],
         deliver_for,
     };
     let down = DirCtx {
         last: &last,
+        failed: &failed,
         counters: [&srv.user_bytes_out, &sess.bytes_out],
         kills: [&srv.kill, &sess.kill, &broken],
         deliver_for,
@@ -203,7 +207,8 @@ pub async fn proxy(
         term = watchdog => {
             sess.set_term(term);
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
-            true
+            // Still delivering what a failed side sent: the end is a reset.
+            !failed.load(Ordering::Relaxed)
         }
     };
     if clean {

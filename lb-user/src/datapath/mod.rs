@@ -39,6 +39,11 @@ pub struct Live {
     pub tcplog: Vec<Option<Arc<tcplog::Sink>>>,
 }
 
+/// How long the bytes a failed socket (an RST) received before may take to
+/// reach the other side before both are reset, when the session has no
+/// inactivity timeout (with one, that timeout is the bound). Both paths.
+pub const DELIVER_BEFORE_RESET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Resets every session of server `idx`, on both data paths (HAProxy's
 /// `shutdown sessions server`, used by `on-marked-down shutdown-sessions`).
 pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {

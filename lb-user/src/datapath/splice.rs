@@ -88,9 +88,6 @@ pub struct SpliceMaps {
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_EVENTS: u64 = u64::MAX - 1;
 const BUF_SIZE: usize = 64 * 1024;
-/// How long the bytes a failed socket received before its reset may take to
-/// reach the other side, without an inactivity timeout.
-const DELIVER_BEFORE_RESET_NS: u64 = 10_000_000_000;
 
 #[derive(Default)]
 struct Dir {
@@ -608,7 +605,7 @@ impl Manager {
             let grace = if c.idle_ns > 0 {
                 c.idle_ns
             } else {
-                DELIVER_BEFORE_RESET_NS
+                super::DELIVER_BEFORE_RESET.as_nanos() as u64
             };
             c.failed = Some((side, sys::monotonic_ns() + grace));
         }
