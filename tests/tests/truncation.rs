@@ -202,8 +202,10 @@ fn crash_resets_every_session(tag: &str, port: u16, extra: &[&str]) -> anyhow::R
         }
     }
     stop.store(true, Ordering::Relaxed);
-    // A crash leaves the pinned maps (for the next daemon); this test has none.
+    // A crash leaves the pinned maps and the socket file (for the next daemon
+    // of the instance); this test has none.
     let _ = std::fs::remove_dir_all(std::path::Path::new("/sys/fs/bpf/lb").join(&instance));
+    let _ = std::fs::remove_file(format!("/run/lb/{instance}.sock"));
     println!("[lb-tests] {tag}: after SIGKILL: {outcomes:?}");
     anyhow::ensure!(errors.is_empty(), "{}", errors.join("\n"));
     Ok(())
