@@ -12,6 +12,7 @@
 
 pub mod cfg;
 pub mod flood;
+pub mod haproxy;
 pub mod lb;
 pub mod mem;
 pub mod netns;

@@ -5,6 +5,7 @@
 //! 10,000 random lines on a user-level socket while traffic flows.
 
 use anyhow::{anyhow, bail, Context, Result};
+use lb_tests::haproxy::Haproxy;
 use lb_tests::syslog::Syslog;
 use lb_tests::traffic::{connect, NameServers, Rng};
 use lb_tests::*;
@@ -102,17 +103,6 @@ const NOT_COMPARED: &[&str] = &[
     "lastsess",
 ];
 
-struct Haproxy {
-    child: std::process::Child,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn runtime_api_matches_haproxy() {
@@ -132,17 +122,7 @@ fn runtime_api_matches_haproxy() {
         let lb = topo.start_lb(&config(&lb_sock, &lb_user, "", PORT), &[])?;
         // HAProxy serves the same proxies on another port of the same address.
         let ha_cfg = topo.write_cfg("haproxy.cfg", &config(&ha_sock, &ha_user, "", PORT + 1))?;
-        let _ha = Haproxy {
-            child: topo
-                .lb
-                .cmd("haproxy")
-                .arg("-f")
-                .arg(&ha_cfg)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("haproxy (Debian package haproxy 2.6) must be installed")?,
-        };
+        let _ha = Haproxy::start(&topo.lb, &ha_cfg)?;
         util::wait_until(
             "haproxy's stats socket",
             Duration::from_secs(10),

@@ -5,13 +5,13 @@
 //! HAProxy run the same proxies side by side (HAProxy 100 ports higher) and
 //! log to one syslog socket.
 
+use lb_tests::haproxy::Haproxy;
 use lb_tests::syslog::Syslog;
 use lb_tests::traffic::{connect, ProbeServer};
 use lb_tests::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::process::Stdio;
 use std::time::Duration;
 
 const BASE: u16 = 9740;
@@ -89,14 +89,7 @@ fn termination_states_match_haproxy() {
         let syslog = Syslog::bind(&topo.dir.path().join("log.sock"))?;
         let log_path = syslog.path().to_path_buf();
         let ha_cfg = topo.write_cfg("haproxy.cfg", &config(&log_path, BASE + 100))?;
-        let mut ha = topo
-            .lb
-            .cmd("haproxy")
-            .arg("-f")
-            .arg(&ha_cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let ha = Haproxy::start(&topo.lb, &ha_cfg)?;
         std::thread::sleep(Duration::from_millis(500));
         let scenarios = [
             ("normal end", 0u16, "plain"),
@@ -153,8 +146,7 @@ fn termination_states_match_haproxy() {
             }
             lb.stop()?;
         }
-        let _ = ha.kill();
-        let _ = ha.wait();
+        drop(ha);
         drop(syslog);
         println!("[lb-tests] termination states lb/haproxy: {table:?}");
         anyhow::ensure!(differ.is_empty(), "{}", differ.join("\n"));
