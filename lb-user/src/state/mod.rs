@@ -633,66 +633,40 @@ pub use lb_common::state_name;
 mod tests {
     use super::*;
 
-    fn server(rise: u32) -> Server {
-        Server {
-            generation: Arc::default(),
-            idx: 0,
-            backend_idx: 0,
-            backend_pos: 0,
-            backend: "b".into(),
-            name: "s".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            check: None,
-            id: 1,
-            maxconn: 0,
-            backup: false,
-            send_proxy: None,
-            shutdown_on_down: false,
-            shutdown_backups_on_up: false,
-            slowstart: None,
-            up_since_ns: AtomicU64::new(0),
-            state: AtomicU32::new(SRV_UP),
-            weight: AtomicU32::new(1),
-            health: AtomicU32::new(rise),
-            cur_conns: ConnCount::default(),
-            total_conns: AtomicU64::new(0),
-            user_bytes_in: AtomicU64::new(0),
-            user_bytes_out: AtomicU64::new(0),
-            last_check: AtomicU32::new(2),
-            check_status: AtomicU32::new(lb_common::chk::INI),
-            check_code: AtomicU32::new(0),
-            check_us: AtomicU32::new(0),
-            checks_failed: AtomicU64::new(0),
-            state_changes: AtomicU64::new(0),
-            agent_down: std::sync::atomic::AtomicBool::new(false),
-            kill: tokio::sync::Notify::new(),
-            admin: crate::state::admin::ServerAdmin::new(1),
-        }
+    /// One checked server with the default `rise`, as the config builds it.
+    fn checked() -> State {
+        state_of(
+            "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n\
+             frontend f\n    bind 127.0.0.1:9\n    default_backend b\n\
+             backend b\n    server s 127.0.0.1:1 check\n",
+        )
     }
 
     #[test]
     fn haproxy_health_state_machine() {
         let p = CheckParams::default(); // rise 2, fall 3
-        let s = server(p.rise);
+        let st = checked();
+        let s = &st.servers[0];
         // First pass after start: health jumps to rise+fall-1.
-        assert_eq!(apply_check(&s, true, &p), None);
+        assert_eq!(apply_check(s, true, &p), None);
         assert_eq!(s.health.load(Ordering::Relaxed), 4);
         // fall-1 failures keep it UP, the fall-th takes it DOWN.
-        assert_eq!(apply_check(&s, false, &p), None);
-        assert_eq!(apply_check(&s, false, &p), None);
-        assert_eq!(apply_check(&s, false, &p), Some(SRV_DOWN));
+        assert_eq!(apply_check(s, false, &p), None);
+        assert_eq!(apply_check(s, false, &p), None);
+        assert_eq!(apply_check(s, false, &p), Some(SRV_DOWN));
         assert_eq!(s.health.load(Ordering::Relaxed), 0);
         // rise passes bring it back.
-        assert_eq!(apply_check(&s, true, &p), None);
-        assert_eq!(apply_check(&s, true, &p), Some(SRV_UP));
+        assert_eq!(apply_check(s, true, &p), None);
+        assert_eq!(apply_check(s, true, &p), Some(SRV_UP));
         assert_eq!(s.health.load(Ordering::Relaxed), 4);
     }
 
     #[test]
     fn first_failure_after_start_takes_server_down() {
         let p = CheckParams::default();
-        let s = server(p.rise);
-        assert_eq!(apply_check(&s, false, &p), Some(SRV_DOWN));
+        let st = checked();
+        let s = &st.servers[0];
+        assert_eq!(apply_check(s, false, &p), Some(SRV_DOWN));
     }
 
     fn state_of(cfg: &str) -> State {
@@ -732,10 +706,12 @@ mod tests {
 
     #[test]
     fn slowstart_ramps_weight_and_maxconn_after_coming_back() {
-        let mut s = server(2);
-        s.weight = AtomicU32::new(100);
-        s.maxconn = 50;
-        s.slowstart = Some(std::time::Duration::from_secs(10));
+        let st = state_of(
+            "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n\
+             frontend f\n    bind 127.0.0.1:9\n    default_backend b\n\
+             backend b\n    server s 127.0.0.1:1 weight 100 maxconn 50 slowstart 10s\n",
+        );
+        let s = &st.servers[0];
         // UP since start-up: no ramp.
         assert_eq!(s.effective_weight(), 100);
         // Just came back: near the bottom, never 0.
