@@ -652,27 +652,13 @@ impl Manager {
                 }
             }
         }
-        let c = self.conns[id as usize].as_ref().expect("live conn");
-        let dir = &c.dirs[s];
-        if dir.start != dir.end {
+        // A FIN seen before the reset takes one sequence number.
+        let fin = self.conns[id as usize].as_ref().expect("live conn").dirs[s].eof as u64;
+        if !self.passed_on(id, s, fin)? {
             return Ok(false);
         }
-        if !dir.user {
-            // A FIN seen before the reset takes one sequence number.
-            let received = sys::tcp_counters(&c.socks[s])?
-                .bytes_received
-                .saturating_sub(dir.eof as u64);
-            let w = self.word(slot).load(Ordering::SeqCst);
-            let redirected = self
-                .field(slot, |f| unsafe { addr_of_mut!((*f).redirected) })
-                .load(Ordering::SeqCst);
-            if redirected + (w & PASS_COUNT_MASK) < received {
-                return Ok(false);
-            }
-            if !self.peer_drained(slot, &c.socks[1 - s])? {
-                return Ok(false);
-            }
-        }
+        // And acknowledged: the RST that follows discards the send queue.
+        let c = self.conns[id as usize].as_ref().expect("live conn");
         Ok(sys::outq(&c.socks[1 - s])? == 0)
     }
 
@@ -731,6 +717,15 @@ impl Manager {
 
     /// True once every byte the source received went through to the target.
     fn ready_to_shut(&self, id: u32, d: usize) -> std::io::Result<bool> {
+        // Only called after the FIN arrived, and the FIN takes one sequence
+        // number that bytes_received counts.
+        self.passed_on(id, d, 1)
+    }
+
+    /// True once every byte the source of direction `d` received (less `fin`,
+    /// the sequence number a FIN takes) went through the verdict or userspace
+    /// and reached the target's send queue.
+    fn passed_on(&self, id: u32, d: usize, fin: u64) -> std::io::Result<bool> {
         let slot = id * 2 + d as u32;
         let c = self.conns[id as usize].as_ref().expect("live conn");
         let dir = &c.dirs[d];
@@ -741,9 +736,7 @@ impl Manager {
             return Ok(true);
         }
         let src = &c.socks[d];
-        // Only called after the FIN arrived, and the FIN takes one sequence number
-        // that bytes_received counts.
-        let received = sys::tcp_counters(src)?.bytes_received.saturating_sub(1);
+        let received = sys::tcp_counters(src)?.bytes_received.saturating_sub(fin);
         let w = self.word(slot).load(Ordering::SeqCst);
         let passed = w & PASS_COUNT_MASK;
         let redirected = self
