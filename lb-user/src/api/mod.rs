@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_common::{SRV_DOWN, SRV_MAINT, SRV_UP};
+use crate::state::SrvState;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::config::{Balance, StatsAddress, StatsLevel, StatsSocket};
@@ -84,7 +84,7 @@ impl Live {
         b.servers
             .iter()
             .map(|&i| &self.state.servers[i as usize])
-            .find(|s| s.name == r.server)
+            .find(|s| s.name() == r.server)
             .ok_or_else(|| "No such server.".to_string())
     }
 }
@@ -202,7 +202,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
         }
         Command::EnableHealth(r) | Command::DisableHealth(r) => {
             let s = live.server(r)?;
-            if s.check.is_none() {
+            if s.check().is_none() {
                 return Err(
                     "Health checks are not configured on this server, cannot enable.".into(),
                 );
@@ -212,10 +212,10 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
             // HAProxy: with its check stopped the server is unchecked and
             // considered UP (maintenance aside); enabled again, the checks
             // decide from the next result on.
-            if off && s.state.load(Ordering::Relaxed) == SRV_DOWN {
+            if off && s.state.get() == SrvState::Down {
                 s.up_since_ns
                     .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
-                s.state.store(SRV_UP, Ordering::Relaxed);
+                s.state.set(SrvState::Up);
                 s.state_changes.fetch_add(1, Ordering::Relaxed);
                 s.admin.note_change(true);
                 live.publisher.changed(s.idx);
@@ -223,7 +223,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
             tracing::info!(
                 "Health checks for server {}/{} {} by the runtime API",
                 s.backend,
-                s.name,
+                s.name(),
                 if off { "disabled" } else { "enabled" }
             );
             String::new()
@@ -360,7 +360,7 @@ fn set_weight(live: &Live, s: &Server, w: Weight) -> Result<(), String> {
     tracing::info!(
         "{}/{} weight set to {new} by the runtime API",
         s.backend,
-        s.name
+        s.name()
     );
     live.publisher.state(s.idx);
     Ok(())
@@ -368,25 +368,25 @@ fn set_weight(live: &Live, s: &Server, w: Weight) -> Result<(), String> {
 
 /// The operational state a server has once out of maintenance: what its
 /// checks say (health kept counting while in maintenance), UP without checks.
-fn op_state(s: &Server) -> u32 {
-    match s.check {
-        Some(p) if s.health.load(Ordering::Relaxed) < p.rise => SRV_DOWN,
-        _ => SRV_UP,
+fn op_state(s: &Server) -> SrvState {
+    match s.check() {
+        Some(p) if s.health.load(Ordering::Relaxed) < p.rise => SrvState::Down,
+        _ => SrvState::Up,
     }
 }
 
 fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
-    let cur = s.state.load(Ordering::Relaxed);
+    let cur = s.state.get();
     let leave_maint = |s: &Server| {
-        if cur == SRV_MAINT {
+        if cur == SrvState::Maint {
             let new = op_state(s);
-            if new == SRV_UP {
+            if new == SrvState::Up {
                 s.up_since_ns
                     .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
             }
-            s.state.store(new, Ordering::Relaxed);
+            s.state.set(new);
             s.state_changes.fetch_add(1, Ordering::Relaxed);
-            s.admin.note_change(new == SRV_UP);
+            s.admin.note_change(new == SrvState::Up);
         }
     };
     match st {
@@ -400,8 +400,8 @@ fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
         }
         AdminState::Maint => {
             s.admin.drain.store(false, Ordering::Relaxed);
-            if cur != SRV_MAINT {
-                s.state.store(SRV_MAINT, Ordering::Relaxed);
+            if cur != SrvState::Maint {
+                s.state.set(SrvState::Maint);
                 s.state_changes.fetch_add(1, Ordering::Relaxed);
                 s.admin
                     .last_change_ns
@@ -412,7 +412,7 @@ fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
     tracing::warn!(
         "Server {}/{} is {} by the runtime API",
         s.backend,
-        s.name,
+        s.name(),
         match st {
             AdminState::Ready => "READY",
             AdminState::Drain => "DRAIN",
@@ -423,29 +423,29 @@ fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
 }
 
 fn set_health(live: &Live, s: &Server, h: Health) {
-    let p = s.check.unwrap_or_default();
-    let cur = s.state.load(Ordering::Relaxed);
+    let p = s.check().unwrap_or_default();
+    let cur = s.state.get();
     let (health, op) = match h {
-        Health::Up | Health::Stopping => (p.rise + p.fall - 1, SRV_UP),
-        Health::Down => (0, SRV_DOWN),
+        Health::Up | Health::Stopping => (p.rise + p.fall - 1, SrvState::Up),
+        Health::Down => (0, SrvState::Down),
     };
     s.health.store(health, Ordering::Relaxed);
     s.admin
         .stopping
         .store(h == Health::Stopping, Ordering::Relaxed);
-    if cur != SRV_MAINT && cur != op {
-        if op == SRV_UP {
+    if cur != SrvState::Maint && cur != op {
+        if op == SrvState::Up {
             s.up_since_ns
                 .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
         }
-        s.state.store(op, Ordering::Relaxed);
+        s.state.set(op);
         s.state_changes.fetch_add(1, Ordering::Relaxed);
-        s.admin.note_change(op == SRV_UP);
+        s.admin.note_change(op == SrvState::Up);
         tracing::warn!(
             "Server {}/{} is {} by the runtime API (set server health)",
             s.backend,
-            s.name,
-            crate::state::state_name(op)
+            s.name(),
+            op.name()
         );
     }
     live.publisher.changed(s.idx);
@@ -474,23 +474,23 @@ pub fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, Strin
         };
         for &i in &b.servers {
             let s = &state.servers[i as usize];
-            let st = s.state.load(Ordering::Relaxed);
+            let st = s.state.get();
             // SRV_ST_STOPPED 0, RUNNING 2, STOPPING 3 (NOLB).
             let op = match st {
-                SRV_UP if s.admin.stopping.load(Ordering::Relaxed) => 3,
-                SRV_UP => 2,
-                SRV_MAINT => op_state(s).min(2) * 2,
+                SrvState::Up if s.admin.stopping.load(Ordering::Relaxed) => 3,
+                SrvState::Up => 2,
+                SrvState::Maint if op_state(s) == SrvState::Up => 2,
                 _ => 0,
             };
             // SRV_ADMF_FMAINT 0x01, SRV_ADMF_FDRAIN 0x08.
-            let admin = if st == SRV_MAINT { 1 } else { 0 }
+            let admin = if st == SrvState::Maint { 1 } else { 0 }
                 | if s.admin.drain.load(Ordering::Relaxed) {
                     8
                 } else {
                     0
                 };
             // CHK_ST_CONFIGURED 2 | ENABLED 4 | PAUSED 8.
-            let (cstatus, cresult, cstate) = match s.check {
+            let (cstatus, cresult, cstate) = match s.check() {
                 None => (1, 0, 0),
                 Some(_) => {
                     let (status, result) =
@@ -506,12 +506,12 @@ pub fn servers_state(live: &Live, backend: Option<&str>) -> Result<String, Strin
                 "{be_id} {} {} {} {} {op} {admin} {} {} {since} {cstatus} {cresult} {} {cstate} 0 0 0 - {} - 0 0 - - 0",
                 b.name,
                 s.id,
-                s.name,
-                s.addr.ip(),
+                s.name(),
+                s.addr().ip(),
                 s.weight.load(Ordering::Relaxed),
                 s.admin.initial_weight,
                 s.health.load(Ordering::Relaxed),
-                s.addr.port()
+                s.addr().port()
             );
         }
     }
@@ -563,7 +563,7 @@ fn show_sess(live: &Live) -> String {
         let srv = s
             .server_idx()
             .and_then(|i| state.servers.get(i as usize))
-            .map_or("<none>", |x| x.name.as_str());
+            .map_or("<none>", |x| x.name());
         let age = now.saturating_sub(s.accept_ns) / 1_000_000_000;
         let _ = writeln!(
             out,
@@ -873,7 +873,7 @@ mod tests {
     fn writes_change_what_pick_sees() {
         let l = live("");
         let st = &l.state;
-        let pick = || st.pick(0, None, None).map(|s| s.name.clone());
+        let pick = || st.pick(0, None, None).map(|s| s.name().to_string());
         // drain: weight 0 effective, s2 takes everything.
         assert_eq!(say(&l, "set server be/s1 state drain"), "");
         assert_eq!(st.servers[0].effective_weight(), 0);
@@ -886,11 +886,11 @@ mod tests {
             &l,
             "set server be/s1 state ready; set server be/s2 state maint",
         );
-        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_MAINT);
+        assert_eq!(st.servers[1].state.get(), SrvState::Maint);
         assert_eq!(pick().as_deref(), Some("s1"));
         // Leaving maint goes back to what the checks say (health = rise: UP).
         say(&l, "enable server be/s2");
-        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_UP);
+        assert_eq!(st.servers[1].state.get(), SrvState::Up);
         // Relative weight from the initial one.
         say(&l, "set server be/s1 weight 50%");
         assert_eq!(say(&l, "get weight be/s1"), "5 (initial 10)\n");
@@ -900,9 +900,9 @@ mod tests {
         );
         // Forced health; a check-less UP after `disable health`.
         say(&l, "set server be/s2 health down");
-        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_DOWN);
+        assert_eq!(st.servers[1].state.get(), SrvState::Down);
         say(&l, "disable health be/s2");
-        assert_eq!(st.servers[1].state.load(Ordering::Relaxed), SRV_UP);
+        assert_eq!(st.servers[1].state.get(), SrvState::Up);
         assert_eq!(stat::server_status(&st.servers[1]), "no check");
         assert!(say(&l, "disable health be/s1").starts_with("Health checks are not configured"));
         say(&l, "set server be/s2 health stopping");

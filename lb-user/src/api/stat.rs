@@ -3,7 +3,7 @@
 //! CSV, `typed` or `json` like HAProxy.
 use std::sync::atomic::Ordering;
 
-use lb_common::{SRV_DOWN, SRV_MAINT, SRV_UP};
+use crate::state::SrvState;
 use serde_json::json;
 
 use crate::config::{Balance, Config};
@@ -302,14 +302,14 @@ fn secs_since(now: u64, then: u64) -> u64 {
 
 /// HAProxy's server status text.
 pub fn server_status(s: &Server) -> String {
-    let state = s.state.load(Ordering::Relaxed);
+    let state = s.state.get();
     let h = s.health.load(Ordering::Relaxed);
     match state {
-        SRV_MAINT => "MAINT".into(),
-        SRV_UP if s.admin.drain.load(Ordering::Relaxed) => "DRAIN".into(),
-        SRV_UP if s.admin.stopping.load(Ordering::Relaxed) => "NOLB".into(),
-        SRV_UP if s.admin.checks_disabled.load(Ordering::Relaxed) => "no check".into(),
-        SRV_UP => match s.check {
+        SrvState::Maint => "MAINT".into(),
+        SrvState::Up if s.admin.drain.load(Ordering::Relaxed) => "DRAIN".into(),
+        SrvState::Up if s.admin.stopping.load(Ordering::Relaxed) => "NOLB".into(),
+        SrvState::Up if s.admin.checks_disabled.load(Ordering::Relaxed) => "no check".into(),
+        SrvState::Up => match s.check() {
             None => "no check".into(),
             Some(p) => {
                 let top = p.rise + p.fall - 1;
@@ -320,17 +320,16 @@ pub fn server_status(s: &Server) -> String {
                 }
             }
         },
-        SRV_DOWN => match s.check {
+        SrvState::Down => match s.check() {
             Some(p) if h > 0 && h < p.rise => format!("DOWN {}/{}", h, p.rise),
             _ => "DOWN".into(),
         },
-        _ => "?".into(),
     }
 }
 
 /// HAProxy's check status code and description of the last check.
 pub fn check_result(s: &Server) -> Option<(&'static str, &'static str)> {
-    s.check?;
+    s.check()?;
     let st = s.check_status.load(Ordering::Relaxed);
     Some((
         lb_common::chk::NAMES
@@ -386,7 +385,7 @@ pub fn server_bytes(inp: &Inputs<'_>, s: &Server) -> (u64, u64) {
 fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
     let mut r = Row::new(2, iid, s.id);
     r.str("pxname", &s.backend);
-    r.str("svname", &s.name);
+    r.str("svname", s.name());
     // The backend's queue is shared (no per-server queue): 0 here as in
     // HAProxy without persistence.
     r.num("qcur", 0);
@@ -409,8 +408,8 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
     r.str("status", server_status(s));
     r.num("weight", s.effective_weight() as u64);
     r.num("uweight", s.weight.load(Ordering::Relaxed) as u64);
-    r.num("act", !s.backup as u64);
-    r.num("bck", s.backup as u64);
+    r.num("act", !s.backup() as u64);
+    r.num("bck", s.backup() as u64);
     r.num(
         "lastchg",
         secs_since(inp.now_ns, s.admin.last_change_ns.load(Ordering::Relaxed)),
@@ -424,9 +423,9 @@ fn server_row(inp: &Inputs<'_>, iid: u32, s: &Server) -> Row {
             secs_since(inp.now_ns, last_sess) as i64
         }),
     );
-    r.str("addr", s.addr.to_string());
+    r.str("addr", s.addr().to_string());
     set_times(&mut r, &s.admin.times);
-    if let Some(p) = s.check {
+    if let Some(p) = s.check() {
         r.num("chkfail", s.checks_failed.load(Ordering::Relaxed));
         r.num("chkdown", s.admin.downs.load(Ordering::Relaxed));
         let since = s.admin.down_since_ns.load(Ordering::Relaxed);
@@ -565,7 +564,7 @@ pub fn rows(inp: &Inputs<'_>) -> Vec<Row> {
                 last_chg = last_chg.max(s.admin.last_change_ns.load(Ordering::Relaxed));
                 let usable = s.is_up() && s.effective_weight() > 0;
                 if usable {
-                    if s.backup {
+                    if s.backup() {
                         bck += 1;
                     } else {
                         act += 1;

@@ -94,8 +94,11 @@ fn seed_pgsql() {
     let server = |name: &str, addr: &str, line: usize| Server {
         name: name.into(),
         addr: sa(addr),
-        check: true,
         origin: o(F, line),
+        params: ServerParams {
+            check: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let expected = Config {
@@ -204,19 +207,19 @@ fn patroni() {
             let host = format!("10.0.0.{}", 11 + j);
             assert_eq!(s.name, format!("postgresql_{host}_5432"));
             assert_eq!(s.addr, SocketAddr::new(ip(&host), 5432));
-            assert!(s.check);
+            assert!(s.params.check);
             assert_eq!(
-                s.check_params,
+                s.params.check_params,
                 CheckParams {
                     inter: secs(3),
                     rise: 2,
                     fall: 3
                 }
             );
-            assert_eq!(s.check_port, Some(8008));
-            assert_eq!(s.maxconn, Some(100));
-            assert!(s.on_marked_down_shutdown);
-            assert_eq!(s.weight, 1);
+            assert_eq!(s.params.check_port, Some(8008));
+            assert_eq!(s.params.maxconn, Some(100));
+            assert!(s.params.on_marked_down_shutdown);
+            assert_eq!(s.params.weight, 1);
             assert_eq!(s.origin, o(F, line + 3 + j));
         }
     }
@@ -277,7 +280,7 @@ fn redis_sentinel() {
     let names: Vec<(&str, SocketAddr, Duration)> = b
         .servers
         .iter()
-        .map(|s| (s.name.as_str(), s.addr, s.check_params.inter))
+        .map(|s| (s.name.as_str(), s.addr, s.params.check_params.inter))
         .collect();
     assert_eq!(
         names,
@@ -335,7 +338,7 @@ fn mysql_galera() {
     let writer: Vec<(&str, bool, Option<u32>)> = w
         .servers
         .iter()
-        .map(|s| (s.name.as_str(), s.backup, s.maxconn))
+        .map(|s| (s.name.as_str(), s.params.backup, s.params.maxconn))
         .collect();
     assert_eq!(
         writer,
@@ -351,19 +354,19 @@ fn mysql_galera() {
     );
     assert_eq!(r.allbackups, Some(o(F, 31)));
     for (s, weight) in r.servers.iter().zip([10, 10, 5]) {
-        assert!(s.check);
-        assert_eq!(s.weight, weight);
+        assert!(s.params.check);
+        assert_eq!(s.params.weight, weight);
         assert_eq!(
-            s.check_params,
+            s.params.check_params,
             CheckParams {
                 inter: secs(2),
                 rise: 3,
                 fall: 2
             }
         );
-        assert_eq!(s.downinter, Some(secs(5)));
-        assert_eq!(s.fastinter, Some(ms(500)));
-        assert_eq!(s.slowstart, Some(secs(30)));
+        assert_eq!(s.params.downinter, Some(secs(5)));
+        assert_eq!(s.params.fastinter, Some(ms(500)));
+        assert_eq!(s.params.slowstart, Some(secs(30)));
     }
     let f = &cfg.frontends[1];
     assert_eq!(f.tcplog, Some(o(F, 11)));
@@ -400,8 +403,8 @@ fn listen_and_several_defaults() {
     assert_eq!(ssh_b.timeout_connect, Some(secs(5)));
     assert_eq!(ssh_b.balance, Balance::StaticRr);
     assert_eq!(ssh_b.balance_origin, Some(o(F, 26)));
-    assert_eq!(ssh_b.servers[0].check_params, CheckParams::default());
-    assert_eq!(ssh_b.servers[1].weight, 3);
+    assert_eq!(ssh_b.servers[0].params.check_params, CheckParams::default());
+    assert_eq!(ssh_b.servers[1].params.weight, 3);
     // 'ldap' takes 'long', which copies 'short' and changes some timeouts.
     let ldap = &cfg.frontends[1];
     assert_eq!(ldap.timeout_client, Some(secs(3600)));
@@ -427,7 +430,7 @@ fn listen_and_several_defaults() {
     );
     assert_eq!(b.health_check, Some(at(HealthCheck::LdapCheck, F, 40)));
     assert_eq!(
-        b.servers[0].check_params,
+        b.servers[0].params.check_params,
         CheckParams {
             inter: secs(1),
             rise: 1,
@@ -446,7 +449,7 @@ fn listen_and_several_defaults() {
             46
         ))
     );
-    assert!(smtp.servers[1].backup && !smtp.servers[0].backup);
+    assert!(smtp.servers[1].params.backup && !smtp.servers[0].params.backup);
     assert_eq!(cfg.frontends[2].default_backend_idx, Some(2));
 }
 
@@ -497,11 +500,11 @@ fn port_ranges_and_binds() {
     for s in &ftp_b.servers {
         assert_eq!(s.port_mode, ServerPort::SameAsClient);
         assert_eq!(s.addr.port(), 0);
-        assert_eq!(s.check_port, Some(21));
+        assert_eq!(s.params.check_port, Some(21));
     }
     let web = &cfg.backends[1];
     assert_eq!(web.servers[0].addr, sa("[fd00::10]:8080"));
-    assert_eq!(web.servers[1].send_proxy, Some(ProxyProtocol::V2));
+    assert_eq!(web.servers[1].params.send_proxy, Some(ProxyProtocol::V2));
 }
 
 #[test]
@@ -701,7 +704,7 @@ fn environment_and_conditional_blocks() {
     let s: Vec<(&str, SocketAddr, u32, bool)> = b
         .servers
         .iter()
-        .map(|s| (s.name.as_str(), s.addr, s.weight, s.check))
+        .map(|s| (s.name.as_str(), s.addr, s.params.weight, s.params.check))
         .collect();
     assert_eq!(
         s,
@@ -710,7 +713,7 @@ fn environment_and_conditional_blocks() {
             ("node-2", sa("10.0.9.2:5433"), 1, true)
         ]
     );
-    assert_eq!(b.servers[1].check_params.rise, 1);
+    assert_eq!(b.servers[1].params.check_params.rise, 1);
 }
 
 #[test]
@@ -775,18 +778,23 @@ fn options_and_server_settings() {
     assert_eq!(s.len(), 5);
     // Every server takes the default-server line.
     for s in s {
-        assert!(s.check);
-        assert_eq!(s.fastinter, Some(ms(500)));
-        assert_eq!(s.downinter, Some(secs(10)));
-        assert_eq!(s.slowstart, Some(secs(20)));
-        assert_eq!(s.maxqueue, Some(50));
+        assert!(s.params.check);
+        assert_eq!(s.params.fastinter, Some(ms(500)));
+        assert_eq!(s.params.downinter, Some(secs(10)));
+        assert_eq!(s.params.slowstart, Some(secs(20)));
+        assert_eq!(s.params.maxqueue, Some(50));
     }
     assert_eq!(
-        (s[0].id, s[0].maxconn, s[0].minconn, s[0].weight),
+        (
+            s[0].params.id,
+            s[0].params.maxconn,
+            s[0].params.minconn,
+            s[0].params.weight
+        ),
         (Some(1), Some(100), Some(10), 100)
     );
     assert_eq!(
-        s[0].agent,
+        s[0].params.agent,
         AgentCheck {
             enabled: true,
             port: Some(9000),
@@ -795,26 +803,26 @@ fn options_and_server_settings() {
             addr: None
         }
     );
-    assert_eq!(s[1].send_proxy, Some(ProxyProtocol::V1));
-    assert!(s[1].observe_layer4);
+    assert_eq!(s[1].params.send_proxy, Some(ProxyProtocol::V1));
+    assert!(s[1].params.observe_layer4);
     assert_eq!(
-        (s[1].on_error, s[1].error_limit),
+        (s[1].params.on_error, s[1].params.error_limit),
         (Some(OnError::MarkDown), Some(5))
     );
-    assert!(s[2].check_send_proxy);
+    assert!(s[2].params.check_send_proxy);
     assert_eq!(
-        (s[2].check_addr, s[2].check_port),
+        (s[2].params.check_addr, s[2].params.check_port),
         (Some(ip("10.0.11.3")), Some(8001))
     );
-    assert!(s[2].on_marked_up_shutdown_backup);
+    assert!(s[2].params.on_marked_up_shutdown_backup);
     assert_eq!(s[3].port_mode, ServerPort::Offset(1000));
     assert_eq!(s[3].addr, sa("10.0.10.4:0"));
     assert_eq!(
-        s[3].init_addr,
+        s[3].params.init_addr,
         Some(vec![InitAddr::Last, InitAddr::Libc, InitAddr::None])
     );
-    assert_eq!(s[3].other, ["tfo"]);
-    assert!(s[4].backup && s[4].disabled);
+    assert_eq!(s[3].params.other, ["tfo"]);
+    assert!(s[4].params.backup && s[4].params.disabled);
     // `option tcp-check` without rules is the plain connect check lb runs.
     let g = gaps(&cfg);
     assert!(!g.iter().any(|(_, w)| w.contains("tcp-check")), "{g:?}");

@@ -645,28 +645,33 @@ backend b
 "
     ));
     let s = &cfg.backends[0].servers;
-    assert!(!s[0].backup && s[0].send_proxy.is_none() && !s[0].agent.enabled && !s[0].check);
-    assert_eq!(s[0].maxconn, Some(10));
-    assert!(s[1].backup && s[1].check);
-    assert_eq!(s[1].send_proxy, Some(ProxyProtocol::V1));
-    assert_eq!(s[1].agent.addr, Some(ip("10.9.9.9")));
+    assert!(
+        !s[0].params.backup
+            && s[0].params.send_proxy.is_none()
+            && !s[0].params.agent.enabled
+            && !s[0].params.check
+    );
+    assert_eq!(s[0].params.maxconn, Some(10));
+    assert!(s[1].params.backup && s[1].params.check);
+    assert_eq!(s[1].params.send_proxy, Some(ProxyProtocol::V1));
+    assert_eq!(s[1].params.agent.addr, Some(ip("10.9.9.9")));
     // Host names resolve at start-up, as HAProxy: the first address...
     assert_eq!(s[1].addr, "10.0.1.1:5432".parse().unwrap());
     assert_eq!(s[1].fqdn.as_deref(), Some("db1.example"));
     // ... of the forced family.
     assert_eq!(s[2].addr, "[fd00::2]:5432".parse().unwrap());
     // 'none': no address, the server starts in maintenance.
-    assert!(s[3].unresolved && s[3].disabled);
+    assert!(s[3].unresolved && s[3].params.disabled);
     // An IP address of init-addr stands in.
     assert_eq!(s[4].addr, "10.0.0.7:5432".parse().unwrap());
     assert_eq!(s[5].port_mode, ServerPort::Offset(-100));
-    assert_eq!((s[5].weight, s[5].maxconn), (0, Some(0)));
+    assert_eq!((s[5].params.weight, s[5].params.maxconn), (0, Some(0)));
     // No address: the client's destination address.
     assert!(s[6].addr_from_client);
     assert_eq!(s[6].addr, "0.0.0.0:80".parse().unwrap());
     assert!(s[7].addr_from_client);
     assert_eq!(s[7].addr, "[::]:80".parse().unwrap());
-    assert_eq!(s[7].send_proxy, Some(ProxyProtocol::V2));
+    assert_eq!(s[7].params.send_proxy, Some(ProxyProtocol::V2));
     for (line, frag) in [
         (
             "default-server id 3",
@@ -873,7 +878,7 @@ backend b
     // presetenv does not replace a set variable (PORT=6432).
     assert_eq!((b[0].addr, b[0].port_first), (Some(ip("1.2.3.4")), 6432));
     assert_eq!(b[1].port_first, 5);
-    assert_eq!(cfg.backends[0].servers[0].weight, 3);
+    assert_eq!(cfg.backends[0].servers[0].params.weight, 3);
     // resetenv keeps only the named variables.
     let e = err_text("global\n    resetenv ADDR\nfrontend f\n    bind \"$ADDR:$PORT\"\n");
     assert!(e.contains("missing port in '10.1.2.3:'"), "{e}");

@@ -154,7 +154,7 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         if let Some(v) = &b.timeout_server_fin {
             gap(&v.origin, format!("timeout server-fin ({scope})"));
         }
-        let minconn = b.servers.iter().any(|s| s.minconn.is_some());
+        let minconn = b.servers.iter().any(|s| s.params.minconn.is_some());
         if let (Some(v), true) = (&b.fullconn, minconn) {
             gap(&v.origin, format!("fullconn ({scope})"));
         }
@@ -168,7 +168,7 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         for s in &b.servers {
             let scope = format!("server '{}/{}'", b.name, s.name);
             let mut setting = |what: String| gap(&s.origin, format!("{what} ({scope})"));
-            if let Some(n) = s.minconn {
+            if let Some(n) = s.params.minconn {
                 setting(format!("minconn {n}"));
             }
             match s.port_mode {
@@ -184,10 +184,10 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             if s.unresolved {
                 setting("init-addr none (no address at start-up)".into());
             }
-            if s.observe_layer4 {
+            if s.params.observe_layer4 {
                 setting("observe layer4".into());
             }
-            for o in &s.other {
+            for o in &s.params.other {
                 setting(format!("server option {o}"));
             }
         }
@@ -282,7 +282,7 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
             }
         }
         for s in &b.servers {
-            if s.id.is_some() && b.balance != Balance::First {
+            if s.params.id.is_some() && b.balance != Balance::First {
                 note(
                     &s.origin,
                     format!("server id (server '{}/{}')", b.name, s.name),

@@ -92,10 +92,10 @@ fn own_destinations(cfg: &Config) -> Vec<(SocketAddr, &Origin, String)> {
             if fixed {
                 out.push((s.addr, &s.origin, name.clone()));
             }
-            if s.check {
-                let port = s.check_port.or(fixed.then(|| s.addr.port()));
+            if s.params.check {
+                let port = s.params.check_port.or(fixed.then(|| s.addr.port()));
                 if let Some(port) = port {
-                    let ip = s.check_addr.unwrap_or(s.addr.ip());
+                    let ip = s.params.check_addr.unwrap_or(s.addr.ip());
                     out.push((
                         SocketAddr::new(ip, port),
                         &s.origin,
@@ -103,8 +103,8 @@ fn own_destinations(cfg: &Config) -> Vec<(SocketAddr, &Origin, String)> {
                     ));
                 }
             }
-            if let (true, Some(port)) = (s.agent.enabled, s.agent.port) {
-                let ip = s.agent.addr.unwrap_or(s.addr.ip());
+            if let (true, Some(port)) = (s.params.agent.enabled, s.params.agent.port) {
+                let ip = s.params.agent.addr.unwrap_or(s.addr.ip());
                 out.push((
                     SocketAddr::new(ip, port),
                     &s.origin,

@@ -535,18 +535,12 @@ impl AgentCheck {
     }
 }
 
+/// One `server` line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Server {
     pub name: String,
     /// Address and port; port 0 unless `port_mode` is `Fixed`.
     pub addr: SocketAddr,
-    /// `check` given.
-    pub check: bool,
-    pub check_params: CheckParams,
-    /// 0..=256, default 1.
-    pub weight: u32,
-    /// `disabled`: starts in maintenance.
-    pub disabled: bool,
     pub origin: Origin,
     pub port_mode: ServerPort,
     /// The host name `addr` was resolved from (at start-up), if any.
@@ -554,48 +548,11 @@ pub struct Server {
     /// The address is `0.0.0.0`/`::`: connect to the address the client
     /// connected to.
     pub addr_from_client: bool,
-    /// `init-addr` methods, in order.
-    pub init_addr: Option<Vec<InitAddr>>,
     /// No address could be found and `init-addr none` allowed it: the server
     /// starts in maintenance, `addr` is unspecified.
     pub unresolved: bool,
-    /// `backup`: used only when no active server is up.
-    pub backup: bool,
-    /// `maxconn N` (0: unlimited).
-    pub maxconn: Option<u32>,
-    /// `minconn N`: dynamic limit with `fullconn`.
-    pub minconn: Option<u32>,
-    /// `maxqueue N` (0: unlimited).
-    pub maxqueue: Option<u32>,
-    /// `id N` (default: position, from 1).
-    pub id: Option<u32>,
-    /// `slowstart T`.
-    pub slowstart: Option<Duration>,
-    /// `port N`: port of the health checks.
-    pub check_port: Option<u16>,
-    /// `addr IP`: address of the health checks.
-    pub check_addr: Option<IpAddr>,
-    /// `fastinter T`: check interval while transitioning.
-    pub fastinter: Option<Duration>,
-    /// `downinter T`: check interval while down.
-    pub downinter: Option<Duration>,
-    /// `send-proxy` / `send-proxy-v2`.
-    pub send_proxy: Option<ProxyProtocol>,
-    /// `check-send-proxy`.
-    pub check_send_proxy: bool,
-    /// `on-marked-down shutdown-sessions`.
-    pub on_marked_down_shutdown: bool,
-    /// `on-marked-up shutdown-backup-sessions`.
-    pub on_marked_up_shutdown_backup: bool,
-    /// `observe layer4`.
-    pub observe_layer4: bool,
-    /// `on-error MODE`.
-    pub on_error: Option<OnError>,
-    /// `error-limit N` (default 10).
-    pub error_limit: Option<u32>,
-    pub agent: AgentCheck,
-    /// Other connection settings given (`tfo`, `source ...`, ...), as written.
-    pub other: Vec<String>,
+    /// Everything `default-server` could have preset.
+    pub params: ServerParams,
 }
 
 impl Default for Server {
@@ -605,16 +562,54 @@ impl Default for Server {
         Self {
             name: String::new(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            check: false,
-            check_params: CheckParams::default(),
-            weight: 1,
-            disabled: false,
             origin: Origin::default(),
             port_mode: ServerPort::Fixed,
             fqdn: None,
             addr_from_client: false,
-            init_addr: None,
             unresolved: false,
+            params: ServerParams::default(),
+        }
+    }
+}
+
+/// What `default-server` presets and a `server` line sets: the parser fills
+/// one from the section's defaults and the line's keywords, and the model
+/// keeps it as is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerParams {
+    pub check: bool,
+    pub check_params: CheckParams,
+    pub weight: u32,
+    pub disabled: bool,
+    pub backup: bool,
+    pub maxconn: Option<u32>,
+    pub minconn: Option<u32>,
+    pub maxqueue: Option<u32>,
+    pub id: Option<u32>,
+    pub slowstart: Option<Duration>,
+    pub check_port: Option<u16>,
+    pub check_addr: Option<IpAddr>,
+    pub fastinter: Option<Duration>,
+    pub downinter: Option<Duration>,
+    pub send_proxy: Option<ProxyProtocol>,
+    pub check_send_proxy: bool,
+    pub on_marked_down_shutdown: bool,
+    pub on_marked_up_shutdown_backup: bool,
+    pub observe_layer4: bool,
+    pub on_error: Option<OnError>,
+    pub error_limit: Option<u32>,
+    pub agent: AgentCheck,
+    pub init_addr: Option<Vec<InitAddr>>,
+    pub other: Vec<String>,
+}
+
+impl Default for ServerParams {
+    fn default() -> Self {
+        Self {
+            check: false,
+            check_params: CheckParams::default(),
+            weight: 1,
+            disabled: false,
             backup: false,
             maxconn: None,
             minconn: None,
@@ -633,6 +628,7 @@ impl Default for Server {
             on_error: None,
             error_limit: None,
             agent: AgentCheck::default(),
+            init_addr: None,
             other: Vec::new(),
         }
     }

@@ -844,66 +844,6 @@ pub(crate) struct Spanned {
     pub col: usize,
 }
 
-/// Server parameters: what `default-server` presets and `server` lines set.
-#[derive(Clone, Debug)]
-pub(crate) struct ServerParams {
-    pub check: bool,
-    pub params: CheckParams,
-    pub weight: u32,
-    pub disabled: bool,
-    pub backup: bool,
-    pub maxconn: Option<u32>,
-    pub minconn: Option<u32>,
-    pub maxqueue: Option<u32>,
-    pub id: Option<u32>,
-    pub slowstart: Option<Duration>,
-    pub check_port: Option<u16>,
-    pub check_addr: Option<IpAddr>,
-    pub fastinter: Option<Duration>,
-    pub downinter: Option<Duration>,
-    pub send_proxy: Option<ProxyProtocol>,
-    pub check_send_proxy: bool,
-    pub on_marked_down_shutdown: bool,
-    pub on_marked_up_shutdown_backup: bool,
-    pub observe_layer4: bool,
-    pub on_error: Option<OnError>,
-    pub error_limit: Option<u32>,
-    pub agent: AgentCheck,
-    pub init_addr: Option<Vec<InitAddr>>,
-    pub other: Vec<String>,
-}
-
-impl Default for ServerParams {
-    fn default() -> Self {
-        Self {
-            check: false,
-            params: CheckParams::default(),
-            weight: 1,
-            disabled: false,
-            backup: false,
-            maxconn: None,
-            minconn: None,
-            maxqueue: None,
-            id: None,
-            slowstart: None,
-            check_port: None,
-            check_addr: None,
-            fastinter: None,
-            downinter: None,
-            send_proxy: None,
-            check_send_proxy: false,
-            on_marked_down_shutdown: false,
-            on_marked_up_shutdown_backup: false,
-            observe_layer4: false,
-            on_error: None,
-            error_limit: None,
-            agent: AgentCheck::default(),
-            init_addr: None,
-            other: Vec::new(),
-        }
-    }
-}
-
 /// An `option` in effect.
 #[derive(Clone, Debug)]
 pub(crate) struct OptSet {
@@ -2523,7 +2463,7 @@ impl Parser<'_> {
                         .and_then(|w| u32::try_from(w).map_err(|e| e.to_string()))
                         .map_err(|m| invalid(v, m))?;
                 }
-                SrvAct::Inter => sd.params.inter = time(value()?)?,
+                SrvAct::Inter => sd.check_params.inter = time(value()?)?,
                 SrvAct::FastInter => sd.fastinter = Some(time(value()?)?),
                 SrvAct::DownInter => sd.downinter = Some(time(value()?)?),
                 SrvAct::AgentInter => sd.agent.inter = Some(time(value()?)?),
@@ -2536,8 +2476,8 @@ impl Parser<'_> {
                     let v = value()?;
                     let n = parse_u32(&v.text, 1).map_err(|m| invalid(v, m))?;
                     match k.act {
-                        SrvAct::Rise => sd.params.rise = n,
-                        SrvAct::Fall => sd.params.fall = n,
+                        SrvAct::Rise => sd.check_params.rise = n,
+                        SrvAct::Fall => sd.check_params.fall = n,
                         _ => sd.error_limit = Some(n),
                     }
                 }
@@ -2769,35 +2709,12 @@ fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let server = Server {
         name: name.text.clone(),
         addr,
-        check: sd.check,
-        check_params: sd.params,
-        weight: sd.weight,
-        disabled: sd.disabled,
         origin,
         port_mode,
         fqdn: host.as_ref().map(|(h, _)| h.clone()),
         addr_from_client: from_client,
-        init_addr: sd.init_addr,
         unresolved: false,
-        backup: sd.backup,
-        maxconn: sd.maxconn,
-        minconn: sd.minconn,
-        maxqueue: sd.maxqueue,
-        id: sd.id,
-        slowstart: sd.slowstart,
-        check_port: sd.check_port,
-        check_addr: sd.check_addr,
-        fastinter: sd.fastinter,
-        downinter: sd.downinter,
-        send_proxy: sd.send_proxy,
-        check_send_proxy: sd.check_send_proxy,
-        on_marked_down_shutdown: sd.on_marked_down_shutdown,
-        on_marked_up_shutdown_backup: sd.on_marked_up_shutdown_backup,
-        observe_layer4: sd.observe_layer4,
-        on_error: sd.on_error,
-        error_limit: sd.error_limit,
-        agent: sd.agent,
-        other: sd.other,
+        params: sd,
     };
     proxy.servers.push(ServerDraft {
         server,
@@ -3079,7 +2996,7 @@ impl Parser<'_> {
             let without: Vec<&str> = p
                 .servers
                 .iter()
-                .filter(|s| !s.server.backup && s.server.maxconn.unwrap_or(0) == 0)
+                .filter(|s| !s.server.params.backup && s.server.params.maxconn.unwrap_or(0) == 0)
                 .map(|s| s.server.name.as_str())
                 .collect();
             if !without.is_empty() {
@@ -3113,7 +3030,10 @@ impl Parser<'_> {
                 }) == Some(true);
         for d in &p.servers {
             let s = &d.server;
-            if s.check && s.port_mode != ServerPort::Fixed && s.check_port.is_none() && !rules_port
+            if s.params.check
+                && s.port_mode != ServerPort::Fixed
+                && s.params.check_port.is_none()
+                && !rules_port
             {
                 return Err(ConfigError::Invalid {
                     file: s.origin.file.clone(),
@@ -3135,6 +3055,7 @@ impl Parser<'_> {
             };
             let methods = d
                 .server
+                .params
                 .init_addr
                 .clone()
                 .unwrap_or_else(|| vec![InitAddr::Last, InitAddr::Libc]);
@@ -3157,7 +3078,7 @@ impl Parser<'_> {
                     }
                     InitAddr::None => {
                         d.server.unresolved = true;
-                        d.server.disabled = true;
+                        d.server.params.disabled = true;
                         break;
                     }
                 }
@@ -3217,7 +3138,9 @@ impl Parser<'_> {
             }
             let mut ids: HashMap<u32, &Server> = HashMap::new();
             for d in &p.servers {
-                let Some(id) = d.server.id else { continue };
+                let Some(id) = d.server.params.id else {
+                    continue;
+                };
                 if let Some(prev) = ids.get(&id) {
                     return Err(ConfigError::Invalid {
                         file: d.server.origin.file.clone(),

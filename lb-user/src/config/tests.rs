@@ -113,15 +113,18 @@ fn seed_example_exact_model() {
     let server = |name: &str, addr: &str, line: usize| Server {
         name: name.into(),
         addr: sa(addr),
-        check: true,
-        check_params: CheckParams {
-            inter: Duration::from_millis(2000),
-            rise: 2,
-            fall: 3,
-        },
-        weight: 1,
-        disabled: false,
         origin: origin(line),
+        params: ServerParams {
+            check: true,
+            check_params: CheckParams {
+                inter: Duration::from_millis(2000),
+                rise: 2,
+                fall: 3,
+            },
+            weight: 1,
+            disabled: false,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let expected = Config {
@@ -251,15 +254,27 @@ backend c
     };
     let s = &b.servers;
     assert_eq!(
-        (s[0].check, s[0].weight, s[0].check_params),
+        (
+            s[0].params.check,
+            s[0].params.weight,
+            s[0].params.check_params
+        ),
         (true, 10, inherited)
     );
     assert_eq!(
-        (s[1].check, s[1].weight, s[1].check_params),
+        (
+            s[1].params.check,
+            s[1].params.weight,
+            s[1].params.check_params
+        ),
         (false, 5, inherited)
     );
     assert_eq!(
-        (s[2].check, s[2].weight, s[2].check_params),
+        (
+            s[2].params.check,
+            s[2].params.weight,
+            s[2].params.check_params
+        ),
         (true, 20, inherited)
     );
 
@@ -272,7 +287,7 @@ backend c
     assert_eq!((c.timeout_connect, c.timeout_server), (None, None));
     let s4 = &c.servers[0];
     assert_eq!(
-        (s4.check, s4.weight, s4.check_params),
+        (s4.params.check, s4.params.weight, s4.params.check_params),
         (false, 1, CheckParams::default())
     );
     assert_eq!(
@@ -353,7 +368,7 @@ listen redirected
     assert_eq!(be.name, "pg");
     assert_eq!(be.timeout_connect, Some(Duration::from_secs(5)));
     assert_eq!(be.servers.len(), 2);
-    assert!(be.servers[1].disabled && !be.servers[1].check);
+    assert!(be.servers[1].params.disabled && !be.servers[1].params.check);
     assert_eq!(be.origin, origin(1));
     // An explicit default_backend wins over the listen's own servers.
     let r = &cfg.frontends[1];
@@ -524,7 +539,7 @@ backend pg_be
     );
     let s = &cfg.backends[0].servers;
     assert_eq!(
-        (s[0].name.as_str(), s[0].addr, s[0].weight),
+        (s[0].name.as_str(), s[0].addr, s[0].params.weight),
         ("a", sa("10.0.0.1:6432"), 7)
     );
     assert_eq!(
@@ -532,8 +547,8 @@ backend pg_be
         ("b-2", sa("10.0.0.2:6432"))
     );
     assert_eq!(s[2].addr, sa("10.1.2.3:5434"));
-    assert!(s[2].check);
-    assert_eq!((s[3].addr, s[3].weight), (sa("10.1.2.3:1"), 7));
+    assert!(s[2].params.check);
+    assert_eq!((s[3].addr, s[3].params.weight), (sa("10.1.2.3:1"), 7));
     // Outside double quotes, '$' is an ordinary character.
     let e = parse_err("backend b\n    server s 10.0.0.1:80 ${W}\n");
     assert!(
@@ -667,9 +682,9 @@ backend b
     assert_eq!(cfg.frontends[0].timeout_client, None);
     assert_eq!(cfg.backends[0].timeout_server, None);
     let s = &cfg.backends[0].servers[0];
-    assert_eq!(s.weight, 0);
+    assert_eq!(s.params.weight, 0);
     assert_eq!(
-        s.check_params,
+        s.params.check_params,
         CheckParams {
             inter: Duration::from_millis(500),
             rise: 1,
@@ -1173,7 +1188,7 @@ fn check_invariants(cfg: &Config) {
     }
     for b in &cfg.backends {
         for s in &b.servers {
-            assert!(s.weight <= 256);
+            assert!(s.params.weight <= 256);
             if s.port_mode == ServerPort::Fixed {
                 assert_ne!(s.addr.port(), 0);
             } else {

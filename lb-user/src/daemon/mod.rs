@@ -199,8 +199,8 @@ pub fn run(opts: RunOpts) -> Result<()> {
     for b in &cfg.backends {
         for s in &b.servers {
             agents.push(crate::health::agent::plan(b, s));
-            rises.push(s.check_params.rise);
-            plans.push(if s.check {
+            rises.push(s.params.check_params.rise);
+            plans.push(if s.params.check {
                 Some(
                     crate::health::compile(b, s, &crate::health::read_password)
                         .with_context(|| format!("health check of server {}/{}", b.name, s.name))?,

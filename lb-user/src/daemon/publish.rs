@@ -44,13 +44,13 @@ fn on_server_change(state: &State, splicer: Option<&Splicer>, idx: u32) {
     let Some(s) = state.servers.get(idx as usize) else {
         return;
     };
-    if !s.is_up() && s.shutdown_on_down {
+    if !s.is_up() && s.conf.params.on_marked_down_shutdown {
         crate::datapath::shutdown_sessions(state, splicer, idx);
     }
-    if s.is_up() && !s.backup && s.shutdown_backups_on_up {
+    if s.is_up() && !s.backup() && s.conf.params.on_marked_up_shutdown_backup {
         if let Some(b) = state.backend_of(idx) {
             for &i in &b.servers {
-                if state.servers[i as usize].backup {
+                if state.servers[i as usize].backup() {
                     crate::datapath::shutdown_sessions(state, splicer, i);
                 }
             }

@@ -230,7 +230,7 @@ fn install_front_door(
 /// checked), before anything reads them.
 fn fill_server_maps(state: &State, maps: &mut Maps, plans: &[Option<Plan>]) -> Result<()> {
     for s in &state.servers {
-        let what = |map: &str| format!("writing server {}/{} to {map}", s.backend, s.name);
+        let what = |map: &str| format!("writing server {}/{} to {map}", s.backend, s.name());
         maps.srv_meta
             .set(s.idx, s.meta(), 0)
             .with_context(|| what("LB_SRV_META"))?;

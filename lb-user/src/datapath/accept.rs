@@ -65,7 +65,7 @@ fn end_session(ctx: &Ctx, s: &crate::state::admin::Session) {
         let server = s
             .server_idx()
             .and_then(|i| st.servers.get(i as usize))
-            .map(|x| x.name.as_str());
+            .map(|x| x.name());
         let line = crate::datapath::tcplog::line(
             s,
             &ctx.cfg.frontends[s.frontend].name,
@@ -195,11 +195,11 @@ async fn handle(
     let _ = sys::set_linger_reset(&client);
     let _ = sys::set_linger_reset(&server);
     let mut server = server;
-    if let Some(version) = srv.send_proxy {
+    if let Some(version) = srv.conf.params.send_proxy {
         // The header goes first, before any client byte can be spliced behind it.
         let hdr = crate::datapath::proxy_proto::encode(version, peer, dst);
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
-            tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name);
+            tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name());
             ctx.state
                 .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
             return;
@@ -207,7 +207,7 @@ async fn handle(
     }
     if !early.is_empty() {
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &early).await {
-            tracing::debug!("early bytes to {}/{}: {e}", srv.backend, srv.name);
+            tracing::debug!("early bytes to {}/{}: {e}", srv.backend, srv.name());
             ctx.state
                 .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed));
             return;

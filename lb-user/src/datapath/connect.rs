@@ -62,7 +62,7 @@ pub(super) async fn connect_with_retries<'a>(
         // Registered before connect(): from then on whichever of the kernel
         // (the socket closing, a failed connect included) or this daemon gets
         // there first counts the connection out.
-        let sock = if srv.addr.is_ipv4() {
+        let sock = if srv.addr().is_ipv4() {
             tokio::net::TcpSocket::new_v4()
         } else {
             tokio::net::TcpSocket::new_v6()
@@ -71,7 +71,7 @@ pub(super) async fn connect_with_retries<'a>(
             ctx.state
                 .register_conn(srv.idx, std::os::fd::AsFd::as_fd(s))
         });
-        let connect = async { sock?.connect(srv.addr).await };
+        let connect = async { sock?.connect(srv.addr()).await };
         let (err, timed_out) = match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(s)) => {
                 sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
@@ -98,7 +98,7 @@ pub(super) async fn connect_with_retries<'a>(
         tracing::debug!(
             "connect to {}/{} (attempt {}): {err}",
             srv.backend,
-            srv.name,
+            srv.name(),
             attempt + 1
         );
         if attempt == retries {

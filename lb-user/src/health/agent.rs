@@ -24,20 +24,27 @@ pub struct AgentPlan {
 
 /// The agent of server `s` (None without `agent-check`).
 pub fn plan(b: &Backend, s: &Server) -> Option<AgentPlan> {
-    if !s.agent.enabled {
+    if !s.params.agent.enabled {
         return None;
     }
-    let port = s.agent.port?;
-    let inter = s.agent.inter.unwrap_or(Duration::from_secs(2));
+    let port = s.params.agent.port?;
+    let inter = s.params.agent.inter.unwrap_or(Duration::from_secs(2));
     Some(AgentPlan {
-        target: SocketAddr::new(s.agent.addr.or(s.check_addr).unwrap_or(s.addr.ip()), port),
-        send: s.agent.send.as_ref().map(|t| t.clone().into_bytes()),
+        target: SocketAddr::new(
+            s.params
+                .agent
+                .addr
+                .or(s.params.check_addr)
+                .unwrap_or(s.addr.ip()),
+            port,
+        ),
+        send: s.params.agent.send.as_ref().map(|t| t.clone().into_bytes()),
         timeouts: Timeouts {
             inter,
             connect: b.timeout_connect,
             check: b.timeout_check.as_ref().map(|t| t.value),
         },
-        weight: s.weight,
+        weight: s.params.weight,
     })
 }
 

@@ -14,13 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_common::{ServerCheck, SRV_DOWN, SRV_MAINT, SRV_UP};
+use crate::state::SrvState;
+use lb_common::ServerCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::CheckParams;
-use crate::state::{apply_check, copy_str, state_name, Publish, Server, State};
+use crate::state::{apply_check, copy_str, Publish, Server, State};
 use crate::sys;
 use agent::{Admin, AgentPlan};
 use engine::{status_desc, Connect, Connector, Outcome};
@@ -81,7 +82,13 @@ pub fn to_map(o: &Outcome, took: Duration, count: u32) -> ServerCheck {
 /// connection problem, info: "Connection refused", check duration: 0ms. 2
 /// active and 0 backup servers left. 0 sessions active, 0 requeued, 0
 /// remaining in queue.`
-pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Duration) -> String {
+pub fn change_line(
+    state: &State,
+    s: &Server,
+    new: SrvState,
+    o: &Outcome,
+    took: Duration,
+) -> String {
     let (mut active, mut backup) = (0, 0);
     let mut queued = 0;
     if let Some(b) = state.backend_of(s.idx) {
@@ -89,7 +96,7 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
         for &i in &b.servers {
             let x = &state.servers[i as usize];
             if x.is_up() {
-                if x.backup {
+                if x.backup() {
                     backup += 1;
                 } else {
                     active += 1;
@@ -100,8 +107,8 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
     let mut line = format!(
         "Server {}/{} is {}, reason: {}",
         s.backend,
-        s.name,
-        state_name(new),
+        s.name(),
+        new.name(),
         status_desc(o.status)
     );
     if o.code != 0 {
@@ -111,7 +118,7 @@ pub fn change_line(state: &State, s: &Server, new: u32, o: &Outcome, took: Durat
         line.push_str(&format!(", info: \"{}\"", o.info));
     }
     line.push_str(&format!(", check duration: {}ms. ", took.as_millis()));
-    if new == SRV_UP {
+    if new == SrvState::Up {
         line.push_str(&format!(
             "{active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue."
         ));
@@ -152,7 +159,7 @@ pub fn check_line(s: &Server, o: &Outcome, took: Duration, rise: u32, fall: u32)
     let mut line = format!(
         "Health check for server {}/{} {}, reason: {}",
         s.backend,
-        s.name,
+        s.name(),
         if o.passed() { "succeeded" } else { "failed" },
         status_desc(o.status)
     );
@@ -234,7 +241,7 @@ pub fn spawn_all(
                     tracing::debug!(
                         "check {}/{}: {} {}",
                         s.backend,
-                        s.name,
+                        s.name(),
                         lb_common::chk::NAMES[o.status as usize],
                         o.info
                     );
@@ -251,7 +258,7 @@ pub fn spawn_all(
                 if let Some(new) = changed {
                     tracing::warn!("{}", change_line(&state, s, new, &o, took));
                     changed_by_check(&*publisher, s);
-                    if new != SRV_UP {
+                    if new != SrvState::Up {
                         if let Some(b) = state.backend_of(s.idx) {
                             if !b.servers.iter().any(|&i| state.servers[i as usize].is_up()) {
                                 tracing::error!("backend {} has no server available!", b.name);
@@ -259,7 +266,7 @@ pub fn spawn_all(
                         }
                     }
                 }
-                let down = s.state.load(Ordering::Relaxed) != SRV_UP;
+                let down = s.state.get() != SrvState::Up;
                 let iv = plan.interval(s.health.load(Ordering::Relaxed), down);
                 let iv = jittered(iv, spread_pct, next_rand(&mut rng));
                 next = (start + iv).max(Instant::now());
@@ -342,18 +349,18 @@ pub fn spawn_agents(
                 let line = match agent_line(&plan).await {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::debug!("agent of {}/{}: {e}", s.backend, s.name);
+                        tracing::debug!("agent of {}/{}: {e}", s.backend, s.name());
                         continue;
                     }
                 };
                 let r = agent::parse(&line);
                 let mut changed = false;
-                let say = |new: u32, why: &str| {
+                let say = |new: SrvState, why: &str| {
                     tracing::warn!(
                         "Server {}/{} is {}, reason: Agent {why}{}. agent line: \"{line}\"",
                         s.backend,
-                        s.name,
-                        crate::state::state_name(new),
+                        s.name(),
+                        new.name(),
                         r.reason
                             .as_deref()
                             .map(|x| format!(", info: \"{x}\""))
@@ -368,25 +375,25 @@ pub fn spawn_agents(
                     Some(Admin::Drain) => drained = true,
                     Some(Admin::Ready) => {
                         drained = false;
-                        if maint_by_agent && s.state.load(Ordering::Relaxed) == SRV_MAINT {
+                        if maint_by_agent && s.state.get() == SrvState::Maint {
                             let new = if health_up() && !s.agent_down.load(Ordering::Relaxed) {
                                 s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
-                                SRV_UP
+                                SrvState::Up
                             } else {
-                                SRV_DOWN
+                                SrvState::Down
                             };
-                            s.state.store(new, Ordering::Relaxed);
+                            s.state.set(new);
                             s.state_changes.fetch_add(1, Ordering::Relaxed);
                             say(new, "says ready");
                             changed = true;
                         }
                         maint_by_agent = false;
                     }
-                    Some(Admin::Maint) if s.state.load(Ordering::Relaxed) != SRV_MAINT => {
-                        s.state.store(SRV_MAINT, Ordering::Relaxed);
+                    Some(Admin::Maint) if s.state.get() != SrvState::Maint => {
+                        s.state.set(SrvState::Maint);
                         s.state_changes.fetch_add(1, Ordering::Relaxed);
                         maint_by_agent = true;
-                        say(SRV_MAINT, "says maint");
+                        say(SrvState::Maint, "says maint");
                         changed = true;
                     }
                     Some(Admin::Maint) | None => {}
@@ -394,20 +401,20 @@ pub fn spawn_agents(
                 match r.up {
                     Some(false) => {
                         let was_down = s.agent_down.swap(true, Ordering::Relaxed);
-                        if !was_down && s.state.load(Ordering::Relaxed) == SRV_UP {
-                            s.state.store(SRV_DOWN, Ordering::Relaxed);
+                        if !was_down && s.state.get() == SrvState::Up {
+                            s.state.set(SrvState::Down);
                             s.state_changes.fetch_add(1, Ordering::Relaxed);
-                            say(SRV_DOWN, "reports down");
+                            say(SrvState::Down, "reports down");
                             changed = true;
                         }
                     }
                     Some(true) => {
                         let was_down = s.agent_down.swap(false, Ordering::Relaxed);
-                        if was_down && s.state.load(Ordering::Relaxed) == SRV_DOWN && health_up() {
+                        if was_down && s.state.get() == SrvState::Down && health_up() {
                             s.up_since_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
-                            s.state.store(SRV_UP, Ordering::Relaxed);
+                            s.state.set(SrvState::Up);
                             s.state_changes.fetch_add(1, Ordering::Relaxed);
-                            say(SRV_UP, "reports up");
+                            say(SrvState::Up, "reports up");
                             changed = true;
                         }
                     }
@@ -424,7 +431,7 @@ pub fn spawn_agents(
                     tracing::info!(
                         "Server {}/{} weight {w} ({}) from its agent",
                         s.backend,
-                        s.name,
+                        s.name(),
                         if drained {
                             "drain".to_string()
                         } else {
@@ -500,14 +507,12 @@ mod tests {
         )
         .unwrap();
         let state = State::from_config(&cfg);
-        state.servers[0]
-            .state
-            .store(lb_common::SRV_DOWN, Ordering::Relaxed);
+        state.servers[0].state.set(SrvState::Down);
         let o = Outcome::new(chk::L4CON, "Connection refused");
         let l = change_line(
             &state,
             &state.servers[0],
-            lb_common::SRV_DOWN,
+            SrvState::Down,
             &o,
             Duration::from_micros(300),
         );
@@ -518,11 +523,11 @@ mod tests {
              0 remaining in queue."
         );
         let o = Outcome::new(chk::L7OK, "OK").with_code(200);
-        state.servers[0].state.store(SRV_UP, Ordering::Relaxed);
+        state.servers[0].state.set(SrvState::Up);
         let l = change_line(
             &state,
             &state.servers[0],
-            SRV_UP,
+            SrvState::Up,
             &o,
             Duration::from_millis(3),
         );

@@ -210,7 +210,7 @@ impl Ctx<'_> {
     }
 
     fn proxy_version(&self) -> crate::datapath::proxy_proto::Version {
-        match self.s.send_proxy {
+        match self.s.params.send_proxy {
             Some(ProxyProtocol::V2) => crate::datapath::proxy_proto::Version::V2,
             _ => crate::datapath::proxy_proto::Version::V1,
         }
@@ -227,7 +227,7 @@ impl Ctx<'_> {
         Ok(Connect {
             port: c.port,
             addr: c.addr,
-            send_proxy: (c.send_proxy || (c.default && self.s.check_send_proxy))
+            send_proxy: (c.send_proxy || (c.default && self.s.params.check_send_proxy))
                 .then(|| self.proxy_version()),
             linger: c.linger,
         })
@@ -311,13 +311,13 @@ pub fn compile(
     secret: &dyn Fn(&PasswordSource, &Origin) -> Result<Secret, PlanError>,
 ) -> Result<Plan, PlanError> {
     let target = SocketAddr::new(
-        s.check_addr.unwrap_or(s.addr.ip()),
-        s.check_port.unwrap_or(s.addr.port()),
+        s.params.check_addr.unwrap_or(s.addr.ip()),
+        s.params.check_port.unwrap_or(s.addr.port()),
     );
     let cx = Ctx { b, s, target };
-    let inter = s.check_params.inter;
+    let inter = s.params.check_params.inter;
     let default_connect = Connect {
-        send_proxy: s.check_send_proxy.then(|| cx.proxy_version()),
+        send_proxy: s.params.check_send_proxy.then(|| cx.proxy_version()),
         ..Connect::default()
     };
     let mut steps = vec![Step::Connect(default_connect.clone())];
@@ -528,10 +528,10 @@ pub fn compile(
             connect: b.timeout_connect,
             check: b.timeout_check.as_ref().map(|t| t.value),
         },
-        rise: s.check_params.rise,
-        fall: s.check_params.fall,
-        fastinter: s.fastinter.unwrap_or(inter),
-        downinter: s.downinter.unwrap_or(inter),
+        rise: s.params.check_params.rise,
+        fall: s.params.check_params.fall,
+        fastinter: s.params.fastinter.unwrap_or(inter),
+        downinter: s.params.downinter.unwrap_or(inter),
         log_checks: b.log_health_checks.is_some(),
     })
 }
@@ -552,7 +552,7 @@ pub fn runtime_gaps(cfg: &crate::config::Config) -> Vec<(Origin, String)> {
 pub fn gaps(b: &Backend) -> Vec<(Origin, String)> {
     let placeholder = |_: &PasswordSource, _: &Origin| Ok(Secret(String::new()));
     let mut out = Vec::new();
-    for s in b.servers.iter().filter(|s| s.check) {
+    for s in b.servers.iter().filter(|s| s.params.check) {
         if let Err(e) = compile(b, s, &placeholder) {
             let (o, what) = match e {
                 PlanError::Unsupported { origin, what } => (origin, what),

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use lb_common::{ServerMeta, ServerState, SRV_DOWN, SRV_MAINT, SRV_UP};
+use lb_common::{ServerMeta, ServerState};
 
 use crate::config::{Backend, Balance, CheckParams, Config, HashMethod};
 use crate::state::balance::{Algo, Balancer, Member};
@@ -57,6 +57,62 @@ pub fn algo_of(b: &Backend) -> Algo {
 
 /// A server's current connections: in this process until the daemon binds it
 /// to the kernel's LB_SRV_CONNS slot ([`State::use_kernel_counts`]), where the
+/// A server's operational state. It becomes an integer (`lb_common::SRV_*`)
+/// only where it crosses into a map or the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrvState {
+    Down,
+    Up,
+    /// Administratively disabled (`disabled`, `set server ... state maint`).
+    Maint,
+}
+
+impl SrvState {
+    /// The value the maps hold.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Down => lb_common::SRV_DOWN,
+            Self::Up => lb_common::SRV_UP,
+            Self::Maint => lb_common::SRV_MAINT,
+        }
+    }
+
+    /// From a map value; `None` for a value no daemon writes.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            lb_common::SRV_DOWN => Some(Self::Down),
+            lb_common::SRV_UP => Some(Self::Up),
+            lb_common::SRV_MAINT => Some(Self::Maint),
+            _ => None,
+        }
+    }
+
+    /// As `lb show` and the logs print it.
+    pub fn name(self) -> &'static str {
+        lb_common::state_name(self.code())
+    }
+}
+
+/// A [`SrvState`] that the health checks, the runtime API and the balancers
+/// share without a lock.
+#[derive(Debug)]
+pub struct StateCell(AtomicU32);
+
+impl StateCell {
+    pub fn new(s: SrvState) -> Self {
+        Self(AtomicU32::new(s.code()))
+    }
+
+    pub fn get(&self) -> SrvState {
+        // Only `set` writes the cell, so the code is always a valid one.
+        SrvState::from_code(self.0.load(Ordering::Relaxed)).unwrap_or(SrvState::Down)
+    }
+
+    pub fn set(&self, s: SrvState) {
+        self.0.store(s.code(), Ordering::Relaxed);
+    }
+}
+
 /// `lb_conns` sock_ops program counts out connections whose socket closed.
 #[derive(Debug, Default)]
 pub struct ConnCount {
@@ -92,27 +148,14 @@ pub struct Server {
     pub backend_idx: u32,
     pub backend_pos: u32,
     pub backend: String,
-    pub name: String,
-    pub addr: SocketAddr,
-    pub check: Option<CheckParams>,
+    /// The `server` line as configured; everything below is live state.
+    pub conf: Arc<crate::config::Server>,
     /// Numeric id (`id`, default the position in the backend, from 1).
     pub id: u32,
-    /// `maxconn` (0: unlimited).
-    pub maxconn: u32,
-    /// `backup`: used only when no active server is UP.
-    pub backup: bool,
-    /// `send-proxy` / `send-proxy-v2`.
-    pub send_proxy: Option<crate::config::ProxyProtocol>,
-    /// `on-marked-down shutdown-sessions`.
-    pub shutdown_on_down: bool,
-    /// `on-marked-up shutdown-backup-sessions`.
-    pub shutdown_backups_on_up: bool,
-    /// `slowstart`: weight and maxconn ramp up over this after coming back UP.
-    pub slowstart: Option<std::time::Duration>,
     /// CLOCK_MONOTONIC ns of the last DOWN -> UP transition; 0: UP since start
     /// (no ramp at start-up, as HAProxy).
     pub up_since_ns: AtomicU64,
-    pub state: AtomicU32,
+    pub state: StateCell,
     pub weight: AtomicU32,
     pub health: AtomicU32,
     pub cur_conns: ConnCount,
@@ -146,7 +189,10 @@ impl Server {
 
     /// Fraction (0..=1) of the slow-start ramp done; 1 without slowstart.
     pub fn ramp(&self) -> f64 {
-        let (Some(ss), since) = (self.slowstart, self.up_since_ns.load(Ordering::Relaxed)) else {
+        let (Some(ss), since) = (
+            self.conf.params.slowstart,
+            self.up_since_ns.load(Ordering::Relaxed),
+        ) else {
             return 1.0;
         };
         if since == 0 || ss.is_zero() {
@@ -178,18 +224,44 @@ impl Server {
     /// `maxconn` from the config, or from `set maxconn server` (0: unlimited).
     pub fn configured_maxconn(&self) -> u32 {
         match self.admin.maxconn_override.load(Ordering::Relaxed) {
-            crate::state::admin::NO_OVERRIDE => self.maxconn,
+            crate::state::admin::NO_OVERRIDE => self.maxconn(),
             n => n,
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.conf.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.conf.addr
+    }
+
+    /// The health-check settings, when `check` is on.
+    pub fn check(&self) -> Option<CheckParams> {
+        self.conf
+            .params
+            .check
+            .then_some(self.conf.params.check_params)
+    }
+
+    /// `maxconn` from the config (0: unlimited).
+    pub fn maxconn(&self) -> u32 {
+        self.conf.params.maxconn.unwrap_or(0)
+    }
+
+    /// `backup`: used only when no active server is UP.
+    pub fn backup(&self) -> bool {
+        self.conf.params.backup
+    }
+
     pub fn is_up(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == SRV_UP
+        self.state.get() == SrvState::Up
     }
 
     pub fn snapshot(&self) -> ServerState {
         ServerState {
-            state: self.state.load(Ordering::Relaxed),
+            state: self.state.get().code(),
             weight: self.weight.load(Ordering::Relaxed),
             health: self.health.load(Ordering::Relaxed),
             cur_conns: self.cur_conns.load(Ordering::Relaxed),
@@ -209,7 +281,7 @@ impl Server {
     pub fn admin_flags(&self) -> u32 {
         use lb_common::adm;
         let bit = |on: bool, b: u32| if on { b } else { 0 };
-        bit(self.state.load(Ordering::Relaxed) == SRV_MAINT, adm::FMAINT)
+        bit(self.state.get() == SrvState::Maint, adm::FMAINT)
             | bit(self.admin.drain.load(Ordering::Relaxed), adm::FDRAIN)
             | bit(
                 self.admin.checks_disabled.load(Ordering::Relaxed),
@@ -220,9 +292,9 @@ impl Server {
 
     pub fn meta(&self) -> ServerMeta {
         let mut m = ServerMeta::default();
-        copy_str(&mut m.name, &self.name);
+        copy_str(&mut m.name, self.name());
         copy_str(&mut m.backend, &self.backend);
-        match self.addr {
+        match self.addr() {
             SocketAddr::V4(a) => {
                 m.family = lb_common::AF_INET;
                 m.addr_be[..4].copy_from_slice(&a.ip().octets());
@@ -232,7 +304,7 @@ impl Server {
                 m.addr_be.copy_from_slice(&a.ip().octets());
             }
         }
-        m.port_host = self.addr.port() as u32;
+        m.port_host = self.addr().port() as u32;
         m.in_use = 1;
         m
     }
@@ -318,13 +390,12 @@ impl State {
             for (pos, s) in b.servers.iter().enumerate() {
                 let idx = servers.len() as u32;
                 idxs.push(idx);
-                let check = s.check.then_some(s.check_params);
-                let (state, health) = if s.disabled {
-                    (SRV_MAINT, 0)
+                let (state, health) = if s.params.disabled {
+                    (SrvState::Maint, 0)
                 } else {
                     // HAProxy starts servers UP with health = rise: up, but the
                     // first failed check takes them down.
-                    (SRV_UP, s.check_params.rise)
+                    (SrvState::Up, s.params.check_params.rise)
                 };
                 servers.push(Server {
                     generation: generation.clone(),
@@ -332,19 +403,11 @@ impl State {
                     backend_idx: backends.len() as u32,
                     backend_pos: pos as u32,
                     backend: b.name.clone(),
-                    name: s.name.clone(),
-                    addr: s.addr,
-                    check,
-                    id: s.id.unwrap_or(pos as u32 + 1),
-                    maxconn: s.maxconn.unwrap_or(0),
-                    backup: s.backup,
-                    send_proxy: s.send_proxy,
-                    shutdown_on_down: s.on_marked_down_shutdown,
-                    shutdown_backups_on_up: s.on_marked_up_shutdown_backup,
-                    slowstart: s.slowstart,
+                    conf: Arc::new(s.clone()),
+                    id: s.params.id.unwrap_or(pos as u32 + 1),
                     up_since_ns: AtomicU64::new(0),
-                    state: AtomicU32::new(state),
-                    weight: AtomicU32::new(s.weight),
+                    state: StateCell::new(state),
+                    weight: AtomicU32::new(s.params.weight),
                     health: AtomicU32::new(health),
                     cur_conns: ConnCount::default(),
                     total_conns: AtomicU64::new(0),
@@ -358,7 +421,7 @@ impl State {
                     state_changes: AtomicU64::new(0),
                     agent_down: std::sync::atomic::AtomicBool::new(false),
                     kill: tokio::sync::Notify::new(),
-                    admin: crate::state::admin::ServerAdmin::new(s.weight),
+                    admin: crate::state::admin::ServerAdmin::new(s.params.weight),
                 });
             }
             backends.push(BackendState {
@@ -373,8 +436,11 @@ impl State {
                 }),
                 slot_freed: tokio::sync::Notify::new(),
                 queued: AtomicU32::new(0),
-                maxqueue: if b.servers.iter().all(|s| s.maxqueue.unwrap_or(0) > 0) {
-                    b.servers.iter().map(|s| s.maxqueue.unwrap_or(0)).sum()
+                maxqueue: if b.servers.iter().all(|s| s.params.maxqueue.unwrap_or(0) > 0) {
+                    b.servers
+                        .iter()
+                        .map(|s| s.params.maxqueue.unwrap_or(0))
+                        .sum()
                 } else {
                     0
                 },
@@ -437,10 +503,10 @@ impl State {
             .map(|&i| &self.servers[i as usize])
             .collect();
         let usable = |s: &Server| s.is_up() && s.effective_weight() > 0;
-        let any_active = servers.iter().any(|s| !s.backup && usable(s));
+        let any_active = servers.iter().any(|s| !s.backup() && usable(s));
         let first_backup = servers
             .iter()
-            .filter(|s| s.backup && usable(s))
+            .filter(|s| s.backup() && usable(s))
             .min_by_key(|s| s.id)
             .map(|s| s.idx);
         let mut ramping = false;
@@ -449,9 +515,9 @@ impl State {
             .map(|s| {
                 let eligible = usable(s)
                     && if any_active {
-                        !s.backup
+                        !s.backup()
                     } else {
-                        s.backup && (b.allbackups || Some(s.idx) == first_backup)
+                        s.backup() && (b.allbackups || Some(s.idx) == first_backup)
                     };
                 ramping |= s.ramp() < 1.0;
                 Member {
@@ -583,7 +649,7 @@ impl State {
 
 /// Applies one health-check result with HAProxy's state machine (health in
 /// 0..rise+fall-1, UP while health >= rise). Returns Some(new state) on a change.
-pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
+pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<SrvState> {
     let top = p.rise + p.fall - 1;
     let mut h = s.health.load(Ordering::Relaxed);
     if passed {
@@ -604,21 +670,21 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
     }
     s.health.store(h, Ordering::Relaxed);
     s.last_check.store(passed as u32, Ordering::Relaxed);
-    let cur = s.state.load(Ordering::Relaxed);
-    if cur == SRV_MAINT {
+    let cur = s.state.get();
+    if cur == SrvState::Maint {
         return None;
     }
     let want = if h >= p.rise && !s.agent_down.load(Ordering::Relaxed) {
-        SRV_UP
+        SrvState::Up
     } else {
-        SRV_DOWN
+        SrvState::Down
     };
     if want != cur {
-        if want == SRV_UP {
+        if want == SrvState::Up {
             s.up_since_ns
                 .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
         }
-        s.state.store(want, Ordering::Relaxed);
+        s.state.set(want);
         s.state_changes.fetch_add(1, Ordering::Relaxed);
         s.touch();
         Some(want)
@@ -626,8 +692,6 @@ pub fn apply_check(s: &Server, passed: bool, p: &CheckParams) -> Option<u32> {
         None
     }
 }
-
-pub use lb_common::state_name;
 
 #[cfg(test)]
 mod tests {
@@ -653,11 +717,11 @@ mod tests {
         // fall-1 failures keep it UP, the fall-th takes it DOWN.
         assert_eq!(apply_check(s, false, &p), None);
         assert_eq!(apply_check(s, false, &p), None);
-        assert_eq!(apply_check(s, false, &p), Some(SRV_DOWN));
+        assert_eq!(apply_check(s, false, &p), Some(SrvState::Down));
         assert_eq!(s.health.load(Ordering::Relaxed), 0);
         // rise passes bring it back.
         assert_eq!(apply_check(s, true, &p), None);
-        assert_eq!(apply_check(s, true, &p), Some(SRV_UP));
+        assert_eq!(apply_check(s, true, &p), Some(SrvState::Up));
         assert_eq!(s.health.load(Ordering::Relaxed), 4);
     }
 
@@ -666,7 +730,7 @@ mod tests {
         let p = CheckParams::default();
         let st = checked();
         let s = &st.servers[0];
-        assert_eq!(apply_check(s, false, &p), Some(SRV_DOWN));
+        assert_eq!(apply_check(s, false, &p), Some(SrvState::Down));
     }
 
     fn state_of(cfg: &str) -> State {
@@ -679,7 +743,7 @@ mod tests {
         let st = state_of(
             "frontend f\n    bind 127.0.0.1:9\n    default_backend b\nbackend b\n    balance leastconn\n    server s1 127.0.0.1:1\n    server s2 127.0.0.1:2\n    server s3 127.0.0.1:3\n    server bk 127.0.0.1:4 backup\n",
         );
-        let name = |s: &Server| s.name.clone();
+        let name = |s: &Server| s.name().to_string();
         let mut got: Vec<String> = (0..3)
             .map(|_| name(st.pick(0, None, None).unwrap()))
             .collect();

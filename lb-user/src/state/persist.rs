@@ -15,8 +15,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use crate::state::SrvState;
 use aya::maps::{Array, Map, MapData};
-use lb_common::{adm, maps, ServerMeta, ServerState, MAX_SERVERS, SRV_DOWN, SRV_MAINT, SRV_UP};
+use lb_common::{adm, maps, ServerMeta, ServerState, MAX_SERVERS};
 
 use crate::config::{Config, LoadServerState};
 use crate::state::{read_str, Server, State};
@@ -215,10 +216,10 @@ pub fn read_pinned(dir: &Path) -> Result<Option<Vec<Entry>>, StateError> {
 
 /// The pinned entry as if it were a state-file line.
 pub fn entry_of_map(i: u32, m: &ServerMeta, s: &ServerState) -> Entry {
-    let op = match s.state {
-        SRV_UP if s.admin_flags & adm::STOPPING != 0 => OP_STOPPING,
-        SRV_UP => OP_RUNNING,
-        SRV_DOWN => OP_STOPPED,
+    let op = match SrvState::from_code(s.state) {
+        Some(SrvState::Up) if s.admin_flags & adm::STOPPING != 0 => OP_STOPPING,
+        Some(SrvState::Up) => OP_RUNNING,
+        Some(SrvState::Down) => OP_STOPPED,
         // In maintenance the operational state is what the health says
         // (decided when it leaves maintenance).
         _ => OP_RUNNING,
@@ -274,18 +275,18 @@ fn find_server<'a>(state: &'a State, bi: usize, e: &Entry) -> Option<&'a Server>
     if e.srv_forced_id {
         it.find(|s| s.id == e.srv_id)
     } else {
-        it.find(|s| s.name == e.server)
+        it.find(|s| s.name() == e.server)
     }
 }
 
 /// Sets one server to a saved state; the log line describing what it has now.
 pub fn apply(s: &Server, e: &Entry) -> String {
-    let config_maint = s.state.load(Ordering::Relaxed) == SRV_MAINT;
+    let config_maint = s.state.get() == SrvState::Maint;
     let maint = config_maint || e.admin & adm::FMAINT != 0;
     let drain = e.admin & adm::FDRAIN != 0;
     let up = e.op != OP_STOPPED;
     let mut notes = Vec::new();
-    if let Some(p) = s.check {
+    if let Some(p) = s.check() {
         let max = p.rise + p.fall - 1;
         let mut h = e.health.min(max);
         // Make the counter agree with the saved operational state, which
@@ -306,13 +307,13 @@ pub fn apply(s: &Server, e: &Entry) -> String {
         }
     }
     let st = if maint {
-        SRV_MAINT
+        SrvState::Maint
     } else if up {
-        SRV_UP
+        SrvState::Up
     } else {
-        SRV_DOWN
+        SrvState::Down
     };
-    s.state.store(st, Ordering::Relaxed);
+    s.state.set(st);
     s.touch();
     // `lastchg` goes on counting from where the previous process left it.
     // (Never 0: a zero `down_since_ns` means "not down".)
@@ -320,13 +321,13 @@ pub fn apply(s: &Server, e: &Entry) -> String {
         .saturating_sub(e.since_s as u64 * 1_000_000_000)
         .max(1);
     s.admin.last_change_ns.store(changed, Ordering::Relaxed);
-    if st == SRV_DOWN {
+    if st == SrvState::Down {
         s.admin.down_since_ns.store(changed, Ordering::Relaxed);
     }
     s.admin.drain.store(drain && !maint, Ordering::Relaxed);
     s.admin
         .stopping
-        .store(e.op == OP_STOPPING && st == SRV_UP, Ordering::Relaxed);
+        .store(e.op == OP_STOPPING && st == SrvState::Up, Ordering::Relaxed);
     if e.iweight == s.admin.initial_weight {
         s.weight.store(e.uweight, Ordering::Relaxed);
     } else {
@@ -344,16 +345,16 @@ pub fn apply(s: &Server, e: &Entry) -> String {
         notes.push("counters".into());
     }
     let state = match st {
-        SRV_MAINT => "MAINT",
-        SRV_UP if s.admin.drain.load(Ordering::Relaxed) => "DRAIN",
-        SRV_UP if s.admin.stopping.load(Ordering::Relaxed) => "NOLB",
-        SRV_UP => "UP",
+        SrvState::Maint => "MAINT",
+        SrvState::Up if s.admin.drain.load(Ordering::Relaxed) => "DRAIN",
+        SrvState::Up if s.admin.stopping.load(Ordering::Relaxed) => "NOLB",
+        SrvState::Up => "UP",
         _ => "DOWN",
     };
     format!(
         "server {}/{} restored from {}: {state}, weight {}{}{}",
         s.backend,
-        s.name,
+        s.name(),
         e.origin,
         s.weight.load(Ordering::Relaxed),
         if notes.is_empty() { "" } else { ", " },
@@ -676,7 +677,7 @@ mod tests {
             "lastchg continues from the file: {age}"
         );
         // MAINT with health 2 of 2+3-1.
-        assert_eq!(s(1).state.load(Ordering::Relaxed), SRV_MAINT);
+        assert_eq!(s(1).state.get(), SrvState::Maint);
         assert_eq!(s(1).health.load(Ordering::Relaxed), 2);
         assert!(
             r.restored[1].contains("MAINT, weight 1, health 2/4"),
@@ -684,7 +685,7 @@ mod tests {
         );
         assert!(s(2).admin.drain.load(Ordering::Relaxed));
         assert_eq!(s(2).weight.load(Ordering::Relaxed), 0);
-        assert_eq!(s(3).state.load(Ordering::Relaxed), SRV_UP, "d untouched");
+        assert_eq!(s(3).state.get(), SrvState::Up, "d untouched");
         assert_eq!(r.warnings.len(), 3, "{r:?}");
         assert!(
             r.warnings[0].starts_with("/s/global:5: backend 'b' has no server 'gone'"),
@@ -707,7 +708,7 @@ mod tests {
         let s2 = &st.servers[1];
         // DOWN with an inconsistent health counter: the op state wins.
         let r = apply(s2, &parse_line(&line("b", "s2", 0, 0, 1, 1, 4)).unwrap());
-        assert_eq!(s2.state.load(Ordering::Relaxed), SRV_DOWN);
+        assert_eq!(s2.state.get(), SrvState::Down);
         assert_eq!(s2.health.load(Ordering::Relaxed), 0);
         assert!(r.contains(": DOWN,"), "{r}");
         // The config's weight went from 5 to 10: the saved 3 is not applied.
@@ -729,7 +730,7 @@ mod tests {
         let r = apply_pinned(&c, &st, &[e]);
         let s = &st.servers[1];
         assert_eq!(
-            s.addr.to_string(),
+            s.addr().to_string(),
             "10.0.0.2:80",
             "the config's address stays"
         );
