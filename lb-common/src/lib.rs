@@ -487,6 +487,7 @@ const _: () = assert!(core::mem::size_of::<Event>() == 16);
 /// Value of [`maps::XDP_FE_STATS`] (per CPU): what `lb_xdp` saw for one frontend.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct XdpFeStats {
     /// TCP packets to the frontend's addresses and ports (dropped ones included).
     pub packets: u64,

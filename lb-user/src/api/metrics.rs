@@ -525,12 +525,12 @@ pub fn render(live: &Live) -> Result<String> {
             for fe in &x.frontends {
                 let l = [fe.frontend.as_str()];
                 for (m, v) in c.iter().zip([
-                    fe.packets,
-                    fe.bytes,
-                    fe.syns,
-                    fe.acl_drops,
-                    fe.syn_drops,
-                    fe.syn_cookies,
+                    fe.counters.packets,
+                    fe.counters.bytes,
+                    fe.counters.syns,
+                    fe.counters.acl_drops,
+                    fe.counters.syn_drops,
+                    fe.counters.syn_cookies,
                 ]) {
                     m.with_label_values(&l).inc_by(v);
                 }

@@ -543,12 +543,12 @@ fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
             "{},{},{},{},{},{},{},{}",
             fe.frontend,
             fe.acl_rules,
-            fe.packets,
-            fe.bytes,
-            fe.syns,
-            fe.acl_drops,
-            fe.syn_drops,
-            fe.syn_cookies
+            fe.counters.packets,
+            fe.counters.bytes,
+            fe.counters.syns,
+            fe.counters.acl_drops,
+            fe.counters.syn_drops,
+            fe.counters.syn_cookies
         );
     }
     Ok(out)

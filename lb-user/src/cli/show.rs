@@ -84,12 +84,12 @@ pub fn print_xdp_status(s: &XdpStatus) {
             [
                 f.frontend.clone(),
                 f.acl_rules.to_string(),
-                f.packets.to_string(),
-                f.bytes.to_string(),
-                f.syns.to_string(),
-                f.acl_drops.to_string(),
-                f.syn_drops.to_string(),
-                f.syn_cookies.to_string(),
+                f.counters.packets.to_string(),
+                f.counters.bytes.to_string(),
+                f.counters.syns.to_string(),
+                f.counters.acl_drops.to_string(),
+                f.counters.syn_drops.to_string(),
+                f.counters.syn_cookies.to_string(),
             ]
         })
         .collect();

@@ -175,13 +175,10 @@ pub struct XdpFrontend {
     pub frontend: String,
     /// `tcp-request connection` rules compiled into the ACL tries.
     pub acl_rules: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub syns: u64,
-    pub acl_drops: u64,
-    pub syn_drops: u64,
-    /// SYNs answered with a SYN cookie from XDP.
-    pub syn_cookies: u64,
+    /// Summed over CPUs; flattened so that the JSON keeps one object per
+    /// frontend.
+    #[serde(flatten)]
+    pub counters: XdpFeStats,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -237,22 +234,19 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
         if m.in_use == 0 {
             break;
         }
-        let mut row = XdpFrontend {
-            frontend: crate::kernel::xdp::cstr(&m.name),
-            acl_rules: m.acl_rules,
-            ..Default::default()
-        };
-        let mut t = XdpFeStats::default();
+        let mut counters = XdpFeStats::default();
         for s in st
             .get(&i, 0)
             .with_context(|| format!("LB_XDP_FE_STATS[{i}]"))?
             .iter()
         {
-            t.add(s);
+            counters.add(s);
         }
-        (row.packets, row.bytes, row.syns) = (t.packets, t.bytes, t.syns);
-        (row.acl_drops, row.syn_drops, row.syn_cookies) = (t.acl_drops, t.syn_drops, t.syn_cookies);
-        frontends.push(row);
+        frontends.push(XdpFrontend {
+            frontend: crate::kernel::xdp::cstr(&m.name),
+            acl_rules: m.acl_rules,
+            counters,
+        });
     }
     let counters = stats(instance)?
         .into_iter()
