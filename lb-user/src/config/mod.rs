@@ -9,12 +9,8 @@
 //! what a valid configuration asks for that `lb run` does not apply yet.
 pub mod model;
 
-mod acl;
 mod binds;
-mod checks;
-mod cond;
 mod gaps;
-mod global;
 mod host;
 pub mod l4acl;
 mod lexer;

@@ -10,12 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::lexer::Token;
-use super::model::*;
-use super::parse::{
-    with_hint, ConfigError, Defaults, Line, Parser, PendingCond, Proxy, Section, DEF, FE,
-};
-use super::values::{near, parse_int, parse_ipv4_loose, suggest};
+use super::{with_hint, ConfigError, Defaults, Line, Parser, PendingCond, Proxy, Section, DEF, FE};
+use crate::config::lexer::Token;
+use crate::config::model::*;
+use crate::config::values::{near, parse_int, parse_ipv4_loose, suggest};
 
 /// Most patterns in one ACL test (line and files together).
 const MAX_PATTERNS: usize = 1 << 20;

@@ -1,10 +1,10 @@
 //! Health-check methods (`option tcp-check`, `option httpchk`, `option
 //! pgsql-check`, ...) and their rules (`tcp-check ...`, `http-check ...`).
 //! Parsed into the model here; run by the health checker.
-use super::lexer::Token;
-use super::model::*;
-use super::parse::{ConfigError, Line, Parser, BE, DEF};
-use super::values::{near, parse_hex, parse_int, parse_port, suggest};
+use super::{ConfigError, Line, Parser, BE, DEF};
+use crate::config::lexer::Token;
+use crate::config::model::*;
+use crate::config::values::{near, parse_hex, parse_int, parse_port, suggest};
 
 /// Most `tcp-check`/`http-check` rules in one backend.
 const MAX_RULES: usize = 1024;
@@ -182,7 +182,7 @@ fn pgsql_role_check(p: &Parser<'_>, l: &Line) -> Result<HealthCheck, ConfigError
                     v.text.clone()
                 };
                 max_lag = Some(
-                    super::values::parse_time(&text)
+                    crate::config::values::parse_time(&text)
                         .map_err(|m| p.err(l.no, v, format!("'{WHAT}' : invalid max-lag: {m}")))?,
                 )
             }

@@ -2,9 +2,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::model::*;
-use super::parse::{kw, lookup, Act, ConfigError, Kw, Line, Parser, ALL};
-use super::values::{
+use super::{kw, lookup, Act, ConfigError, Kw, Line, Parser, ALL};
+use crate::config::model::*;
+use crate::config::values::{
     near, parse_size, parse_time, parse_u32, parse_uint, split_address, suggest, Family, Host,
 };
 
@@ -490,13 +490,13 @@ pub(crate) fn parse_log_target(p: &Parser<'_>, l: &Line) -> Result<LogTarget, Co
                     "invalid log address: a specific IP address is required",
                 ))
             }
-            Host::Name(n) => super::parse::resolve_one(p, &n, hp.family)
+            Host::Name(n) => super::resolve_one(p, &n, hp.family)
                 .map_err(|m| p.err(l.no, a, format!("invalid log address: {m}")))?,
         };
         let _ = Family::Any;
         let port = match hp.port {
             None | Some("") => 514,
-            Some(port) => super::values::parse_port(port)
+            Some(port) => crate::config::values::parse_port(port)
                 .map_err(|m| p.err(l.no, a, format!("invalid log address: {m}")))?,
         };
         LogAddress::Udp(SocketAddr::new(ip, port))
@@ -665,7 +665,7 @@ fn stats_socket(p: &Parser<'_>, l: &Line) -> Result<StatsSocket, ConfigError> {
         let hp = split_address(&text)
             .map_err(|m| p.err(l.no, a, format!("invalid stats socket address: {m}")))?;
         let port = match hp.port {
-            Some(port) if !port.is_empty() => super::values::parse_port(port)
+            Some(port) if !port.is_empty() => crate::config::values::parse_port(port)
                 .map_err(|m| p.err(l.no, a, format!("invalid stats socket address: {m}")))?,
             _ => {
                 return Err(p.err(
@@ -679,7 +679,7 @@ fn stats_socket(p: &Parser<'_>, l: &Line) -> Result<StatsSocket, ConfigError> {
             Host::Ip(ip) => ip,
             Host::Wildcard(Some(ip)) => ip,
             Host::Wildcard(None) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            Host::Name(n) => super::parse::resolve_one(p, &n, hp.family)
+            Host::Name(n) => super::resolve_one(p, &n, hp.family)
                 .map_err(|m| p.err(l.no, a, format!("invalid stats socket address: {m}")))?,
         };
         StatsAddress::Tcp(SocketAddr::new(ip, port))

@@ -1,0 +1,610 @@
+//! Once every file is read: the cross checks (bind conflicts, names, ids,
+//! references) and the [`Config`] model.
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Cross checks and the model.
+
+/// What a bind listens on, for conflict detection: `(kind, addr)` with kind 0
+/// for IPv4 any, 1 for IPv6 any, 2 for a specific address.
+pub(super) type BindKey = (u8, IpAddr, Option<String>);
+
+pub(super) struct BindSlot {
+    key: BindKey,
+    first: u16,
+    last: u16,
+    origin: Origin,
+    col: usize,
+    text: String,
+    frontend: usize,
+    /// This IPv4-any slot comes from a dual-stack `::`.
+    dual: bool,
+}
+
+pub(super) fn invalid_at(sp: &Spanned, msg: String, hint: Option<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: sp.origin.file.clone(),
+        line: sp.origin.line,
+        col: sp.col,
+        msg,
+        near: near(&sp.text),
+        hint,
+    }
+}
+
+impl Parser<'_> {
+    pub(crate) fn finish(mut self) -> Result<Config, ConfigError> {
+        self.close_section()?;
+        if !self.proxies.iter().any(|p| p.caps & FE != 0) {
+            return Err(ConfigError::File {
+                file: self.file.clone(),
+                msg: "no 'frontend' or 'listen' section: nothing to do".into(),
+            });
+        }
+        self.check_defaults_use()?;
+        self.check_ids()?;
+
+        let mut proxies = std::mem::take(&mut self.proxies);
+        for p in &mut proxies {
+            self.resolve_servers(p)?;
+        }
+        let mut backends = Vec::new();
+        let mut backend_idx: HashMap<&str, usize> = HashMap::new();
+        for p in proxies.iter().filter(|p| p.caps & BE != 0) {
+            backend_idx.insert(&p.name.text, backends.len());
+            backends.push(self.backend(p));
+        }
+
+        let mut frontends = Vec::new();
+        let mut slots = Vec::new();
+        for p in proxies.iter().filter(|p| p.caps & FE != 0) {
+            if p.binds.is_empty() {
+                return Err(invalid_at(
+                    &p.name,
+                    format!(
+                        "{} '{}' has no 'bind' directive (declare it as a 'backend' if this was intended)",
+                        p.kind(),
+                        p.name.text
+                    ),
+                    None,
+                ));
+            }
+            let find_backend = |t: &Spanned, what: &str| match backend_idx.get(t.text.as_str()) {
+                Some(&i) => Ok(i),
+                None => {
+                    let hint = suggest(&t.text, backend_idx.keys().copied());
+                    Err(invalid_at(
+                        t,
+                        format!(
+                            "{} '{}': '{what}' names unknown backend '{}'",
+                            p.kind(),
+                            p.name.text,
+                            t.text
+                        ),
+                        hint,
+                    ))
+                }
+            };
+            // A listen section is its own default backend, unless told otherwise.
+            let target = match (&p.s.default_backend, p.caps & BE != 0) {
+                (Some(d), _) => Some(d.clone()),
+                (None, true) => Some(p.name.clone()),
+                (None, false) => None,
+            };
+            let idx = match &target {
+                Some(t) => Some(find_backend(t, "default_backend")?),
+                None => None,
+            };
+            let mut use_backends = Vec::new();
+            for u in &p.use_backends {
+                let i = find_backend(&u.backend, "use_backend")?;
+                use_backends.push(UseBackend {
+                    backend: u.backend.text.clone(),
+                    backend_idx: i,
+                    cond: u.cond.clone(),
+                    origin: u.origin.clone(),
+                });
+            }
+            if idx.is_none() {
+                let msg = if use_backends.is_empty() {
+                    format!(
+                        "frontend '{}' has no 'default_backend': its connections will be closed",
+                        p.name.text
+                    )
+                } else {
+                    format!(
+                        "frontend '{}' has no 'default_backend': connections no 'use_backend' \
+                         rule matches will be closed",
+                        p.name.text
+                    )
+                };
+                self.warn_at(&p.name.origin, msg);
+            }
+            for (b, col, text) in &p.binds {
+                let mut push = |key: BindKey, dual: bool| {
+                    slots.push(BindSlot {
+                        key,
+                        first: b.port_first,
+                        last: b.port_last,
+                        origin: b.origin.clone(),
+                        col: *col,
+                        text: text.clone(),
+                        frontend: frontends.len(),
+                        dual,
+                    })
+                };
+                let dev = b.interface.clone();
+                match b.addr {
+                    None => push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), dev), false),
+                    Some(ip @ IpAddr::V6(v6)) if v6.is_unspecified() => {
+                        push((1, ip, dev.clone()), false);
+                        if !b.v6only {
+                            push((0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), dev), true);
+                        }
+                    }
+                    Some(ip) => push((2, ip, dev), false),
+                }
+            }
+            let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
+            frontends.push(Frontend {
+                name: p.name.text.clone(),
+                binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
+                default_backend: target.map(|t| t.text),
+                default_backend_idx: idx,
+                timeout_client: p.s.timeout_client,
+                maxconn: p.s.maxconn,
+                origin: p.name.origin.clone(),
+                maxconn_origin: p.s.maxconn_origin.clone(),
+                use_backends,
+                tcp_request_connection: p.tcp_rules.clone(),
+                acls: p.acls.clone(),
+                backlog: p.s.backlog.clone(),
+                timeout_client_fin: p.s.timeout_client_fin.clone(),
+                clitcpka: opt("clitcpka").or_else(|| opt("tcpka")),
+                logs: p.s.logs.clone(),
+                tcplog: opt("tcplog"),
+                dontlognull: opt("dontlognull"),
+                disabled: p.s.disabled.clone(),
+                id: p.id.as_ref().map(|(v, _)| v.clone()),
+                description: p.description.clone(),
+                other: other_settings(&p.s, FE),
+            });
+        }
+
+        self.check_bind_conflicts(&mut slots, &frontends)?;
+        crate::config::limits::capacity(&frontends, &backends)?;
+
+        for p in &proxies {
+            let fe_missing = p.caps & FE != 0 && p.s.timeout_client.is_none();
+            let be_missing =
+                p.caps & BE != 0 && (p.s.timeout_connect.is_none() || p.s.timeout_server.is_none());
+            if fe_missing || be_missing {
+                let kind = if p.caps == LISTEN { "proxy" } else { p.kind() };
+                self.warn_at(
+                    &p.name.origin,
+                    format_args!(
+                        "missing timeouts for {kind} '{}'. While not properly invalid, you will \
+                         certainly encounter various problems with such a configuration. To fix \
+                         this, please ensure that all following timeouts are set to a non-zero \
+                         value: 'client', 'connect', 'server'.",
+                        p.name.text
+                    ),
+                );
+            }
+            if p.caps & BE != 0 {
+                self.backend_warnings(p);
+            }
+        }
+
+        let cfg = Config {
+            global: self.global,
+            frontends,
+            backends,
+            warnings: self.warnings,
+        };
+        crate::config::limits::self_steering(&cfg, &crate::config::always_local)?;
+        Ok(cfg)
+    }
+
+    pub(super) fn backend(&self, p: &Proxy) -> Backend {
+        let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
+        Backend {
+            name: p.name.text.clone(),
+            balance: p.s.balance,
+            servers: p.servers.iter().map(|d| d.server.clone()).collect(),
+            timeout_connect: p.s.timeout_connect,
+            timeout_server: p.s.timeout_server,
+            origin: p.name.origin.clone(),
+            balance_origin: p.s.balance_origin.clone(),
+            hash_type: p.s.hash_type.clone(),
+            retries: p.s.retries.clone(),
+            redispatch: p.s.option("redispatch").map(|o| Located {
+                value: o.arg.unwrap_or(-1),
+                origin: o.origin.clone(),
+            }),
+            allbackups: opt("allbackups"),
+            srvtcpka: opt("srvtcpka").or_else(|| opt("tcpka")),
+            timeout_queue: p.s.timeout_queue.clone(),
+            timeout_check: p.s.timeout_check.clone(),
+            timeout_tunnel: p.s.timeout_tunnel.clone(),
+            timeout_server_fin: p.s.timeout_server_fin.clone(),
+            fullconn: p.s.fullconn.clone(),
+            health_check: p.s.health_check.clone(),
+            tcp_check_rules: p.s.tcp_check_rules.clone(),
+            http_check_rules: p.s.http_check_rules.clone(),
+            acls: if p.caps & FE == 0 {
+                p.acls.clone()
+            } else {
+                Vec::new()
+            },
+            logs: p.s.logs.clone(),
+            log_health_checks: opt("log-health-checks"),
+            disabled: p.s.disabled.clone(),
+            id: p.id.as_ref().map(|(v, _)| v.clone()),
+            description: p.description.clone(),
+            load_server_state: p.s.load_server_state.clone(),
+            server_state_file_name: p.s.server_state_file_name.clone(),
+            other: other_settings(&p.s, BE),
+        }
+    }
+
+    pub(super) fn backend_warnings(&mut self, p: &Proxy) {
+        let origin = &p.name.origin;
+        let hc = p.s.health_check.as_ref().map(|h| &h.value);
+        if !p.s.tcp_check_rules.is_empty() && hc != Some(&HealthCheck::TcpCheck) {
+            self.warn_at(
+                origin,
+                format_args!(
+                    "backend '{}' uses tcp-check rules without 'option tcp-check', so the rules are ignored",
+                    p.name.text
+                ),
+            );
+        }
+        if !p.s.http_check_rules.is_empty() && !matches!(hc, Some(HealthCheck::HttpChk { .. })) {
+            self.warn_at(
+                origin,
+                format_args!(
+                    "backend '{}' uses http-check rules without 'option httpchk', so the rules are ignored",
+                    p.name.text
+                ),
+            );
+        }
+        if p.s.balance == Balance::First {
+            let without: Vec<&str> = p
+                .servers
+                .iter()
+                .filter(|s| !s.server.params.backup && s.server.params.maxconn.unwrap_or(0) == 0)
+                .map(|s| s.server.name.as_str())
+                .collect();
+            if !without.is_empty() {
+                let at = p.s.balance_origin.clone().unwrap_or_else(|| origin.clone());
+                self.warn_at(
+                    &at,
+                    format_args!(
+                        "backend '{}' uses 'balance first' but server(s) {} have no 'maxconn': \
+                         the first one will take every connection",
+                        p.name.text,
+                        without.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Resolves host names of servers (HAProxy does it once the whole
+    /// configuration is read, following `init-addr`).
+    pub(super) fn resolve_servers(&self, p: &mut Proxy) -> Result<(), ConfigError> {
+        let (kind, proxy_name) = (p.kind(), p.name.text.clone());
+        // A `tcp-check connect port N` first gives checks a port of their own.
+        let rules_port =
+            p.s.health_check
+                .as_ref()
+                .is_some_and(|h| h.value == HealthCheck::TcpCheck)
+                && p.s.tcp_check_rules.iter().find_map(|r| match &r.value {
+                    TcpCheckRule::Comment(_) | TcpCheckRule::Var(_) => None,
+                    TcpCheckRule::Connect(c) => Some(c.port.is_some()),
+                    _ => Some(false),
+                }) == Some(true);
+        for d in &p.servers {
+            let s = &d.server;
+            if s.params.check
+                && s.port_mode != ServerPort::Fixed
+                && s.params.check_port.is_none()
+                && !rules_port
+            {
+                return Err(ConfigError::Invalid {
+                    file: s.origin.file.clone(),
+                    line: s.origin.line,
+                    col: d.addr_col,
+                    msg: format!(
+                        "{kind} '{proxy_name}': server '{}' has neither service port nor check port \
+                         (add 'port N' for its checks)",
+                        s.name
+                    ),
+                    near: near(&d.addr_text),
+                    hint: None,
+                });
+            }
+        }
+        for d in &mut p.servers {
+            let Some((host, family, col)) = d.host.clone() else {
+                continue;
+            };
+            let methods = d
+                .server
+                .params
+                .init_addr
+                .clone()
+                .unwrap_or_else(|| vec![InitAddr::Last, InitAddr::Libc]);
+            let mut found = None;
+            let mut last_err = String::new();
+            for m in &methods {
+                match m {
+                    // No server-state file is read.
+                    InitAddr::Last => {}
+                    InitAddr::Libc => match resolve_one(self, &host, family) {
+                        Ok(ip) => {
+                            found = Some(ip);
+                            break;
+                        }
+                        Err(e) => last_err = e,
+                    },
+                    InitAddr::Ip(ip) => {
+                        found = Some(*ip);
+                        break;
+                    }
+                    InitAddr::None => {
+                        d.server.unresolved = true;
+                        d.server.params.disabled = true;
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some(ip) => d.server.addr.set_ip(ip),
+                None if d.server.unresolved => {}
+                None => {
+                    if last_err.is_empty() {
+                        last_err = format!("could not resolve address '{}'", near(&host));
+                    }
+                    return Err(ConfigError::Invalid {
+                        file: d.server.origin.file.clone(),
+                        line: d.server.origin.line,
+                        col,
+                        msg: format!(
+                            "{kind} '{proxy_name}': server '{}': {last_err}",
+                            d.server.name
+                        ),
+                        near: near(&host),
+                        hint: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Proxy ids (frontends and backends share them) and server ids (per
+    /// backend) are unique.
+    pub(super) fn check_ids(&self) -> Result<(), ConfigError> {
+        let mut seen: HashMap<u32, (String, Origin)> = HashMap::new();
+        for p in &self.proxies {
+            if let Some((id, col)) = &p.id {
+                if let Some((other, at)) = seen.get(&id.value) {
+                    return Err(ConfigError::Invalid {
+                        file: id.origin.file.clone(),
+                        line: id.origin.line,
+                        col: *col,
+                        msg: format!(
+                            "{} '{}' reuses the id {} of {other} (declared at {at})",
+                            p.kind(),
+                            p.name.text,
+                            id.value
+                        ),
+                        near: id.value.to_string(),
+                        hint: None,
+                    });
+                }
+                seen.insert(
+                    id.value,
+                    (format!("{} '{}'", p.kind(), p.name.text), id.origin.clone()),
+                );
+            }
+            if p.caps & BE == 0 {
+                continue;
+            }
+            let mut ids: HashMap<u32, &Server> = HashMap::new();
+            for d in &p.servers {
+                let Some(id) = d.server.params.id else {
+                    continue;
+                };
+                if let Some(prev) = ids.get(&id) {
+                    return Err(ConfigError::Invalid {
+                        file: d.server.origin.file.clone(),
+                        line: d.server.origin.line,
+                        col: d.addr_col,
+                        msg: format!(
+                            "{} '{}': server '{}': id {id} is already used by server '{}' at {}",
+                            p.kind(),
+                            p.name.text,
+                            d.server.name,
+                            prev.name,
+                            prev.origin
+                        ),
+                        near: format!("id {id}"),
+                        hint: None,
+                    });
+                }
+                ids.insert(id, &d.server);
+            }
+        }
+        Ok(())
+    }
+
+    /// HAProxy's rules about named `defaults` sections: one used both
+    /// explicitly (`from`) and implicitly is a warning; one defining
+    /// `tcp-request` rules cannot serve both frontends and backends, nor a
+    /// `listen`.
+    pub(super) fn check_defaults_use(&mut self) -> Result<(), ConfigError> {
+        let explicit: HashSet<usize> = self
+            .proxies
+            .iter()
+            .filter_map(|p| match p.defaults_ref {
+                DefaultsRef::Explicit(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        let mut warnings = Vec::new();
+        let mut users: HashMap<usize, (u8, &Proxy)> = HashMap::new();
+        for p in &self.proxies {
+            let idx = match p.defaults_ref {
+                DefaultsRef::Explicit(i) => i,
+                DefaultsRef::Implicit(i) => {
+                    if explicit.contains(&i) {
+                        let d = &self.defaults_list[i];
+                        warnings.push((
+                            p.name.origin.clone(),
+                            format!(
+                                "defaults section '{}' (declared at {}) is explicitly referenced \
+                                 by another proxy and implicitly used here. To avoid any \
+                                 ambiguity don't mix both usage. Add a last defaults section not \
+                                 explicitly used or always use explicit references.",
+                                d.name.as_deref().unwrap_or(""),
+                                d.origin
+                            ),
+                        ));
+                    }
+                    i
+                }
+                DefaultsRef::None => continue,
+            };
+            let d = &self.defaults_list[idx];
+            if d.tcp_rules.is_empty() {
+                continue;
+            }
+            if p.caps == LISTEN {
+                return Err(invalid_at(
+                    &p.name,
+                    format!(
+                        "a listen section cannot inherit from a defaults section defining TCP \
+                         rules (defaults section at {})",
+                        d.origin
+                    ),
+                    None,
+                ));
+            }
+            match users.get(&idx) {
+                Some((caps, _)) if *caps != p.caps => {
+                    return Err(invalid_at(
+                        &p.name,
+                        format!(
+                            "frontends and backends cannot inherit from the same defaults section \
+                             if it defines TCP rules (defaults section at {})",
+                            d.origin
+                        ),
+                        None,
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    users.insert(idx, (p.caps, p));
+                }
+            }
+        }
+        for (o, w) in warnings {
+            self.warn_at(&o, w);
+        }
+        Ok(())
+    }
+
+    /// Two binds (in any frontends) on the same address with overlapping ports.
+    pub(super) fn check_bind_conflicts(
+        &self,
+        slots: &mut [BindSlot],
+        frontends: &[Frontend],
+    ) -> Result<(), ConfigError> {
+        slots.sort_by(|a, b| {
+            (&a.key, a.first, &a.origin.file, a.origin.line, a.col).cmp(&(
+                &b.key,
+                b.first,
+                &b.origin.file,
+                b.origin.line,
+                b.col,
+            ))
+        });
+        let mut widest: Option<&BindSlot> = None;
+        for s in slots.iter() {
+            if let Some(w) = widest.filter(|w| w.key == s.key && s.first <= w.last) {
+                // Report the later one.
+                let pos = |b: &BindSlot| (b.origin.file.clone(), b.origin.line, b.col);
+                let (early, late) = if pos(w) <= pos(s) { (w, s) } else { (s, w) };
+                let fe_name = |i: usize| frontends.get(i).map_or("?", |f| f.name.as_str());
+                let dual = if early.dual || late.dual {
+                    " ('::' also takes IPv4 unless 'v6only' is set)"
+                } else {
+                    ""
+                };
+                return Err(ConfigError::Invalid {
+                    file: late.origin.file.clone(),
+                    line: late.origin.line,
+                    col: late.col,
+                    msg: format!(
+                        "bind '{}' of frontend '{}' conflicts with bind '{}' of frontend '{}' at {}{dual}",
+                        late.text,
+                        fe_name(late.frontend),
+                        early.text,
+                        fe_name(early.frontend),
+                        early.origin
+                    ),
+                    near: near(&late.text),
+                    hint: None,
+                });
+            }
+            if widest.is_none_or(|w| w.key != s.key || s.last > w.last) {
+                widest = Some(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `other` settings of a proxy for one side: accepted keywords and the
+/// options not modelled by a field.
+pub(super) fn other_settings(s: &Settings, side: u8) -> Vec<Located<String>> {
+    const MODELLED: &[&str] = &[
+        "tcplog",
+        "dontlognull",
+        "clitcpka",
+        "srvtcpka",
+        "tcpka",
+        "redispatch",
+        "allbackups",
+        "log-health-checks",
+    ];
+    let mut out: Vec<Located<String>> = Vec::new();
+    for o in &s.options {
+        if MODELLED.contains(&o.name) {
+            continue;
+        }
+        let caps = OPTION_KWS
+            .iter()
+            .find(|k| k.name == o.name)
+            .map_or(ANY, |k| k.caps);
+        if caps & side != 0 {
+            out.push(Located {
+                value: format!("option {}", o.name),
+                origin: o.origin.clone(),
+            });
+        }
+    }
+    for x in &s.other {
+        let caps = lookup(PROXY_KWS, &x.value).map_or(ANY, |k| k.caps);
+        if caps & side != 0 {
+            out.push(x.clone());
+        }
+    }
+    out
+}
