@@ -203,8 +203,48 @@ pub struct FlowDir {
     /// only shrink meanwhile). While `bound + len` fits the budget, the verdict
     /// redirects without looking at the peer socket at all.
     pub bound: u64,
+    /// Cookie of the socket whose verdict owns this slot: a verdict still
+    /// running for a closed pair's socket leaves the next pair's slot alone.
+    pub owner_cookie: u64,
+    /// TCP sequence of the next byte this direction has not handled yet. TCP
+    /// queues a segment that overlaps bytes already received whole, and the
+    /// verdict sees whole skbs: it cuts what lies before this.
+    pub next_seq: u32,
+    /// 1 once `next_seq` is set (from the socket's `copied_seq`, at the first run).
+    pub next_set: u32,
+    /// 1 once an skb could not be trimmed: the stream has a hole, nothing more
+    /// of it may go through (userspace resets the pair).
+    pub broken: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowDir>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowDir>() == 88);
+
+/// Bytes at the head of an skb starting at `seq` with `len` bytes that come
+/// before `next` (the next byte not handled yet), i.e. what to cut: 0 when the
+/// skb starts at `next` (or, never for an in-order queue, after it), `len` when
+/// every byte is old. Sequence numbers wrap.
+#[inline(always)]
+pub const fn old_head(next: u32, seq: u32, len: u32) -> u32 {
+    let before = next.wrapping_sub(seq) as i32;
+    if before <= 0 {
+        0
+    } else if before as u32 >= len {
+        len
+    } else {
+        before as u32
+    }
+}
+
+/// `next_seq` after an skb: the later of `next` and the skb's end.
+#[inline(always)]
+pub const fn seq_after(next: u32, seq: u32, len: u32) -> u32 {
+    let end = seq.wrapping_add(len);
+    if (end.wrapping_sub(next) as i32) > 0 {
+        end
+    } else {
+        next
+    }
+}
 
 /// Bytes pushed toward the peer that its socket has not taken into its send queue
 /// yet: the redirect backlog in the peer's psock, which no socket buffer limit
@@ -445,7 +485,19 @@ pub mod stat {
     /// SYNs answered by `lb_xdp` with a SYN cookie SYN-ACK (XDP_TX): the
     /// listener's SYN queue was full, so the kernel would have sent a cookie.
     pub const XDP_SYN_COOKIE: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// Skbs the verdict trimmed because their head overlapped bytes already
+    /// handled (a retransmission TCP queued whole).
+    pub const OVERLAP_TRIMMED: u32 = 20;
+    /// Overlapping bytes cut by those trims.
+    pub const OVERLAP_BYTES: u32 = 21;
+    /// Skbs whose every byte was already handled: dropped.
+    pub const OVERLAP_OLD: u32 = 22;
+    /// Skbs that could not be trimmed (or whose sequence could not be read):
+    /// the pair is reset.
+    pub const OVERLAP_FAILED: u32 = 23;
+    /// A verdict for a socket whose flow slot belongs to another pair now.
+    pub const VERDICT_STALE: u32 = 24;
+    pub const COUNT: u32 = 25;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -468,11 +520,19 @@ pub mod stat {
         "xdp_syn_drop",
         "kernel_conn_end",
         "xdp_syn_cookie",
+        "overlap_trimmed",
+        "overlap_bytes",
+        "overlap_old",
+        "overlap_failed",
+        "verdict_stale",
     ];
 }
 
 /// The verdict switched this slot to PASS mode: userspace must drain it.
 pub const EVENT_PASS: u32 = 1;
+/// The verdict could not cut an overlapping head: this direction has a hole,
+/// userspace resets the pair.
+pub const EVENT_BROKEN: u32 = 2;
 
 /// Ring buffer record.
 #[repr(C)]
@@ -809,6 +869,31 @@ mod tests {
         // Across the 4 GiB wrap of the 32-bit sequence space.
         let pushed = (1u64 << 32) + 10;
         assert_eq!(psock_backlog(pushed, 0, 5), 5);
+    }
+
+    #[test]
+    fn overlapping_heads_are_cut_once() {
+        // (next, seq, len) -> (cut, next after)
+        let cases: [(&str, u32, u32, u32, u32, u32); 7] = [
+            ("in order", 1000, 1000, 500, 0, 1500),
+            ("head overlaps 200", 1000, 800, 500, 200, 1300),
+            ("every byte old", 1000, 200, 500, 500, 1000),
+            ("ends exactly at next", 1000, 500, 500, 500, 1000),
+            (
+                "a gap (never in an in-order queue)",
+                1000,
+                1200,
+                100,
+                0,
+                1300,
+            ),
+            ("across the wrap", 10, u32::MAX - 9, 40, 20, 30),
+            ("in order across the wrap", 0, 0, 1, 0, 1),
+        ];
+        for (what, next, seq, len, cut, after) in cases {
+            assert_eq!(old_head(next, seq, len), cut, "{what}: cut");
+            assert_eq!(seq_after(next, seq, len), after, "{what}: next");
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ use aya_ebpf::{
     },
     cty::c_void,
     helpers::{
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release,
-        bpf_skc_to_tcp_sock,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_probe_read_kernel,
+        bpf_sk_release, bpf_skc_to_tcp_sock,
     },
     macros::{sk_lookup, sock_ops, stream_verdict},
     maps::SockHash,
@@ -32,7 +32,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use lb_common::{
-    fits_budget, psock_backlog, stat, BindKey, Event, AF_INET, EVENT_PASS, PASS_BIT, USER_BIT,
+    fits_budget, old_head, psock_backlog, seq_after, stat, BindKey, Event, FlowDir, AF_INET,
+    EVENT_BROKEN, EVENT_PASS, PASS_BIT, USER_BIT,
 };
 use maps::*;
 
@@ -43,6 +44,18 @@ const IPPROTO_TCP: u32 = 6;
 /// value as a constant, so the field access below is checked against BTF.
 #[unsafe(no_mangle)]
 static TCP_SOCK_WRITE_SEQ: u32 = 0;
+/// Offset of `copied_seq` in `struct tcp_sock` (the verdict's starting point).
+#[unsafe(no_mangle)]
+static TCP_SOCK_COPIED_SEQ: u32 = 0;
+/// Offset of `TCP_SKB_CB(skb)->seq`: `cb` in `struct sk_buff` plus `seq` in
+/// `struct tcp_skb_cb`. The verdict's context is the `sk_buff` itself.
+#[unsafe(no_mangle)]
+static SKB_TCP_SEQ: u32 = 0;
+
+/// `bpf_skb_adjust_room` on an sk_skb pulls at most 4095 bytes a call; 17
+/// calls cover any overlap TCP makes (a segment is at most 64 KiB).
+const TRIM_STEP: u32 = 4095;
+const TRIM_STEPS: u32 = 17;
 
 /// Atomic fetch-and-add on map memory shared with userspace; returns the old value.
 #[inline(always)]
@@ -52,9 +65,14 @@ fn fetch_add(p: *mut u64, v: u64) -> u64 {
 
 #[inline(always)]
 pub(crate) fn count(idx: u32) {
+    count_n(idx, 1);
+}
+
+#[inline(always)]
+pub(crate) fn count_n(idx: u32, n: u64) {
     if let Some(p) = LB_STATS.get_ptr_mut(idx) {
         // Per-CPU slot: no other writer.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 
@@ -169,7 +187,6 @@ pub fn lb_verdict(ctx: SkBuffContext) -> u32 {
 }
 
 fn try_verdict(ctx: &SkBuffContext) -> u32 {
-    let len = ctx.len() as u64;
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
     let Some(end) = (unsafe { LB_ENDS.get(&cookie) }) else {
         count(stat::VERDICT_UNKNOWN);
@@ -181,13 +198,40 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
         return SK_PASS;
     };
     let flow = unsafe { &mut *flow };
+    if flow.owner_cookie != cookie {
+        count(stat::VERDICT_STALE);
+        return SK_DROP;
+    }
     flow.last_active_ns = unsafe { bpf_ktime_get_ns() };
-    if len == 0 {
+    if ctx.len() == 0 {
         // A FIN: redirecting it would break the target. Userspace sees EPOLLRDHUP
         // and shuts the peer down once every byte went through.
         count(stat::VERDICT_FIN);
         return SK_DROP;
     }
+    if flow.broken != 0 {
+        return SK_DROP;
+    }
+    let len = match cut_old_head(ctx, flow, cookie) {
+        Ok(0) => {
+            count(stat::OVERLAP_OLD);
+            return SK_DROP;
+        }
+        Ok(len) => len as u64,
+        Err(()) => {
+            count(stat::OVERLAP_FAILED);
+            flow.broken = 1;
+            let ev = Event {
+                kind: EVENT_BROKEN,
+                slot,
+                cookie,
+            };
+            if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
+                count(stat::EVENT_LOST);
+            }
+            return SK_DROP;
+        }
+    };
     let word: *mut u64 = &mut flow.pass_word;
     if unsafe { core::ptr::read_volatile(word) } & (PASS_BIT | USER_BIT) != 0 {
         let prev = fetch_add(word, len);
@@ -263,10 +307,55 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
     ret
 }
 
-/// The peer socket's `write_seq`: how far its send queue was filled, by the psock
-/// worker moving redirected bytes and by userspace forwarding.
+/// Cuts the bytes at the head of the skb that this direction already handled
+/// and returns how many are left. TCP queues a retransmission that overlaps
+/// received bytes whole (`tcp_data_queue`, `tcp_ofo_queue`), and
+/// `tcp_read_skb` gives the verdict whole skbs, where `recvmsg` would skip by
+/// `copied_seq`. Cutting before the verdict acts keeps `copied_seq`, which
+/// `tcp_eat_skb` moves by the skb's length, right too.
 #[inline(always)]
-fn peer_write_seq(cookie: u64) -> Option<u32> {
+fn cut_old_head(ctx: &SkBuffContext, flow: &mut FlowDir, cookie: u64) -> Result<u32, ()> {
+    let len = ctx.len();
+    let off = unsafe { core::ptr::read_volatile(&SKB_TCP_SEQ) } as usize;
+    // The context pointer is the kernel's `struct sk_buff`.
+    let seq: u32 =
+        unsafe { bpf_probe_read_kernel((ctx.skb.skb as *const u8).add(off) as *const u32) }
+            .map_err(|_| ())?;
+    if flow.next_set == 0 {
+        // First run: bytes before copied_seq were read by userspace (or
+        // went through before a restart of the verdict): they are handled.
+        let copied = sock_u32(cookie, unsafe {
+            core::ptr::read_volatile(&TCP_SOCK_COPIED_SEQ)
+        })
+        .ok_or(())?;
+        flow.next_seq = copied;
+        flow.next_set = 1;
+    }
+    let cut = old_head(flow.next_seq, seq, len);
+    flow.next_seq = seq_after(flow.next_seq, seq, len);
+    if cut == 0 {
+        return Ok(len);
+    }
+    let mut left = cut;
+    for _ in 0..TRIM_STEPS {
+        if left == 0 {
+            break;
+        }
+        let n = if left > TRIM_STEP { TRIM_STEP } else { left };
+        ctx.adjust_room(-(n as i32), 0, 0).map_err(|_| ())?;
+        left -= n;
+    }
+    if left != 0 {
+        return Err(());
+    }
+    count(stat::OVERLAP_TRIMMED);
+    count_n(stat::OVERLAP_BYTES, cut as u64);
+    Ok(len - cut)
+}
+
+/// A `u32` at byte `off` of the `tcp_sock` of the socket `cookie` in LB_TARGETS.
+#[inline(always)]
+fn sock_u32(cookie: u64, off: u32) -> Option<u32> {
     let key = cookie;
     let sk = unsafe {
         bpf_map_lookup_elem(
@@ -278,14 +367,22 @@ fn peer_write_seq(cookie: u64) -> Option<u32> {
         return None;
     }
     let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
-    let seq = if tp.is_null() {
+    let v = if tp.is_null() {
         None
     } else {
-        let off = unsafe { core::ptr::read_volatile(&TCP_SOCK_WRITE_SEQ) } as usize;
-        Some(unsafe { core::ptr::read_volatile((tp as *const u8).add(off) as *const u32) })
+        Some(unsafe { core::ptr::read_volatile((tp as *const u8).add(off as usize) as *const u32) })
     };
     unsafe { bpf_sk_release(sk) };
-    seq
+    v
+}
+
+/// The peer socket's `write_seq`: how far its send queue was filled, by the psock
+/// worker moving redirected bytes and by userspace forwarding.
+#[inline(always)]
+fn peer_write_seq(cookie: u64) -> Option<u32> {
+    sock_u32(cookie, unsafe {
+        core::ptr::read_volatile(&TCP_SOCK_WRITE_SEQ)
+    })
 }
 
 #[cfg(not(test))]

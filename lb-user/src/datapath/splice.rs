@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, RingBuf, SockHash};
 use lb_common::{
-    Event, FlowDir, SockEnd, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK, USER_BIT,
+    Event, FlowDir, SockEnd, EVENT_BROKEN, EVENT_PASS, MAX_FLOWS, PASS_BIT, PASS_COUNT_MASK,
+    USER_BIT,
 };
 
 use crate::kernel::FlowTable;
@@ -419,10 +420,15 @@ impl Manager {
         let cc = sys::cookie(&nc.client)?;
         let sc = sys::cookie(&nc.server)?;
         let now = sys::monotonic_ns();
-        for (d, target) in [(0u32, &nc.server), (1u32, &nc.client)] {
+        for (d, target, owner) in [(0u32, &nc.server, cc), (1u32, &nc.client, sc)] {
             let t = sys::tcp_counters(target)?;
             let q = sys::outq(target)?;
             let f = FlowDir {
+                owner_cookie: owner,
+                next_seq: 0,
+                next_set: 0,
+                broken: 0,
+                _pad: 0,
                 pass_word: 0,
                 redirected: 0,
                 forwarded: 0,
@@ -491,7 +497,7 @@ impl Manager {
         while let Some(item) = self.maps.events.next() {
             if item.len() >= std::mem::size_of::<Event>() {
                 let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                if ev.kind == EVENT_PASS {
+                if ev.kind == EVENT_PASS || ev.kind == EVENT_BROKEN {
                     slots.push(ev);
                 }
             }
@@ -503,6 +509,16 @@ impl Manager {
                 continue;
             };
             if c.cookies[d] != ev.cookie {
+                continue;
+            }
+            if ev.kind == EVENT_BROKEN {
+                // What went before the hole is delivered, then both sides
+                // get the reset that tells them the stream was cut.
+                tracing::warn!(
+                    "splice: a segment of slot {} overlapped bytes already passed on and could not be trimmed; resetting the pair",
+                    ev.slot
+                );
+                self.fail(id, d);
                 continue;
             }
             c.dirs[d].draining = true;

@@ -1,6 +1,7 @@
 //! Just enough of a BTF reader to find a struct member's byte offset in the running
 //! kernel (`/sys/kernel/btf/vmlinux`). The verdict reads `tcp_sock.write_seq` of the
-//! peer socket at that offset, handed to it as a read-only global at load time.
+//! peer socket, its own `tcp_sock.copied_seq` and `TCP_SKB_CB(skb)->seq` at such
+//! offsets, handed to it as read-only globals at load time.
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +117,40 @@ pub fn member_offset_in(
     })
 }
 
-/// Byte offset of `member` in the running kernel's `struct name`.
-pub fn kernel_member_offset(name: &str, member: &str) -> Result<u32, BtfError> {
-    let path = "/sys/kernel/btf/vmlinux";
-    let blob = std::fs::read(Path::new(path)).map_err(|source| BtfError::Read {
-        path: path.to_string(),
-        source,
-    })?;
-    member_offset_in(&blob, path, name, member)
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the stream verdict reads inside kernel structures, from the running
+/// kernel's BTF.
+#[derive(Clone, Copy, Debug)]
+pub struct VerdictOffsets {
+    /// `tcp_sock.write_seq` (the peer's backlog).
+    pub write_seq: u32,
+    /// `tcp_sock.copied_seq` (where a direction starts).
+    pub copied_seq: u32,
+    /// `sk_buff.cb` + `tcp_skb_cb.seq`: an skb's first sequence number.
+    pub skb_seq: u32,
+}
+
+impl VerdictOffsets {
+    fn kernel_blob() -> Result<Vec<u8>, BtfError> {
+        std::fs::read(Path::new(VMLINUX)).map_err(|source| BtfError::Read {
+            path: VMLINUX.to_string(),
+            source,
+        })
+    }
+
+    pub fn from_kernel() -> Result<Self, BtfError> {
+        Self::from_blob(&Self::kernel_blob()?, VMLINUX)
+    }
+
+    fn from_blob(blob: &[u8], path: &str) -> Result<Self, BtfError> {
+        let at = |name, member| member_offset_in(blob, path, name, member);
+        Ok(Self {
+            write_seq: at("tcp_sock", "write_seq")?,
+            copied_seq: at("tcp_sock", "copied_seq")?,
+            skb_seq: at("sk_buff", "cb")? + at("tcp_skb_cb", "seq")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -187,13 +214,17 @@ mod tests {
     }
 
     #[test]
-    fn running_kernel_has_tcp_sock_write_seq() {
+    fn running_kernel_has_the_verdicts_fields() {
         // Every kernel this project supports ships BTF; a machine without it cannot
         // run the kernel path at all, which the daemon reports at start-up.
         if !Path::new("/sys/kernel/btf/vmlinux").exists() {
             return;
         }
-        let off = kernel_member_offset("tcp_sock", "write_seq").unwrap();
-        assert!(off > 0 && off < 8192, "offset {off}");
+        let v = VerdictOffsets::from_kernel().unwrap();
+        assert!(v.write_seq > 0 && v.write_seq < 8192, "{v:?}");
+        assert!(v.copied_seq > 0 && v.copied_seq < 8192, "{v:?}");
+        // `cb` is 48 bytes into the first 256 of an sk_buff on every kernel
+        // since 4.x; seq is the first member of tcp_skb_cb.
+        assert!(v.skb_seq > 0 && v.skb_seq < 256, "{v:?}");
     }
 }

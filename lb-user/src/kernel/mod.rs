@@ -117,12 +117,15 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
         return Err(BpfError::NoObject);
     }
     ensure_bpffs()?;
-    // The verdict reads the peer's tcp_sock.write_seq; its offset comes from the
-    // running kernel's BTF. Without it the kernel path is off, steering still works.
-    let write_seq = crate::kernel::btf::kernel_member_offset("tcp_sock", "write_seq");
+    // The verdict reads fields of tcp_sock and sk_buff at offsets from the
+    // running kernel's BTF. Without them the kernel path is off, steering
+    // still works.
+    let offsets = crate::kernel::btf::VerdictOffsets::from_kernel();
     let mut loader = EbpfLoader::new();
-    if let Ok(off) = &write_seq {
-        loader.override_global("TCP_SOCK_WRITE_SEQ", off, true);
+    if let Ok(o) = &offsets {
+        loader.override_global("TCP_SOCK_WRITE_SEQ", &o.write_seq, true);
+        loader.override_global("TCP_SOCK_COPIED_SEQ", &o.copied_seq, true);
+        loader.override_global("SKB_TCP_SEQ", &o.skb_seq, true);
     }
     let mut ebpf = loader.load(OBJECT)?;
 
@@ -143,7 +146,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
     prog.attach(netns.as_fd())
         .map_err(prog_err(progs::DISPATCH))?;
 
-    let splice = match (want_splice, write_seq) {
+    let splice = match (want_splice, offsets) {
         (false, _) => Err("disabled by --no-splice".to_string()),
         (true, Err(e)) => Err(format!("kernel BTF unavailable: {e}")),
         (true, Ok(_)) => attach_splice(&mut ebpf),
