@@ -497,7 +497,10 @@ pub mod stat {
     pub const OVERLAP_FAILED: u32 = 23;
     /// A verdict for a socket whose flow slot belongs to another pair now.
     pub const VERDICT_STALE: u32 = 24;
-    pub const COUNT: u32 = 25;
+    /// Redirects the kernel refused (the peer socket left the map): the
+    /// pair is reset.
+    pub const REDIRECT_FAILED: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -525,6 +528,7 @@ pub mod stat {
         "overlap_old",
         "overlap_failed",
         "verdict_stale",
+        "redirect_failed",
     ];
 }
 

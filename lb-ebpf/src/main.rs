@@ -30,7 +30,6 @@ use aya_ebpf::{
     maps::SockHash,
     programs::{SkBuffContext, SkLookupContext, SockOpsContext},
 };
-use aya_log_ebpf::warn;
 use lb_common::{
     fits_budget, old_head, psock_backlog, seq_after, stat, BindKey, Event, FlowDir, AF_INET,
     EVENT_BROKEN, EVENT_PASS, PASS_BIT, USER_BIT,
@@ -220,16 +219,7 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
         Ok(len) => len as u64,
         Err(()) => {
             count(stat::OVERLAP_FAILED);
-            flow.broken = 1;
-            let ev = Event {
-                kind: EVENT_BROKEN,
-                slot,
-                cookie,
-            };
-            if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
-                count(stat::EVENT_LOST);
-            }
-            return SK_DROP;
+            return broken(flow, slot, cookie);
         }
     };
     let word: *mut u64 = &mut flow.pass_word;
@@ -283,6 +273,13 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
             return SK_PASS;
         }
     }
+    let mut key = peer_cookie;
+    if LB_TARGETS.redirect_skb(ctx, &mut key, 0) as u32 != SK_PASS {
+        // The peer left the map: these bytes cannot go anywhere, the pair
+        // must end with a reset.
+        count(stat::REDIRECT_FAILED);
+        return broken(flow, slot, cookie);
+    }
     flow.bound += len;
     fetch_add(&mut flow.redirected, len);
     if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(server) {
@@ -294,17 +291,24 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
             ks.bytes_out += len;
         }
     }
-    let mut key = peer_cookie;
-    let ret = LB_TARGETS.redirect_skb(ctx, &mut key, 0) as u32;
-    if ret == SK_PASS {
-        count(stat::VERDICT_REDIRECT);
-    } else {
-        warn!(
-            ctx,
-            "lb: redirect to peer {} failed (slot {})", peer_cookie, slot
-        );
+    count(stat::VERDICT_REDIRECT);
+    SK_PASS
+}
+
+/// This direction lost bytes: drop everything that follows and tell userspace,
+/// which resets the pair once what went before is delivered.
+#[inline(always)]
+fn broken(flow: &mut FlowDir, slot: u32, cookie: u64) -> u32 {
+    flow.broken = 1;
+    let ev = Event {
+        kind: EVENT_BROKEN,
+        slot,
+        cookie,
+    };
+    if LB_EVENTS.output::<Event>(&ev, 0).is_err() {
+        count(stat::EVENT_LOST);
     }
-    ret
+    SK_DROP
 }
 
 /// Cuts the bytes at the head of the skb that this direction already handled

@@ -104,6 +104,24 @@ struct Dir {
     end: usize,
     /// Target was full: wait for EPOLLOUT.
     want_out: bool,
+    /// Since when the FIN waits for bytes still on their way, and how much the
+    /// target had taken then: when nothing more reaches a target whose send
+    /// queue is empty for `DELIVER_BEFORE_RESET` (a lost redirect), the pair
+    /// is reset; a slow reader is left to the inactivity timeout.
+    eof_ns: u64,
+    eof_taken: u64,
+}
+
+/// How a pair ends.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// FIN both ways: every byte went through.
+    Clean,
+    /// RST both ways, the session's termination state as it is (a timeout or
+    /// a stop that found bytes still on their way).
+    Reset,
+    /// RST both ways because the socket of this side failed (`CD`/`SD`).
+    Failed(usize),
 }
 
 struct Conn {
@@ -241,7 +259,14 @@ impl Manager {
             .filter(|&i| self.conns[i as usize].is_some())
             .collect();
         for id in ids {
-            self.close(id, None);
+            // Bytes that did not get through yet are lost with lb: a reset,
+            // not a FIN, tells the peers so.
+            let end = if self.settled(id) {
+                End::Clean
+            } else {
+                End::Reset
+            };
+            self.close(id, end);
         }
     }
 
@@ -316,7 +341,7 @@ impl Manager {
             }
             Ok(())
         })();
-        self.close(id, None);
+        self.close(id, End::Clean);
         result.map(|()| true)
     }
 
@@ -335,7 +360,7 @@ impl Manager {
             );
         }
         for id in ids {
-            self.close(id, Some(1));
+            self.close(id, End::Failed(1));
         }
     }
 
@@ -346,7 +371,7 @@ impl Manager {
                 .is_some_and(|g| g.session.id == sid)
         });
         if let Some(id) = found {
-            self.close(id as u32, Some(1));
+            self.close(id as u32, End::Failed(1));
         }
     }
 
@@ -515,7 +540,7 @@ impl Manager {
                 // What went before the hole is delivered, then both sides
                 // get the reset that tells them the stream was cut.
                 tracing::warn!(
-                    "splice: a segment of slot {} overlapped bytes already passed on and could not be trimmed; resetting the pair",
+                    "splice slot {}: the kernel could not pass a segment on (an overlap it could not trim, or a refused redirect); resetting the pair",
                     ev.slot
                 );
                 self.fail(id, d);
@@ -572,7 +597,7 @@ impl Manager {
         if let Some((side, _)) = self.conns.get(id as usize).and_then(|c| c.as_ref()?.failed) {
             match self.deliver_before_reset(id, side) {
                 Ok(false) => self.wait(id),
-                Ok(true) | Err(_) => self.close(id, Some(side)),
+                Ok(true) | Err(_) => self.close(id, End::Failed(side)),
             }
             return;
         }
@@ -585,13 +610,13 @@ impl Manager {
                     return;
                 }
                 Ok((Step::Close(None), _)) => {
-                    self.close(id, None);
+                    self.close(id, End::Clean);
                     return;
                 }
                 Err(e) => {
                     tracing::debug!("splice conn {id}: {e}");
                     // An I/O error on either socket: reset both.
-                    self.close(id, Some(d));
+                    self.close(id, End::Failed(d));
                     return;
                 }
             }
@@ -604,7 +629,7 @@ impl Manager {
         }
         c.pending = pending;
         if c.dirs[0].shut && c.dirs[1].shut {
-            self.close(id, None);
+            self.close(id, End::Clean);
             return;
         }
         self.update_interest(id);
@@ -725,6 +750,10 @@ impl Manager {
                 let _ = sys::shutdown_write(&c.socks[1 - d]);
                 c.dirs[d].shut = true;
             } else {
+                let c = self.conns[id as usize].as_mut().expect("live conn");
+                if c.dirs[d].eof_ns == 0 {
+                    c.dirs[d].eof_ns = sys::monotonic_ns();
+                }
                 pending = true;
             }
         }
@@ -903,6 +932,7 @@ impl Manager {
         let mut expired = Vec::new();
         let mut passing = Vec::new();
         let mut undelivered = Vec::new();
+        let mut waiting = Vec::new();
         for (id, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let id = id as u32;
@@ -927,6 +957,36 @@ impl Manager {
             if c.idle_ns > 0 && now.saturating_sub(last) > c.idle_ns {
                 expired.push(id);
             }
+            for d in 0..2 {
+                let dir = &c.dirs[d];
+                if dir.eof && !dir.shut && dir.eof_ns > 0 {
+                    waiting.push((id, d));
+                }
+            }
+        }
+        let deliver = super::DELIVER_BEFORE_RESET.as_nanos() as u64;
+        let mut stuck = Vec::new();
+        for (id, d) in waiting {
+            let c = self.conns[id as usize].as_mut().expect("live conn");
+            let target = &c.socks[1 - d];
+            let queued = sys::outq(target).unwrap_or(0);
+            let taken = sys::tcp_counters(target).map_or(0, |t| t.bytes_acked) + queued;
+            let dir = &mut c.dirs[d];
+            if taken != dir.eof_taken || queued > 0 {
+                // Moving, or a reader that does not read: the inactivity
+                // timeout is the judge of that one.
+                dir.eof_taken = taken;
+                dir.eof_ns = now;
+            } else if now - dir.eof_ns > deliver {
+                stuck.push((id, d));
+            }
+        }
+        for (id, d) in stuck {
+            tracing::warn!(
+                "splice conn {id}: the other side took none of the bytes received before the FIN for {:?}; resetting the pair",
+                super::DELIVER_BEFORE_RESET
+            );
+            self.close(id, End::Failed(d));
         }
         for id in passing {
             // progress() picks up the PASS bit from the flow word.
@@ -934,34 +994,51 @@ impl Manager {
         }
         for (id, side) in undelivered {
             tracing::debug!("splice conn {id}: bytes before a reset not delivered in time");
-            self.close(id, Some(side));
+            self.close(id, End::Failed(side));
         }
         for id in expired {
             tracing::debug!("splice conn {id}: inactivity timeout");
-            if let Some(c) = self.conns[id as usize].as_ref() {
-                if let Some(g) = &c.session {
-                    g.session.set_term(c.idle_term);
-                }
+            let Some(c) = self.conns[id as usize].as_ref() else {
+                continue;
+            };
+            if let Some(g) = &c.session {
+                g.session.set_term(c.idle_term);
             }
-            self.close(id, None);
+            // A FIN would pass for a complete stream: bytes still on their
+            // way are dropped with the pair, so the peers get a reset.
+            let end = if self.settled(id) {
+                End::Clean
+            } else {
+                End::Reset
+            };
+            self.close(id, end);
         }
     }
 
-    /// Takes the pair out of the maps and closes it; `reset_from` names the side
-    /// that failed, and the other side is reset too.
-    fn close(&mut self, id: u32, reset_from: Option<usize>) {
+    /// Every byte either source received reached the other side's send
+    /// queue: closing now loses nothing.
+    fn settled(&self, id: u32) -> bool {
+        (0..2).all(|d| {
+            let c = self.conns[id as usize].as_ref().expect("live conn");
+            let dir = &c.dirs[d];
+            dir.shut || self.passed_on(id, d, dir.eof as u64).unwrap_or(false)
+        })
+    }
+
+    /// Takes the pair out of the maps and closes it as `end` says.
+    fn close(&mut self, id: u32, end: End) {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.take()) else {
             return;
         };
         // Both sockets close with an RST unless the pair ends cleanly (armed
         // when the session started, so that a crash of lb resets them too).
-        match reset_from {
-            Some(_) => {
+        match end {
+            End::Failed(_) | End::Reset => {
                 for s in &c.socks {
                     let _ = sys::set_linger_reset(s);
                 }
             }
-            None => {
+            End::Clean => {
                 for s in &c.socks {
                     let _ = sys::clear_linger(s);
                 }
@@ -982,10 +1059,10 @@ impl Manager {
                 let f = unsafe { std::ptr::read_volatile(self.flow(id * 2 + d)) };
                 total.fetch_add(f.redirected + f.forwarded, Ordering::Relaxed);
             }
-            match reset_from {
-                Some(0) => g.session.set_term(*b"CD"),
-                Some(_) => g.session.set_term(*b"SD"),
-                None => {}
+            match end {
+                End::Failed(0) => g.session.set_term(*b"CD"),
+                End::Failed(_) => g.session.set_term(*b"SD"),
+                End::Clean | End::Reset => {}
             }
         }
         for d in 0..2 {
