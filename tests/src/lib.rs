@@ -16,6 +16,7 @@ pub mod haproxy;
 pub mod lb;
 pub mod mem;
 pub mod netns;
+pub mod packet;
 pub mod postgres;
 pub mod report;
 pub mod scenario;
