@@ -17,6 +17,7 @@ pub mod lb;
 pub mod mem;
 pub mod netns;
 pub mod postgres;
+pub mod rawtcp;
 pub mod report;
 pub mod scenario;
 pub mod syslog;
