@@ -18,6 +18,7 @@ pub mod mem;
 pub mod netns;
 pub mod packet;
 pub mod postgres;
+pub mod rawtcp;
 pub mod report;
 pub mod scenario;
 pub mod syslog;
