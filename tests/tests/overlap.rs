@@ -19,7 +19,7 @@
 //! the lb namespace (TCPDSACKOldSent above all) show that the overlaps
 //! reached lb's sockets.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use lb_tests::rawtcp::{self, Plan, RawLink, Report};
 use lb_tests::traffic::{listen, read_verify, Verifier};
 use lb_tests::*;
@@ -126,11 +126,42 @@ fn verdict(tag: &str, who: &str, p: &Plan, v: &Verifier, io: &std::io::Result<()
     Ok(())
 }
 
-fn print_lb(tag: &str, lb: &Lb) {
-    match lb.show_stats() {
-        Ok(s) => println!("[lb-tests] {tag}: lb show stats: {s}"),
-        Err(e) => println!("[lb-tests] {tag}: lb show stats failed: {e:#}"),
+/// Prints the kernel counters and, through the splice path, checks that the
+/// verdict carried the stream and cut every overlap (so that a pass cannot
+/// come from the bytes having gone another way).
+fn check_lb(tag: &str, lb: &Lb, spliced: bool, p: &Plan) -> Result<()> {
+    let text = lb.show_stats()?;
+    println!("[lb-tests] {tag}: lb show stats: {text}");
+    if !spliced {
+        return Ok(());
     }
+    let st: serde_json::Value = serde_json::from_str(&text).context("lb show stats --json")?;
+    let n = |k: &str| st[k].as_u64().unwrap_or(0);
+    ensure!(
+        n("verdict_redirect") > 0,
+        "{tag}: the verdict redirected nothing"
+    );
+    ensure!(
+        n("overlap_failed") == 0,
+        "{tag}: {} skbs not trimmed",
+        n("overlap_failed")
+    );
+    if p.every == 0 {
+        ensure!(n("overlap_trimmed") == 0, "{tag}: trims without overlaps");
+    } else {
+        ensure!(
+            n("overlap_trimmed") > 0,
+            "{tag}: no overlapping skb reached the verdict"
+        );
+        ensure!(
+            n("overlap_bytes") == n("overlap_trimmed") * p.overlap as u64,
+            "{tag}: {} bytes cut from {} skbs, expected {} each",
+            n("overlap_bytes"),
+            n("overlap_trimmed"),
+            p.overlap
+        );
+    }
+    Ok(())
 }
 
 fn print_raw(tag: &str, who: &str, r: &Result<Report>) {
@@ -192,11 +223,12 @@ fn server_to_client(tag: &str, extra: &[&str], p: Plan) -> Result<()> {
     let after = tcp_ext(&topo.lb)?;
     print_raw(tag, "raw server", &r);
     print_counters(tag, &before, &after);
-    print_lb(tag, &lb);
+    let kernel = check_lb(tag, &lb, extra.is_empty(), &p);
     let got = verdict(tag, "client", &p, &v, &io);
     lb.assert_alive()?;
     lb.stop()?;
     got?;
+    kernel?;
     r.context("raw server")?;
     Ok(())
 }
@@ -260,13 +292,14 @@ fn client_to_server(tag: &str, extra: &[&str], p: Plan) -> Result<()> {
     let got = server.join().map_err(|_| anyhow!("backend panicked"))?;
     let after = tcp_ext(&topo.lb)?;
     print_counters(tag, &before, &after);
-    print_lb(tag, &lb);
+    let kernel = check_lb(tag, &lb, extra.is_empty(), &p);
     let checked = got
         .context("backend")
         .and_then(|(v, io)| verdict(tag, "backend", &p, &v, &io));
     lb.assert_alive()?;
     lb.stop()?;
     checked?;
+    kernel?;
     r.context("raw client")?;
     Ok(())
 }
