@@ -388,7 +388,7 @@ pub(super) fn start_splicer(
         .context("starting the splice manager")?;
     match mgr.self_test() {
         Ok(true) => {
-            tracing::info!("splice self-test passed (64 KiB each way through the verdict)")
+            tracing::info!("splice self-test passed (64 KiB each way through the verdict, then 64 KiB each way sent in parts to a paused reader)")
         }
         Ok(false) => {
             tracing::warn!("splice self-test skipped: loopback is down in this network namespace")
