@@ -96,6 +96,14 @@ pub fn set_linger_reset(s: &impl AsRawFd) -> io::Result<()> {
     setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l)
 }
 
+/// `SO_SNDBUFFORCE`: a send buffer past `net.core.wmem_max` (lb runs with
+/// CAP_NET_ADMIN); the kernel doubles `bytes` for its bookkeeping, as with
+/// `SO_SNDBUF`, and stops autotuning the socket's buffer.
+pub fn force_sndbuf(s: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as u32) as libc::c_int;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &v)
+}
+
 /// Back to an ordinary close (FIN, then TIME_WAIT) after [`set_linger_reset`].
 pub fn clear_linger(s: &impl AsRawFd) -> io::Result<()> {
     let l = libc::linger {
