@@ -23,7 +23,7 @@ use aya_ebpf::{
     },
     cty::c_void,
     helpers::{
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_probe_read_kernel,
+        bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_map_lookup_elem, bpf_probe_read_kernel,
         bpf_sk_release, bpf_skc_to_tcp_sock,
     },
     macros::{sk_lookup, sock_ops, stream_verdict},
@@ -201,7 +201,9 @@ fn try_verdict(ctx: &SkBuffContext) -> u32 {
         count(stat::VERDICT_STALE);
         return SK_DROP;
     }
-    flow.last_active_ns = unsafe { bpf_ktime_get_ns() };
+    // For idle timeouts, swept every 100 ms: the jiffy clock is enough and
+    // cheaper than a clock read per skb (same CLOCK_MONOTONIC base).
+    flow.last_active_ns = unsafe { bpf_ktime_get_coarse_ns() };
     if ctx.len() == 0 {
         // A FIN: redirecting it would break the target. Userspace sees EPOLLRDHUP
         // and shuts the peer down once every byte went through.

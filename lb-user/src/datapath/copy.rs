@@ -65,6 +65,9 @@ async fn delivered(w: &OwnedWriteHalf, deadline: tokio::time::Instant) {
 
 struct DirCtx<'a> {
     last: &'a AtomicU64,
+    /// Bytes read from the source and not yet all written to the target:
+    /// an inactivity timeout now would lose them, so it ends with a reset.
+    holding: &'a AtomicBool,
     /// Set when a socket of the pair failed: whatever ends the session then
     /// (the inactivity timeout included) ends it with a reset.
     failed: &'a AtomicBool,
@@ -113,10 +116,12 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
             let _ = w.shutdown().await;
             return End::Done;
         }
+        cx.holding.store(true, Ordering::Relaxed);
         let written = tokio::select! {
             r2 = w.write_all(&buf[..n]) => r2.is_ok(),
             _ = &mut killed => return End::Killed,
         };
+        cx.holding.store(false, Ordering::Relaxed);
         if !written {
             cx.failed.store(true, Ordering::Relaxed);
             return End::TargetFailed;
@@ -155,8 +160,10 @@ pub async fn proxy(
     let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = Notify::new();
     let failed = AtomicBool::new(false);
+    let holding = [AtomicBool::new(false), AtomicBool::new(false)];
     let up = DirCtx {
         last: &last,
+        holding: &holding[0],
         failed: &failed,
         counters: [&srv.user_bytes_in, &sess.bytes_in],
         kills: [&srv.kill, &sess.kill, &broken],
@@ -164,6 +171,7 @@ pub async fn proxy(
     };
     let down = DirCtx {
         last: &last,
+        holding: &holding[1],
         failed: &failed,
         counters: [&srv.user_bytes_out, &sess.bytes_out],
         kills: [&srv.kill, &sess.kill, &broken],
@@ -207,8 +215,9 @@ pub async fn proxy(
         term = watchdog => {
             sess.set_term(term);
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
-            // Still delivering what a failed side sent: the end is a reset.
-            !failed.load(Ordering::Relaxed)
+            // Still delivering what a failed side sent, or holding bytes a
+            // target did not take: a FIN would hide the cut, so a reset.
+            !failed.load(Ordering::Relaxed) && !holding.iter().any(|h| h.load(Ordering::Relaxed))
         }
     };
     if clean {
