@@ -217,29 +217,38 @@ async fn handle(
     }
     let idle = idle_timeout(&ctx, fe_idx, be_idx);
     let idx = srv.idx;
-    if let Some(splicer) = &ctx.splicer {
-        match (client.into_std(), server.into_std()) {
-            (Ok(client), Ok(server)) => {
-                let nc = NewConn {
-                    client,
-                    server,
-                    server_idx: idx,
-                    idle,
-                    permits,
-                    session: Some(guard),
-                };
-                if let Err(nc) = splicer.adopt(nc) {
-                    fallback_copy(nc, ctx.state.clone()).await;
-                }
+    // With the kernel path, the pair is copied here first and moves to it
+    // once it proves long-lived: a short connection never pays for the
+    // kernel path's set-up and teardown.
+    let promote = ctx.splicer.as_ref().map(|_| super::PROMOTE);
+    let promoted = copy::proxy(
+        client,
+        server,
+        ctx.state.clone(),
+        idx,
+        idle,
+        Some(sess),
+        promote,
+    )
+    .await;
+    match (promoted, &ctx.splicer) {
+        (Some((client, server)), Some(splicer)) => {
+            let nc = NewConn {
+                client,
+                server,
+                server_idx: idx,
+                idle,
+                permits,
+                session: Some(guard),
+            };
+            if let Err(nc) = splicer.adopt(nc) {
+                fallback_copy(nc, ctx.state.clone()).await;
             }
-            _ => ctx
-                .state
-                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed)),
         }
-    } else {
-        copy::proxy(client, server, ctx.state.clone(), idx, idle, Some(sess)).await;
-        drop(permits);
-        drop(guard);
+        _ => {
+            drop(permits);
+            drop(guard);
+        }
     }
 }
 
@@ -329,7 +338,8 @@ pub async fn fallback_copy(nc: NewConn, state: Arc<State>) {
     ) {
         (Ok(c), Ok(s)) => {
             let sess = nc.session.as_ref().map(|g| g.session.clone());
-            copy::proxy(c, s, state, idx, nc.idle, sess).await
+            // Never promoted again: the kernel refused this pair.
+            copy::proxy(c, s, state, idx, nc.idle, sess, None).await;
         }
         _ => state.release_conn(
             idx,

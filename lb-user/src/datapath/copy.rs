@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -50,6 +50,8 @@ enum End {
     TargetFailed,
     /// `shutdown session(s)`, or the other direction's source failed.
     Killed,
+    /// Stopped between two reads, holding nothing, for the kernel path.
+    Promote,
 }
 
 /// Waits until the target acknowledged every byte written to it (its send
@@ -63,6 +65,7 @@ async fn delivered(w: &OwnedWriteHalf, deadline: tokio::time::Instant) {
     }
 }
 
+#[derive(Clone)]
 struct DirCtx<'a> {
     last: &'a AtomicU64,
     /// Bytes read from the source and not yet all written to the target:
@@ -77,10 +80,47 @@ struct DirCtx<'a> {
     /// nothing more can reach it.
     kills: [&'a Notify; 3],
     deliver_for: Duration,
+    /// Set to true when the pair moves to the kernel path.
+    promote: Option<&'a tokio::sync::watch::Sender<bool>>,
+    /// Bytes one direction moves before the pair is promoted.
+    promote_after: Option<u64>,
+}
+
+thread_local! {
+    /// One read buffer per runtime thread: a read is passed on at once and
+    /// only what the target did not take is kept (per connection), so an
+    /// idle or short connection holds no buffer at all.
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF_SIZE]);
+}
+
+/// One read, passed on: Ok(None) when the source had nothing (spurious
+/// readiness), Ok(Some((n, rest))) with the `rest` of the `n` bytes that the
+/// target did not take without blocking.
+fn read_and_pass(
+    r: &OwnedReadHalf,
+    w: &OwnedWriteHalf,
+) -> std::io::Result<Option<(usize, Vec<u8>)>> {
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        let n = match r.try_read(&mut b) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(Some((0, Vec::new())));
+        }
+        let k = match w.try_write(&b[..n]) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            // The write error shows again on the blocking write below.
+            Err(_) => 0,
+        };
+        Ok(Some((n, b[k..n].to_vec())))
+    })
 }
 
 async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>) -> End {
-    let mut buf = vec![0u8; BUF_SIZE];
     // Registered once, so a shutdown between two reads is not missed.
     let [k0, k1, k2] = cx.kills.map(Notify::notified);
     let killed = async move {
@@ -91,46 +131,79 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
         }
     };
     tokio::pin!(killed);
+    let mut promote = cx.promote.map(|p| p.subscribe());
+    let mut moved = 0u64;
     loop {
-        let n = tokio::select! {
-            r2 = r.read(&mut buf) => match r2 {
-                Ok(n) => n,
-                Err(_) => {
-                    cx.failed.store(true, Ordering::Relaxed);
-                    // Bytes the source sent before its reset were all read
-                    // (the kernel returns them before the error): the target
-                    // gets them before it gets the reset.
-                    let deadline = tokio::time::Instant::now() + cx.deliver_for;
-                    tokio::select! {
-                        () = delivered(w, deadline) => {}
-                        _ = &mut killed => return End::Killed,
-                    }
-                    cx.kills[2].notify_waiters();
-                    return End::SourceFailed;
+        let promoted = async {
+            match promote.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|v| *v).await;
                 }
-            },
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let ready = tokio::select! {
+            r2 = r.readable() => r2,
+            () = promoted => return End::Promote,
             _ = &mut killed => return End::Killed,
+        };
+        let step = ready.and_then(|()| read_and_pass(r, w));
+        let (n, rest) = match step {
+            Ok(None) => continue,
+            Ok(Some(x)) => x,
+            Err(_) => {
+                cx.failed.store(true, Ordering::Relaxed);
+                // Bytes the source sent before its reset were all read
+                // (the kernel returns them before the error): the target
+                // gets them before it gets the reset.
+                let deadline = tokio::time::Instant::now() + cx.deliver_for;
+                tokio::select! {
+                    () = delivered(w, deadline) => {}
+                    _ = &mut killed => return End::Killed,
+                }
+                cx.kills[2].notify_waiters();
+                return End::SourceFailed;
+            }
         };
         if n == 0 {
             // Half-close: pass the FIN on, keep the other direction running.
             let _ = w.shutdown().await;
             return End::Done;
         }
-        cx.holding.store(true, Ordering::Relaxed);
-        let written = tokio::select! {
-            r2 = w.write_all(&buf[..n]) => r2.is_ok(),
-            _ = &mut killed => return End::Killed,
-        };
-        cx.holding.store(false, Ordering::Relaxed);
-        if !written {
-            cx.failed.store(true, Ordering::Relaxed);
-            return End::TargetFailed;
+        if !rest.is_empty() {
+            cx.holding.store(true, Ordering::Relaxed);
+            let written = tokio::select! {
+                r2 = w.write_all(&rest) => r2.is_ok(),
+                _ = &mut killed => return End::Killed,
+            };
+            cx.holding.store(false, Ordering::Relaxed);
+            if !written {
+                cx.failed.store(true, Ordering::Relaxed);
+                return End::TargetFailed;
+            }
         }
         for c in cx.counters {
             c.fetch_add(n as u64, Ordering::Relaxed);
         }
         cx.last.store(sys::monotonic_ns(), Ordering::Relaxed);
+        moved += n as u64;
+        if let (Some(p), Some(after)) = (cx.promote, cx.promote_after) {
+            if moved >= after {
+                // Long-lived enough for the kernel path: both directions
+                // stop at their next read.
+                p.send_replace(true);
+            }
+        }
     }
+}
+
+/// When a copied pair moves to the kernel path: once one direction moved
+/// `bytes`, or after `after`, whichever comes first. Short connections end
+/// before either and never pay for the kernel path's set-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Promote {
+    pub bytes: u64,
+    pub after: Duration,
 }
 
 /// Proxies until both directions ended, one side reset, or the pair was idle for
@@ -147,7 +220,8 @@ pub async fn proxy(
     server_idx: u32,
     idle: Option<Idle>,
     session: Option<Arc<Session>>,
-) {
+    promote: Option<Promote>,
+) -> Option<(std::net::TcpStream, std::net::TcpStream)> {
     let last = AtomicU64::new(sys::monotonic_ns());
     let srv = &state.servers[server_idx as usize];
     // Without a session entry (never in the daemon), counters and kill go to
@@ -161,6 +235,7 @@ pub async fn proxy(
     let broken = Notify::new();
     let failed = AtomicBool::new(false);
     let holding = [AtomicBool::new(false), AtomicBool::new(false)];
+    let promote_tx = promote.map(|_| tokio::sync::watch::channel(false).0);
     let up = DirCtx {
         last: &last,
         holding: &holding[0],
@@ -168,20 +243,41 @@ pub async fn proxy(
         counters: [&srv.user_bytes_in, &sess.bytes_in],
         kills: [&srv.kill, &sess.kill, &broken],
         deliver_for,
+        promote: promote_tx.as_ref(),
+        promote_after: promote.map(|p| p.bytes),
     };
     let down = DirCtx {
-        last: &last,
         holding: &holding[1],
-        failed: &failed,
         counters: [&srv.user_bytes_out, &sess.bytes_out],
-        kills: [&srv.kill, &sess.kill, &broken],
-        deliver_for,
+        ..up.clone()
     };
     let both = async {
-        let (a, b) = tokio::join!(
+        let (mut a, mut b) = tokio::join!(
             copy_dir(&mut cr, &mut sw, &up),
             copy_dir(&mut sr, &mut cw, &down)
         );
+        // One direction stopped for the kernel path while the other ended:
+        // too late to promote, the stopped one goes on being copied.
+        match (&a, &b) {
+            (End::Promote, End::Promote) => {}
+            (End::Promote, End::Done) => {
+                let cx = DirCtx {
+                    promote: None,
+                    ..up.clone()
+                };
+                a = copy_dir(&mut cr, &mut sw, &cx).await;
+            }
+            (End::Done, End::Promote) => {
+                let cx = DirCtx {
+                    promote: None,
+                    ..down.clone()
+                };
+                b = copy_dir(&mut sr, &mut cw, &cx).await;
+            }
+            (End::Promote, _) => a = End::Killed,
+            (_, End::Promote) => b = End::Killed,
+            _ => {}
+        }
         (a, b)
     };
     let watchdog = async {
@@ -197,22 +293,43 @@ pub async fn proxy(
             tokio::time::sleep(Duration::from_nanos(idle_ns - since)).await;
         }
     };
-    let clean = tokio::select! {
-        (up, down) = both => match (up, down) {
-            (End::Done, End::Done) => true,
-            (up, down) => {
-                // Who broke it: the side whose socket failed first.
-                let term = if up == End::SourceFailed || down == End::TargetFailed {
-                    *b"CD"
-                } else {
-                    *b"SD"
-                };
-                sess.set_term(term);
-                tracing::debug!("userspace conn to server {server_idx}: reset ({up:?}, {down:?})");
-                false
+    let timer = async {
+        if let (Some(p), Some(tx)) = (promote, &promote_tx) {
+            tokio::time::sleep(p.after).await;
+            tx.send_replace(true);
+        }
+        std::future::pending::<()>().await
+    };
+    let ended = tokio::select! {
+        r = both => Ok(r),
+        term = watchdog => Err(term),
+        () = timer => unreachable!("the promotion timer never ends"),
+    };
+    let clean = match ended {
+        Ok((End::Done, End::Done)) => true,
+        Ok((End::Promote, End::Promote)) => {
+            // Both directions stopped between reads, holding nothing.
+            let pair = match (cr.reunite(cw), sr.reunite(sw)) {
+                (Ok(c), Ok(s)) => c.into_std().and_then(|c| Ok((c, s.into_std()?))).ok(),
+                _ => None,
+            };
+            if pair.is_none() {
+                state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
             }
-        },
-        term = watchdog => {
+            return pair;
+        }
+        Ok((up, down)) => {
+            // Who broke it: the side whose socket failed first.
+            let term = if up == End::SourceFailed || down == End::TargetFailed {
+                *b"CD"
+            } else {
+                *b"SD"
+            };
+            sess.set_term(term);
+            tracing::debug!("userspace conn to server {server_idx}: reset ({up:?}, {down:?})");
+            false
+        }
+        Err(term) => {
             sess.set_term(term);
             tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
             // Still delivering what a failed side sent, or holding bytes a
@@ -233,4 +350,5 @@ pub async fn proxy(
     }
     drop((cr, sr));
     state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
+    None
 }

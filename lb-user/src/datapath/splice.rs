@@ -129,6 +129,25 @@ struct Dir {
     rate_ns: u64,
     /// Sized for a fast reader (see [`Manager::size_for_rate`]).
     fast: bool,
+    /// What userspace read from the source before it was spliced (the copy
+    /// phase, a PROXY header): not the verdict's to count.
+    rx_base: u64,
+}
+
+/// Bytes userspace read from `s` so far: received less still queued, from
+/// two syscalls, so read again until a segment did not land between them
+/// (which would count its bytes as read).
+fn consumed(s: &TcpStream) -> std::io::Result<u64> {
+    for _ in 0..64 {
+        let before = sys::tcp_counters(s)?.bytes_received;
+        let queued = sys::inq(s)?;
+        if sys::tcp_counters(s)?.bytes_received == before {
+            return Ok(before.saturating_sub(queued));
+        }
+    }
+    Err(std::io::Error::other(
+        "the receive counters did not hold still long enough to read",
+    ))
 }
 
 /// Bytes through a spliced pair while the target's send buffer is small and
@@ -464,7 +483,7 @@ impl Manager {
             return;
         };
         match self.insert(id, &nc) {
-            Ok(server_spliced) => {
+            Ok((server_spliced, rx_base)) => {
                 let idle_ns = nc.idle.map_or(0, |i| i.after.as_nanos() as u64);
                 let idle_term = nc.idle.map_or(*b"cD", |i| i.term);
                 let mut c = Conn {
@@ -488,6 +507,8 @@ impl Manager {
                     sys::cookie(&c.socks[0]).unwrap_or(0),
                     sys::cookie(&c.socks[1]).unwrap_or(0),
                 ];
+                c.dirs[0].rx_base = rx_base[0];
+                c.dirs[1].rx_base = rx_base[1];
                 if !server_spliced {
                     c.dirs[1].user = true;
                     c.dirs[1].draining = true;
@@ -520,7 +541,15 @@ impl Manager {
     /// Map insertion in the order that never loses data: redirect targets, the
     /// per-socket records, then the verdict map (client first). Returns whether the
     /// server side is spliced (a server already in CLOSE_WAIT is copied by userspace).
-    fn insert(&mut self, id: u32, nc: &NewConn) -> std::io::Result<bool> {
+    /// Returns whether the server side is spliced too, and for each source
+    /// the bytes userspace took from it before (received less still queued):
+    /// the verdict's counts start after them.
+    fn insert(&mut self, id: u32, nc: &NewConn) -> std::io::Result<(bool, [u64; 2])> {
+        let mut rx_base = [0u64; 2];
+        for (d, src) in [&nc.client, &nc.server].into_iter().enumerate() {
+            // Before insertion: afterwards FIONREAD reports the psock's queue.
+            rx_base[d] = consumed(src)?;
+        }
         let cc = sys::cookie(&nc.client)?;
         let sc = sys::cookie(&nc.server)?;
         let now = sys::monotonic_ns();
@@ -591,9 +620,9 @@ impl Manager {
             // Client bytes may already be on their way: keep the pair and let
             // userspace copy server->client.
             self.word(id * 2 + 1).fetch_or(USER_BIT, Ordering::SeqCst);
-            return Ok(false);
+            return Ok((false, rx_base));
         }
-        Ok(true)
+        Ok((true, rx_base))
     }
 
     fn read_events(&mut self) {
@@ -673,6 +702,10 @@ impl Manager {
 
     /// Advances both directions as far as they go now; closes when done.
     fn progress(&mut self, id: u32) {
+        if !self.conns.get(id as usize).is_some_and(|c| c.is_some()) {
+            // Closed by an earlier step of the same sweep or event batch.
+            return;
+        }
         if let Some((side, _)) = self.conns.get(id as usize).and_then(|c| c.as_ref()?.failed) {
             match self.deliver_before_reset(id, side) {
                 Ok(false) => self.wait(id),
@@ -860,7 +893,9 @@ impl Manager {
             return Ok(true);
         }
         let src = &c.socks[d];
-        let received = sys::tcp_counters(src)?.bytes_received.saturating_sub(fin);
+        let received = sys::tcp_counters(src)?
+            .bytes_received
+            .saturating_sub(fin + dir.rx_base);
         let w = self.word(slot).load(Ordering::SeqCst);
         let passed = w & PASS_COUNT_MASK;
         let redirected = self
@@ -1094,7 +1129,8 @@ impl Manager {
                     .load(Ordering::Relaxed);
                 last = last.max(la);
                 let w = self.word(slot).load(Ordering::Relaxed);
-                if w & PASS_BIT != 0 && !c.dirs[d as usize].draining {
+                if w & PASS_BIT != 0 && !c.dirs[d as usize].draining && passing.last() != Some(&id)
+                {
                     passing.push(id);
                 }
             }
