@@ -51,10 +51,13 @@ static TCP_SOCK_COPIED_SEQ: u32 = 0;
 #[unsafe(no_mangle)]
 static SKB_TCP_SEQ: u32 = 0;
 
-/// `bpf_skb_adjust_room` on an sk_skb pulls at most 4095 bytes a call; 17
-/// calls cover any overlap TCP makes (a segment is at most 64 KiB).
+/// `bpf_skb_adjust_room` on an sk_skb pulls at most 4095 bytes a call. A
+/// retransmission overlaps by less than a segment (64 KiB), but the head
+/// userspace already read of a pair moved from the copy to the kernel path
+/// can be larger: receive-queue skbs grow by coalescing up to MAX_SKB_FRAGS
+/// frags of up to 32 KiB. 160 calls cover 640 KiB.
 const TRIM_STEP: u32 = 4095;
-const TRIM_STEPS: u32 = 17;
+const TRIM_STEPS: u32 = 160;
 
 /// Atomic fetch-and-add on map memory shared with userspace; returns the old value.
 #[inline(always)]

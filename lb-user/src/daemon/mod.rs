@@ -254,6 +254,20 @@ async fn serve(
             Err(e) => tracing::error!("reload refused, the running rules stay in force: {e:#}"),
         }
     }
+    // Sessions on the userspace copy end by themselves (FIN or reset, as
+    // they stand); the spliced ones end in the manager's stop.
+    d.ctx.state.closing.notify_waiters();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline
+        && d.ctx
+            .state
+            .sessions
+            .list()
+            .iter()
+            .any(|s| !s.spliced.load(Ordering::Relaxed))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     d.stop();
     Ok(())
 }

@@ -302,7 +302,8 @@ pub async fn proxy(
     };
     let ended = tokio::select! {
         r = both => Ok(r),
-        term = watchdog => Err(term),
+        term = watchdog => Err(Some(term)),
+        () = state.closing.notified() => Err(None),
         () = timer => unreachable!("the promotion timer never ends"),
     };
     let clean = match ended {
@@ -330,11 +331,21 @@ pub async fn proxy(
             false
         }
         Err(term) => {
-            sess.set_term(term);
-            tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
+            match term {
+                Some(term) => {
+                    sess.set_term(term);
+                    tracing::debug!("userspace conn to server {server_idx}: inactivity timeout");
+                }
+                None => tracing::debug!("userspace conn to server {server_idx}: lb stops"),
+            }
             // Still delivering what a failed side sent, or holding bytes a
-            // target did not take: a FIN would hide the cut, so a reset.
-            !failed.load(Ordering::Relaxed) && !holding.iter().any(|h| h.load(Ordering::Relaxed))
+            // source sent that its target did not take: a FIN would hide the
+            // cut, so a reset.
+            let unread = |h: &OwnedReadHalf| sys::inq(h.as_ref()).map_or(true, |n| n > 0);
+            !failed.load(Ordering::Relaxed)
+                && !holding.iter().any(|h| h.load(Ordering::Relaxed))
+                && !unread(&cr)
+                && !unread(&sr)
         }
     };
     if clean {

@@ -369,6 +369,9 @@ pub struct State {
     /// Per-frontend counters and the live sessions (runtime API, tcplog).
     pub frontends: Vec<crate::state::admin::FrontendStats>,
     pub sessions: crate::state::admin::Sessions,
+    /// lb is stopping: sessions on the userspace copy end now, with FINs if
+    /// nothing is left on its way, else with resets.
+    pub closing: tokio::sync::Notify,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
     generation: Arc<Generation>,
@@ -453,6 +456,7 @@ impl State {
             backends,
             frontends,
             sessions: Default::default(),
+            closing: tokio::sync::Notify::new(),
             kernel_conns: std::sync::OnceLock::new(),
             generation,
         }
