@@ -45,9 +45,9 @@ fuzz_target!(|data: &[u8]| {
             }
             for b in &cfg.backends {
                 for s in &b.servers {
-                    assert!(s.weight <= 256);
-                    assert!(s.check_params.rise >= 1 && s.check_params.fall >= 1);
-                    assert!(!s.check_params.inter.is_zero());
+                    assert!(s.params.weight <= 256);
+                    assert!(s.params.check_params.rise >= 1 && s.params.check_params.fall >= 1);
+                    assert!(!s.params.check_params.inter.is_zero());
                     if s.port_mode == config::ServerPort::Fixed && !s.unresolved {
                         assert_ne!(s.addr.port(), 0);
                     }

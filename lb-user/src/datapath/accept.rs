@@ -153,9 +153,9 @@ async fn handle(
                 return;
             }
         }
-        // The verdict runs over whole skbs (tcp_read_skb ignores what userspace
-        // already read of one), so the rest of a partly read skb must not stay
-        // queued: take everything queued now and send it ahead ourselves.
+        // What came behind the header is sent to the server right after the
+        // PROXY header lb itself may add (the kernel path, should the pair
+        // get there, counts from what userspace read: see ARCHITECTURE).
         match drain_queued(&client) {
             Ok(bytes) => early = bytes,
             Err(e) => {
