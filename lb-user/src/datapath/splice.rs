@@ -88,6 +88,8 @@ pub struct SpliceMaps {
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_EVENTS: u64 = u64::MAX - 1;
+/// At most how often the manager returns freed memory to the kernel.
+const TRIM_EVERY_NS: u64 = 1_000_000_000;
 /// How often the manager looks at idle timeouts, stuck FINs and rates.
 const SWEEP_NS: u64 = 100_000_000;
 /// A reader draining at least this fast (bytes/s, about 0.8 Gbit/s) gets
@@ -241,6 +243,8 @@ pub struct Manager {
     budget: u32,
     fallback: Fallback,
     stop: Arc<AtomicBool>,
+    /// Pairs adopted since the allocator last returned freed memory.
+    adopted_since_trim: u32,
 }
 
 enum Step {
@@ -275,6 +279,7 @@ impl Manager {
             budget: budget.min(u32::MAX as u64) as u32,
             fallback,
             stop,
+            adopted_since_trim: 0,
         };
         Ok((m, Splicer { tx, wake }))
     }
@@ -303,6 +308,7 @@ impl Manager {
     pub fn run(mut self) {
         let mut events = Vec::with_capacity(256);
         let mut last_sweep = sys::monotonic_ns();
+        let mut last_trim = last_sweep;
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = if self.pending.is_empty() { 100 } else { 1 };
             if let Err(e) = self.epoll.wait(&mut events, timeout) {
@@ -341,6 +347,14 @@ impl Manager {
                 last_sweep = now;
                 self.sweep(now);
                 self.size_for_rate(now);
+                if self.adopted_since_trim > 0 && now - last_trim >= TRIM_EVERY_NS {
+                    // Pairs that moved here left their copy phase's memory
+                    // freed but kept by the allocator (a burst of new
+                    // connections is all in that phase at once): give it back.
+                    unsafe { libc::malloc_trim(0) };
+                    self.adopted_since_trim = 0;
+                    last_trim = now;
+                }
             }
         }
         let ids: Vec<u32> = (0..self.conns.len() as u32)
@@ -474,6 +488,7 @@ impl Manager {
     }
 
     fn adopt(&mut self, nc: NewConn) {
+        self.adopted_since_trim += 1;
         let Some(id) = self.free.pop() else {
             tracing::warn!(
                 "splice: all {} flow slots busy; copying in userspace",
