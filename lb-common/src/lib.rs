@@ -500,7 +500,18 @@ pub mod stat {
     /// Redirects the kernel refused (the peer socket left the map): the
     /// pair is reset.
     pub const REDIRECT_FAILED: u32 = 25;
-    pub const COUNT: u32 = 26;
+    /// From here on the daemon writes the counter (CPU 0's slot holds the
+    /// total), the programs never touch it: what the data path did with
+    /// whole connections. Pairs moved to the kernel path.
+    pub const CONN_SPLICED: u32 = 26;
+    /// Pairs that ended on the userspace copy (short ones that never proved
+    /// long-lived, `--no-splice`, and those the kernel refused).
+    pub const CONN_COPIED: u32 = 27;
+    /// Pairs the kernel path refused (a side already closed, no free slot).
+    pub const CONN_REFUSED: u32 = 28;
+    pub const COUNT: u32 = 29;
+    /// The first counter the daemon writes.
+    pub const USER_FIRST: u32 = CONN_SPLICED;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -529,6 +540,9 @@ pub mod stat {
         "overlap_failed",
         "verdict_stale",
         "redirect_failed",
+        "conn_spliced",
+        "conn_copied",
+        "conn_refused",
     ];
 }
 

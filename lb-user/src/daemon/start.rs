@@ -99,6 +99,7 @@ pub(super) async fn start(
         opts,
         splice_on,
     )?;
+    spawn_path_stats(&ctx);
     let sockets = crate::api::start_sockets(ctx.clone()).await?;
     if let Some(addr) = opts.metrics {
         crate::api::metrics::serve(ctx.clone(), addr)?;
@@ -318,6 +319,41 @@ fn spawn_state_refresh(state: &Arc<State>, publisher: &Arc<dyn Publish>) {
                     last[s.idx as usize] = snap;
                     publisher.state(s.idx);
                 }
+            }
+        }
+    });
+}
+
+/// The data path's own counters (`state::PathStats`) reach `LB_STATS` five
+/// times a second, added to what the pinned map held when lb started.
+fn spawn_path_stats(ctx: &Arc<Ctx>) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let Some(k) = &ctx.kernel else {
+            return;
+        };
+        let base: Vec<u64> = {
+            let all = k.lock().unwrap_or_else(|e| e.into_inner()).stats();
+            all[lb_common::stat::USER_FIRST as usize..]
+                .iter()
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut last = None;
+        loop {
+            tick.tick().await;
+            let v = ctx.state.paths.values();
+            if last == Some(v) {
+                continue;
+            }
+            last = Some(v);
+            let r = k
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_user_stats(&base, &v);
+            if let Err(e) = r {
+                tracing::warn!("{e}");
             }
         }
     });

@@ -217,42 +217,38 @@ async fn handle(
     }
     let idle = idle_timeout(&ctx, fe_idx, be_idx);
     let idx = srv.idx;
-    // Spliced at once. `copy::proxy` can copy a pair first and hand it over
-    // once it proves long-lived (`copy::Promote`), but a reset landing during
-    // the hand-over can leave bytes no verdict runs over (see ARCHITECTURE,
-    // "A race at the move"), so that stays off until the manager salvages them.
-    if let Some(splicer) = &ctx.splicer {
-        match (client.into_std(), server.into_std()) {
-            (Ok(client), Ok(server)) => {
-                let nc = NewConn {
-                    client,
-                    server,
-                    server_idx: idx,
-                    idle,
-                    permits,
-                    session: Some(guard),
-                };
-                if let Err(nc) = splicer.adopt(nc) {
-                    fallback_copy(nc, ctx.state.clone()).await;
-                }
+    // With the kernel path, the pair is copied here first and moves to it
+    // once it proves long-lived: a short connection never pays for the
+    // kernel path's set-up and teardown.
+    let promote = ctx.splicer.as_ref().map(|_| super::PROMOTE);
+    let promoted = copy::proxy(
+        client,
+        server,
+        ctx.state.clone(),
+        idx,
+        idle,
+        Some(sess),
+        promote,
+    )
+    .await;
+    match (promoted, &ctx.splicer) {
+        (Some((client, server)), Some(splicer)) => {
+            let nc = NewConn {
+                client,
+                server,
+                server_idx: idx,
+                idle,
+                permits,
+                session: Some(guard),
+            };
+            if let Err(nc) = splicer.adopt(nc) {
+                fallback_copy(nc, ctx.state.clone()).await;
             }
-            _ => ctx
-                .state
-                .release_conn(srv.idx, sess.server_cookie.load(Ordering::Relaxed)),
         }
-    } else {
-        copy::proxy(
-            client,
-            server,
-            ctx.state.clone(),
-            idx,
-            idle,
-            Some(sess),
-            None,
-        )
-        .await;
-        drop(permits);
-        drop(guard);
+        _ => {
+            drop(permits);
+            drop(guard);
+        }
     }
 }
 

@@ -79,6 +79,11 @@ struct DirCtx<'a> {
     /// session), and the pair's: the other direction's source failed, so
     /// nothing more can reach it.
     kills: [&'a Notify; 3],
+    /// Set before the pair's kill (`kills[2]`) is notified: a direction
+    /// that was first polled after the notification (the other one failed
+    /// within its own first poll: a client reset before the pair was
+    /// copied) would otherwise wait for it forever.
+    broken: &'a AtomicBool,
     deliver_for: Duration,
     /// Set to true when the pair moves to the kernel path.
     promote: Option<&'a tokio::sync::watch::Sender<bool>>,
@@ -123,6 +128,9 @@ fn read_and_pass(
 async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>) -> End {
     // Registered once, so a shutdown between two reads is not missed.
     let [k0, k1, k2] = cx.kills.map(Notify::notified);
+    if cx.broken.load(Ordering::SeqCst) {
+        return End::Killed;
+    }
     let killed = async move {
         tokio::select! {
             _ = k0 => {}
@@ -148,6 +156,7 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
             _ = &mut killed => return End::Killed,
         };
         let step = ready.and_then(|()| read_and_pass(r, w));
+
         let (n, rest) = match step {
             Ok(None) => continue,
             Ok(Some(x)) => x,
@@ -161,6 +170,7 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
                     () = delivered(w, deadline) => {}
                     _ = &mut killed => return End::Killed,
                 }
+                cx.broken.store(true, Ordering::SeqCst);
                 cx.kills[2].notify_waiters();
                 return End::SourceFailed;
             }
@@ -233,6 +243,7 @@ pub async fn proxy(
     let (mut sr, mut sw) = server.into_split();
     let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = Notify::new();
+    let broken_flag = AtomicBool::new(false);
     let failed = AtomicBool::new(false);
     let holding = [AtomicBool::new(false), AtomicBool::new(false)];
     let promote_tx = promote.map(|_| tokio::sync::watch::channel(false).0);
@@ -242,6 +253,7 @@ pub async fn proxy(
         failed: &failed,
         counters: [&srv.user_bytes_in, &sess.bytes_in],
         kills: [&srv.kill, &sess.kill, &broken],
+        broken: &broken_flag,
         deliver_for,
         promote: promote_tx.as_ref(),
         promote_after: promote.map(|p| p.bytes),
@@ -361,5 +373,6 @@ pub async fn proxy(
     }
     drop((cr, sr));
     state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
+    state.paths.copied.fetch_add(1, Ordering::Relaxed);
     None
 }

@@ -39,6 +39,14 @@ pub struct Live {
     pub tcplog: Vec<Option<Arc<tcplog::Sink>>>,
 }
 
+/// When a copied pair moves to the kernel path: after 64 KiB one way or
+/// 100 ms, whichever first. Measured (`cargo xtask bench`): short
+/// connections end well before either.
+pub const PROMOTE: copy::Promote = copy::Promote {
+    bytes: 64 << 10,
+    after: std::time::Duration::from_millis(100),
+};
+
 /// How long the bytes a failed socket (an RST) received before may take to
 /// reach the other side before both are reset, when the session has no
 /// inactivity timeout (with one, that timeout is the bound). Both paths.

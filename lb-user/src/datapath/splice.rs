@@ -245,6 +245,10 @@ pub struct Manager {
     stop: Arc<AtomicBool>,
     /// Pairs adopted since the allocator last returned freed memory.
     adopted_since_trim: u32,
+    /// `LB_TEST_KICK_DELAY_MS`, for tests only: a pause before a pair's
+    /// insertion into the maps and another before the kick of its queued
+    /// bytes.
+    kick_delay: Option<std::time::Duration>,
 }
 
 enum Step {
@@ -280,6 +284,10 @@ impl Manager {
             fallback,
             stop,
             adopted_since_trim: 0,
+            kick_delay: std::env::var("LB_TEST_KICK_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
         };
         Ok((m, Splicer { tx, wake }))
     }
@@ -454,6 +462,8 @@ impl Manager {
             partial_sends(&c, &b, &a)
         })();
         self.close(id, End::Clean);
+        // The test pair is no traffic: `conn_spliced` counts from here.
+        self.state.paths.spliced.store(0, Ordering::Relaxed);
         result.map(|()| true)
     }
 
@@ -494,11 +504,16 @@ impl Manager {
                 "splice: all {} flow slots busy; copying in userspace",
                 MAX_FLOWS
             );
+            self.state.paths.refused.fetch_add(1, Ordering::Relaxed);
             (self.fallback)(nc);
             return;
         };
+        if let Some(d) = self.kick_delay {
+            std::thread::sleep(d);
+        }
         match self.insert(id, &nc) {
             Ok((server_spliced, rx_base)) => {
+                self.state.paths.spliced.fetch_add(1, Ordering::Relaxed);
                 let idle_ns = nc.idle.map_or(0, |i| i.after.as_nanos() as u64);
                 let idle_term = nc.idle.map_or(*b"cD", |i| i.term);
                 let mut c = Conn {
@@ -533,6 +548,12 @@ impl Manager {
                     let _ = self.epoll.add(fd, 0, token(id, side));
                 }
                 self.conns[id as usize] = Some(c);
+                if let Some(d) = self.kick_delay {
+                    // Test hook (here and before the insertion): widen the
+                    // windows in which bytes queue unseen and a reset lands
+                    // before the verdict ran over them.
+                    std::thread::sleep(d);
+                }
                 // Bytes that arrived before insertion wait in the receive queue
                 // until the verdict is run over them.
                 for side in 0..2 {
@@ -548,6 +569,7 @@ impl Manager {
             Err(e) => {
                 tracing::debug!("splice: kernel path refused the pair ({e}); copying in userspace");
                 self.free.push(id);
+                self.state.paths.refused.fetch_add(1, Ordering::Relaxed);
                 (self.fallback)(nc);
             }
         }

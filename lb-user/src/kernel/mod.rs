@@ -483,6 +483,26 @@ impl Counters {
             .collect()
     }
 
+    /// Writes the daemon's own counters into `LB_STATS` (CPU 0 holds the
+    /// total, the programs never write these slots). Counting goes on from
+    /// what a previous daemon left in the pinned map (`base`).
+    pub fn set_user_stats(&mut self, base: &[u64], vals: &[(u32, u64)]) -> Result<(), String> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| format!("counting CPUs: {e}"))?;
+        for &(i, v) in vals {
+            let mut per = vec![0u64; cpus];
+            per[0] = base
+                .get((i - lb_common::stat::USER_FIRST) as usize)
+                .copied()
+                .unwrap_or(0)
+                + v;
+            let per = aya::maps::PerCpuValues::try_from(per).map_err(|e| e.to_string())?;
+            self.stats
+                .set(i, per, 0)
+                .map_err(|e| format!("writing LB_STATS[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// `LB_STATS`, by counter name.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         (0..lb_common::stat::COUNT)

@@ -361,6 +361,28 @@ pub struct BackendState {
     pub times: crate::state::admin::SessionTimes,
 }
 
+/// What the data path did with whole connections; the daemon copies these
+/// into `LB_STATS` (`lb_common::stat::USER_FIRST` on) for `lb show stats`.
+#[derive(Debug, Default)]
+pub struct PathStats {
+    pub spliced: AtomicU64,
+    pub copied: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl PathStats {
+    /// (LB_STATS index, value) of each counter.
+    pub fn values(&self) -> [(u32, u64); 3] {
+        use lb_common::stat;
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            (stat::CONN_SPLICED, v(&self.spliced)),
+            (stat::CONN_COPIED, v(&self.copied)),
+            (stat::CONN_REFUSED, v(&self.refused)),
+        ]
+    }
+}
+
 /// All servers and backends of the running config.
 #[derive(Debug)]
 pub struct State {
@@ -372,6 +394,7 @@ pub struct State {
     /// lb is stopping: sessions on the userspace copy end now, with FINs if
     /// nothing is left on its way, else with resets.
     pub closing: tokio::sync::Notify,
+    pub paths: PathStats,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
     generation: Arc<Generation>,
@@ -457,6 +480,7 @@ impl State {
             frontends,
             sessions: Default::default(),
             closing: tokio::sync::Notify::new(),
+            paths: PathStats::default(),
             kernel_conns: std::sync::OnceLock::new(),
             generation,
         }
