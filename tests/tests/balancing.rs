@@ -806,6 +806,18 @@ backend be
             || Ok(held.lock().unwrap().len() == 5),
         )?;
 
+        // The kernel counts out the pairs it carries: wait until all five
+        // moved off the userspace copy (after 100 ms).
+        util::wait_until(
+            "5 pairs spliced",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || {
+                let st: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+                Ok(st["conn_spliced"] == 5)
+            },
+        )?;
+
         // The daemon stops; the backend resets every connection.
         let pid = lb.pid() as libc::pid_t;
         anyhow::ensure!(unsafe { libc::kill(pid, libc::SIGSTOP) } == 0, "SIGSTOP");

@@ -51,6 +51,14 @@ pub(super) fn listener(family: u32) -> Result<std::net::TcpListener> {
     s.set_freebind(true).context("IP_FREEBIND")?;
     s.bind(&addr.into())
         .with_context(|| format!("binding listener on {addr}"))?;
+    // Accepted sockets inherit both (verified on 6.18: `getsockopt` on an
+    // accepted socket), which saves two system calls per connection: no
+    // Nagle delay on proxied bytes, and a client closes with an RST should lb
+    // die (see ARCHITECTURE, "A crash never looks like a clean end"). Paths
+    // that end a client cleanly clear the linger first.
+    s.set_nodelay(true).context("TCP_NODELAY")?;
+    s.set_linger(Some(std::time::Duration::ZERO))
+        .context("SO_LINGER")?;
     s.listen(4096).context("listen")?;
     s.set_nonblocking(true).context("O_NONBLOCK")?;
     Ok(s.into())

@@ -93,7 +93,7 @@ pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
                     // once, without lingering. A connection only gets here when
                     // the XDP program did not see it (loopback, another
                     // interface, --no-xdp, IP fragments).
-                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    // (The listener's SO_LINGER{1,0} is inherited.)
                     tracing::debug!("frontend {fe_idx}: {peer} rejected by tcp-request connection");
                     continue;
                 }
@@ -131,12 +131,24 @@ async fn handle(
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let fe = &ctx.cfg.frontends[fe_idx];
+    // The client inherited the listener's SO_LINGER{1,0}: one turned away
+    // before its session starts gets a plain FIN, as from HAProxy.
+    let turn_away = |client: &TcpStream| {
+        let _ = sys::clear_linger(client);
+    };
     let Some(be_idx) = fe.default_backend_idx else {
+        turn_away(&client);
         return;
     };
-    let local = client.local_addr().ok();
+    // The local address costs a system call: only asked for when a bind
+    // reads PROXY headers or a server is sent one.
+    let local = if fe.binds.iter().any(|b| b.accept_proxy) {
+        client.local_addr().ok()
+    } else {
+        None
+    };
     let mut peer = peer;
-    let mut dst = local.unwrap_or(peer);
+    let mut dst = None;
     // Client bytes read before the pair is spliced, to be sent to the server first.
     let mut early = Vec::new();
     if local.is_some_and(|l| accepts_proxy(fe, l)) {
@@ -145,11 +157,12 @@ async fn handle(
             Ok(Some((src, to))) => {
                 // The original client, as the proxy in front of us saw it.
                 peer = src;
-                dst = to;
+                dst = Some(to);
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!("frontend '{}': client {peer}: {e}; closing", fe.name);
+                turn_away(&client);
                 return;
             }
         }
@@ -160,6 +173,7 @@ async fn handle(
             Ok(bytes) => early = bytes,
             Err(e) => {
                 tracing::debug!("client {peer}: {e}");
+                turn_away(&client);
                 return;
             }
         }
@@ -185,18 +199,23 @@ async fn handle(
         ctx.state.frontends[fe_idx]
             .denied
             .fetch_add(1, Ordering::Relaxed);
+        turn_away(&client);
         return;
     };
-    let _ = client.set_nodelay(true);
+    // The client has both from the listener. Armed while the session lives:
+    // if lb dies (SIGKILL, a crash), the kernel closes both sockets with an
+    // RST, so neither end takes a cut stream for a complete one. A session
+    // that ends cleanly disarms it first.
     let _ = server.set_nodelay(true);
-    // Armed while the session lives: if lb dies (SIGKILL, a crash), the kernel
-    // closes both sockets with an RST, so neither end takes a cut stream for a
-    // complete one. A session that ends cleanly disarms it first.
-    let _ = sys::set_linger_reset(&client);
     let _ = sys::set_linger_reset(&server);
     let mut server = server;
     if let Some(version) = srv.conf.params.send_proxy {
         // The header goes first, before any client byte can be spliced behind it.
+        // The address the client connected to, unless a PROXY header said.
+        let dst = dst
+            .or(local)
+            .or_else(|| client.local_addr().ok())
+            .unwrap_or(peer);
         let hdr = crate::datapath::proxy_proto::encode(version, peer, dst);
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
             tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name());
@@ -233,6 +252,15 @@ async fn handle(
     .await;
     match (promoted, &ctx.splicer) {
         (Some((client, server)), Some(splicer)) => {
+            // From here on the kernel counts the connection out when the
+            // server socket closes, even while the daemon cannot (stopped,
+            // stalled): the pair lives in the kernel now. A socket that
+            // closed already stays registered until the release below
+            // removes it and counts it out.
+            let cookie = ctx
+                .state
+                .register_conn(idx, std::os::fd::AsFd::as_fd(&server));
+            guard.session.server_cookie.store(cookie, Ordering::Relaxed);
             let nc = NewConn {
                 client,
                 server,

@@ -59,23 +59,18 @@ pub(super) async fn connect_with_retries<'a>(
     for attempt in 0..=retries {
         sess.server.store(srv.idx, Ordering::Relaxed);
         let connect_start = sys::monotonic_ns();
-        // Registered before connect(): from then on whichever of the kernel
-        // (the socket closing, a failed connect included) or this daemon gets
-        // there first counts the connection out.
+        // Not registered with the kernel's counting (`State::register_conn`)
+        // yet: while the pair is on the userspace copy the daemon sees every
+        // close itself, and a short connection saves three system calls.
         let sock = if srv.addr().is_ipv4() {
             tokio::net::TcpSocket::new_v4()
         } else {
             tokio::net::TcpSocket::new_v6()
         };
-        let cookie = sock.as_ref().map_or(0, |s| {
-            ctx.state
-                .register_conn(srv.idx, std::os::fd::AsFd::as_fd(s))
-        });
         let connect = async { sock?.connect(srv.addr()).await };
         let (err, timed_out) = match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(s)) => {
                 sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);
-                sess.server_cookie.store(cookie, Ordering::Relaxed);
                 let be_conns: u32 = b
                     .servers
                     .iter()
@@ -94,7 +89,7 @@ pub(super) async fn connect_with_retries<'a>(
             Err(_) => ("timeout".to_string(), true),
         };
         srv.admin.econ.fetch_add(1, Ordering::Relaxed);
-        ctx.state.release_conn(srv.idx, cookie);
+        ctx.state.release(srv.idx);
         tracing::debug!(
             "connect to {}/{} (attempt {}): {err}",
             srv.backend,

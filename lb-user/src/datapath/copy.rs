@@ -84,6 +84,8 @@ struct DirCtx<'a> {
     /// within its own first poll: a client reset before the pair was
     /// copied) would otherwise wait for it forever.
     broken: &'a AtomicBool,
+    /// Directions that passed their FIN on.
+    finished: &'a std::sync::atomic::AtomicU8,
     deliver_for: Duration,
     /// Set to true when the pair moves to the kernel path.
     promote: Option<&'a tokio::sync::watch::Sender<bool>>,
@@ -107,10 +109,29 @@ fn read_and_pass(
 ) -> std::io::Result<Option<(usize, Vec<u8>)>> {
     BUF.with(|b| {
         let mut b = b.borrow_mut();
-        let n = match r.try_read(&mut b) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
+        // A short read drained the receive queue: it is reported to tokio as
+        // WouldBlock, which clears the readiness captured *before* the read,
+        // so the next wait is for new bytes instead of one more recv(2) that
+        // returns EAGAIN (two per short connection). A segment that lands
+        // during the read sets the readiness again (tokio's own `poll_read`
+        // does the same).
+        let cap = b.len();
+        let mut short = None;
+        let got = r.as_ref().try_io(tokio::io::Interest::READABLE, || {
+            match sys::recv(r.as_ref(), &mut b)? {
+                None => Err(std::io::ErrorKind::WouldBlock.into()),
+                Some(n) if n > 0 && n < cap => {
+                    short = Some(n);
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                }
+                Some(n) => Ok(n),
+            }
+        });
+        let n = match (got, short) {
+            (_, Some(n)) => n,
+            (Ok(n), None) => n,
+            (Err(e), None) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            (Err(e), None) => return Err(e),
         };
         if n == 0 {
             return Ok(Some((0, Vec::new())));
@@ -177,7 +198,11 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
         };
         if n == 0 {
             // Half-close: pass the FIN on, keep the other direction running.
-            let _ = w.shutdown().await;
+            // The second direction to end leaves its FIN to the close that
+            // follows at once (the write halves are not shut on drop then).
+            if cx.finished.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = w.shutdown().await;
+            }
             return End::Done;
         }
         if !rest.is_empty() {
@@ -244,6 +269,7 @@ pub async fn proxy(
     let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = Notify::new();
     let broken_flag = AtomicBool::new(false);
+    let finished = std::sync::atomic::AtomicU8::new(0);
     let failed = AtomicBool::new(false);
     let holding = [AtomicBool::new(false), AtomicBool::new(false)];
     let promote_tx = promote.map(|_| tokio::sync::watch::channel(false).0);
@@ -254,6 +280,7 @@ pub async fn proxy(
         counters: [&srv.user_bytes_in, &sess.bytes_in],
         kills: [&srv.kill, &sess.kill, &broken],
         broken: &broken_flag,
+        finished: &finished,
         deliver_for,
         promote: promote_tx.as_ref(),
         promote_after: promote.map(|p| p.bytes),
@@ -363,6 +390,10 @@ pub async fn proxy(
     if clean {
         let _ = sys::clear_linger(cw.as_ref());
         let _ = sys::clear_linger(sw.as_ref());
+        // Both FINs are on their way or go with the close: no shutdown(2)
+        // on drop.
+        cw.forget();
+        sw.forget();
     } else {
         // Still armed: dropping the halves closes both with an RST. The write
         // halves are forgotten, as dropping them would send a FIN first.
