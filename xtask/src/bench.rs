@@ -223,7 +223,7 @@ fn run_and_report(plan: &Plan) -> Result<()> {
         .collect();
     let rows = report::summarize(&run.samples, &plan.workloads);
     let table = report::markdown_table(&rows, &plan.settings, plan.repeat);
-    let goals = report::goals(&rows);
+    let goals = report::goals(&rows, &run.samples);
     let counters = report::lb_counters_table(&run.samples, &plan.workloads);
     let shortfalls = report::shortfalls(&goals, &rows, &run.samples);
 
