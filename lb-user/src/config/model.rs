@@ -296,9 +296,31 @@ pub struct Bind {
     pub other: Vec<String>,
 }
 
+/// `data-path` (lb's own keyword): how a frontend's connections move their
+/// bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// Copied first, then spliced in the kernel once long-lived (the default).
+    #[default]
+    Splice,
+    /// Copied by userspace to the end (`--no-splice` for this frontend).
+    Copy,
+}
+
+impl Frontend {
+    /// The frontend's data path (`splice` unless `data-path` says).
+    pub fn path(&self) -> DataPath {
+        self.data_path
+            .as_ref()
+            .map_or(DataPath::Splice, |d| d.value)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Frontend {
     pub name: String,
+    /// `data-path splice|copy` (from the frontend or its defaults).
+    pub data_path: Option<Located<DataPath>>,
     pub binds: Vec<Bind>,
     /// Name of the default backend, resolved by the cross checks.
     pub default_backend: Option<String>,

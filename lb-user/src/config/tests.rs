@@ -1326,3 +1326,41 @@ fn special_files_are_refused_at_once() {
     assert!(e.to_string().contains("(a character device)"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn data_path_per_frontend_and_from_defaults() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}    data-path copy\n\
+         frontend a\n    bind :7001\n    default_backend be\n\
+         frontend b\n    bind :7002\n    data-path splice\n    default_backend be\n\
+         backend be\n    server s1 10.0.0.1:1\n"
+    ));
+    assert_eq!(cfg.frontends[0].path(), DataPath::Copy);
+    assert_eq!(
+        cfg.frontends[0].data_path.as_ref().map(|d| d.origin.line),
+        Some(5)
+    );
+    assert_eq!(cfg.frontends[1].path(), DataPath::Splice);
+    let plain = parse(&format!(
+        "{TIMEOUTS}frontend a\n    bind :7001\n    default_backend be\n\
+         backend be\n    server s1 10.0.0.1:1\n"
+    ));
+    assert_eq!(plain.frontends[0].path(), DataPath::Splice);
+    assert!(plain.frontends[0].data_path.is_none());
+}
+
+#[test]
+fn data_path_refusals_name_the_line() {
+    for (arg, want) in [
+        ("nat", "'data-path nat' is not built yet"),
+        ("connect", "'data-path connect' is not built yet"),
+        ("tunnel", "unknown data path 'tunnel'"),
+    ] {
+        let e = parse_err(&format!(
+            "{TIMEOUTS}frontend a\n    bind :7001\n    data-path {arg}\n    default_backend be\n\
+             backend be\n    server s1 10.0.0.1:1\n"
+        ))
+        .to_string();
+        assert!(e.contains(want) && e.contains(":7"), "{arg}: {e}");
+    }
+}

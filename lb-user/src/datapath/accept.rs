@@ -210,12 +210,12 @@ async fn handle(
     let _ = sys::set_linger_reset(&server);
     let mut server = server;
     if let Some(version) = srv.conf.params.send_proxy {
-        // The header goes first, before any client byte can be spliced behind it.
         // The address the client connected to, unless a PROXY header said.
         let dst = dst
             .or(local)
             .or_else(|| client.local_addr().ok())
             .unwrap_or(peer);
+        // The header goes first, before any client byte can be spliced behind it.
         let hdr = crate::datapath::proxy_proto::encode(version, peer, dst);
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut server, &hdr).await {
             tracing::debug!("PROXY header to {}/{}: {e}", srv.backend, srv.name());
@@ -238,8 +238,12 @@ async fn handle(
     let idx = srv.idx;
     // With the kernel path, the pair is copied here first and moves to it
     // once it proves long-lived: a short connection never pays for the
-    // kernel path's set-up and teardown.
-    let promote = ctx.splicer.as_ref().map(|_| super::PROMOTE);
+    // kernel path's set-up and teardown. `data-path copy` stays here.
+    let splicer = ctx
+        .splicer
+        .as_ref()
+        .filter(|_| fe.path() == crate::config::DataPath::Splice);
+    let promote = splicer.map(|_| super::PROMOTE);
     let promoted = copy::proxy(
         client,
         server,
@@ -250,7 +254,7 @@ async fn handle(
         promote,
     )
     .await;
-    match (promoted, &ctx.splicer) {
+    match (promoted, splicer) {
         (Some((client, server)), Some(splicer)) => {
             // From here on the kernel counts the connection out when the
             // server socket closes, even while the daemon cannot (stopped,

@@ -1,7 +1,7 @@
 //! The userspace copy path: bounded buffers, half-close both ways, RST propagated
 //! as RST, inactivity timeout. Used with `--no-splice`, when the kernel path is
 //! unavailable, and for pairs the kernel refuses (a client that already closed).
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ struct DirCtx<'a> {
     /// copied) would otherwise wait for it forever.
     broken: &'a AtomicBool,
     /// Directions that passed their FIN on.
-    finished: &'a std::sync::atomic::AtomicU8,
+    finished: &'a AtomicU8,
     deliver_for: Duration,
     /// Set to true when the pair moves to the kernel path.
     promote: Option<&'a tokio::sync::watch::Sender<bool>>,
@@ -177,7 +177,6 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
             _ = &mut killed => return End::Killed,
         };
         let step = ready.and_then(|()| read_and_pass(r, w));
-
         let (n, rest) = match step {
             Ok(None) => continue,
             Ok(Some(x)) => x,
@@ -269,7 +268,7 @@ pub async fn proxy(
     let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = Notify::new();
     let broken_flag = AtomicBool::new(false);
-    let finished = std::sync::atomic::AtomicU8::new(0);
+    let finished = AtomicU8::new(0);
     let failed = AtomicBool::new(false);
     let holding = [AtomicBool::new(false), AtomicBool::new(false)];
     let promote_tx = promote.map(|_| tokio::sync::watch::channel(false).0);
@@ -388,20 +387,18 @@ pub async fn proxy(
         }
     };
     if clean {
+        // The FINs still to send go with the close.
         let _ = sys::clear_linger(cw.as_ref());
         let _ = sys::clear_linger(sw.as_ref());
-        // Both FINs are on their way or go with the close: no shutdown(2)
-        // on drop.
-        cw.forget();
-        sw.forget();
     } else {
-        // Still armed: dropping the halves closes both with an RST. The write
-        // halves are forgotten, as dropping them would send a FIN first.
+        // Still armed: closing sends an RST.
         let _ = sys::set_linger_reset(cw.as_ref());
         let _ = sys::set_linger_reset(sw.as_ref());
-        cw.forget();
-        sw.forget();
     }
+    // Dropped write halves would call shutdown(2) first: a FIN before the
+    // RST, or a system call the close makes unneeded.
+    cw.forget();
+    sw.forget();
     drop((cr, sr));
     state.release_conn(server_idx, sess.server_cookie.load(Ordering::Relaxed));
     state.paths.copied.fetch_add(1, Ordering::Relaxed);

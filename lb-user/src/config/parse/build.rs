@@ -151,6 +151,7 @@ impl Parser<'_> {
             let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
             frontends.push(Frontend {
                 name: p.name.text.clone(),
+                data_path: p.s.data_path.clone(),
                 binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
                 default_backend: target.map(|t| t.text),
                 default_backend_idx: idx,

@@ -407,6 +407,7 @@ pub(crate) struct OptSet {
 /// proxy holds.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Settings {
+    pub data_path: Option<Located<DataPath>>,
     pub timeout_client: Option<Duration>,
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,

@@ -6,6 +6,7 @@ use super::*;
 pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     // Parsed.
     kw("mode", ANY, Act::Run(p_mode)),
+    kw("data-path", DEF | FE, Act::Run(p_data_path)),
     kw("timeout", ANY, Act::Run(p_timeout)),
     kw("balance", DEF | BE, Act::Run(p_balance)),
     kw("hash-type", DEF | BE, Act::Run(p_hash_type)),
@@ -509,6 +510,40 @@ pub(super) fn p_server_state_file_name(p: &mut Parser<'_>, l: &Line) -> Result<(
 pub(super) fn p_fullconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let v = located_u32(p, l, 0, "fullconn")?;
     p.settings(l)?.fullconn = Some(v);
+    Ok(())
+}
+
+/// `data-path splice|copy`: lb's own keyword (HAProxy has none), so a
+/// configuration that uses it no longer runs on HAProxy.
+pub(super) fn p_data_path(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "'splice' or 'copy' as an argument")?;
+    p.no_more(l, 1, "data-path")?;
+    let value = match v.text.as_str() {
+        "splice" => DataPath::Splice,
+        "copy" => DataPath::Copy,
+        "nat" | "connect" => {
+            return Err(p.err(
+                l.no,
+                v,
+                format!(
+                    "'data-path {}' is not built yet (the kernel NAT and connect-time paths \
+                     are planned); use 'splice' or 'copy'",
+                    v.text
+                ),
+            ))
+        }
+        other => {
+            return Err(p.err(
+                l.no,
+                v,
+                format!("unknown data path '{other}' (expected 'splice' or 'copy')"),
+            ))
+        }
+    };
+    p.settings(l)?.data_path = Some(Located {
+        value,
+        origin: p.origin(l.no),
+    });
     Ok(())
 }
 
