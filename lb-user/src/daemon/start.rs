@@ -325,19 +325,12 @@ fn spawn_state_refresh(state: &Arc<State>, publisher: &Arc<dyn Publish>) {
 }
 
 /// The data path's own counters (`state::PathStats`) reach `LB_STATS` five
-/// times a second, added to what the pinned map held when lb started.
+/// times a second (the maps are new at each start, like the counters).
 fn spawn_path_stats(ctx: &Arc<Ctx>) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let Some(k) = &ctx.kernel else {
             return;
-        };
-        let base: Vec<u64> = {
-            let all = k.lock().unwrap_or_else(|e| e.into_inner()).stats();
-            all[lb_common::stat::USER_FIRST as usize..]
-                .iter()
-                .map(|(_, v)| *v)
-                .collect()
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last = None;
@@ -351,7 +344,7 @@ fn spawn_path_stats(ctx: &Arc<Ctx>) {
             let r = k
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .set_user_stats(&base, &v);
+                .set_user_stats(&v);
             if let Err(e) = r {
                 tracing::warn!("{e}");
             }

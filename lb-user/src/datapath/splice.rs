@@ -224,6 +224,10 @@ struct Conn {
     dirs: [Dir; 2],
     interest: [u32; 2],
     pending: bool,
+    /// Which use of the slot this is, in its epoll tokens: an event already
+    /// fetched for the slot's previous pair (closed earlier in the same
+    /// batch, the slot reused by an adoption in it) is not this pair's.
+    gen: u32,
     /// Dropped with the connection: frees its frontend/global `maxconn` slots.
     _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     session: Option<crate::state::admin::SessionGuard>,
@@ -245,6 +249,8 @@ pub struct Manager {
     stop: Arc<AtomicBool>,
     /// Pairs adopted since the allocator last returned freed memory.
     adopted_since_trim: u32,
+    /// The next `Conn::gen`.
+    next_gen: u32,
     /// `LB_TEST_KICK_DELAY_MS`, for tests only: a pause before a pair's
     /// insertion into the maps and another before the kick of its queued
     /// bytes.
@@ -284,6 +290,7 @@ impl Manager {
             fallback,
             stop,
             adopted_since_trim: 0,
+            next_gen: 0,
             kick_delay: std::env::var("LB_TEST_KICK_DELAY_MS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -338,7 +345,15 @@ impl Manager {
                         }
                     }
                     TOKEN_EVENTS => self.read_events(),
-                    t => self.on_socket((t >> 1) as u32, (t & 1) as usize, mask),
+                    t => {
+                        let (id, side, gen) = untoken(t);
+                        if self.conns[id as usize]
+                            .as_ref()
+                            .is_some_and(|c| c.gen == gen)
+                        {
+                            self.on_socket(id, side, mask);
+                        }
+                    }
                 }
             }
             for id in std::mem::take(&mut self.pending) {
@@ -514,6 +529,7 @@ impl Manager {
         match self.insert(id, &nc) {
             Ok((server_spliced, rx_base)) => {
                 self.state.paths.spliced.fetch_add(1, Ordering::Relaxed);
+                self.next_gen = self.next_gen.wrapping_add(1);
                 let idle_ns = nc.idle.map_or(0, |i| i.after.as_nanos() as u64);
                 let idle_term = nc.idle.map_or(*b"cD", |i| i.term);
                 let mut c = Conn {
@@ -527,6 +543,7 @@ impl Manager {
                     dirs: [Dir::default(), Dir::default()],
                     interest: [0; 2],
                     pending: false,
+                    gen: self.next_gen,
                     _permits: nc.permits,
                     session: nc.session,
                 };
@@ -545,7 +562,7 @@ impl Manager {
                 }
                 for side in 0..2 {
                     let fd = c.socks[side].as_raw_fd();
-                    let _ = self.epoll.add(fd, 0, token(id, side));
+                    let _ = self.epoll.add(fd, 0, token(id, side, c.gen));
                 }
                 self.conns[id as usize] = Some(c);
                 if let Some(d) = self.kick_delay {
@@ -1074,7 +1091,7 @@ impl Manager {
                 c.interest[side] = want;
                 let _ = self
                     .epoll
-                    .modify(c.socks[side].as_raw_fd(), want, token(id, side));
+                    .modify(c.socks[side].as_raw_fd(), want, token(id, side, c.gen));
             }
         }
     }
@@ -1294,6 +1311,26 @@ impl Manager {
     }
 }
 
-fn token(id: u32, side: usize) -> u64 {
-    ((id as u64) << 1) | side as u64
+/// Slot, side and generation in one epoll token (below `TOKEN_EVENTS`: slots
+/// are far fewer than 2^31).
+fn token(id: u32, side: usize, gen: u32) -> u64 {
+    ((gen as u64) << 32) | ((id as u64) << 1) | side as u64
+}
+
+fn untoken(t: u64) -> (u32, usize, u32) {
+    (((t as u32) >> 1), (t & 1) as usize, (t >> 32) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_stay_below_the_fixed_ones() {
+        for (id, side, gen) in [(0, 0, 0), (7, 1, 3), (MAX_FLOWS / 2 - 1, 1, u32::MAX)] {
+            let t = token(id, side, gen);
+            assert_eq!(untoken(t), (id, side, gen));
+            assert!(t < TOKEN_EVENTS);
+        }
+    }
 }

@@ -484,17 +484,12 @@ impl Counters {
     }
 
     /// Writes the daemon's own counters into `LB_STATS` (CPU 0 holds the
-    /// total, the programs never write these slots). Counting goes on from
-    /// what a previous daemon left in the pinned map (`base`).
-    pub fn set_user_stats(&mut self, base: &[u64], vals: &[(u32, u64)]) -> Result<(), String> {
+    /// total; the programs never write these slots).
+    pub fn set_user_stats(&mut self, vals: &[(u32, u64)]) -> Result<(), String> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| format!("counting CPUs: {e}"))?;
         for &(i, v) in vals {
             let mut per = vec![0u64; cpus];
-            per[0] = base
-                .get((i - lb_common::stat::USER_FIRST) as usize)
-                .copied()
-                .unwrap_or(0)
-                + v;
+            per[0] = v;
             let per = aya::maps::PerCpuValues::try_from(per).map_err(|e| e.to_string())?;
             self.stats
                 .set(i, per, 0)
