@@ -510,8 +510,6 @@ pub mod stat {
     /// Pairs the kernel path refused (a side already closed, no free slot).
     pub const CONN_REFUSED: u32 = 28;
     pub const COUNT: u32 = 29;
-    /// The first counter the daemon writes.
-    pub const USER_FIRST: u32 = CONN_SPLICED;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",

@@ -519,8 +519,7 @@ impl Manager {
                 "splice: all {} flow slots busy; copying in userspace",
                 MAX_FLOWS
             );
-            self.state.paths.refused.fetch_add(1, Ordering::Relaxed);
-            (self.fallback)(nc);
+            self.refuse(nc);
             return;
         };
         if let Some(d) = self.kick_delay {
@@ -586,10 +585,15 @@ impl Manager {
             Err(e) => {
                 tracing::debug!("splice: kernel path refused the pair ({e}); copying in userspace");
                 self.free.push(id);
-                self.state.paths.refused.fetch_add(1, Ordering::Relaxed);
-                (self.fallback)(nc);
+                self.refuse(nc);
             }
         }
+    }
+
+    /// The kernel path will not take the pair: it stays on the userspace copy.
+    fn refuse(&mut self, nc: NewConn) {
+        self.state.paths.refused.fetch_add(1, Ordering::Relaxed);
+        (self.fallback)(nc);
     }
 
     /// Map insertion in the order that never loses data: redirect targets, the

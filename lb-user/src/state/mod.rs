@@ -362,7 +362,7 @@ pub struct BackendState {
 }
 
 /// What the data path did with whole connections; the daemon copies these
-/// into `LB_STATS` (`lb_common::stat::USER_FIRST` on) for `lb show stats`.
+/// into `LB_STATS` (`stat::CONN_SPLICED` on) for `lb show stats`.
 #[derive(Debug, Default)]
 pub struct PathStats {
     pub spliced: AtomicU64,
