@@ -5,6 +5,9 @@
 //! size assertion. Byte order is part of a field's name (`addr_be`, `port_host`).
 #![no_std]
 
+pub mod nat;
+pub use nat::*;
+
 /// Map names, as declared in `lb-ebpf` and looked up by userspace.
 pub mod maps {
     /// SOCKMAP: listener index -> listening socket (one IPv4 and one IPv6 per frontend).
@@ -59,6 +62,19 @@ pub mod maps {
     pub const SRV_CONNS: &str = "LB_SRV_CONNS";
     /// HASH: socket cookie of a connection to a server -> server index.
     pub const CONN_SRV: &str = "LB_CONN_SRV";
+    /// LRU_HASH, pinned across restarts: [`crate::NatKey`] -> [`crate::NatFlow`],
+    /// two entries per NAT flow.
+    pub const NAT_FLOWS: &str = "LB_NAT_FLOWS";
+    /// HASH: [`crate::BindKey`] (exact address) -> [`crate::NatVip`].
+    pub const NAT_VIPS: &str = "LB_NAT_VIPS";
+    /// ARRAY: NAT backend index -> [`crate::NatBackend`].
+    pub const NAT_BACKENDS: &str = "LB_NAT_BACKENDS";
+    /// ARRAY: backend * NAT_PICK_SLOTS + slot -> server index.
+    pub const NAT_PICK: &str = "LB_NAT_PICK";
+    /// ARRAY: server index -> [`crate::NatServer`].
+    pub const NAT_SERVERS: &str = "LB_NAT_SERVERS";
+    /// PERCPU_ARRAY of one [`crate::NatScratch`]: room to build a new flow in.
+    pub const NAT_SCRATCH: &str = "LB_NAT_SCRATCH";
 
     /// Every map of the object (a test checks the built object against it).
     pub const ALL: &[&str] = &[
@@ -84,6 +100,12 @@ pub mod maps {
         FE_META,
         SRV_CONNS,
         CONN_SRV,
+        NAT_FLOWS,
+        NAT_VIPS,
+        NAT_BACKENDS,
+        NAT_PICK,
+        NAT_SERVERS,
+        NAT_SCRATCH,
     ];
 }
 
@@ -93,6 +115,7 @@ pub mod progs {
     pub const VERDICT: &str = "lb_verdict";
     pub const XDP: &str = "lb_xdp";
     pub const CONNS: &str = "lb_conns";
+    pub const NAT: &str = "lb_nat";
 }
 
 pub const MAX_LISTENERS: u32 = 512;
@@ -500,8 +523,8 @@ pub mod stat {
     /// Redirects the kernel refused (the peer socket left the map): the
     /// pair is reset.
     pub const REDIRECT_FAILED: u32 = 25;
-    /// From here on the daemon writes the counter (CPU 0's slot holds the
-    /// total), the programs never touch it: what the data path did with
+    /// The daemon writes this and the next two (CPU 0's slot holds the
+    /// total), the programs never touch them: what the data path did with
     /// whole connections. Pairs moved to the kernel path.
     pub const CONN_SPLICED: u32 = 26;
     /// Pairs that ended on the userspace copy (short ones that never proved
@@ -509,7 +532,30 @@ pub mod stat {
     pub const CONN_COPIED: u32 = 27;
     /// Pairs the kernel path refused (a side already closed, no free slot).
     pub const CONN_REFUSED: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// NAT flows started (a SYN to a `data-path nat` frontend got a server).
+    pub const NAT_NEW: u32 = 29;
+    /// Packets `lb_nat` rewrote and forwarded.
+    pub const NAT_PACKETS: u32 = 30;
+    /// SYNs refused: no server of the backend can take a flow.
+    pub const NAT_NO_SERVER: u32 = 31;
+    /// SYNs refused: every usable server is at its maxconn.
+    pub const NAT_FULL: u32 = 32;
+    /// SYNs refused: no free balancer port toward the chosen server.
+    pub const NAT_NO_PORT: u32 = 33;
+    /// SYNs refused: the flow could not be stored (table full).
+    pub const NAT_TABLE_FULL: u32 = 34;
+    /// Flows that ended with a FIN both ways or a RST.
+    pub const NAT_ENDED: u32 = 35;
+    /// Packets of a flow whose other direction is gone (evicted): dropped.
+    pub const NAT_ORPHAN: u32 = 36;
+    /// Packets whose TTL / hop limit ran out here: dropped.
+    pub const NAT_TTL: u32 = 37;
+    /// Packets to a NAT frontend that belong to no flow and open none (not a
+    /// SYN): left to the host, which resets them.
+    pub const NAT_UNKNOWN: u32 = 38;
+    /// Packets `lb_nat` could not rewrite (header not in reach): dropped.
+    pub const NAT_FAILED: u32 = 39;
+    pub const COUNT: u32 = 40;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -541,6 +587,17 @@ pub mod stat {
         "conn_spliced",
         "conn_copied",
         "conn_refused",
+        "nat_new",
+        "nat_packets",
+        "nat_no_server",
+        "nat_full",
+        "nat_no_port",
+        "nat_table_full",
+        "nat_ended",
+        "nat_orphan",
+        "nat_ttl",
+        "nat_unknown",
+        "nat_failed",
     ];
 }
 
@@ -850,6 +907,11 @@ const _: () = assert!(core::mem::size_of::<XdpScratch>() == 164);
 
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for NatKey {}
+    unsafe impl aya::Pod for NatFlow {}
+    unsafe impl aya::Pod for NatVip {}
+    unsafe impl aya::Pod for NatBackend {}
+    unsafe impl aya::Pod for NatServer {}
     unsafe impl aya::Pod for XdpFeStats {}
     unsafe impl aya::Pod for XdpIface {}
     unsafe impl aya::Pod for FrontendMeta {}

@@ -11,6 +11,8 @@
 #![allow(internal_features)]
 
 mod maps;
+mod nat;
+mod parse;
 mod xdp;
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};

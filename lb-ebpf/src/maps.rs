@@ -12,6 +12,10 @@ use lb_common::{
     XdpIface, XdpScratch, BPF_F_MMAPABLE, EVENTS_BYTES, MAX_ACL_ENTRIES, MAX_BINDS, MAX_FLOWS,
     MAX_FRONTENDS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
 };
+use lb_common::{
+    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS, NAT_DEFAULT_FLOWS,
+    NAT_PICK_SLOTS,
+};
 
 // ---------------------------------------------------------------- steering
 
@@ -100,3 +104,29 @@ pub(crate) static LB_XDP_IFACES: Array<XdpIface> = Array::with_max_entries(MAX_X
 /// Frontend index -> name and rule count (userspace only).
 #[map]
 pub(crate) static LB_FE_META: Array<FrontendMeta> = Array::with_max_entries(MAX_FRONTENDS, 0);
+
+// ---------------------------------------------------------------- kernel NAT
+
+/// Flow direction as it arrives -> its rewrite and state. With NAT frontends
+/// the loader pins it apart from the other maps and reuses the pin, so that
+/// flows outlive the daemon.
+#[map]
+pub(crate) static LB_NAT_FLOWS: LruHashMap<NatKey, NatFlow> =
+    LruHashMap::with_max_entries(NAT_DEFAULT_FLOWS, 0);
+/// Frontend address and port (exact) -> frontend and NAT backend.
+#[map]
+pub(crate) static LB_NAT_VIPS: HashMap<BindKey, NatVip> = HashMap::with_max_entries(4096, 0);
+/// NAT backend -> algorithm, table length, leastconn/first candidates.
+#[map]
+pub(crate) static LB_NAT_BACKENDS: Array<NatBackend> =
+    Array::with_max_entries(MAX_NAT_BACKENDS, 0);
+/// NAT backend * NAT_PICK_SLOTS + slot -> server index (weighted / Maglev).
+#[map]
+pub(crate) static LB_NAT_PICK: Array<u32> =
+    Array::with_max_entries(MAX_NAT_BACKENDS * NAT_PICK_SLOTS, 0);
+/// Server index -> address, source address, egress, ports, maxconn, usable.
+#[map]
+pub(crate) static LB_NAT_SERVERS: Array<NatServer> = Array::with_max_entries(MAX_SERVERS, 0);
+/// Per CPU: a new flow's entries while they are built (the stack is too small).
+#[map]
+pub(crate) static LB_NAT_SCRATCH: PerCpuArray<NatScratch> = PerCpuArray::with_max_entries(1, 0);

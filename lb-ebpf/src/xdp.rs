@@ -4,8 +4,6 @@
 //! rejects and SYNs over the per-source rate; answers SYNs with SYN cookies
 //! (XDP_TX) while the listener's SYN queue is full, when configured; passes
 //! everything else untouched.
-use core::mem::size_of;
-
 use aya_ebpf::{
     bindings::{
         tcphdr,
@@ -22,51 +20,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, SynBucket,
-    SynFields, SynSource, XdpConfig, ACL_REJECT, AF_INET, AF_INET6, SYNACK4_LEN, XDP_MAX_EXT_HDRS,
+    SynFields, SynSource, XdpConfig, ACL_REJECT, AF_INET, SYNACK4_LEN,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
 
 use crate::maps::*;
+use crate::parse::{parse, ptr_at, Stop, Tcp};
 use crate::{bind_lookup, count};
-
-// EtherTypes and next-header numbers as they sit in the packet.
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
-const ETH_P_8021Q: u16 = 0x8100u16.to_be();
-const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
-const IPPROTO_TCP: u8 = 6;
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_AUTH: u8 = 51;
-const NEXTHDR_DEST: u8 = 60;
-/// IPv4 `frags` field: MF flag and fragment offset bits (network order on the wire).
-const IP_MF_OFFSET: u16 = 0x3FFF;
-
-/// Why a packet was not parsed to its TCP header.
-enum Stop {
-    /// Not TCP over IP: nothing to do.
-    Other,
-    Truncated,
-    Malformed,
-    Fragment,
-    ExtDepth,
-}
-
-/// A TCP packet's addresses, ports, flags and where its headers are.
-struct Tcp {
-    family: u32,
-    src: [u8; 16],
-    dst: [u8; 16],
-    sport_be: [u8; 2],
-    dport: u16,
-    seq: u32,
-    syn: bool,
-    /// Offsets of the IP and TCP headers, and the TCP header's length in bytes.
-    l3: usize,
-    l4: usize,
-    th_len: u32,
-}
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -85,142 +44,6 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 fn counted(idx: u32, action: u32) -> u32 {
     count(idx);
     action
-}
-
-/// The one bounds check: a pointer to a `T` at `off`, if the packet holds it.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Stop> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + size_of::<T>() > end {
-        return Err(Stop::Truncated);
-    }
-    Ok((start + off) as *const T)
-}
-
-fn parse(ctx: &XdpContext) -> Result<Tcp, Stop> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let mut proto = unsafe { (*eth).ether_type };
-    let mut off = EthHdr::LEN;
-    // Up to two tags (802.1Q, or 802.1ad outer + 802.1Q inner).
-    for _ in 0..2 {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
-            break;
-        }
-        let vlan: *const VlanHdr = ptr_at(ctx, off)?;
-        proto = unsafe { (*vlan).ether_type };
-        off += VlanHdr::LEN;
-    }
-    match proto {
-        ETH_P_IP => parse_ipv4(ctx, off),
-        ETH_P_IPV6 => parse_ipv6(ctx, off),
-        _ => Err(Stop::Other),
-    }
-}
-
-fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    let (vihl, tot_len, frags, proto) = unsafe {
-        (
-            (*ip).vihl,
-            u16::from_be_bytes((*ip).tot_len),
-            u16::from_be_bytes((*ip).frags),
-            (*ip).proto,
-        )
-    };
-    let ihl = ((vihl & 0x0F) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || ihl > tot_len as usize {
-        return Err(Stop::Malformed);
-    }
-    if frags & IP_MF_OFFSET != 0 {
-        return Err(Stop::Fragment);
-    }
-    if proto != IPPROTO_TCP {
-        return Err(Stop::Other);
-    }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    unsafe {
-        src[..4].copy_from_slice(&(*ip).src_addr);
-        dst[..4].copy_from_slice(&(*ip).dst_addr);
-    }
-    parse_tcp(ctx, (off, off + ihl), AF_INET, src, dst)
-}
-
-fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Tcp, Stop> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
-    let (version, mut next, src, dst) = unsafe {
-        (
-            (*ip).vcf[0] >> 4,
-            (*ip).next_hdr,
-            (*ip).src_addr,
-            (*ip).dst_addr,
-        )
-    };
-    if version != 6 {
-        return Err(Stop::Malformed);
-    }
-    let l3 = off;
-    let mut off = off + Ipv6Hdr::LEN;
-    for _ in 0..XDP_MAX_EXT_HDRS {
-        match next {
-            IPPROTO_TCP => return parse_tcp(ctx, (l3, off), AF_INET6, src, dst),
-            NEXTHDR_FRAGMENT => return Err(Stop::Fragment),
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
-                // Next header, then the length: in 8-octet units beyond the
-                // first 8 for most, in 4-octet units beyond the first 8 for AH.
-                let ext: *const [u8; 2] = ptr_at(ctx, off)?;
-                let (n, len) = unsafe { ((*ext)[0], (*ext)[1] as usize) };
-                let bytes = if next == NEXTHDR_AUTH {
-                    (len + 2) * 4
-                } else {
-                    (len + 1) * 8
-                };
-                next = n;
-                off += bytes;
-            }
-            _ => return Err(Stop::Other),
-        }
-    }
-    if next == IPPROTO_TCP {
-        return parse_tcp(ctx, (l3, off), AF_INET6, src, dst);
-    }
-    Err(Stop::ExtDepth)
-}
-
-fn parse_tcp(
-    ctx: &XdpContext,
-    (l3, l4): (usize, usize),
-    family: u32,
-    src: [u8; 16],
-    dst: [u8; 16],
-) -> Result<Tcp, Stop> {
-    let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
-    let (sport_be, dport, seq, doff, syn, ack) = unsafe {
-        (
-            (*tcp).source,
-            u16::from_be_bytes((*tcp).dest),
-            u32::from_be_bytes((*tcp).seq),
-            (*tcp).doff(),
-            (*tcp).syn() != 0,
-            (*tcp).ack() != 0,
-        )
-    };
-    if doff < 5 {
-        return Err(Stop::Malformed);
-    }
-    Ok(Tcp {
-        family,
-        src,
-        dst,
-        sport_be,
-        dport,
-        seq,
-        syn: syn && !ack,
-        l3,
-        l4,
-        th_len: doff as u32 * 4,
-    })
 }
 
 fn try_frontend(ctx: &XdpContext, tcp: &Tcp) -> u32 {
@@ -361,7 +184,7 @@ fn reply<const N: usize>(ctx: &XdpContext, l3: usize, hdr: &[u8; N]) -> Option<u
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return None;
     }
-    let (Ok(macs), Ok(out)) = (ptr_at::<[u8; 12]>(ctx, 0), ptr_at::<[u8; N]>(ctx, l3)) else {
+    let (Ok(macs), Ok(out)) = (ptr_at::<[u8; 12], _>(ctx, 0), ptr_at::<[u8; N], _>(ctx, l3)) else {
         return Some(XDP_DROP);
     };
     let m = unsafe { *macs };

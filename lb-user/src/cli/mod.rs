@@ -80,6 +80,11 @@ enum Cmd {
         #[command(subcommand)]
         what: ShutdownWhat,
     },
+    /// Remove state a stopped instance left in the kernel on purpose.
+    Clear {
+        #[command(subcommand)]
+        what: ClearWhat,
+    },
     /// Read the pinned BPF maps straight from bpffs: works while the daemon
     /// hangs, or after it was killed.
     Maps {
@@ -119,6 +124,18 @@ impl Target {
             .clone()
             .unwrap_or_else(|| client::default_socket(&self.instance))
     }
+}
+
+#[derive(Subcommand)]
+enum ClearWhat {
+    /// Detach `lb_nat` and drop the NAT flow table an instance keeps pinned
+    /// across restarts (its running NAT flows end). `lb run` keeps both when
+    /// it stops, so that a restart or an upgrade loses no flow.
+    Nat {
+        /// Instance name given to `lb run`.
+        #[arg(long, default_value = "default", value_parser = parse_instance)]
+        instance: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,6 +379,21 @@ fn real_main() -> Result<()> {
             }
         }
         Cmd::Show { what } => show::show_cmd(what),
+        Cmd::Clear {
+            what: ClearWhat::Nat { instance },
+        } => {
+            let dir = crate::kernel::nat::nat_dir(&instance);
+            if !dir.exists() {
+                println!("instance '{instance}' has no NAT state ({})", dir.display());
+                return Ok(());
+            }
+            crate::kernel::nat::remove(&dir)?;
+            println!(
+                "NAT state of instance '{instance}' removed ({})",
+                dir.display()
+            );
+            Ok(())
+        }
         Cmd::Top { target } => top::run(&target.socket()),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

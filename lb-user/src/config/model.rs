@@ -305,6 +305,10 @@ pub enum DataPath {
     Splice,
     /// Copied by userspace to the end (`--no-splice` for this frontend).
     Copy,
+    /// Remote clients' packets rewritten by `lb_nat` (tc) toward the server,
+    /// no socket on the balancer; clients the program does not see (this
+    /// host) take the splice path.
+    Nat,
 }
 
 impl Frontend {

@@ -1352,7 +1352,7 @@ fn data_path_per_frontend_and_from_defaults() {
 #[test]
 fn data_path_refusals_name_the_line() {
     for (arg, want) in [
-        ("nat", "'data-path nat' is not built yet"),
+        ("nat", "names no interface for its clients"),
         ("connect", "'data-path connect' is not built yet"),
         ("tunnel", "unknown data path 'tunnel'"),
     ] {
@@ -1363,4 +1363,42 @@ fn data_path_refusals_name_the_line() {
         .to_string();
         assert!(e.contains(want) && e.contains(":7"), "{arg}: {e}");
     }
+}
+
+#[test]
+fn nat_refuses_what_needs_a_terminated_connection() {
+    let head = "global\n    xdp-interface eth0\ndefaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 5s\n";
+    for (fe_extra, srv_extra, want, line) in [
+        ("", " send-proxy", "'send-proxy' writes a header", 14),
+        ("", " maxqueue 5", "'maxqueue' queues connections", 14),
+        ("", " minconn 5 maxconn 9", "'minconn' (dynamic maxconn)", 14),
+        ("    use_backend be if TRUE\n", "", "'use_backend' rules", 11),
+        ("    maxconn 100\n", "", "a frontend 'maxconn'", 11),
+    ] {
+        let text = format!(
+            "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n{fe_extra}    default_backend be\n\
+             backend be\n    server s0 10.0.0.1:1\n    server s1 10.0.0.2:1{srv_extra}\n"
+        );
+        let e = parse_err(&text).to_string();
+        assert!(e.contains(want), "{want}: {e}");
+        let at = format!(":{line}:");
+        assert!(e.contains(&at), "{want}: expected line {line}: {e}");
+    }
+    let e = parse_err(&format!(
+        "{head}frontend a\n    bind 10.0.0.9:7001 accept-proxy\n    data-path nat\n    default_backend be\n\
+         backend be\n    server s0 10.0.0.1\n"
+    ))
+    .to_string();
+    assert!(e.contains("'accept-proxy' reads a header") && e.contains(":9:"), "{e}");
+    let e = parse_err(&format!(
+        "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n    default_backend be\n\
+         backend be\n    server s0 10.0.0.1\n"
+    ))
+    .to_string();
+    assert!(e.contains("without a fixed port") && e.contains(":13:"), "{e}");
+    // The same frontend with what NAT can do is accepted.
+    parse(&format!(
+        "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n    default_backend be\n\
+         backend be\n    balance leastconn\n    server s0 10.0.0.1:1 maxconn 10 weight 3 check\n    server s1 10.0.0.2:1 backup\n"
+    ));
 }

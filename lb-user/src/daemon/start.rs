@@ -35,7 +35,8 @@ pub(super) async fn start(
     };
     refuse_a_running_instance(opts)?;
     let stale = pins_of_a_crashed_daemon(opts);
-    let (mut loaded, mut maps, conn_table) = load_kernel_object(opts, &xdp_reqs)?;
+    let nat_flows = crate::datapath::nat::flows_wanted(&cfg);
+    let (mut loaded, mut maps, conn_table) = load_kernel_object(opts, &xdp_reqs, nat_flows)?;
     between_steps().await;
     let (mut front, acls) = install_front_door(&cfg, &mut loaded, &xdp_reqs)?;
     between_steps().await;
@@ -45,6 +46,8 @@ pub(super) async fn start(
         state.use_kernel_counts(t);
     }
     fill_server_maps(&state, &mut maps, &plans)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    start_nat(&cfg, &state, &mut loaded, opts, &stop)?;
     let Maps {
         mut listeners,
         mut binds,
@@ -59,7 +62,6 @@ pub(super) async fn start(
         srv_check,
         ..
     } = maps;
-    let stop = Arc::new(AtomicBool::new(false));
     let splice_on = loaded.splice.is_ok();
     let (splicer, wake, manager_thread) = if splice_on {
         let maps = SpliceMaps {
@@ -156,9 +158,27 @@ fn pins_of_a_crashed_daemon(opts: &RunOpts) -> Option<Vec<crate::state::persist:
 fn load_kernel_object(
     opts: &RunOpts,
     xdp_reqs: &[IfaceReq],
+    nat_flows: Option<u32>,
 ) -> Result<(Loaded, Maps, Option<ConnTable>)> {
-    let mut loaded = kernel::load(&opts.instance, !opts.no_splice, !xdp_reqs.is_empty())
-        .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
+    let mut loaded = kernel::load(
+        &opts.instance,
+        !opts.no_splice,
+        !xdp_reqs.is_empty(),
+        nat_flows,
+    )
+    .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
+    if let Some(a) = &loaded.nat {
+        match (&a.dropped, a.reused) {
+            (Some(why), _) => tracing::warn!(
+                "data-path nat: the previous daemon's flow table is not reused ({why}): its flows end"
+            ),
+            (None, true) => tracing::info!(
+                "data-path nat: the flow table of the previous daemon is reused ({} entries)",
+                a.size
+            ),
+            (None, false) => tracing::info!("data-path nat: a new flow table of {} entries", a.size),
+        }
+    }
     match &loaded.splice {
         Ok(()) => tracing::info!("data path: in-kernel splice (sockhash + sk_skb verdict)"),
         Err(why) => tracing::warn!("data path: userspace copy ({why})"),
@@ -177,6 +197,38 @@ fn load_kernel_object(
         }
     };
     Ok((loaded, maps, conn_table))
+}
+
+/// With `data-path nat` frontends: fills the NAT maps (routes, tables,
+/// adopted flows), then swaps `lb_nat` into the interfaces' links, and keeps
+/// the tables in step with health on a thread of their own.
+fn start_nat(
+    cfg: &Config,
+    state: &Arc<State>,
+    loaded: &mut Loaded,
+    opts: &RunOpts,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    if loaded.nat.is_none() {
+        return Ok(());
+    }
+    let maps =
+        crate::kernel::nat::NatMaps::take(&mut loaded.ebpf).context("taking the NAT maps")?;
+    let (nat, ifaces) = crate::datapath::nat::Nat::start(cfg, state, maps)?;
+    let attached = crate::kernel::nat::attach(&mut loaded.ebpf, &opts.instance, &ifaces)
+        .context("attaching lb_nat")?;
+    for (iface, taken) in attached {
+        tracing::info!(
+            "lb_nat attached at tc ingress of {iface}{}",
+            if taken {
+                " (the previous daemon's link, program replaced)"
+            } else {
+                ""
+            }
+        );
+    }
+    crate::datapath::nat::spawn(nat, state.clone(), stop.clone());
+    Ok(())
 }
 
 /// The XDP front door's maps: frontends, `tcp-request connection` rules, SYN

@@ -242,7 +242,7 @@ async fn handle(
     let splicer = ctx
         .splicer
         .as_ref()
-        .filter(|_| fe.path() == crate::config::DataPath::Splice);
+        .filter(|_| fe.path() != crate::config::DataPath::Copy);
     let promote = splicer.map(|_| super::PROMOTE);
     let promoted = copy::proxy(
         client,

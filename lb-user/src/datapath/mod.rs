@@ -5,6 +5,7 @@ pub mod accept;
 pub mod connect;
 pub mod copy;
 pub mod limits;
+pub mod nat;
 pub mod proxy_proto;
 pub mod splice;
 pub mod tcplog;

@@ -2,7 +2,9 @@
 pub mod btf;
 #[cfg(feature = "test-harness")]
 pub mod harness;
+pub mod nat;
 pub mod pinned;
+pub mod route;
 pub mod xdp;
 
 use std::fs::File;
@@ -50,6 +52,8 @@ pub enum BpfError {
     },
     #[error(transparent)]
     Xdp(Box<crate::kernel::xdp::XdpError>),
+    #[error(transparent)]
+    Nat(Box<crate::kernel::nat::NatError>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -93,6 +97,9 @@ pub struct Loaded {
     pub splice: Result<(), String>,
     /// Whether `lb_xdp` is loaded (the daemon attaches it once its maps are filled).
     pub xdp: bool,
+    /// With NAT frontends: `lb_nat` is loaded and what became of the previous
+    /// daemon's flow table.
+    pub nat: Option<crate::kernel::nat::Adopted>,
     /// Whether `lb_conns` (kernel-side connection counting) attached (Err: why not).
     pub conns: Result<(), String>,
     /// aya-log records from the programs; the daemon polls it.
@@ -111,8 +118,14 @@ fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> B
 
 /// Loads the object, attaches steering (and the splice verdict when wanted),
 /// loads `lb_xdp` when `want_xdp` (an XDP program failing the verifier is an
-/// error: the configuration asked for it), and pins the maps.
-pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded, BpfError> {
+/// error: the configuration asked for it), loads `lb_nat` with a flow table of
+/// `want_nat` entries (reusing a pinned one), and pins the maps.
+pub fn load(
+    instance: &str,
+    want_splice: bool,
+    want_xdp: bool,
+    want_nat: Option<u32>,
+) -> Result<Loaded, BpfError> {
     if OBJECT.is_empty() {
         return Err(BpfError::NoObject);
     }
@@ -127,6 +140,8 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
         loader.override_global("TCP_SOCK_COPIED_SEQ", &o.copied_seq, true);
         loader.override_global("SKB_TCP_SEQ", &o.skb_seq, true);
     }
+    let nat = crate::kernel::nat::prepare(&mut loader, instance, want_nat)
+        .map_err(|e| BpfError::Nat(Box::new(e)))?;
     let mut ebpf = loader.load(OBJECT)?;
 
     // Steering: sk_lookup in this network namespace.
@@ -153,6 +168,9 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
     };
     if want_xdp {
         crate::kernel::xdp::load(&mut ebpf).map_err(|e| BpfError::Xdp(Box::new(e)))?;
+    }
+    if nat.is_some() {
+        crate::kernel::nat::load(&mut ebpf).map_err(|e| BpfError::Nat(Box::new(e)))?;
     }
     let conns = attach_conns(&mut ebpf);
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
@@ -203,6 +221,7 @@ pub fn load(instance: &str, want_splice: bool, want_xdp: bool) -> Result<Loaded,
         pin_dir: dir,
         splice,
         xdp: want_xdp,
+        nat,
         conns,
         logger,
     })

@@ -558,6 +558,12 @@ impl State {
         (members, ramping)
     }
 
+    /// [`State::members`] of backend `bi` (the NAT path's tables are built
+    /// from the same view).
+    pub fn members_of(&self, bi: usize) -> (Vec<Member>, bool) {
+        self.members(&self.backends[bi])
+    }
+
     /// Picks a server of `backend` with its algorithm among the servers that can
     /// take a connection (see [`State::members`]); a server at its maxconn
     /// takes nobody until a slot frees. None when no server can take it.

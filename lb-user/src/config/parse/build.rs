@@ -207,6 +207,7 @@ impl Parser<'_> {
             warnings: self.warnings,
         };
         crate::config::limits::self_steering(&cfg, &crate::config::always_local)?;
+        crate::config::nat::check(&cfg)?;
         Ok(cfg)
     }
 

@@ -513,21 +513,22 @@ pub(super) fn p_fullconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError
     Ok(())
 }
 
-/// `data-path splice|copy`: lb's own keyword (HAProxy has none), so a
+/// `data-path splice|copy|nat`: lb's own keyword (HAProxy has none), so a
 /// configuration that uses it no longer runs on HAProxy.
 pub(super) fn p_data_path(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "'splice' or 'copy' as an argument")?;
+    let v = p.arg(l, 0, "'splice', 'copy' or 'nat' as an argument")?;
     p.no_more(l, 1, "data-path")?;
     let value = match v.text.as_str() {
         "splice" => DataPath::Splice,
         "copy" => DataPath::Copy,
-        "nat" | "connect" => {
+        "nat" => DataPath::Nat,
+        "connect" => {
             return Err(p.err(
                 l.no,
                 v,
                 format!(
-                    "'data-path {}' is not built yet (the kernel NAT and connect-time paths \
-                     are planned); use 'splice' or 'copy'",
+                    "'data-path {}' is not built yet (the connect-time path is planned); \
+                     use 'splice', 'copy' or 'nat'",
                     v.text
                 ),
             ))
@@ -536,7 +537,7 @@ pub(super) fn p_data_path(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigErro
             return Err(p.err(
                 l.no,
                 v,
-                format!("unknown data path '{other}' (expected 'splice' or 'copy')"),
+                format!("unknown data path '{other}' (expected 'splice', 'copy' or 'nat')"),
             ))
         }
     };

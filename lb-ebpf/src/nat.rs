@@ -1,0 +1,445 @@
+//! `lb_nat`: the kernel NAT path, at tc ingress of every interface the
+//! daemon attaches it to (client side and server side). A client's SYN to a
+//! `data-path nat` frontend picks a server and a balancer port and stores the
+//! flow's two directions in `LB_NAT_FLOWS`; every packet of a known flow is
+//! rewritten (addresses, ports, TTL, checksums through the kernel's helpers,
+//! which handle CHECKSUM_PARTIAL skbs) and sent out of the flow's interface
+//! with `bpf_redirect_neigh`, which resolves the next hop itself: no
+//! forwarding sysctl, no conntrack. Everything else is left to the host.
+use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{
+    bindings::{BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect_neigh},
+    macros::classifier,
+    programs::TcContext,
+};
+use lb_common::{
+    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, BindKey, NatBackend, NatFlow, NatKey,
+    NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
+    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
+    NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
+};
+
+use crate::maps::*;
+use crate::parse::{parse, Tcp, TCP_FIN, TCP_RST};
+use crate::count;
+
+/// Bytes pulled into the linear area before parsing: Ethernet, two VLAN
+/// tags, an IPv4 header with options or an IPv6 header with some extension
+/// headers, and the TCP header.
+const PULL: u32 = 192;
+
+/// Why a SYN got no flow (a `stat::NAT_*` index).
+type Refusal = u32;
+
+#[classifier]
+pub fn lb_nat(ctx: TcContext) -> i32 {
+    try_nat(&ctx)
+}
+
+fn try_nat(ctx: &TcContext) -> i32 {
+    if ctx.data_end() - ctx.data() < PULL as usize {
+        let len = ctx.len().min(PULL);
+        let _ = ctx.pull_data(len);
+    }
+    let Ok(tcp) = parse(ctx) else {
+        return TC_ACT_OK;
+    };
+    let key = NatKey {
+        src_be: tcp.src,
+        dst_be: tcp.dst,
+        sport_be: tcp.sport_be,
+        dport_be: tcp.dport.to_be_bytes(),
+        family: tcp.family,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(f) = LB_NAT_FLOWS.get_ptr_mut(&key) {
+        let f = unsafe { &mut *f };
+        // A SYN on an ended flow is the client reusing its port: a new flow.
+        if !(tcp.syn && f.dir == NAT_DIR_CLIENT && f.flags & NAT_F_ENDED != 0) {
+            return forward(ctx, &tcp, f, now);
+        }
+        let peer = f.peer_key(tcp.family);
+        let _ = LB_NAT_FLOWS.remove(&peer);
+        let _ = LB_NAT_FLOWS.remove(&key);
+    }
+    let vkey = BindKey {
+        family: tcp.family,
+        port_host: tcp.dport as u32,
+        addr_be: tcp.dst,
+    };
+    let Some(vip) = (unsafe { LB_NAT_VIPS.get(&vkey) }).copied() else {
+        return TC_ACT_OK;
+    };
+    if !tcp.syn {
+        count(stat::NAT_UNKNOWN);
+        return TC_ACT_OK;
+    }
+    match new_flow(ctx, &tcp, &key, vip, now) {
+        Ok(f) => forward(ctx, &tcp, unsafe { &mut *f }, now),
+        Err(why) => {
+            count(why);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// Picks a server and a balancer port, stores both directions; returns the
+/// client direction's entry.
+#[inline(always)]
+fn new_flow(
+    ctx: &TcContext,
+    tcp: &Tcp,
+    key: &NatKey,
+    vip: NatVip,
+    now: u64,
+) -> Result<*mut NatFlow, Refusal> {
+    let h = avalanche(
+        nat_addr_hash(&tcp.src)
+            ^ ((u16::from_be_bytes(tcp.sport_be) as u32) << 16 | tcp.dport as u32),
+    );
+    let srv_idx = pick(vip.backend, nat_addr_hash(&tcp.src))?;
+    let Some(srv) = LB_NAT_SERVERS.get(srv_idx) else {
+        release(srv_idx);
+        return Err(stat::NAT_NO_SERVER);
+    };
+    let ingress = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // The two entries are built in per-CPU scratch space: the stack cannot
+    // hold them beside the parsed headers.
+    let Some(sc) = LB_NAT_SCRATCH.get_ptr_mut(0) else {
+        release(srv_idx);
+        return Err(stat::NAT_FAILED);
+    };
+    let sc = unsafe { &mut *sc };
+    let back = &mut sc.back;
+    set16(&mut back.src_be, &tcp.dst);
+    set16(&mut back.dst_be, &tcp.src);
+    back.sport_be = tcp.dport.to_be_bytes();
+    back.dport_be = tcp.sport_be;
+    back.ifindex = ingress;
+    back.server = srv_idx;
+    back.frontend = vip.frontend;
+    back.dir = NAT_DIR_SERVER;
+    back.flags = 0;
+    back.created_ns = now;
+    back.last_ns = now;
+    zero(&mut back.ended_ns);
+    zero(&mut back.packets);
+    zero(&mut back.bytes);
+    let rkey = &mut sc.rkey;
+    set16(&mut rkey.src_be, &srv.addr_be);
+    set16(&mut rkey.dst_be, &srv.src_be);
+    rkey.sport_be = srv.port_be;
+    rkey.family = tcp.family;
+    let start = unsafe { bpf_get_prandom_u32() } ^ h;
+    let mut port = 0u16;
+    for attempt in 0..NAT_PORT_TRIES {
+        let p = nat_port(srv.port_lo, srv.port_hi, start, attempt);
+        rkey.dport_be = p.to_be_bytes();
+        if LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64).is_ok() {
+            port = p;
+            break;
+        }
+    }
+    if port == 0 {
+        release(srv_idx);
+        return Err(stat::NAT_NO_PORT);
+    }
+    let fwd = &mut sc.fwd;
+    set16(&mut fwd.src_be, &srv.src_be);
+    set16(&mut fwd.dst_be, &srv.addr_be);
+    fwd.sport_be = port.to_be_bytes();
+    fwd.dport_be = srv.port_be;
+    fwd.ifindex = srv.ifindex;
+    fwd.server = srv_idx;
+    fwd.frontend = vip.frontend;
+    fwd.dir = NAT_DIR_CLIENT;
+    fwd.flags = 0;
+    fwd.created_ns = now;
+    fwd.last_ns = now;
+    zero(&mut fwd.ended_ns);
+    zero(&mut fwd.packets);
+    zero(&mut fwd.bytes);
+    let stored = LB_NAT_FLOWS.insert(key, &*fwd, 0).is_ok();
+    match LB_NAT_FLOWS.get_ptr_mut(key) {
+        Some(f) if stored => {
+            count(stat::NAT_NEW);
+            Ok(f)
+        }
+        _ => {
+            let _ = LB_NAT_FLOWS.remove(&*rkey);
+            release(srv_idx);
+            Err(stat::NAT_TABLE_FULL)
+        }
+    }
+}
+
+/// The backend's server for a new flow, counted in (LB_SRV_CONNS).
+#[inline(always)]
+fn pick(backend: u32, src_hash: u32) -> Result<u32, Refusal> {
+    let be = LB_NAT_BACKENDS
+        .get_ptr_mut(backend)
+        .ok_or(stat::NAT_NO_SERVER)?;
+    let algo = unsafe { (*be).algo };
+    if algo == NAT_ALGO_LEAST || algo == NAT_ALGO_FIRST {
+        return scan(unsafe { &*be }, algo);
+    }
+    let slots = unsafe { (*be).slots };
+    if slots == 0 || slots > NAT_PICK_SLOTS {
+        return Err(stat::NAT_NO_SERVER);
+    }
+    let start = match algo {
+        NAT_ALGO_RANDOM => unsafe { bpf_get_prandom_u32() },
+        NAT_ALGO_SOURCE => src_hash,
+        _ => fetch_add64(unsafe { core::ptr::addr_of_mut!((*be).rr) }, 1) as u32,
+    } % slots;
+    let mut full = false;
+    for i in 0..NAT_PICK_PROBES {
+        let slot = (start + i) % slots;
+        let Some(&idx) = LB_NAT_PICK.get(backend * NAT_PICK_SLOTS + slot) else {
+            continue;
+        };
+        match admit(idx) {
+            Ok(()) => return Ok(idx),
+            Err(f) => full |= f,
+        }
+    }
+    Err(if full {
+        stat::NAT_FULL
+    } else {
+        stat::NAT_NO_SERVER
+    })
+}
+
+/// leastconn (fewest flows per unit of weight) and first (the first below its
+/// maxconn) over the backend's eligible servers. The running best lives in
+/// per-CPU scratch memory: kept in registers, the verifier would follow
+/// every combination of comparisons over the 64 iterations.
+#[inline(always)]
+fn scan(be: &NatBackend, algo: u32) -> Result<u32, Refusal> {
+    let sc = LB_NAT_SCRATCH.get_ptr_mut(0).ok_or(stat::NAT_FAILED)?;
+    unsafe {
+        core::ptr::write_volatile(&mut (*sc).best, u32::MAX);
+        core::ptr::write_volatile(&mut (*sc).best_key, u64::MAX);
+        core::ptr::write_volatile(&mut (*sc).full, 0);
+    }
+    let n = be.scan_len.min(NAT_SCAN_SERVERS) as usize;
+    for i in 0..NAT_SCAN_SERVERS as usize {
+        if i >= n {
+            break;
+        }
+        let (Some(&idx), Some(&w)) = (be.scan.get(i), be.weights.get(i)) else {
+            break;
+        };
+        let (Some(srv), Some(c)) = (LB_NAT_SERVERS.get(idx), LB_SRV_CONNS.get(idx)) else {
+            continue;
+        };
+        if srv.usable == 0 {
+            continue;
+        }
+        if srv.maxconn != 0 && c.count >= srv.maxconn {
+            unsafe { core::ptr::write_volatile(&mut (*sc).full, 1) };
+            continue;
+        }
+        let k = ((c.count as u64 + 1) << 24) / (w.max(1) as u64);
+        unsafe {
+            if k < core::ptr::read_volatile(&(*sc).best_key) {
+                core::ptr::write_volatile(&mut (*sc).best_key, k);
+                core::ptr::write_volatile(&mut (*sc).best, idx);
+            }
+        }
+        if algo == NAT_ALGO_FIRST {
+            break;
+        }
+    }
+    let (best, full) = unsafe {
+        (
+            core::ptr::read_volatile(&(*sc).best),
+            core::ptr::read_volatile(&(*sc).full),
+        )
+    };
+    if best == u32::MAX {
+        return Err(if full != 0 {
+            stat::NAT_FULL
+        } else {
+            stat::NAT_NO_SERVER
+        });
+    }
+    admit(best).map(|_| best).map_err(|_| stat::NAT_FULL)
+}
+
+/// Counts a flow in on server `idx` if it may take one; Err(true): at its
+/// maxconn, Err(false): not usable.
+#[inline(always)]
+fn admit(idx: u32) -> Result<(), bool> {
+    let Some(srv) = LB_NAT_SERVERS.get(idx) else {
+        return Err(false);
+    };
+    if srv.usable == 0 {
+        return Err(false);
+    }
+    let Some(c) = LB_SRV_CONNS.get_ptr_mut(idx) else {
+        return Err(false);
+    };
+    let p = unsafe { core::ptr::addr_of_mut!((*c).count) };
+    let old = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, 1) };
+    if srv.maxconn != 0 && old >= srv.maxconn {
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
+        return Err(true);
+    }
+    Ok(())
+}
+
+/// Counts a flow of server `idx` out.
+#[inline(always)]
+fn release(idx: u32) {
+    if let Some(c) = LB_SRV_CONNS.get_ptr_mut(idx) {
+        let p = unsafe { core::ptr::addr_of_mut!((*c).count) };
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
+    }
+}
+
+/// Copies an address into map memory. A plain assignment between two map
+/// values may alias as far as LLVM knows: it becomes a `memmove` call, which
+/// BPF does not have; `memcpy` is expanded inline.
+#[inline(always)]
+fn set16(dst: &mut [u8; 16], src: &[u8; 16]) {
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), 16) }
+}
+
+/// Zeroes a field of map memory one store at a time (adjacent zero stores
+/// would be merged into a `memset` call, which BPF does not have).
+#[inline(always)]
+fn zero(p: &mut u64) {
+    unsafe { core::ptr::write_volatile(p, 0) }
+}
+
+#[inline(always)]
+fn fetch_add64(p: *mut u64, v: u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
+}
+
+/// Accounts the packet to its flow, ends the flow on its last FIN or a RST,
+/// rewrites it and sends it on.
+#[inline(always)]
+fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
+    f.last_ns = now;
+    let payload = (ctx.len() as u64).saturating_sub((tcp.l4 as u64) + tcp.th_len as u64);
+    fetch_add64(core::ptr::addr_of_mut!(f.packets), 1);
+    fetch_add64(core::ptr::addr_of_mut!(f.bytes), payload);
+    if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(f.server) {
+        // Per-CPU slot: no other writer.
+        let ks = unsafe { &mut *ks };
+        if f.dir == NAT_DIR_CLIENT {
+            ks.bytes_in += payload;
+        } else {
+            ks.bytes_out += payload;
+        }
+    }
+    let ends = (if tcp.flags & TCP_FIN != 0 { NAT_F_FIN } else { 0 })
+        | (if tcp.flags & TCP_RST != 0 { NAT_F_RST } else { 0 });
+    if ends != 0 {
+        end_check(tcp.family, f, ends, now);
+    }
+    let (ifindex, rewritten) = (f.ifindex, rewrite(ctx, tcp, f));
+    match rewritten {
+        Ok(()) => {
+            count(stat::NAT_PACKETS);
+            unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+        }
+        Err(why) => {
+            count(why);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// Records `ends` on this direction; when the flow is over (see
+/// `nat_flow_over`), whoever gets there first marks the client entry ended
+/// and counts the server's flow out.
+#[inline(always)]
+fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
+    let mine = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.flags, ends) } | ends;
+    let peer_key = f.peer_key(family);
+    let Some(peer) = LB_NAT_FLOWS.get_ptr_mut(&peer_key) else {
+        return;
+    };
+    let peer = unsafe { &mut *peer };
+    if !nat_flow_over(mine, peer.flags) {
+        return;
+    }
+    let client = if f.dir == NAT_DIR_CLIENT { f } else { peer };
+    let old = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.flags, NAT_F_ENDED) };
+    if old & NAT_F_ENDED == 0 {
+        client.ended_ns = now;
+        release(client.server);
+        count(stat::NAT_ENDED);
+    }
+}
+
+/// Rewrites addresses and ports to the entry's and takes one off the TTL,
+/// fixing the checksums as it goes.
+#[inline(always)]
+fn rewrite(ctx: &TcContext, tcp: &Tcp, f: &NatFlow) -> Result<(), u32> {
+    let csum = tcp.l4 + 16;
+    let fail = |_| stat::NAT_FAILED;
+    if tcp.family == AF_INET {
+        let l3 = tcp.l3;
+        let ttl_proto: [u8; 2] = ctx.load(l3 + 8).map_err(fail)?;
+        if ttl_proto[0] <= 1 {
+            return Err(stat::NAT_TTL);
+        }
+        let new = [ttl_proto[0] - 1, ttl_proto[1]];
+        ctx.l3_csum_replace(
+            l3 + 10,
+            u16::from_ne_bytes(ttl_proto) as u64,
+            u16::from_ne_bytes(new) as u64,
+            2,
+        )
+        .map_err(fail)?;
+        ctx.store(l3 + 8, &new, 0).map_err(fail)?;
+        for (off, old, new) in [(12, &tcp.src, &f.src_be), (16, &tcp.dst, &f.dst_be)] {
+            let o = u32::from_ne_bytes([old[0], old[1], old[2], old[3]]) as u64;
+            let n = u32::from_ne_bytes([new[0], new[1], new[2], new[3]]) as u64;
+            if o == n {
+                continue;
+            }
+            ctx.l3_csum_replace(l3 + 10, o, n, 4).map_err(fail)?;
+            ctx.l4_csum_replace(csum, o, n, BPF_F_PSEUDO_HDR as u64 | 4)
+                .map_err(fail)?;
+            ctx.store(l3 + off, &[new[0], new[1], new[2], new[3]], 0)
+                .map_err(fail)?;
+        }
+    } else {
+        let l3 = tcp.l3;
+        let hop: u8 = ctx.load(l3 + 7).map_err(fail)?;
+        if hop <= 1 {
+            return Err(stat::NAT_TTL);
+        }
+        ctx.store(l3 + 7, &(hop - 1), 0).map_err(fail)?;
+        for (off, old, new) in [(8, &tcp.src, &f.src_be), (24, &tcp.dst, &f.dst_be)] {
+            for w in 0..4 {
+                let i = w * 4;
+                let o = u32::from_ne_bytes([old[i], old[i + 1], old[i + 2], old[i + 3]]) as u64;
+                let n = u32::from_ne_bytes([new[i], new[i + 1], new[i + 2], new[i + 3]]) as u64;
+                if o != n {
+                    ctx.l4_csum_replace(csum, o, n, BPF_F_PSEUDO_HDR as u64 | 4)
+                        .map_err(fail)?;
+                }
+            }
+            ctx.store(l3 + off, new, 0).map_err(fail)?;
+        }
+    }
+    let dport_be = tcp.dport.to_be_bytes();
+    for (off, old, new) in [(0, tcp.sport_be, f.sport_be), (2, dport_be, f.dport_be)] {
+        let o = u16::from_ne_bytes(old) as u64;
+        let n = u16::from_ne_bytes(new) as u64;
+        if o == n {
+            continue;
+        }
+        ctx.l4_csum_replace(csum, o, n, 2).map_err(fail)?;
+        ctx.store(tcp.l4 + off, &new, 0).map_err(fail)?;
+    }
+    Ok(())
+}

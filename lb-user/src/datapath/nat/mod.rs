@@ -1,0 +1,539 @@
+//! The kernel NAT path (`data-path nat`) as the daemon runs it: which
+//! addresses and interfaces it takes, the servers' routes and port ranges,
+//! the pick tables kept in step with health and weights, and the sweep that
+//! ends idle flows. `lb_nat` (lb-ebpf/src/nat.rs) does the per-packet work.
+pub mod table;
+
+use std::collections::HashMap as StdMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lb_common::{
+    BindKey, NatFlow, NatServer, NatVip, AF_INET, AF_INET6, NAT_DEFAULT_FLOWS, NAT_DIR_CLIENT,
+    NAT_DIR_SERVER, NAT_F_ENDED,
+};
+
+use crate::config::{Config, DataPath};
+use crate::kernel::nat::NatMaps;
+use crate::kernel::route;
+use crate::state::State;
+use table::Slot;
+
+/// How long an ended flow (FIN both ways, or RST) keeps its entries: the
+/// last ACK, retransmitted FINs and a late RST still find their rewrite.
+pub const ENDED_GRACE: Duration = Duration::from_secs(10);
+/// How often the pick tables follow health and weights.
+const REFRESH: Duration = Duration::from_millis(100);
+/// How often idle and ended flows are swept.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Entries the flow table needs, when some frontend uses `data-path nat`:
+/// two per flow, twice the global `maxconn` of flows (ended flows wait out
+/// their grace), within [64 Ki, 8 Mi]; without `maxconn`, 256 Ki.
+pub fn flows_wanted(cfg: &Config) -> Option<u32> {
+    if !cfg.frontends.iter().any(|f| f.path() == DataPath::Nat) {
+        return None;
+    }
+    Some(match cfg.global.maxconn {
+        Some(m) => (m as u64 * 4).clamp(65_536, 8 << 20) as u32,
+        None => NAT_DEFAULT_FLOWS,
+    })
+}
+
+/// The balancer ports the NAT path hands out: those above the host's
+/// ephemeral range (`net.ipv4.ip_local_port_range`), which the host's own
+/// connections never take unless a program binds one explicitly.
+pub fn port_range() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let hi: u32 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{path}: unreadable '{}'", text.trim()))?;
+    let lo = hi + 1;
+    if lo > 65_535 - 255 {
+        bail!(
+            "{path} ends at {hi}: fewer than 256 ports above it are left for NAT flows; \
+             lower the end of the range (lb changes no host setting itself)"
+        );
+    }
+    Ok((lo as u16, 65_535))
+}
+
+/// What the NAT path of one configuration needs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// Config backend index of each NAT backend (its index in LB_NAT_BACKENDS).
+    pub backends: Vec<usize>,
+    /// Interfaces the clients come in by.
+    pub client_ifaces: Vec<String>,
+    /// Frontend addresses and ports.
+    pub vips: Vec<(BindKey, NatVip)>,
+}
+
+fn family_of(ip: IpAddr) -> u32 {
+    if ip.is_ipv4() {
+        AF_INET
+    } else {
+        AF_INET6
+    }
+}
+
+fn addr16(ip: IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
+        IpAddr::V6(v) => a = v.octets(),
+    }
+    a
+}
+
+/// The frontends, addresses and interfaces of the NAT path. `addrs_of` gives
+/// an interface's addresses (a wildcard bind stands for those).
+pub fn plan(cfg: &Config, addrs_of: &dyn Fn(&str) -> Vec<IpAddr>) -> Plan {
+    let mut p = Plan::default();
+    let global: Vec<String> = cfg
+        .global
+        .xdp_interfaces
+        .iter()
+        .map(|i| i.value.name.clone())
+        .collect();
+    for (fi, f) in cfg.frontends.iter().enumerate() {
+        if f.path() != DataPath::Nat {
+            continue;
+        }
+        // `lb check` made sure of a default backend.
+        let Some(bi) = f.default_backend_idx else {
+            continue;
+        };
+        let nb = match p.backends.iter().position(|&b| b == bi) {
+            Some(i) => i,
+            None => {
+                p.backends.push(bi);
+                p.backends.len() - 1
+            }
+        };
+        for b in &f.binds {
+            let ifaces: Vec<String> = match &b.interface {
+                Some(i) => vec![i.clone()],
+                None => global.clone(),
+            };
+            for i in &ifaces {
+                if !p.client_ifaces.contains(i) {
+                    p.client_ifaces.push(i.clone());
+                }
+            }
+            let addrs: Vec<IpAddr> = match b.addr {
+                Some(a) if !a.is_unspecified() => vec![a],
+                Some(a) => ifaces
+                    .iter()
+                    .flat_map(|i| addrs_of(i))
+                    .filter(|x| x.is_ipv4() == a.is_ipv4())
+                    .collect(),
+                None => ifaces.iter().flat_map(|i| addrs_of(i)).collect(),
+            };
+            for a in addrs {
+                for port in b.port_first..=b.port_last {
+                    let key = BindKey {
+                        family: family_of(a),
+                        port_host: port as u32,
+                        addr_be: addr16(a),
+                    };
+                    if !p.vips.iter().any(|(k, _)| *k == key) {
+                        p.vips.push((
+                            key,
+                            NatVip {
+                                frontend: fi as u32,
+                                backend: nb as u32,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    let r = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if r.is_null() {
+        return None;
+    }
+    Some(crate::kernel::xdp::cstr(&buf))
+}
+
+/// Idle limits of one frontend/backend pair, in ns (0: none).
+#[derive(Clone, Copy, Debug, Default)]
+struct Idle {
+    /// Established: `timeout tunnel` if set, else the larger of `timeout
+    /// client` and `timeout server` (one side idle is both sides idle here).
+    established_ns: u64,
+    /// No answer from the server yet: `timeout connect`.
+    connect_ns: u64,
+}
+
+/// The running NAT path.
+pub struct Nat {
+    maps: NatMaps,
+    plan: Plan,
+    /// Per server index: its NAT entry as last written (None: not behind NAT).
+    servers: Vec<Option<NatServer>>,
+    /// Per NAT backend: the header and table last written.
+    written: Vec<Option<(lb_common::NatBackend, Vec<u32>)>>,
+    /// Per frontend index.
+    idle: Vec<Idle>,
+}
+
+impl Nat {
+    /// Resolves the routes to the servers, fills the maps and adopts the
+    /// flows a previous daemon left (recounting each server's flows). Returns
+    /// the interfaces `lb_nat` must be attached to: the clients' and those of
+    /// the routes to the servers.
+    pub fn start(cfg: &Config, state: &State, mut maps: NatMaps) -> Result<(Self, Vec<String>)> {
+        let addrs_of = |i: &str| {
+            crate::kernel::xdp::ifindex(i)
+                .and_then(|x| route::addresses(x).ok())
+                .unwrap_or_default()
+        };
+        let plan = plan(cfg, &addrs_of);
+        let (lo, hi) = port_range()?;
+        let mut ifaces = plan.client_ifaces.clone();
+        let mut servers = vec![None; state.servers.len()];
+        for &bi in &plan.backends {
+            for &si in &state.backends[bi].servers {
+                let s = &state.servers[si as usize];
+                let addr = s.addr();
+                let r = route::route_to(addr.ip()).with_context(|| {
+                    format!(
+                        "server '{}/{}' ({addr}) for 'data-path nat'",
+                        s.backend,
+                        s.name()
+                    )
+                })?;
+                if r.ifindex == 1 {
+                    tracing::warn!(
+                        "server '{}/{}' ({addr}) is on this host: 'data-path nat' cannot \
+                         send flows to it (remote clients of its frontend get no server)",
+                        s.backend,
+                        s.name()
+                    );
+                }
+                if let Some(name) = ifname(r.ifindex) {
+                    if r.ifindex != 1 && !ifaces.contains(&name) {
+                        ifaces.push(name);
+                    }
+                }
+                let mut port_be = [0u8; 2];
+                port_be.copy_from_slice(&addr.port().to_be_bytes());
+                servers[si as usize] = Some(NatServer {
+                    addr_be: addr16(addr.ip()),
+                    src_be: addr16(r.src),
+                    port_be,
+                    family: family_of(addr.ip()),
+                    ifindex: r.ifindex,
+                    port_lo: lo as u32,
+                    port_hi: hi as u32,
+                    maxconn: s.effective_maxconn(),
+                    usable: 0,
+                    ..Default::default()
+                });
+            }
+        }
+        maps.set_vips(&plan.vips).context("writing LB_NAT_VIPS")?;
+        let idle = cfg
+            .frontends
+            .iter()
+            .map(|f| {
+                let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_nanos() as u64);
+                let Some(b) = f.default_backend_idx.map(|i| &cfg.backends[i]) else {
+                    return Idle::default();
+                };
+                let tunnel = ms(b.timeout_tunnel.as_ref().map(|t| t.value));
+                let (c, s) = (ms(f.timeout_client), ms(b.timeout_server));
+                Idle {
+                    established_ns: if tunnel != 0 {
+                        tunnel
+                    } else if c == 0 || s == 0 {
+                        0
+                    } else {
+                        c.max(s)
+                    },
+                    connect_ns: ms(b.timeout_connect),
+                }
+            })
+            .collect();
+        let mut nat = Nat {
+            maps,
+            written: vec![None; plan.backends.len()],
+            plan,
+            servers,
+            idle,
+        };
+        nat.refresh(state)?;
+        nat.adopt(state);
+        tracing::info!(
+            "data-path nat: {} frontend address(es), balancer ports {lo}-{hi}, lb_nat on {}",
+            nat.plan.vips.len(),
+            ifaces.join(", ")
+        );
+        Ok((nat, ifaces))
+    }
+
+    /// Writes what changed of the servers (usable, maxconn) and the pick
+    /// tables since the last call.
+    pub fn refresh(&mut self, state: &State) -> Result<()> {
+        for (nb, &bi) in self.plan.backends.clone().iter().enumerate() {
+            let b = &state.backends[bi];
+            let (members, _) = state.members_of(bi);
+            let names: Vec<String> = b
+                .servers
+                .iter()
+                .map(|&i| state.servers[i as usize].name().to_string())
+                .collect();
+            let slots: Vec<Slot<'_>> = b
+                .servers
+                .iter()
+                .zip(&members)
+                .zip(&names)
+                .map(|((&idx, m), n)| Slot {
+                    idx,
+                    member: *m,
+                    name: n,
+                })
+                .collect();
+            for s in &slots {
+                let Some(mut ns) = self.servers[s.idx as usize] else {
+                    continue;
+                };
+                // A server on this host is never usable by the NAT path.
+                ns.usable = (s.member.weight > 0 && ns.ifindex != 1) as u32;
+                ns.maxconn = s.member.maxconn;
+                if self.servers[s.idx as usize] != Some(ns) {
+                    self.maps
+                        .set_server(s.idx, &ns)
+                        .context("writing LB_NAT_SERVERS")?;
+                    self.servers[s.idx as usize] = Some(ns);
+                }
+            }
+            let usable: Vec<Slot<'_>> = slots
+                .into_iter()
+                .map(|mut s| {
+                    if self.servers[s.idx as usize].is_none_or(|n| n.usable == 0) {
+                        s.member.weight = 0;
+                    }
+                    s
+                })
+                .collect();
+            let built = table::build(b.algo, &usable);
+            if self.written[nb].as_ref() != Some(&built) {
+                self.maps
+                    .set_backend(nb as u32, &built.0, &built.1)
+                    .context("writing the NAT pick table")?;
+                self.written[nb] = Some(built);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flows a previous daemon left in the table: each is counted on its
+    /// server again (found by address: indexes change with the
+    /// configuration); flows of servers no longer configured go on uncounted.
+    fn adopt(&mut self, state: &State) {
+        let by_addr: StdMap<([u8; 16], [u8; 2]), u32> = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| ((s.addr_be, s.port_be), i as u32)))
+            .collect();
+        let (mut adopted, mut orphans) = (0u64, 0u64);
+        for (k, mut v) in self.maps.flows() {
+            if v.dir != NAT_DIR_CLIENT {
+                continue;
+            }
+            let idx = by_addr
+                .get(&(v.dst_be, v.dport_be))
+                .copied()
+                .unwrap_or(u32::MAX);
+            let peer_key = v.peer_key(k.family);
+            if idx != v.server {
+                v.server = idx;
+                self.maps.update_flow(&k, &v);
+                if let Some(mut p) = self.maps.flow(&peer_key) {
+                    p.server = idx;
+                    self.maps.update_flow(&peer_key, &p);
+                }
+            }
+            if v.flags & NAT_F_ENDED != 0 {
+                continue;
+            }
+            match state.servers.get(idx as usize) {
+                Some(s) => {
+                    s.cur_conns.fetch_add(1, Ordering::Relaxed);
+                    adopted += 1;
+                }
+                None => orphans += 1,
+            }
+        }
+        if adopted + orphans > 0 {
+            tracing::info!(
+                "data-path nat: {adopted} running flow(s) adopted from the previous daemon{}",
+                if orphans > 0 {
+                    format!(", {orphans} of servers no longer configured (they go on, uncounted)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    /// Ends what is over: ended flows past their grace, idle flows past their
+    /// timeout, halves whose other half the LRU evicted. Returns (flows
+    /// removed, halves found alone).
+    pub fn sweep(&mut self, state: &State, now_ns: u64) -> (u64, u64) {
+        let (mut removed, mut alone) = (0, 0);
+        let entries = self.maps.flows();
+        let index: StdMap<lb_common::NatKey, NatFlow> = entries.iter().copied().collect();
+        for (k, v) in &entries {
+            let peer_key = v.peer_key(k.family);
+            let peer = index.get(&peer_key);
+            if v.dir == NAT_DIR_SERVER {
+                if peer.is_none() && self.maps.remove_flow(k) {
+                    alone += 1;
+                }
+                continue;
+            }
+            let ended = v.flags & NAT_F_ENDED != 0;
+            let over = match peer {
+                None => {
+                    alone += 1;
+                    true
+                }
+                Some(_) if ended => {
+                    now_ns.saturating_sub(v.ended_ns) > ENDED_GRACE.as_nanos() as u64
+                }
+                Some(p) => {
+                    let idle = self
+                        .idle
+                        .get(v.frontend as usize)
+                        .copied()
+                        .unwrap_or_default();
+                    let last = v.last_ns.max(p.last_ns);
+                    let limit = if p.packets == 0 {
+                        idle.connect_ns
+                    } else {
+                        idle.established_ns
+                    };
+                    limit != 0 && now_ns.saturating_sub(last) > limit
+                }
+            };
+            if !over {
+                continue;
+            }
+            // Whoever removes the client entry counts the flow out (unless
+            // the kernel did when it ended).
+            if self.maps.remove_flow(k) {
+                removed += 1;
+                if !ended {
+                    if let Some(s) = state.servers.get(v.server as usize) {
+                        let _ =
+                            s.cur_conns
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                                    Some(c.saturating_sub(1))
+                                });
+                    }
+                }
+            }
+            self.maps.remove_flow(&peer_key);
+        }
+        (removed, alone)
+    }
+}
+
+/// Runs the refresh (every 100 ms) and the sweep (every second) on a thread
+/// of their own (the sweep walks the whole table with system calls) until
+/// `stop`.
+pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("lb-nat".into())
+        .spawn(move || {
+            let mut nat = nat;
+            let mut last_sweep = crate::sys::monotonic_ns();
+            let mut warned_alone = false;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(REFRESH);
+                if let Err(e) = nat.refresh(&state) {
+                    tracing::warn!("data-path nat: {e:#}");
+                }
+                let now = crate::sys::monotonic_ns();
+                if now - last_sweep >= SWEEP.as_nanos() as u64 {
+                    last_sweep = now;
+                    let (_, alone) = nat.sweep(&state, now);
+                    if alone > 0 && !warned_alone {
+                        warned_alone = true;
+                        tracing::warn!(
+                            "data-path nat: {alone} flow half(s) found without their other half: \
+                             the flow table is full and its LRU evicted running flows; raise \
+                             global 'maxconn' (the table holds 4 entries per maxconn)"
+                        );
+                    }
+                }
+            }
+        })
+        .expect("spawning the NAT thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse_for_fuzzing(text).expect("valid")
+    }
+
+    const BASE: &str = "global\n    xdp-interface veth0\ndefaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n";
+
+    #[test]
+    fn wildcard_binds_take_the_interface_addresses() {
+        let c = cfg(&format!(
+            "{BASE}frontend f\n    bind *:5432\n    data-path nat\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n"
+        ));
+        let p = plan(&c, &|i| {
+            assert_eq!(i, "veth0");
+            vec!["10.8.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]
+        });
+        assert_eq!(p.client_ifaces, vec!["veth0".to_string()]);
+        assert_eq!(p.backends, vec![0]);
+        // As on the splice path, `*` listens on both families.
+        assert_eq!(p.vips.len(), 2);
+        assert_eq!(p.vips[0].0.port_host, 5432);
+        assert_eq!(&p.vips[0].0.addr_be[..4], &[10, 8, 0, 1]);
+        assert_eq!(p.vips[1].0.family, AF_INET6);
+    }
+
+    #[test]
+    fn frontends_on_other_paths_are_not_planned() {
+        let c = cfg(&format!(
+            "{BASE}frontend f\n    bind 10.8.0.1:5432\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n"
+        ));
+        assert!(flows_wanted(&c).is_none());
+        assert_eq!(plan(&c, &|_| Vec::new()), Plan::default());
+    }
+
+    #[test]
+    fn flow_table_follows_maxconn() {
+        let c = cfg(&format!(
+            "{BASE}frontend f\n    bind 10.8.0.1:5432\n    data-path nat\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n"
+        ));
+        assert_eq!(flows_wanted(&c), Some(NAT_DEFAULT_FLOWS));
+        let c = cfg(
+            "global\n    maxconn 100000\n    xdp-interface veth0\ndefaults\n    mode tcp\nfrontend f\n    bind 10.8.0.1:5432\n    data-path nat\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n",
+        );
+        assert_eq!(flows_wanted(&c), Some(400_000));
+    }
+}

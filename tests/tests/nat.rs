@@ -1,0 +1,140 @@
+//! `data-path nat`: remote clients balanced by `lb_nat` rewriting packets at
+//! tc ingress, no socket on the balancer. Byte-exact concurrent transfers with
+//! half-close over IPv4 and IPv6, the servers seeing the balancer's address
+//! and a port of its range, round robin over the three servers, and flows
+//! that outlive a SIGKILLed daemon.
+
+use lb_tests::traffic::{check_blast, random_specs, run_blast, run_seed, ServerConn};
+use lb_tests::*;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const NAMES: [&str; 3] = ["nat1", "nat2", "nat3"];
+
+/// The pgsql example's shape with `data-path nat` and the client-side veth
+/// named for the NAT path.
+fn nat_config(bind: &str, backends: &[&str; 3], port: u16, extra_global: &str) -> String {
+    let mut s = format!(
+        "global\n    maxconn 4096\n    xdp-interface eth-c\n{extra_global}\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend nat_frontend\n    bind {bind}\n    mode tcp\n    data-path nat\n    default_backend nat_backend\n\
+         backend nat_backend\n    mode tcp\n    balance roundrobin\n"
+    );
+    for (n, ip) in NAMES.iter().zip(backends) {
+        s.push_str(&format!(
+            "    server {n} {} check inter 500ms\n",
+            hp(ip, port)
+        ));
+    }
+    s
+}
+
+/// Removes the NAT state the daemon keeps pinned across restarts.
+fn clear_nat(topo: &Topology, instance: &str) {
+    let Ok(bin) = lb_bin() else {
+        return;
+    };
+    let mut cmd = lb_tests::netns::ns_cmd(&topo.lb.path(), &bin);
+    cmd.args(["clear", "nat", "--instance", instance]);
+    let _ = util::output(&mut cmd);
+}
+
+/// Every server-side connection came from the balancer's own address, from a
+/// port above the host's ephemeral range, and the servers took turns.
+fn check_server_view(
+    conns: &[ServerConn],
+    lb_addr: &str,
+    backends: &[&str; 3],
+) -> anyhow::Result<()> {
+    let lb_ip: IpAddr = lb_addr.parse()?;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+    let hi: u16 = range.split_whitespace().nth(1).unwrap_or("60999").parse()?;
+    let mut per = [0usize; 3];
+    for c in conns {
+        anyhow::ensure!(
+            c.peer.ip() == lb_ip,
+            "a server saw {} as its client: full NAT must show the balancer's {lb_ip}",
+            c.peer
+        );
+        anyhow::ensure!(
+            c.peer.port() > hi,
+            "balancer port {} is inside the host's ephemeral range (ends at {hi})",
+            c.peer.port()
+        );
+        if let Some(l) = c.local {
+            if let Some(i) = backends
+                .iter()
+                .position(|b| l.ip() == b.parse::<IpAddr>().unwrap())
+            {
+                per[i] += 1;
+            }
+        }
+    }
+    let n = conns.len();
+    for (i, &k) in per.iter().enumerate() {
+        anyhow::ensure!(
+            k.abs_diff(n / 3) <= 2,
+            "round robin: server {} took {k} of {n} flows ({per:?})",
+            NAMES[i]
+        );
+    }
+    println!("[lb-tests] nat: {n} flows from {lb_ip}, per server {per:?}");
+    Ok(())
+}
+
+fn blast(
+    tag: &str,
+    client_to: &str,
+    lb_srv: &str,
+    backends: &[&str; 3],
+    port: u16,
+) -> anyhow::Result<()> {
+    let topo = Topology::new(tag)?;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| sa(b, port)).collect();
+    let server = BlastServer::start(topo.srv.name(), &addrs)?;
+    let cfg = nat_config(&hp(client_to, port), backends, port, "");
+    let mut lb = topo.start_lb(&cfg, &[])?;
+    let instance = lb.instance().to_string();
+    let result = (|| -> anyhow::Result<()> {
+        lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+        let mut rng = Rng::new(run_seed());
+        let specs = random_specs(&mut rng, 200, 8 << 20, 1 << 30);
+        let clients = run_blast(
+            topo.client.name(),
+            sa(client_to, port),
+            &specs,
+            &[ClientMode::Full],
+        );
+        check_blast(
+            &format!("{tag} 200 concurrent through nat"),
+            &specs,
+            &clients,
+            &server,
+            Duration::from_secs(30),
+        )?;
+        check_server_view(&server.conns(), lb_srv, backends)?;
+        let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+        println!("[lb-tests] nat stats: {stats}");
+        anyhow::ensure!(
+            stats["nat_new"].as_u64() >= Some(200),
+            "nat_new {} < 200: the flows did not take the NAT path",
+            stats["nat_new"]
+        );
+        lb.assert_alive()
+    })();
+    let _ = lb.stop();
+    clear_nat(&topo, &instance);
+    result
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_blast_ipv4() {
+    run_test(|| blast("natv4", LB_V4, LB_SRV_V4, &BACKENDS_V4, 9100));
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_blast_ipv6() {
+    run_test(|| blast("natv6", LB_V6, LB_SRV_V6, &BACKENDS_V6, 9101));
+}
