@@ -138,3 +138,137 @@ fn nat_blast_ipv4() {
 fn nat_blast_ipv6() {
     run_test(|| blast("natv6", LB_V6, LB_SRV_V6, &BACKENDS_V6, 9101));
 }
+
+/// One idle connection through the echo frontend: a round trip proves it
+/// works; it stays open for the next.
+fn echo_round(s: &mut std::net::TcpStream, tag: u8) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let msg = [tag; 100];
+    s.write_all(&msg)?;
+    let mut back = [0u8; 100];
+    s.read_exact(&mut back)?;
+    anyhow::ensure!(back == msg, "echo came back changed");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_flows_outlive_a_killed_daemon() {
+    run_test(|| {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let topo = Topology::new("natkill")?;
+        let (blast_port, echo_port) = (9102, 9103);
+        let addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, blast_port)).collect();
+        let server = BlastServer::start(topo.srv.name(), &addrs)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let echo_addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, echo_port)).collect();
+        lb_tests::traffic::serve(topo.srv.name(), &echo_addrs, stop.clone(), |mut s, _| {
+            let mut w = match s.try_clone() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            let _ = std::io::copy(&mut s, &mut w);
+        })?;
+        let mut cfg = nat_config(&hp(LB_V4, blast_port), &BACKENDS_V4, blast_port, "");
+        cfg.push_str(&format!(
+            "frontend echo_frontend\n    bind {}\n    data-path nat\n    default_backend echo_backend\n\
+             backend echo_backend\n    balance roundrobin\n",
+            hp(LB_V4, echo_port)
+        ));
+        for (i, b) in BACKENDS_V4.iter().enumerate() {
+            cfg.push_str(&format!("    server echo{} {}\n", i + 1, hp(b, echo_port)));
+        }
+        let instance = format!("natkill{}", util::unique_id());
+        let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            // Ten idle sessions, each proven once.
+            let mut idle: Vec<std::net::TcpStream> = topo.in_client(|| {
+                (0..10)
+                    .map(|_| lb_tests::traffic::connect(sa(LB_V4, echo_port)))
+                    .collect::<std::io::Result<_>>()
+            })?;
+            for s in idle.iter_mut() {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                echo_round(s, 1)?;
+            }
+            // Bulk transfers running when the daemon dies.
+            let specs: Vec<BlastSpec> = (0..8)
+                .map(|i| BlastSpec {
+                    c2s: 384 << 20,
+                    s2c: 384 << 20,
+                    seed: 0x6e61_7400 + i,
+                })
+                .collect();
+            let client_ns = topo.client.name().to_string();
+            let specs2 = specs.clone();
+            let bulk = std::thread::spawn(move || {
+                run_blast(
+                    &client_ns,
+                    sa(LB_V4, blast_port),
+                    &specs2,
+                    &[ClientMode::Full],
+                )
+            });
+            std::thread::sleep(Duration::from_millis(700));
+            lb.kill()?;
+            println!("[lb-tests] lb SIGKILLed with 8 bulk and 10 idle NAT flows running");
+            let clients = bulk.join().expect("bulk thread");
+            check_blast(
+                "bulk across SIGKILL",
+                &specs,
+                &clients,
+                &server,
+                Duration::from_secs(60),
+            )?;
+            for s in idle.iter_mut() {
+                echo_round(s, 2)?;
+            }
+            println!("[lb-tests] the 10 idle sessions still answer with no daemon");
+            // A new daemon adopts the table: the idle flows are counted again.
+            let lb2 = topo.start_lb_instance(&cfg, &instance, &[])?;
+            anyhow::ensure!(
+                lb2.log_tail(200)
+                    .contains("adopted from the previous daemon"),
+                "no adoption in the log:\n{}",
+                lb2.log_tail(40)
+            );
+            let rows = lb2.show_servers()?;
+            let echo_conns: u64 = rows
+                .iter()
+                .filter(|r| r.name.starts_with("echo"))
+                .map(|r| r.cur_conns)
+                .sum();
+            anyhow::ensure!(
+                echo_conns == 10,
+                "after adoption the echo servers count {echo_conns} flows, not 10: {rows:?}"
+            );
+            for s in idle.iter_mut() {
+                echo_round(s, 3)?;
+            }
+            drop(idle);
+            util::wait_until(
+                "the closed idle flows counted out",
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || {
+                    let rows = lb2.show_servers()?;
+                    Ok(rows
+                        .iter()
+                        .filter(|r| r.name.starts_with("echo"))
+                        .all(|r| r.cur_conns == 0))
+                },
+            )?;
+            // And new flows go through the new daemon's program.
+            let mut s = topo.in_client(|| lb_tests::traffic::connect(sa(LB_V4, echo_port)))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            echo_round(&mut s, 4)?;
+            lb2.stop()?;
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        clear_nat(&topo, &instance);
+        result
+    });
+}

@@ -1371,8 +1371,18 @@ fn nat_refuses_what_needs_a_terminated_connection() {
     for (fe_extra, srv_extra, want, line) in [
         ("", " send-proxy", "'send-proxy' writes a header", 14),
         ("", " maxqueue 5", "'maxqueue' queues connections", 14),
-        ("", " minconn 5 maxconn 9", "'minconn' (dynamic maxconn)", 14),
-        ("    use_backend be if TRUE\n", "", "'use_backend' rules", 11),
+        (
+            "",
+            " minconn 5 maxconn 9",
+            "'minconn' (dynamic maxconn)",
+            14,
+        ),
+        (
+            "    use_backend be if TRUE\n",
+            "",
+            "'use_backend' rules",
+            11,
+        ),
         ("    maxconn 100\n", "", "a frontend 'maxconn'", 11),
     ] {
         let text = format!(
@@ -1389,13 +1399,19 @@ fn nat_refuses_what_needs_a_terminated_connection() {
          backend be\n    server s0 10.0.0.1\n"
     ))
     .to_string();
-    assert!(e.contains("'accept-proxy' reads a header") && e.contains(":9:"), "{e}");
+    assert!(
+        e.contains("'accept-proxy' reads a header") && e.contains(":9:"),
+        "{e}"
+    );
     let e = parse_err(&format!(
         "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n    default_backend be\n\
          backend be\n    server s0 10.0.0.1\n"
     ))
     .to_string();
-    assert!(e.contains("without a fixed port") && e.contains(":13:"), "{e}");
+    assert!(
+        e.contains("without a fixed port") && e.contains(":13:"),
+        "{e}"
+    );
     // The same frontend with what NAT can do is accepted.
     parse(&format!(
         "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n    default_backend be\n\
