@@ -86,11 +86,16 @@ pub struct NatFlow {
     pub created_ns: u64,
     pub last_ns: u64,
     pub ended_ns: u64,
-    /// Packets and bytes (IP length) of this direction.
+    /// Packets and payload bytes of this direction.
     pub packets: u64,
     pub bytes: u64,
+    /// The sequence number after this direction's last packet, and the last
+    /// acknowledgment it carried (host order): where a reset must land to
+    /// be accepted by the other end (`shutdown sessions`).
+    pub seq_next: u32,
+    pub ack: u32,
 }
-const _: () = assert!(core::mem::size_of::<NatFlow>() == 96);
+const _: () = assert!(core::mem::size_of::<NatFlow>() == 104);
 
 impl NatFlow {
     /// The key of the other direction's entry.
@@ -119,7 +124,7 @@ pub struct NatScratch {
     pub full: u32,
     pub best_key: u64,
 }
-const _: () = assert!(core::mem::size_of::<NatScratch>() == 248);
+const _: () = assert!(core::mem::size_of::<NatScratch>() == 264);
 
 /// Value of `LB_NAT_VIPS` (keyed by [`crate::BindKey`] with an exact address:
 /// the daemon expands wildcard binds to the addresses of the interfaces).

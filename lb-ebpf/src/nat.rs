@@ -22,7 +22,7 @@ use lb_common::{
 };
 
 use crate::maps::*;
-use crate::parse::{parse, Tcp, TCP_FIN, TCP_RST};
+use crate::parse::{parse, Tcp, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::count;
 
 /// Bytes pulled into the linear area before parsing: Ethernet, two VLAN
@@ -127,6 +127,8 @@ fn new_flow(
     zero(&mut back.ended_ns);
     zero(&mut back.packets);
     zero(&mut back.bytes);
+    back.seq_next = 0;
+    back.ack = 0;
     let rkey = &mut sc.rkey;
     set16(&mut rkey.src_be, &srv.addr_be);
     set16(&mut rkey.dst_be, &srv.src_be);
@@ -161,6 +163,8 @@ fn new_flow(
     zero(&mut fwd.ended_ns);
     zero(&mut fwd.packets);
     zero(&mut fwd.bytes);
+    fwd.seq_next = 0;
+    fwd.ack = 0;
     let stored = LB_NAT_FLOWS.insert(key, &*fwd, 0).is_ok();
     match LB_NAT_FLOWS.get_ptr_mut(key) {
         Some(f) if stored => {
@@ -328,6 +332,9 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
     let payload = (ctx.len() as u64).saturating_sub((tcp.l4 as u64) + tcp.th_len as u64);
     fetch_add64(core::ptr::addr_of_mut!(f.packets), 1);
     fetch_add64(core::ptr::addr_of_mut!(f.bytes), payload);
+    let control = (tcp.flags & (TCP_SYN | TCP_FIN) != 0) as u32;
+    f.seq_next = tcp.seq.wrapping_add(payload as u32).wrapping_add(control);
+    f.ack = tcp.ack;
     if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(f.server) {
         // Per-CPU slot: no other writer.
         let ks = unsafe { &mut *ks };

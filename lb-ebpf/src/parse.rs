@@ -71,6 +71,7 @@ pub(crate) struct Tcp {
     pub sport_be: [u8; 2],
     pub dport: u16,
     pub seq: u32,
+    pub ack: u32,
     /// A SYN without ACK: a connection's first packet.
     pub syn: bool,
     /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
@@ -192,15 +193,17 @@ fn parse_tcp<C: Frame>(
     let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
     // Byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN.
     let flags_at: *const u8 = ptr_at(ctx, l4 + 13)?;
-    let (sport_be, dport, seq, doff, flags) = unsafe {
+    let (sport_be, dport, seq, ack, doff, flags) = unsafe {
         (
             (*tcp).source,
             u16::from_be_bytes((*tcp).dest),
             u32::from_be_bytes((*tcp).seq),
+            u32::from_be_bytes((*tcp).ack_seq),
             (*tcp).doff(),
             *flags_at,
         )
     };
+    let ack_no = ack;
     let (syn, ack) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0);
     if doff < 5 {
         return Err(Stop::Malformed);
@@ -212,6 +215,7 @@ fn parse_tcp<C: Frame>(
         sport_be,
         dport,
         seq,
+        ack: ack_no,
         syn: syn && !ack,
         flags,
         l3,

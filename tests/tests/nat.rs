@@ -272,3 +272,189 @@ fn nat_flows_outlive_a_killed_daemon() {
         result
     });
 }
+
+/// Echo servers that first say which one they are (the last octet of their
+/// address), each with its own stop switch.
+fn named_echo_servers(
+    topo: &Topology,
+    port: u16,
+) -> anyhow::Result<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>> {
+    let mut stops = Vec::new();
+    for b in BACKENDS_V4 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        lb_tests::traffic::serve(topo.srv.name(), &[sa(b, port)], stop.clone(), |mut s, _| {
+            use std::io::Write;
+            let id = match s.local_addr() {
+                Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
+                _ => 0,
+            };
+            if s.write_all(&[id]).is_err() {
+                return;
+            }
+            let mut w = match s.try_clone() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            let _ = std::io::copy(&mut s, &mut w);
+        })?;
+        stops.push(stop);
+    }
+    Ok(stops)
+}
+
+/// Connects through the frontend; returns the stream and which server took it.
+fn open_named(topo: &Topology, port: u16) -> anyhow::Result<(std::net::TcpStream, u8)> {
+    use std::io::Read;
+    let mut s = topo.in_client(|| lb_tests::traffic::connect(sa(LB_V4, port)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut id = [0u8; 1];
+    s.read_exact(&mut id)?;
+    Ok((s, id[0]))
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_failover_moves_new_flows_and_keeps_old_ones() {
+    run_test(|| {
+        use std::sync::atomic::Ordering;
+        let topo = Topology::new("natfail")?;
+        let port = 9104;
+        let stops = named_echo_servers(&topo, port)?;
+        let cfg = nat_config(&hp(LB_V4, port), &BACKENDS_V4, port, "")
+            .replace("check inter 500ms", "check inter 300ms fall 2 rise 2");
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let mut old = Vec::new();
+            let mut per = std::collections::BTreeMap::new();
+            for _ in 0..6 {
+                let (s, id) = open_named(&topo, port)?;
+                *per.entry(id).or_insert(0) += 1;
+                old.push((s, id));
+            }
+            anyhow::ensure!(
+                per.values().all(|&n| n == 2),
+                "round robin 2/2/2, got {per:?}"
+            );
+            let t0 = std::time::Instant::now();
+            stops[0].store(true, Ordering::Relaxed);
+            lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
+            println!(
+                "[lb-tests] nat1 DOWN {:?} after its listener closed",
+                t0.elapsed()
+            );
+            let mut new = std::collections::BTreeMap::new();
+            for _ in 0..6 {
+                let (_s, id) = open_named(&topo, port)?;
+                *new.entry(id).or_insert(0) += 1;
+            }
+            anyhow::ensure!(
+                !new.contains_key(&11) && new.values().all(|&n| n == 3),
+                "new flows while nat1 is DOWN: {new:?} (want 3 each on .12 and .13)"
+            );
+            for (s, id) in old.iter_mut() {
+                echo_round(s, *id).map_err(|e| anyhow::anyhow!("old flow on .{id}: {e}"))?;
+            }
+            println!(
+                "[lb-tests] new flows {new:?}; the 6 old flows (2 on the DOWN server) still echo"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_nat(&topo, &instance);
+        result
+    });
+}
+
+/// Waits (up to 3 s, without sending) for the reset lb sends a killed flow.
+fn expect_reset(s: &mut std::net::TcpStream, what: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        other => anyhow::bail!("{what}: expected a reset, got {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_shutdown_sessions_resets_both_ends() {
+    run_test(|| {
+        use std::sync::atomic::Ordering;
+        let topo = Topology::new("natkillsess")?;
+        let port = 9105;
+        let stops = named_echo_servers(&topo, port)?;
+        let cfg = nat_config(&hp(LB_V4, port), &BACKENDS_V4, port, "").replace(
+            "check inter 500ms",
+            "check inter 300ms fall 2 rise 2 on-marked-down shutdown-sessions",
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let mut flows = Vec::new();
+            for _ in 0..6 {
+                flows.push(open_named(&topo, port)?);
+            }
+            // on-marked-down shutdown-sessions.
+            stops[0].store(true, Ordering::Relaxed);
+            lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
+            for (s, id) in flows.iter_mut().filter(|(_, id)| *id == 11) {
+                expect_reset(s, &format!("flow on .{id} after its server went DOWN"))?;
+            }
+            // The runtime API's shutdown sessions.
+            let sock = std::path::PathBuf::from(format!("/run/lb/{instance}.sock"));
+            let answer = util::socat(&sock, "shutdown sessions server nat_backend/nat2\n")?;
+            anyhow::ensure!(
+                answer.trim().is_empty(),
+                "shutdown sessions answered {answer:?}"
+            );
+            for (s, id) in flows.iter_mut().filter(|(_, id)| *id == 12) {
+                expect_reset(s, &format!("flow on .{id} after shutdown sessions"))?;
+            }
+            for (s, id) in flows.iter_mut().filter(|(_, id)| *id == 13) {
+                echo_round(s, *id)?;
+            }
+            // The servers got theirs too: only the two flows of .13 remain.
+            let mut established = 0;
+            util::wait_until(
+                "the servers' sockets of the reset flows gone",
+                Duration::from_secs(3),
+                Duration::from_millis(100),
+                || {
+                    let mut ss = lb_tests::netns::ns_cmd(&topo.srv.path(), "ss");
+                    ss.args([
+                        "-Htn",
+                        "state",
+                        "established",
+                        &format!("( sport = :{port} )"),
+                    ]);
+                    let out = util::run(&mut ss)?;
+                    established = out.lines().filter(|l| !l.trim().is_empty()).count();
+                    Ok(established == 2)
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e:#}: {established} server sockets established"))?;
+            let rows = lb.show_servers()?;
+            let left: Vec<(String, u64)> =
+                rows.iter().map(|r| (r.name.clone(), r.cur_conns)).collect();
+            anyhow::ensure!(
+                left == vec![("nat1".into(), 0), ("nat2".into(), 0), ("nat3".into(), 2)],
+                "flows counted after the resets: {left:?}"
+            );
+            println!("[lb-tests] nat: DOWN and shutdown sessions reset their flows at both ends, others still echo; counts {left:?}");
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_nat(&topo, &instance);
+        result
+    });
+}

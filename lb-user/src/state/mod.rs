@@ -397,6 +397,9 @@ pub struct State {
     pub paths: PathStats,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
+    /// With NAT frontends: where `shutdown sessions` sends a server index
+    /// for the NAT thread to reset that server's flows.
+    pub nat_kill: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<u32>>>,
     generation: Arc<Generation>,
 }
 
@@ -482,6 +485,7 @@ impl State {
             closing: tokio::sync::Notify::new(),
             paths: PathStats::default(),
             kernel_conns: std::sync::OnceLock::new(),
+            nat_kill: std::sync::OnceLock::new(),
             generation,
         }
     }

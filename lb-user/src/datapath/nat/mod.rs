@@ -2,10 +2,11 @@
 //! addresses and interfaces it takes, the servers' routes and port ranges,
 //! the pick tables kept in step with health and weights, and the sweep that
 //! ends idle flows. `lb_nat` (lb-ebpf/src/nat.rs) does the per-packet work.
+pub mod reset;
 pub mod table;
 
 use std::collections::HashMap as StdMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +158,14 @@ pub fn plan(cfg: &Config, addrs_of: &dyn Fn(&str) -> Vec<IpAddr>) -> Plan {
         }
     }
     p
+}
+
+fn ip_of(addr_be: &[u8; 16], family: u32) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::from([addr_be[0], addr_be[1], addr_be[2], addr_be[3]])
+    } else {
+        IpAddr::from(*addr_be)
+    }
 }
 
 fn ifname(ifindex: u32) -> Option<String> {
@@ -392,6 +401,47 @@ impl Nat {
         }
     }
 
+    /// Resets every running flow of server `idx` (both ends get a RST) and
+    /// removes it. Returns how many.
+    pub fn kill_server(&mut self, state: &State, idx: u32) -> usize {
+        let mut killed = 0;
+        for (k, v) in self.maps.flows() {
+            if v.dir != NAT_DIR_CLIENT || v.server != idx || v.flags & NAT_F_ENDED != 0 {
+                continue;
+            }
+            let peer_key = v.peer_key(k.family);
+            let peer = self.maps.flow(&peer_key);
+            if !self.maps.remove_flow(&k) {
+                continue;
+            }
+            self.maps.remove_flow(&peer_key);
+            killed += 1;
+            if let Some(s) = state.servers.get(idx as usize) {
+                let _ = s
+                    .cur_conns
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                        Some(c.saturating_sub(1))
+                    });
+            }
+            let port = |p: [u8; 2]| u16::from_be_bytes(p);
+            let client = SocketAddr::new(ip_of(&k.src_be, k.family), port(k.sport_be));
+            let vip = SocketAddr::new(ip_of(&k.dst_be, k.family), port(k.dport_be));
+            let server = SocketAddr::new(ip_of(&v.dst_be, k.family), port(v.dport_be));
+            let own = SocketAddr::new(ip_of(&v.src_be, k.family), port(v.sport_be));
+            if let Err(e) = reset::send_rst(own, server, v.seq_next) {
+                tracing::warn!("data-path nat: reset to {server}: {e}");
+            }
+            // A client whose SYN the server never answered has nothing to
+            // match a reset against: its connect times out instead.
+            if let Some(p) = peer.filter(|p| p.packets > 0) {
+                if let Err(e) = reset::send_rst(vip, client, p.seq_next) {
+                    tracing::warn!("data-path nat: reset to {client}: {e}");
+                }
+            }
+        }
+        killed
+    }
+
     /// Ends what is over: ended flows past their grace, idle flows past their
     /// timeout, halves whose other half the LRU evicted. Returns (flows
     /// removed, halves found alone).
@@ -459,6 +509,8 @@ impl Nat {
 /// of their own (the sweep walks the whole table with system calls) until
 /// `stop`.
 pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let (tx, kills) = std::sync::mpsc::channel::<u32>();
+    let _ = state.nat_kill.set(std::sync::Mutex::new(tx));
     std::thread::Builder::new()
         .name("lb-nat".into())
         .spawn(move || {
@@ -466,7 +518,17 @@ pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread:
             let mut last_sweep = crate::sys::monotonic_ns();
             let mut warned_alone = false;
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(REFRESH);
+                if let Ok(idx) = kills.recv_timeout(REFRESH) {
+                    let n = nat.kill_server(&state, idx);
+                    let name = state
+                        .servers
+                        .get(idx as usize)
+                        .map(|s| s.name().to_string());
+                    tracing::info!(
+                        "data-path nat: {n} flow(s) of server {} reset",
+                        name.unwrap_or_default()
+                    );
+                }
                 if let Err(e) = nat.refresh(&state) {
                     tracing::warn!("data-path nat: {e:#}");
                 }
