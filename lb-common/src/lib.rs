@@ -830,24 +830,27 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// The TCP header of the SYN-ACK: ports swapped, our sequence is the cookie,
-/// acknowledging the SYN's sequence + 1, MSS option, checksum over the
-/// pseudo-header (addresses, protocol, length) and the header.
+/// The TCP header of a reply to `syn` (ports swapped, acknowledging the
+/// SYN's sequence + 1) with sequence `seq`, `flags`, `window` and one option
+/// word, checksum over the pseudo-header (addresses, protocol, length) and
+/// the header.
 #[inline(always)]
-fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8; SYNACK_TCP_LEN] {
+fn reply_tcp<const N: usize>(
+    syn: &SynFields<N>,
+    seq: u32,
+    flags: u8,
+    window: u16,
+    option: [u8; 4],
+) -> [u8; SYNACK_TCP_LEN] {
     let mut t = [0u8; SYNACK_TCP_LEN];
     t[0..2].copy_from_slice(&syn.dport_be);
     t[2..4].copy_from_slice(&syn.sport_be);
-    t[4..8].copy_from_slice(&cookie.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
     t[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
     t[12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
-    t[13] = 0x12; // SYN | ACK
-                  // No window scaling on a cookie connection: offer the most an unscaled
-                  // window can say.
-    t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
-    t[20] = 2; // MSS
-    t[21] = 4;
-    t[22..24].copy_from_slice(&mss.to_be_bytes());
+    t[13] = flags;
+    t[14..16].copy_from_slice(&window.to_be_bytes());
+    t[20..24].copy_from_slice(&option);
     let mut sum = csum_add(0, &syn.src_be);
     sum = csum_add(sum, &syn.dst_be);
     sum += 6 + SYNACK_TCP_LEN as u32;
@@ -856,17 +859,39 @@ fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8;
     t
 }
 
-/// Writes the IPv4 + TCP headers of the SYN cookie SYN-ACK answering `syn`,
-/// checksums filled in, to `h` (in place: the XDP program builds it in a
-/// per-CPU scratch buffer, the BPF stack being too small).
+/// The SYN-ACK's TCP header: our sequence is the cookie, the MSS option (the
+/// only one a cookie without timestamps can carry: the kernel restores
+/// neither window scaling nor SACK from it), and, with no window scaling,
+/// the most an unscaled window can say.
 #[inline(always)]
-pub fn synack_v4(syn: &SynFields<4>, cookie: u32, mss: u16, h: &mut [u8; SYNACK4_LEN]) {
-    *h = [0u8; SYNACK4_LEN];
+fn synack_tcp<const N: usize>(syn: &SynFields<N>, cookie: u32, mss: u16) -> [u8; SYNACK_TCP_LEN] {
+    let m = mss.to_be_bytes();
+    reply_tcp(syn, cookie, 0x12, u16::MAX, [2, 4, m[0], m[1]])
+}
+
+/// The refusal's TCP header: RST | ACK of the SYN, as a closed port answers
+/// (the option word is four NOPs, so that both replies have one length).
+#[inline(always)]
+fn rst_tcp<const N: usize>(syn: &SynFields<N>) -> [u8; SYNACK_TCP_LEN] {
+    reply_tcp(syn, 0, 0x14, 0, [1, 1, 1, 1])
+}
+
+/// The IPv4 header of a reply to `syn`, checksum filled in.
+#[inline(always)]
+fn reply_ip4(syn: &SynFields<4>, h: &mut [u8; SYNACK4_LEN]) {
+    // Every byte written one by one: `*h = [0; N]` becomes a memset call,
+    // which BPF programs do not have.
     h[0] = 0x45;
+    h[1] = 0;
     h[2..4].copy_from_slice(&(SYNACK4_LEN as u16).to_be_bytes());
+    h[4] = 0; // id
+    h[5] = 0;
     h[6] = 0x40; // DF
+    h[7] = 0;
     h[8] = 64; // TTL
     h[9] = 6; // TCP
+    h[10] = 0;
+    h[11] = 0;
     h[12..16].copy_from_slice(&syn.dst_be);
     h[16..20].copy_from_slice(&syn.src_be);
     let mut sum = 0;
@@ -876,20 +901,51 @@ pub fn synack_v4(syn: &SynFields<4>, cookie: u32, mss: u16, h: &mut [u8; SYNACK4
         i += 2;
     }
     h[10..12].copy_from_slice(&csum_fold(sum).to_be_bytes());
+}
+
+/// The IPv6 header of a reply to `syn`.
+#[inline(always)]
+fn reply_ip6(syn: &SynFields<16>, h: &mut [u8; SYNACK6_LEN]) {
+    h[0] = 0x60;
+    h[1] = 0;
+    h[2] = 0;
+    h[3] = 0;
+    h[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
+    h[6] = 6; // TCP
+    h[7] = 64; // hop limit
+    h[8..24].copy_from_slice(&syn.dst_be);
+    h[24..40].copy_from_slice(&syn.src_be);
+}
+
+/// Writes the IPv4 + TCP headers of the SYN cookie SYN-ACK answering `syn`,
+/// checksums filled in, to `h` (in place: the XDP program builds it in a
+/// per-CPU scratch buffer, the BPF stack being too small).
+#[inline(always)]
+pub fn synack_v4(syn: &SynFields<4>, cookie: u32, mss: u16, h: &mut [u8; SYNACK4_LEN]) {
+    reply_ip4(syn, h);
     h[20..].copy_from_slice(&synack_tcp(syn, cookie, mss));
 }
 
 /// Writes the IPv6 + TCP headers of the SYN cookie SYN-ACK answering `syn` to `h`.
 #[inline(always)]
 pub fn synack_v6(syn: &SynFields<16>, cookie: u32, mss: u16, h: &mut [u8; SYNACK6_LEN]) {
-    *h = [0u8; SYNACK6_LEN];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
-    h[6] = 6; // TCP
-    h[7] = 64; // hop limit
-    h[8..24].copy_from_slice(&syn.dst_be);
-    h[24..40].copy_from_slice(&syn.src_be);
+    reply_ip6(syn, h);
     h[40..].copy_from_slice(&synack_tcp(syn, cookie, mss));
+}
+
+/// Writes the IPv4 + TCP headers of the RST | ACK refusing `syn` to `h`
+/// (the NAT path's answer to a SYN no server can take).
+#[inline(always)]
+pub fn rst_v4(syn: &SynFields<4>, h: &mut [u8; SYNACK4_LEN]) {
+    reply_ip4(syn, h);
+    h[20..].copy_from_slice(&rst_tcp(syn));
+}
+
+/// The same for IPv6.
+#[inline(always)]
+pub fn rst_v6(syn: &SynFields<16>, h: &mut [u8; SYNACK6_LEN]) {
+    reply_ip6(syn, h);
+    h[40..].copy_from_slice(&rst_tcp(syn));
 }
 
 /// Value of [`maps::XDP_SCRATCH`]: per-CPU room for the SYN cookie path.
@@ -1078,6 +1134,32 @@ mod tests {
         pseudo.extend_from_slice(&dst);
         pseudo.extend_from_slice(&src);
         pseudo.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, 6]);
+        assert_eq!(verify(&[&pseudo, t]), 0, "TCP checksum");
+    }
+
+    #[test]
+    fn rst_v4_refuses_the_syn_with_valid_checksums() {
+        let syn = SynFields {
+            src_be: [10, 210, 1, 2],
+            dst_be: [10, 210, 1, 1],
+            sport_be: [0xc3, 0x50],
+            dport_be: 5432u16.to_be_bytes(),
+            seq: 0xffff_ffff,
+        };
+        let mut h = [0u8; SYNACK4_LEN];
+        rst_v4(&syn, &mut h);
+        assert_eq!(verify(&[&h[..20]]), 0, "IP checksum");
+        assert_eq!(&h[12..16], &[10, 210, 1, 1]);
+        let t = &h[20..];
+        assert_eq!(&t[0..4], &[0x15, 0x38, 0xc3, 0x50]);
+        assert_eq!(
+            u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            0,
+            "ACK wraps"
+        );
+        assert_eq!(t[13], 0x14, "RST | ACK");
+        assert_eq!(&t[20..24], &[1, 1, 1, 1]);
+        let pseudo = [10, 210, 1, 1, 10, 210, 1, 2, 0, 6, 0, 24];
         assert_eq!(verify(&[&pseudo, t]), 0, "TCP checksum");
     }
 

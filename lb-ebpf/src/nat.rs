@@ -9,10 +9,16 @@
 use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect_neigh},
+    bindings::{BPF_CSUM_LEVEL_RESET, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{
+        bpf_csum_level, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_skb_change_tail,
+    },
     macros::classifier,
     programs::TcContext,
+};
+use lb_common::{
+    rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN,
 };
 use lb_common::{
     avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, BindKey, NatBackend, NatFlow, NatKey,
@@ -80,8 +86,75 @@ fn try_nat(ctx: &TcContext) -> i32 {
         Ok(f) => forward(ctx, &tcp, unsafe { &mut *f }, now),
         Err(why) => {
             count(why);
-            TC_ACT_SHOT
+            if why == stat::NAT_FAILED {
+                return TC_ACT_SHOT;
+            }
+            refuse(ctx, &tcp)
         }
+    }
+}
+
+/// Answers a SYN no server can take with RST | ACK out of the interface it
+/// came in by, as a closed port would: the client fails at once instead of
+/// retrying its SYN (HAProxy closes such a connection too). The packet is
+/// cut to the reply's length and rewritten whole; its checksum state is
+/// reset, the reply's checksums being complete.
+#[inline(always)]
+fn refuse(ctx: &TcContext, tcp: &Tcp) -> i32 {
+    let Some(sc) = LB_XDP_SCRATCH.get_ptr_mut(0) else {
+        return TC_ACT_SHOT;
+    };
+    let sc = unsafe { &mut *sc };
+    let (ip_len, family) = if tcp.family == AF_INET {
+        (20, AF_INET)
+    } else {
+        (40, AF_INET6)
+    };
+    if family == AF_INET {
+        let mut syn = SynFields {
+            src_be: [0u8; 4],
+            dst_be: [0u8; 4],
+            sport_be: tcp.sport_be,
+            dport_be: tcp.dport.to_be_bytes(),
+            seq: tcp.seq,
+        };
+        syn.src_be.copy_from_slice(&tcp.src[..4]);
+        syn.dst_be.copy_from_slice(&tcp.dst[..4]);
+        let out = unsafe { &mut *(sc.out.as_mut_ptr() as *mut [u8; SYNACK4_LEN]) };
+        rst_v4(&syn, out);
+    } else {
+        let syn = SynFields {
+            src_be: tcp.src,
+            dst_be: tcp.dst,
+            sport_be: tcp.sport_be,
+            dport_be: tcp.dport.to_be_bytes(),
+            seq: tcp.seq,
+        };
+        rst_v6(&syn, &mut sc.out);
+    }
+    let skb = ctx.skb.skb;
+    let len = (tcp.l3 + ip_len + SYNACK_TCP_LEN) as u32;
+    if unsafe { bpf_skb_change_tail(skb, len, 0) } != 0 {
+        return TC_ACT_SHOT;
+    }
+    let Ok(macs) = ctx.load::<[u8; 12]>(0) else {
+        return TC_ACT_SHOT;
+    };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    let stored = if family == AF_INET {
+        let out = unsafe { &*(sc.out.as_ptr() as *const [u8; SYNACK4_LEN]) };
+        ctx.store(tcp.l3, out, 0)
+    } else {
+        ctx.store(tcp.l3, &sc.out, 0)
+    };
+    if stored.is_err() || ctx.store(0, &swapped, 0).is_err() {
+        return TC_ACT_SHOT;
+    }
+    unsafe {
+        bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET as u64);
+        bpf_redirect((*skb).ingress_ifindex, 0) as i32
     }
 }
 

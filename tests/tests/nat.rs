@@ -458,3 +458,99 @@ fn nat_shutdown_sessions_resets_both_ends() {
         result
     });
 }
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_refusals_are_resets_counted_and_logged() {
+    run_test(|| {
+        use std::sync::atomic::Ordering;
+        let topo = Topology::new("natrefuse")?;
+        let (full_port, ports_port) = (9106, 9107);
+        let stops = named_echo_servers(&topo, full_port)?;
+        let stops2 = named_echo_servers(&topo, ports_port)?;
+        // Five balancer ports: 65531-65535.
+        let mut sysctl = lb_tests::netns::ns_cmd(&topo.lb.path(), "sysctl");
+        sysctl.args(["-qw", "net.ipv4.ip_local_port_range=1024 65530"]);
+        util::run(&mut sysctl)?;
+        let cfg = format!(
+            "global\n    xdp-interface eth-c\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend full\n    bind {}\n    data-path nat\n    default_backend one\n\
+             backend one\n    server only {} maxconn 2\n\
+             frontend ports\n    bind {}\n    data-path nat\n    default_backend two\n\
+             backend two\n    server other {}\n",
+            hp(LB_V4, full_port),
+            hp(BACKENDS_V4[0], full_port),
+            hp(LB_V4, ports_port),
+            hp(BACKENDS_V4[1], ports_port),
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let refused = |port: u16| -> anyhow::Result<()> {
+            let t = std::time::Instant::now();
+            match topo.in_client(|| lb_tests::traffic::connect(sa(LB_V4, port))) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    anyhow::ensure!(
+                        t.elapsed() < Duration::from_secs(1),
+                        "refused only after {:?}",
+                        t.elapsed()
+                    );
+                    Ok(())
+                }
+                other => anyhow::bail!("port {port}: expected a refusal, got {other:?}"),
+            }
+        };
+        let result = (|| -> anyhow::Result<()> {
+            let a = open_named(&topo, full_port)?;
+            let b = open_named(&topo, full_port)?;
+            refused(full_port)?;
+            // A flow that ends frees its slot.
+            drop(a);
+            util::wait_until(
+                "the closed flow counted out",
+                Duration::from_secs(3),
+                Duration::from_millis(50),
+                || {
+                    Ok(lb
+                        .show_servers()?
+                        .iter()
+                        .any(|r| r.name == "only" && r.cur_conns == 1))
+                },
+            )?;
+            let c = open_named(&topo, full_port)?;
+            let mut five = Vec::new();
+            for _ in 0..5 {
+                five.push(open_named(&topo, ports_port)?);
+            }
+            refused(ports_port)?;
+            let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+            anyhow::ensure!(
+                stats["nat_full"] == 1 && stats["nat_no_port"] == 1,
+                "refusal counters: nat_full {} nat_no_port {}",
+                stats["nat_full"],
+                stats["nat_no_port"]
+            );
+            util::wait_until(
+                "the refusals in the log",
+                Duration::from_secs(3),
+                Duration::from_millis(100),
+                || {
+                    let log = lb.log_tail(200);
+                    Ok(log.contains("every usable server is at its maxconn")
+                        && log.contains("no free balancer port"))
+                },
+            )?;
+            let log = lb.log_tail(200);
+            for l in log.lines().filter(|l| l.contains("SYN(s) refused")) {
+                println!("[lb-tests] log: {l}");
+            }
+            drop((b, c, five));
+            Ok(())
+        })();
+        for s in stops.iter().chain(&stops2) {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_nat(&topo, &instance);
+        result
+    });
+}

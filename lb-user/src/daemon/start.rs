@@ -209,12 +209,12 @@ fn start_nat(
     opts: &RunOpts,
     stop: &Arc<AtomicBool>,
 ) -> Result<()> {
-    if loaded.nat.is_none() {
+    let Some(size) = loaded.nat.as_ref().map(|a| a.size) else {
         return Ok(());
-    }
+    };
     let maps =
         crate::kernel::nat::NatMaps::take(&mut loaded.ebpf).context("taking the NAT maps")?;
-    let (nat, ifaces) = crate::datapath::nat::Nat::start(cfg, state, maps)?;
+    let (nat, ifaces) = crate::datapath::nat::Nat::start(cfg, state, maps, size)?;
     let attached = crate::kernel::nat::attach(&mut loaded.ebpf, &opts.instance, &ifaces)
         .context("attaching lb_nat")?;
     for (iface, taken) in attached {
@@ -227,7 +227,7 @@ fn start_nat(
             }
         );
     }
-    crate::datapath::nat::spawn(nat, state.clone(), stop.clone());
+    crate::datapath::nat::spawn(nat, state.clone(), stop.clone(), opts.instance.clone());
     Ok(())
 }
 

@@ -56,10 +56,17 @@ pub fn port_range() -> Result<(u16, u16)> {
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("{path}: unreadable '{}'", text.trim()))?;
     let lo = hi + 1;
-    if lo > 65_535 - 255 {
+    if lo > 65_535 {
         bail!(
-            "{path} ends at {hi}: fewer than 256 ports above it are left for NAT flows; \
-             lower the end of the range (lb changes no host setting itself)"
+            "{path} ends at {hi}: no port above it is left for NAT flows; lower the end of \
+             the range (lb changes no host setting itself)"
+        );
+    }
+    if lo > 65_535 - 1023 {
+        tracing::warn!(
+            "{path} ends at {hi}: only {} ports above it for NAT flows, so at most that many \
+             flows per server address and port; lower the end of the range for more",
+            65_536 - lo
         );
     }
     Ok((lo as u16, 65_535))
@@ -197,6 +204,9 @@ pub struct Nat {
     written: Vec<Option<(lb_common::NatBackend, Vec<u32>)>>,
     /// Per frontend index.
     idle: Vec<Idle>,
+    /// Balancer ports handed out, and the flow table's entries (for the log).
+    ports: (u16, u16),
+    table_size: u32,
 }
 
 impl Nat {
@@ -204,7 +214,12 @@ impl Nat {
     /// flows a previous daemon left (recounting each server's flows). Returns
     /// the interfaces `lb_nat` must be attached to: the clients' and those of
     /// the routes to the servers.
-    pub fn start(cfg: &Config, state: &State, mut maps: NatMaps) -> Result<(Self, Vec<String>)> {
+    pub fn start(
+        cfg: &Config,
+        state: &State,
+        mut maps: NatMaps,
+        table_size: u32,
+    ) -> Result<(Self, Vec<String>)> {
         let addrs_of = |i: &str| {
             crate::kernel::xdp::ifindex(i)
                 .and_then(|x| route::addresses(x).ok())
@@ -283,6 +298,8 @@ impl Nat {
             plan,
             servers,
             idle,
+            ports: (lo, hi),
+            table_size,
         };
         nat.refresh(state)?;
         nat.adopt(state);
@@ -508,7 +525,12 @@ impl Nat {
 /// Runs the refresh (every 100 ms) and the sweep (every second) on a thread
 /// of their own (the sweep walks the whole table with system calls) until
 /// `stop`.
-pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub fn spawn(
+    nat: Nat,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+    instance: String,
+) -> std::thread::JoinHandle<()> {
     let (tx, kills) = std::sync::mpsc::channel::<u32>();
     let _ = state.nat_kill.set(std::sync::Mutex::new(tx));
     std::thread::Builder::new()
@@ -517,6 +539,7 @@ pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread:
             let mut nat = nat;
             let mut last_sweep = crate::sys::monotonic_ns();
             let mut warned_alone = false;
+            let mut refusals = Refusals::default();
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(idx) = kills.recv_timeout(REFRESH) {
                     let n = nat.kill_server(&state, idx);
@@ -535,6 +558,7 @@ pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread:
                 let now = crate::sys::monotonic_ns();
                 if now - last_sweep >= SWEEP.as_nanos() as u64 {
                     last_sweep = now;
+                    refusals.report(&instance, &nat, now);
                     let (_, alone) = nat.sweep(&state, now);
                     if alone > 0 && !warned_alone {
                         warned_alone = true;
@@ -548,6 +572,48 @@ pub fn spawn(nat: Nat, state: Arc<State>, stop: Arc<AtomicBool>) -> std::thread:
             }
         })
         .expect("spawning the NAT thread")
+}
+
+/// SYNs `lb_nat` refused, said in the log (at most every 10 s per reason,
+/// with the count since the last line): the counters alone would go unseen.
+#[derive(Default)]
+struct Refusals {
+    seen: StdMap<&'static str, u64>,
+    said_ns: StdMap<&'static str, u64>,
+}
+
+impl Refusals {
+    fn report(&mut self, instance: &str, nat: &Nat, now_ns: u64) {
+        let Ok(stats) = crate::kernel::pinned::stats(instance) else {
+            return;
+        };
+        for (name, v) in stats {
+            let why = match name {
+                "nat_no_port" => format!(
+                    "no free balancer port toward the chosen server (each server address and \
+                     port has the ports {}-{}; lower the end of net.ipv4.ip_local_port_range \
+                     for more)",
+                    nat.ports.0, nat.ports.1
+                ),
+                "nat_table_full" => format!(
+                    "the flow table is full ({} entries; raise global 'maxconn')",
+                    nat.table_size
+                ),
+                "nat_full" => "every usable server is at its maxconn".to_string(),
+                "nat_no_server" => {
+                    "no server can take a flow (DOWN, drained or in maintenance)".to_string()
+                }
+                _ => continue,
+            };
+            let old = self.seen.get(name).copied().unwrap_or(0);
+            let said = self.said_ns.get(name).copied().unwrap_or(0);
+            if v > old && (said == 0 || now_ns - said >= 10_000_000_000) {
+                tracing::warn!("data-path nat: {} SYN(s) refused: {why} ({name})", v - old);
+                self.seen.insert(name, v);
+                self.said_ns.insert(name, now_ns);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
