@@ -167,3 +167,68 @@ impl Runner {
         Ok(t)
     }
 }
+
+/// `lb_nat` loaded with NAT maps written by hand, attached nowhere: packets
+/// run through it with `BPF_PROG_TEST_RUN` (the packet fixtures).
+pub struct NatRunner {
+    pub ebpf: Ebpf,
+    pub maps: crate::kernel::nat::NatMaps,
+    stats: aya::maps::PerCpuArray<MapData, u64>,
+}
+
+impl NatRunner {
+    pub fn new() -> Result<Self, crate::kernel::BpfError> {
+        use crate::kernel::BpfError;
+        if crate::kernel::OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
+        let nat_err = |e| BpfError::Nat(Box::new(e));
+        let mut loader = aya::EbpfLoader::new();
+        loader.map_max_entries(maps::NAT_FLOWS, 1024);
+        let mut ebpf = loader.load(crate::kernel::OBJECT)?;
+        crate::kernel::nat::load(&mut ebpf).map_err(nat_err)?;
+        let maps = crate::kernel::nat::NatMaps::take(&mut ebpf).map_err(nat_err)?;
+        let stats = ebpf
+            .take_map(maps::STATS)
+            .ok_or(BpfError::MissingMap { name: maps::STATS })?
+            .try_into()
+            .map_err(|source| BpfError::Map {
+                name: maps::STATS,
+                source,
+            })?;
+        Ok(Self { ebpf, maps, stats })
+    }
+
+    /// Runs one frame through `lb_nat` as if it arrived on `ingress_ifindex`;
+    /// returns the tc action, the frame as the program left it, and the
+    /// interface a redirect names (0: none).
+    pub fn run(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(i32, Vec<u8>), aya::programs::ProgramError> {
+        use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(lb_common::progs::NAT)
+            .ok_or(aya::programs::ProgramError::NotLoaded)?
+            .try_into()?;
+        // struct __sk_buff: ingress_ifindex at byte 36 (the only field set).
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value as i32, out))
+    }
+
+    /// A global counter (`lb_common::stat::*`), summed over CPUs.
+    pub fn stat(&self, idx: u32) -> Result<u64, aya::maps::MapError> {
+        Ok(self.stats.get(&idx, 0)?.iter().sum())
+    }
+}
