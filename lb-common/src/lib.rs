@@ -454,8 +454,11 @@ impl Default for ServerCheck {
 pub struct ServerKStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// NAT flows `lb_nat` opened to the server (the daemon adds them to the
+    /// server's total connections).
+    pub nat_flows: u64,
 }
-const _: () = assert!(core::mem::size_of::<ServerKStats>() == 16);
+const _: () = assert!(core::mem::size_of::<ServerKStats>() == 24);
 
 /// Value of [`maps::SRV_CONNS`]: one server's current connections. The kernel
 /// lays an array map's values out at an 8-byte stride (`round_up(value_size,
@@ -555,7 +558,12 @@ pub mod stat {
     pub const NAT_UNKNOWN: u32 = 38;
     /// Packets `lb_nat` could not rewrite (header not in reach): dropped.
     pub const NAT_FAILED: u32 = 39;
-    pub const COUNT: u32 = 40;
+    /// Ended flows closed by their last ACK (both FINs acknowledged): their
+    /// ports are free at once.
+    pub const NAT_CLOSED: u32 = 40;
+    /// Balancer ports taken over from an ended flow still in its grace.
+    pub const NAT_PORT_REUSED: u32 = 41;
+    pub const COUNT: u32 = 42;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -598,6 +606,8 @@ pub mod stat {
         "nat_ttl",
         "nat_unknown",
         "nat_failed",
+        "nat_closed",
+        "nat_port_reused",
     ];
 }
 

@@ -47,6 +47,9 @@ pub const NAT_F_ENDED: u32 = 4;
 pub const NAT_F_REPLIED: u32 = 8;
 /// The flow ended because the runtime API reset it (`shutdown sessions`).
 pub const NAT_F_KILLED: u32 = 16;
+/// Both FINs acknowledged: both ends are done; set on both entries. Its
+/// balancer port may be taken at once, its entries go after a short grace.
+pub const NAT_F_CLOSED: u32 = 32;
 
 /// Key of `LB_NAT_FLOWS`: one direction of a flow, as its packets arrive.
 #[repr(C)]
@@ -123,8 +126,11 @@ pub struct NatScratch {
     pub best: u32,
     pub full: u32,
     pub best_key: u64,
+    /// The other direction's key, when a packet needs it (ends, closing,
+    /// port reclaim): one at a time, built here rather than on the stack.
+    pub pkey: NatKey,
 }
-const _: () = assert!(core::mem::size_of::<NatScratch>() == 264);
+const _: () = assert!(core::mem::size_of::<NatScratch>() == 304);
 
 /// Value of `LB_NAT_VIPS` (keyed by [`crate::BindKey`] with an exact address:
 /// the daemon expands wildcard binds to the addresses of the interfaces).
@@ -233,6 +239,19 @@ pub const fn nat_flow_over(mine: u32, peer: u32) -> bool {
     (mine | peer) & NAT_F_RST != 0 || (mine & NAT_F_FIN != 0 && peer & NAT_F_FIN != 0)
 }
 
+/// Whether a pure ACK with sequence `seq` and acknowledgment `ack` closes an
+/// ended flow for good: it acknowledges the other side's FIN (`ack` is the
+/// sequence after it, `peer_seq_next`), and the other side had acknowledged
+/// this side's FIN (its last `peer_ack` is this ACK's `seq`, the sequence
+/// after this side's FIN). Both ends are then closed; the entries can go.
+pub const fn nat_last_ack(seq: u32, ack: u32, peer_seq_next: u32, peer_ack: u32) -> bool {
+    ack == peer_seq_next && peer_ack == seq
+}
+
+/// How long an ended flow keeps its balancer port to itself: a late FIN or
+/// ACK of it still finds its rewrite; after that a new flow may take the port.
+pub const NAT_PORT_REUSE_NS: u64 = 1_000_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +291,17 @@ mod tests {
         assert!(nat_flow_over(NAT_F_FIN, NAT_F_FIN));
         assert!(nat_flow_over(NAT_F_RST, 0));
         assert!(nat_flow_over(0, NAT_F_RST));
+    }
+
+    #[test]
+    fn last_ack_needs_both_fins_acknowledged() {
+        // Client FIN at 100 (seq_next 101), server FIN at 500 acking it
+        // (seq_next 501, ack 101); the client's ACK 501 at seq 101 closes.
+        assert!(nat_last_ack(101, 501, 501, 101));
+        // A duplicate ACK below the server's FIN does not.
+        assert!(!nat_last_ack(101, 500, 501, 101));
+        // Nor one whose own FIN the server has not acknowledged.
+        assert!(!nat_last_ack(101, 501, 501, 90));
     }
 
     #[test]

@@ -20,15 +20,16 @@ use aya_ebpf::{
 use lb_common::{
     rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN,
 };
+use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
 use lb_common::{
     avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, BindKey, NatBackend, NatFlow, NatKey,
     NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
-    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
+    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
     NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
 };
 
 use crate::maps::*;
-use crate::parse::{parse, Tcp, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::parse::{parse, Tcp, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::count;
 
 /// Bytes pulled into the linear area before parsing: Ethernet, two VLAN
@@ -66,8 +67,9 @@ fn try_nat(ctx: &TcContext) -> i32 {
         if !(tcp.syn && f.dir == NAT_DIR_CLIENT && f.flags & NAT_F_ENDED != 0) {
             return forward(ctx, &tcp, f, now);
         }
-        let peer = f.peer_key(tcp.family);
-        let _ = LB_NAT_FLOWS.remove(&peer);
+        if let Some(peer) = peer_key(f, tcp.family) {
+            let _ = LB_NAT_FLOWS.remove(&*peer);
+        }
         let _ = LB_NAT_FLOWS.remove(&key);
     }
     let vkey = BindKey {
@@ -216,6 +218,14 @@ fn new_flow(
             port = p;
             break;
         }
+        // Taken: by an ended flow past its own grace, it can be had.
+        if reclaim(rkey, tcp.family, now)
+            && LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64).is_ok()
+        {
+            count(stat::NAT_PORT_REUSED);
+            port = p;
+            break;
+        }
     }
     if port == 0 {
         release(srv_idx);
@@ -242,6 +252,10 @@ fn new_flow(
     match LB_NAT_FLOWS.get_ptr_mut(key) {
         Some(f) if stored => {
             count(stat::NAT_NEW);
+            if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(srv_idx) {
+                // Per-CPU slot: no other writer.
+                unsafe { (*ks).nat_flows += 1 };
+            }
             Ok(f)
         }
         _ => {
@@ -250,6 +264,26 @@ fn new_flow(
             Err(stat::NAT_TABLE_FULL)
         }
     }
+}
+
+/// Removes the flow whose server-side entry holds `rkey` if it is closed
+/// (both FINs acknowledged) or ended over `NAT_PORT_REUSE_NS` ago; true if
+/// the port is free now. A flow still running keeps its port.
+#[inline(always)]
+fn reclaim(rkey: &NatKey, family: u32, now: u64) -> bool {
+    let Some(old) = (unsafe { LB_NAT_FLOWS.get(rkey) }) else {
+        return true;
+    };
+    let closed = old.flags & NAT_F_CLOSED != 0;
+    let ended_long_ago =
+        old.flags & NAT_F_ENDED != 0 && now.wrapping_sub(old.ended_ns) >= NAT_PORT_REUSE_NS;
+    if !closed && !ended_long_ago {
+        return false;
+    }
+    if let Some(client_key) = peer_key(old, family) {
+        let _ = LB_NAT_FLOWS.remove(&*client_key);
+    }
+    LB_NAT_FLOWS.remove(rkey).is_ok()
 }
 
 /// The backend's server for a new flow, counted in (LB_SRV_CONNS).
@@ -377,6 +411,20 @@ fn release(idx: u32) {
     }
 }
 
+/// The per-CPU scratch key slot, filled with the key of `f`'s other
+/// direction.
+#[inline(always)]
+fn peer_key(f: &NatFlow, family: u32) -> Option<&'static mut NatKey> {
+    let sc = LB_NAT_SCRATCH.get_ptr_mut(0)?;
+    let k = unsafe { &mut (*sc).pkey };
+    set16(&mut k.src_be, &f.dst_be);
+    set16(&mut k.dst_be, &f.src_be);
+    k.sport_be = f.dport_be;
+    k.dport_be = f.sport_be;
+    k.family = family;
+    Some(k)
+}
+
 /// Copies an address into map memory. A plain assignment between two map
 /// values may alias as far as LLVM knows: it becomes a `memmove` call, which
 /// BPF does not have; `memcpy` is expanded inline.
@@ -392,6 +440,12 @@ fn zero(p: &mut u64) {
     unsafe { core::ptr::write_volatile(p, 0) }
 }
 
+/// `a` comes after `b` in sequence space (RFC 1982 arithmetic).
+#[inline(always)]
+fn later(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 #[inline(always)]
 fn fetch_add64(p: *mut u64, v: u64) -> u64 {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
@@ -405,9 +459,17 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
     let payload = (ctx.len() as u64).saturating_sub((tcp.l4 as u64) + tcp.th_len as u64);
     fetch_add64(core::ptr::addr_of_mut!(f.packets), 1);
     fetch_add64(core::ptr::addr_of_mut!(f.bytes), payload);
+    // The highest sequence and acknowledgment seen, not the last: a
+    // retransmission of older bytes after the FIN must not make the flow
+    // look closed (see `closing`).
     let control = (tcp.flags & (TCP_SYN | TCP_FIN) != 0) as u32;
-    f.seq_next = tcp.seq.wrapping_add(payload as u32).wrapping_add(control);
-    f.ack = tcp.ack;
+    let next = tcp.seq.wrapping_add(payload as u32).wrapping_add(control);
+    if f.packets == 1 || later(next, f.seq_next) {
+        f.seq_next = next;
+    }
+    if tcp.flags & TCP_ACK != 0 && (f.ack == 0 || later(tcp.ack, f.ack)) {
+        f.ack = tcp.ack;
+    }
     if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(f.server) {
         // Per-CPU slot: no other writer.
         let ks = unsafe { &mut *ks };
@@ -422,10 +484,21 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
     if ends != 0 {
         end_check(tcp.family, f, ends, now);
     }
+    let done = closing(tcp, f);
     let (ifindex, rewritten) = (f.ifindex, rewrite(ctx, tcp, f));
     match rewritten {
         Ok(()) => {
             count(stat::NAT_PACKETS);
+            if let Some(peer) = done {
+                unsafe {
+                    atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.flags, NAT_F_CLOSED);
+                    atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(
+                        &mut (*peer).flags,
+                        NAT_F_CLOSED,
+                    );
+                }
+                count(stat::NAT_CLOSED);
+            }
             unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }
         Err(why) => {
@@ -441,21 +514,48 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
 #[inline(always)]
 fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
     let mine = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.flags, ends) } | ends;
-    let peer_key = f.peer_key(family);
-    let Some(peer) = LB_NAT_FLOWS.get_ptr_mut(&peer_key) else {
+    let Some(peer_key) = peer_key(f, family) else {
+        return;
+    };
+    let Some(peer) = LB_NAT_FLOWS.get_ptr_mut(&*peer_key) else {
         return;
     };
     let peer = unsafe { &mut *peer };
     if !nat_flow_over(mine, peer.flags) {
         return;
     }
-    let client = if f.dir == NAT_DIR_CLIENT { f } else { peer };
+    let (client, other) = if f.dir == NAT_DIR_CLIENT {
+        (f, peer)
+    } else {
+        (peer, f)
+    };
     let old = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.flags, NAT_F_ENDED) };
     if old & NAT_F_ENDED == 0 {
         client.ended_ns = now;
+        other.ended_ns = now;
+        unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut other.flags, NAT_F_ENDED) };
         release(client.server);
         count(stat::NAT_ENDED);
     }
+}
+
+/// An ended flow's pure ACK that closes it for good (see `nat_last_ack`):
+/// both ends have everything. The entries stay a little (a socket with
+/// unread data still sends window updates, which a missing flow would have
+/// the host answer with a reset), but the balancer port may be taken over at
+/// once. Returns the other entry.
+#[inline(always)]
+fn closing(tcp: &Tcp, f: &NatFlow) -> Option<*mut NatFlow> {
+    if f.flags & NAT_F_CLOSED != 0 {
+        return None;
+    }
+    if f.flags & NAT_F_ENDED == 0 || tcp.flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        return None;
+    }
+    let peer_key = peer_key(f, tcp.family)?;
+    let peer = LB_NAT_FLOWS.get_ptr_mut(&*peer_key)?;
+    let (seq_next, ack) = unsafe { ((*peer).seq_next, (*peer).ack) };
+    nat_last_ack(tcp.seq, tcp.ack, seq_next, ack).then_some(peer)
 }
 
 /// Rewrites addresses and ports to the entry's and takes one off the TTL,

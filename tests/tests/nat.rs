@@ -105,6 +105,9 @@ fn blast(
             &specs,
             &[ClientMode::Full],
         );
+        if let Ok(st) = lb.show_stats() {
+            println!("[lb-tests] nat stats after the transfers: {st}");
+        }
         check_blast(
             &format!("{tag} 200 concurrent through nat"),
             &specs,

@@ -125,6 +125,8 @@ struct Row {
     want: Want,
     /// Counters that must move by exactly one.
     counts: &'static [u32],
+    /// Wait this long before the row (grace periods).
+    pause_ms: u64,
 }
 
 fn c4(port: u16) -> (IpAddr, u16) {
@@ -173,6 +175,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_NEW, stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 SYN retransmitted: same flow",
@@ -183,6 +186,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 SYN-ACK back to the client",
@@ -193,6 +197,7 @@ fn rows() -> Vec<Row> {
                 dst: c4(40000),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 data to the server",
@@ -203,6 +208,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 data with IP options",
@@ -215,6 +221,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 data behind a VLAN tag",
@@ -225,6 +232,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 data back",
@@ -235,6 +243,7 @@ fn rows() -> Vec<Row> {
                 dst: c4(40000),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 second client: the one port is taken, refused",
@@ -242,6 +251,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Refused,
             counts: &[stat::NAT_NO_PORT],
+            pause_ms: 0,
         },
         Row {
             what: "v4 TTL 1 is not forwarded",
@@ -249,6 +259,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Dropped,
             counts: &[stat::NAT_TTL],
+            pause_ms: 0,
         },
         Row {
             what: "v4 ACK of no flow goes to the host",
@@ -256,6 +267,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[stat::NAT_UNKNOWN],
+            pause_ms: 0,
         },
         Row {
             what: "v4 to another port goes to the host",
@@ -263,6 +275,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[],
+            pause_ms: 0,
         },
         Row {
             what: "v4 truncated TCP header goes to the host",
@@ -270,6 +283,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[],
+            pause_ms: 0,
         },
         Row {
             what: "v4 fragment goes to the host",
@@ -277,6 +291,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[],
+            pause_ms: 0,
         },
         Row {
             what: "v4 UDP goes to the host",
@@ -284,6 +299,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[],
+            pause_ms: 0,
         },
         Row {
             what: "v4 FIN from the client",
@@ -294,6 +310,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 FIN from the server ends the flow",
@@ -304,6 +321,7 @@ fn rows() -> Vec<Row> {
                 dst: c4(40000),
             },
             counts: &[stat::NAT_PACKETS, stat::NAT_ENDED],
+            pause_ms: 0,
         },
         Row {
             what: "v4 last ACK still finds its flow",
@@ -314,6 +332,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 SYN reusing the ended flow's port: a new flow",
@@ -324,6 +343,7 @@ fn rows() -> Vec<Row> {
                 dst: srv4(),
             },
             counts: &[stat::NAT_NEW, stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v4 RST from the server ends it",
@@ -334,6 +354,92 @@ fn rows() -> Vec<Row> {
                 dst: c4(40000),
             },
             counts: &[stat::NAT_PACKETS, stat::NAT_ENDED],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 third client, after the RST's grace: the port is taken over",
+            frame: tcp(c4(40003), vip4(), SYN),
+            ingress: CLIENT_IF,
+            want: Rewritten {
+                src: own4(),
+                dst: srv4(),
+            },
+            counts: &[stat::NAT_NEW, stat::NAT_PACKETS, stat::NAT_PORT_REUSED],
+            pause_ms: 1100,
+        },
+        Row {
+            what: "v4 the old client's late ACK meets no flow",
+            frame: tcp(c4(40000), vip4(), ACK),
+            ingress: CLIENT_IF,
+            want: Passed,
+            counts: &[stat::NAT_UNKNOWN],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 client FIN at 2000",
+            frame: tcp(c4(40003), vip4(), FIN | ACK).seq(2000).ack(7000),
+            ingress: CLIENT_IF,
+            want: Rewritten {
+                src: own4(),
+                dst: srv4(),
+            },
+            counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 server FIN at 7000 acking it ends the flow",
+            frame: tcp(srv4(), own4(), FIN | ACK).seq(7000).ack(2001),
+            ingress: SERVER_IF,
+            want: Rewritten {
+                src: vip4(),
+                dst: c4(40003),
+            },
+            counts: &[stat::NAT_PACKETS, stat::NAT_ENDED],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 a duplicate ACK below the server's FIN keeps it",
+            frame: tcp(c4(40003), vip4(), ACK).seq(2001).ack(7000),
+            ingress: CLIENT_IF,
+            want: Rewritten {
+                src: own4(),
+                dst: srv4(),
+            },
+            counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 the last ACK closes it",
+            frame: tcp(c4(40003), vip4(), ACK).seq(2001).ack(7001),
+            ingress: CLIENT_IF,
+            want: Rewritten {
+                src: own4(),
+                dst: srv4(),
+            },
+            counts: &[stat::NAT_PACKETS, stat::NAT_CLOSED],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 after the close, late packets still find the flow",
+            frame: tcp(srv4(), own4(), ACK).seq(7001).ack(2001).window(9000),
+            ingress: SERVER_IF,
+            want: Rewritten {
+                src: vip4(),
+                dst: c4(40003),
+            },
+            counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
+        },
+        Row {
+            what: "v4 and its port is free at once",
+            frame: tcp(c4(40004), vip4(), SYN),
+            ingress: CLIENT_IF,
+            want: Rewritten {
+                src: own4(),
+                dst: srv4(),
+            },
+            counts: &[stat::NAT_NEW, stat::NAT_PACKETS, stat::NAT_PORT_REUSED],
+            pause_ms: 0,
         },
         Row {
             what: "v6 SYN opens a flow",
@@ -344,6 +450,7 @@ fn rows() -> Vec<Row> {
                 dst: srv6(),
             },
             counts: &[stat::NAT_NEW, stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v6 SYN-ACK back",
@@ -354,6 +461,7 @@ fn rows() -> Vec<Row> {
                 dst: c6(40000),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v6 data",
@@ -364,6 +472,7 @@ fn rows() -> Vec<Row> {
                 dst: srv6(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v6 data behind an extension header",
@@ -376,6 +485,7 @@ fn rows() -> Vec<Row> {
                 dst: srv6(),
             },
             counts: &[stat::NAT_PACKETS],
+            pause_ms: 0,
         },
         Row {
             what: "v6 second client refused",
@@ -383,6 +493,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Refused,
             counts: &[stat::NAT_NO_PORT],
+            pause_ms: 0,
         },
         Row {
             what: "v6 hop limit 1 is not forwarded",
@@ -390,6 +501,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Dropped,
             counts: &[stat::NAT_TTL],
+            pause_ms: 0,
         },
         Row {
             what: "v6 fragment goes to the host",
@@ -397,6 +509,7 @@ fn rows() -> Vec<Row> {
             ingress: CLIENT_IF,
             want: Passed,
             counts: &[],
+            pause_ms: 0,
         },
     ]
 }
@@ -488,6 +601,7 @@ fn nat_packet_fixtures() {
         setup(&mut r)?;
         let mut failures = Vec::new();
         for row in rows() {
+            std::thread::sleep(std::time::Duration::from_millis(row.pause_ms));
             let before: Vec<u64> = (0..stat::COUNT).map(|i| r.stat(i).unwrap_or(0)).collect();
             let input = row.frame.build();
             let (ret, out) = r.run(&input, row.ingress)?;

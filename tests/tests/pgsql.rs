@@ -104,3 +104,71 @@ backend node2
         Ok(())
     })
 }
+
+/// The seed example with `data-path nat`: psql and pgbench from the client
+/// namespace, round robin over the three servers, which see the balancer's
+/// address and a port above the ephemeral range (no proxy connected them).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn pgsql_seed_config_nat() {
+    run_test(|| {
+        let topo = Topology::new("pgsqlnat")?;
+        let _pgs = pg_trio(&topo, false)?;
+        let cfg = SEED_PGSQL
+            .replace(
+                "    maxconn 4096\n",
+                "    maxconn 4096\n    xdp-interface eth-c\n",
+            )
+            .replace(
+                "    mode tcp\n    default_backend",
+                "    mode tcp\n    data-path nat\n    default_backend",
+            );
+        assert!(cfg.contains("data-path nat"), "{cfg}");
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+            let seen = psql_ok(
+                &topo.client,
+                LB_V4,
+                5432,
+                "select host(inet_client_addr()) || ' ' || inet_client_port()",
+            )?;
+            let (addr, port) = seen.split_once(' ').unwrap_or(("", "0"));
+            let port: u32 = port.parse().unwrap_or(0);
+            anyhow::ensure!(
+                addr == LB_SRV_V4 && port > 60999,
+                "the server saw {seen}: want the balancer's {LB_SRV_V4} and a NAT port"
+            );
+            for b in BACKENDS_V4 {
+                pgbench(&topo.lb, &["-i", "-q", "-s", "1", "-h", b, "-p", "5432"])?;
+            }
+            let out = pgbench(
+                &topo.client,
+                &[
+                    "-S", "-c", "8", "-j", "2", "-T", "5", "-h", LB_V4, "-p", "5432",
+                ],
+            )?;
+            let (tps, failed) = parse_pgbench(&out)?;
+            println!("[lb-tests] pgbench -S -c 8 -j 2 -T 5 through lb nat: tps = {tps:.1}, failed = {failed}");
+            anyhow::ensure!(tps > 0.0 && failed == 0, "{out}");
+            let before = total_conns(&lb)?;
+            psql_42_many(&topo.client, LB_V4, 5432, 30)?;
+            let after = total_conns(&lb)?;
+            assert_round_robin(&before, &after, &PG_NODES, 30)?;
+            let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+            anyhow::ensure!(
+                stats["nat_new"].as_u64() >= Some(39)
+                    && stats["conn_spliced"] == 0
+                    && stats["conn_copied"] == 0,
+                "the connections did not all take the NAT path: {stats}"
+            );
+            Ok(())
+        })();
+        let _ = lb.stop();
+        let mut clear = lb_tests::netns::ns_cmd(&topo.lb.path(), lb_bin()?);
+        clear.args(["clear", "nat", "--instance", &instance]);
+        let _ = util::output(&mut clear);
+        result
+    })
+}

@@ -58,6 +58,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "reference load balancer the tests compare against",
     ),
     ("iperf3", "bulk TCP traffic through the load balancer"),
+    (
+        "nftables",
+        "the kernel's own NAT, the benchmark's peer of lb's NAT path",
+    ),
     ("socat", "simple TCP clients and servers in tests"),
     (
         "netsniff-ng",

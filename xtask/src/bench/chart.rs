@@ -48,6 +48,8 @@ fn target_color(t: Target) -> RGBColor {
         Target::Haproxy => RGBColor(31, 119, 180),
         Target::Lb => RGBColor(255, 127, 14),
         Target::LbNoSplice => RGBColor(44, 160, 44),
+        Target::LbNat => RGBColor(214, 39, 40),
+        Target::Nftables => RGBColor(148, 103, 189),
     }
 }
 

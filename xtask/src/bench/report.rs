@@ -529,6 +529,72 @@ pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
             _ => None,
         },
     });
+    out.extend(nat_goals(rows));
+    out
+}
+
+/// The goals issue #15 sets for the kernel NAT path (`lb nat`), against a
+/// direct connection and the kernel's own NAT (nftables).
+fn nat_goals(rows: &[Row]) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let mut vs = |w: Workload, figure: &str, what: &str, peer: Target, bound: f64| {
+        let row = find(rows, w, figure);
+        let r = row.and_then(|r| Some(r.median(Target::LbNat)? / r.median(peer)?));
+        let lower = row.is_some_and(|r| r.lower_is_better);
+        let rel = if lower { "≤" } else { "≥" };
+        out.push(Goal {
+            goal: format!("{what}: lb nat {rel} {bound}× {}", peer.label()),
+            measured: r.map_or("–".into(), |r| format!("{r:.2}×")),
+            met: r.map(|r| if lower { r <= bound } else { r >= bound }),
+        });
+    };
+    for (w, what) in [
+        (W::Pgbench8, "pgbench -S 8 clients"),
+        (W::Pgbench64, "pgbench -S 64 clients"),
+    ] {
+        vs(w, fig::TPS, what, Target::Direct, 0.95);
+        vs(w, fig::TPS, what, Target::Nftables, 1.0);
+    }
+    vs(
+        W::Iperf1,
+        fig::GBIT_S,
+        "iperf3 1 stream",
+        Target::Direct,
+        0.9,
+    );
+    vs(
+        W::Iperf4,
+        fig::GBIT_S,
+        "iperf3 4 streams",
+        Target::Direct,
+        0.9,
+    );
+    vs(
+        W::Iperf1,
+        fig::CPU_S_PER_GB,
+        "CPU per GB, iperf3 1 stream",
+        Target::Direct,
+        1.3,
+    );
+    vs(
+        W::ShortConns,
+        fig::CONNS_PER_S,
+        "short connections/s",
+        Target::Direct,
+        0.9,
+    );
+    let row = find(rows, W::LatencyPinned, fig::P50_US);
+    let added = |t: Target| Some(row?.median(t)? - row?.median(Target::Direct)?);
+    let (nat, nft) = (added(Target::LbNat), added(Target::Nftables));
+    out.push(Goal {
+        goal: "pinned round trip p50: latency lb nat adds over direct ≤ 3 µs".into(),
+        measured: match (nat, nft) {
+            (Some(l), Some(n)) => format!("lb nat +{l:.1} µs, nftables +{n:.1} µs"),
+            (Some(l), None) => format!("lb nat +{l:.1} µs"),
+            _ => "–".into(),
+        },
+        met: nat.map(|l| l <= 3.0),
+    });
     out
 }
 

@@ -1,6 +1,8 @@
 //! What the client talks to: a backend directly (routed by the lb
 //! namespace's kernel), HAProxy, lb with the in-kernel splice, lb copying in
-//! userspace. One function starts each; the returned guard stops it.
+//! userspace, lb's kernel NAT path, and the kernel's own NAT (nftables, as
+//! kube-proxy's nftables mode uses it) as that path's peer. One function
+//! starts each; the returned guard stops it.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
@@ -25,15 +27,21 @@ pub enum Target {
     Haproxy,
     Lb,
     LbNoSplice,
+    /// `data-path nat` on every frontend.
+    LbNat,
+    /// nftables `dnat` over `numgen inc mod N` plus `masquerade`.
+    Nftables,
 }
 
 impl Target {
     /// Table column order.
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 6] = [
         Target::Direct,
         Target::Haproxy,
         Target::Lb,
         Target::LbNoSplice,
+        Target::LbNat,
+        Target::Nftables,
     ];
 
     pub fn label(self) -> &'static str {
@@ -42,6 +50,8 @@ impl Target {
             Target::Haproxy => "haproxy",
             Target::Lb => "lb",
             Target::LbNoSplice => "lb --no-splice",
+            Target::LbNat => "lb nat",
+            Target::Nftables => "nftables",
         }
     }
 
@@ -103,6 +113,7 @@ pub enum Running<'a> {
     Direct(Option<DirectRoutes<'a>>),
     Haproxy(ChildGuard),
     Lb(Lb),
+    Nft(NftRules<'a>),
 }
 
 /// Start `target` and check that a PostgreSQL query goes through it.
@@ -115,6 +126,8 @@ pub fn start<'a>(net: &'a Net, cfg: &str, target: Target) -> Result<Running<'a>>
         Target::Haproxy => Running::Haproxy(start_haproxy(net, cfg)?),
         Target::Lb => Running::Lb(start_lb(net, cfg, false)?),
         Target::LbNoSplice => Running::Lb(start_lb(net, cfg, true)?),
+        Target::LbNat => Running::Lb(start_lb_nat(net, cfg)?),
+        Target::Nftables => Running::Nft(start_nft(net)?),
     };
     let host = target.host(net);
     let answer = psql_ok(net.client(), host, PG_PORT, "select 1")
@@ -133,7 +146,7 @@ impl Running<'_> {
     /// The balancer's process id (`direct`: none).
     pub fn pid(&self) -> Option<u32> {
         match self {
-            Running::Direct(_) => None,
+            Running::Direct(_) | Running::Nft(_) => None,
             Running::Haproxy(g) => g.pid(),
             Running::Lb(lb) => Some(lb.pid()),
         }
@@ -142,7 +155,7 @@ impl Running<'_> {
     /// Error (with its log) if the balancer has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         match self {
-            Running::Direct(_) => Ok(()),
+            Running::Direct(_) | Running::Nft(_) => Ok(()),
             Running::Haproxy(g) => g.check_alive(),
             Running::Lb(lb) => lb.assert_alive(),
         }
@@ -151,7 +164,7 @@ impl Running<'_> {
     /// Add the balancer's log tail to a workload error.
     pub fn annotate(&mut self, err: anyhow::Error) -> anyhow::Error {
         let (what, log) = match self {
-            Running::Direct(_) => return err,
+            Running::Direct(_) | Running::Nft(_) => return err,
             Running::Haproxy(g) => ("haproxy", g.log_tail(30)),
             Running::Lb(lb) => ("lb", lb.log_tail(40)),
         };
@@ -184,9 +197,15 @@ impl Running<'_> {
     pub fn stop(self) -> Result<()> {
         match self {
             Running::Direct(routes) => drop(routes),
+            Running::Nft(rules) => drop(rules),
             Running::Haproxy(mut g) => g.stop(),
             Running::Lb(lb) => {
+                let instance = lb.instance().to_string();
                 lb.stop()?;
+                // lb keeps NAT state across restarts on purpose: a
+                // benchmark's lb goes with its namespace.
+                let nat = std::path::Path::new("/sys/fs/bpf/lb-nat").join(instance);
+                let _ = std::fs::remove_dir_all(nat);
             }
         }
         Ok(())
@@ -289,4 +308,89 @@ fn start_lb(net: &Net, cfg: &str, no_splice: bool) -> Result<Lb> {
         }
     }
     Ok(lb)
+}
+
+/// `lb run` with `data-path nat` on every frontend (in `defaults`) and the
+/// client-side veth named for it; lb must say where it attached `lb_nat`.
+/// `--no-xdp`, as the other lb targets run without the front door: any
+/// native XDP program on a veth takes GSO away from its peer (6.18
+/// drivers/net/veth.c, `veth_xdp_set`), which would measure that, not NAT.
+fn start_lb_nat(net: &Net, cfg: &str) -> Result<Lb> {
+    if net.veth().is_none() {
+        bail!("lb nat needs remote clients: run it on the netns topology");
+    }
+    let cfg = cfg
+        .replacen("global\n", "global\n    xdp-interface eth-c\n", 1)
+        .replacen("defaults\n", "defaults\n    data-path nat\n", 1);
+    let lb = Lb::start(net.lb(), net.dir(), &cfg, &["--no-xdp"])?;
+    let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
+    if !log.contains("lb_nat attached") {
+        bail!(
+            "lb started without lb_nat; --- log ({}) ---\n{}",
+            lb.log_path().display(),
+            lb.log_tail(40)
+        );
+    }
+    Ok(lb)
+}
+
+/// The kernel's NAT as kube-proxy's nftables mode sets it up, in the lb
+/// namespace: per frontend port a `dnat` to `numgen inc mod N` over the
+/// backend addresses (single-server frontends to the first), `masquerade`
+/// toward the backends, conntrack doing the rest; forwarding on in that
+/// namespace only. Undone on drop.
+pub struct NftRules<'a> {
+    ns: &'a Netns,
+    old_forward: String,
+}
+
+impl Drop for NftRules<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.run("nft", &["delete", "table", "ip", "lbbench"]);
+        let setting = format!("net.ipv4.ip_forward={}", self.old_forward);
+        if let Err(e) = self.ns.run("sysctl", &["-w", &setting]) {
+            eprintln!("[bench] warning: cannot restore {setting} in the lb namespace: {e:#}");
+        }
+    }
+}
+
+fn start_nft(net: &Net) -> Result<NftRules<'_>> {
+    let Some(topo) = net.veth() else {
+        bail!("nftables NAT needs remote clients: run it on the netns topology");
+    };
+    let b = net.backends();
+    let lb = net.lb_addr();
+    let spread = format!(
+        "numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }}",
+        b[0], b[1], b[2]
+    );
+    let mut rules = format!(
+        "table ip lbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n"
+    );
+    for (port, to) in [
+        (PG_PORT, spread.clone()),
+        (ECHO_PORT, spread.clone()),
+        (IPERF_PORT, b[0].to_string()),
+        (SOCKPERF_PORT, b[0].to_string()),
+    ] {
+        rules.push_str(&format!(
+            "    ip daddr {lb} tcp dport {port} dnat to {to}\n"
+        ));
+    }
+    rules.push_str(&format!(
+        "  }}\n  chain post {{\n    type nat hook postrouting priority srcnat;\n    \
+         ip daddr {{ {}, {}, {} }} masquerade\n  }}\n}}\n",
+        b[0], b[1], b[2]
+    ));
+    let file = lb_tests::util::write_file(net.dir(), "nft.rules", &rules)?;
+    let old = topo.lb.run("sysctl", &["-n", "net.ipv4.ip_forward"])?;
+    let guard = NftRules {
+        ns: &topo.lb,
+        old_forward: old.trim().to_string(),
+    };
+    topo.lb.run("sysctl", &["-w", "net.ipv4.ip_forward=1"])?;
+    topo.lb
+        .run("nft", &["-f", &file.display().to_string()])
+        .context("loading the nftables NAT rules")?;
+    Ok(guard)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lb_common::{
     BindKey, NatFlow, NatServer, NatVip, AF_INET, AF_INET6, NAT_DEFAULT_FLOWS, NAT_DIR_CLIENT,
-    NAT_DIR_SERVER, NAT_F_ENDED,
+    NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED,
 };
 
 use crate::config::{Config, DataPath};
@@ -26,6 +26,13 @@ use table::Slot;
 /// How long an ended flow (FIN both ways, or RST) keeps its entries: the
 /// last ACK, retransmitted FINs and a late RST still find their rewrite.
 pub const ENDED_GRACE: Duration = Duration::from_secs(10);
+/// The same for a closed flow (both FINs acknowledged): what still comes is
+/// window updates of a socket emptying its receive queue.
+pub const CLOSED_GRACE: Duration = Duration::from_secs(2);
+/// A flow half found without the other is taken for orphaned (its other
+/// half evicted) only past this age: a new flow's two entries are stored
+/// one after the other.
+const ORPHAN_AGE: Duration = Duration::from_secs(2);
 /// How often the pick tables follow health and weights.
 const REFRESH: Duration = Duration::from_millis(100);
 /// How often idle and ended flows are swept.
@@ -464,25 +471,38 @@ impl Nat {
     /// removed, halves found alone).
     pub fn sweep(&mut self, state: &State, now_ns: u64) -> (u64, u64) {
         let (mut removed, mut alone) = (0, 0);
-        let entries = self.maps.flows();
-        let index: StdMap<lb_common::NatKey, NatFlow> = entries.iter().copied().collect();
-        for (k, v) in &entries {
+        // The walk only says which keys exist: a hash map walked while the
+        // kernel inserts and removes can miss keys or see them twice. Every
+        // decision reads the entries again, and a half is taken for alone
+        // only when it is older than a flow takes to be stored whole.
+        let old_enough =
+            |v: &NatFlow| now_ns.saturating_sub(v.created_ns) > ORPHAN_AGE.as_nanos() as u64;
+        for (k, _) in self.maps.flows() {
+            let Some(v) = self.maps.flow(&k) else {
+                continue;
+            };
             let peer_key = v.peer_key(k.family);
-            let peer = index.get(&peer_key);
+            let peer = self.maps.flow(&peer_key);
             if v.dir == NAT_DIR_SERVER {
-                if peer.is_none() && self.maps.remove_flow(k) {
+                if peer.is_none() && old_enough(&v) && self.maps.remove_flow(&k) {
                     alone += 1;
                 }
                 continue;
             }
             let ended = v.flags & NAT_F_ENDED != 0;
             let over = match peer {
-                None => {
+                None if old_enough(&v) => {
                     alone += 1;
                     true
                 }
+                None => false,
                 Some(_) if ended => {
-                    now_ns.saturating_sub(v.ended_ns) > ENDED_GRACE.as_nanos() as u64
+                    let grace = if v.flags & NAT_F_CLOSED != 0 {
+                        CLOSED_GRACE
+                    } else {
+                        ENDED_GRACE
+                    };
+                    now_ns.saturating_sub(v.ended_ns) > grace.as_nanos() as u64
                 }
                 Some(p) => {
                     let idle = self
@@ -504,7 +524,7 @@ impl Nat {
             }
             // Whoever removes the client entry counts the flow out (unless
             // the kernel did when it ended).
-            if self.maps.remove_flow(k) {
+            if self.maps.remove_flow(&k) {
                 removed += 1;
                 if !ended {
                     if let Some(s) = state.servers.get(v.server as usize) {
@@ -540,6 +560,7 @@ pub fn spawn(
             let mut last_sweep = crate::sys::monotonic_ns();
             let mut warned_alone = false;
             let mut refusals = Refusals::default();
+            let mut totals = Totals::open(&instance, state.servers.len());
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(idx) = kills.recv_timeout(REFRESH) {
                     let n = nat.kill_server(&state, idx);
@@ -555,6 +576,7 @@ pub fn spawn(
                 if let Err(e) = nat.refresh(&state) {
                     tracing::warn!("data-path nat: {e:#}");
                 }
+                totals.add_to(&state, &nat.servers);
                 let now = crate::sys::monotonic_ns();
                 if now - last_sweep >= SWEEP.as_nanos() as u64 {
                     last_sweep = now;
@@ -572,6 +594,58 @@ pub fn spawn(
             }
         })
         .expect("spawning the NAT thread")
+}
+
+/// The NAT flows each server took, from `lb_nat`'s per-CPU counts, added to
+/// the server's total connections (what `show stat`, `lb show servers` and
+/// the metrics report), every refresh.
+struct Totals {
+    kstats: Option<aya::maps::PerCpuArray<aya::maps::MapData, lb_common::ServerKStats>>,
+    seen: Vec<u64>,
+}
+
+impl Totals {
+    fn open(instance: &str, servers: usize) -> Self {
+        let path = crate::kernel::pin_dir(instance).join(lb_common::maps::SRV_KSTATS);
+        let kstats = aya::maps::MapData::from_pin(&path)
+            .ok()
+            .and_then(|d| aya::maps::Map::from_map_data(d).ok())
+            .and_then(|m| m.try_into().ok());
+        if kstats.is_none() {
+            tracing::warn!(
+                "data-path nat: {} cannot be read: NAT flows are not added to the servers' totals",
+                path.display()
+            );
+        }
+        Self {
+            kstats,
+            seen: vec![0; servers],
+        }
+    }
+
+    /// Only the servers behind NAT frontends (`nat_servers[i]` set).
+    fn add_to(&mut self, state: &State, nat_servers: &[Option<NatServer>]) {
+        let Some(k) = &self.kstats else {
+            return;
+        };
+        for (i, s) in state.servers.iter().enumerate() {
+            if nat_servers.get(i).is_none_or(|n| n.is_none()) {
+                continue;
+            }
+            let Ok(per) = k.get(&(i as u32), 0) else {
+                continue;
+            };
+            let n: u64 = per.iter().map(|v| v.nat_flows).sum();
+            let new = n.saturating_sub(self.seen[i]);
+            if new > 0 {
+                self.seen[i] = n;
+                s.total_conns.fetch_add(new, Ordering::Relaxed);
+                s.admin
+                    .last_sess_ns
+                    .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// SYNs `lb_nat` refused, said in the log (at most every 10 s per reason,
