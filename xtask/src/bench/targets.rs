@@ -364,8 +364,8 @@ fn start_nft(net: &Net) -> Result<NftRules<'_>> {
         "numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }}",
         b[0], b[1], b[2]
     );
-    let mut rules = format!(
-        "table ip lbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n"
+    let mut rules = String::from(
+        "table ip lbbench {\n  chain pre {\n    type nat hook prerouting priority dstnat;\n",
     );
     for (port, to) in [
         (PG_PORT, spread.clone()),
