@@ -129,8 +129,11 @@ pub struct NatScratch {
     /// The other direction's key, when a packet needs it (ends, closing,
     /// port reclaim): one at a time, built here rather than on the stack.
     pub pkey: NatKey,
+    /// The packet's own key, and its destination as a frontend address.
+    pub key: NatKey,
+    pub vkey: crate::BindKey,
 }
-const _: () = assert!(core::mem::size_of::<NatScratch>() == 304);
+const _: () = assert!(core::mem::size_of::<NatScratch>() == 368);
 
 /// Value of `LB_NAT_VIPS` (keyed by [`crate::BindKey`] with an exact address:
 /// the daemon expands wildcard binds to the addresses of the interfaces).

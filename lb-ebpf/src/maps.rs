@@ -13,8 +13,8 @@ use lb_common::{
     MAX_FRONTENDS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
 };
 use lb_common::{
-    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS, NAT_DEFAULT_FLOWS,
-    NAT_PICK_SLOTS,
+    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS,
+    NAT_DEFAULT_FLOWS, NAT_PICK_SLOTS,
 };
 
 // ---------------------------------------------------------------- steering
@@ -118,8 +118,7 @@ pub(crate) static LB_NAT_FLOWS: LruHashMap<NatKey, NatFlow> =
 pub(crate) static LB_NAT_VIPS: HashMap<BindKey, NatVip> = HashMap::with_max_entries(4096, 0);
 /// NAT backend -> algorithm, table length, leastconn/first candidates.
 #[map]
-pub(crate) static LB_NAT_BACKENDS: Array<NatBackend> =
-    Array::with_max_entries(MAX_NAT_BACKENDS, 0);
+pub(crate) static LB_NAT_BACKENDS: Array<NatBackend> = Array::with_max_entries(MAX_NAT_BACKENDS, 0);
 /// NAT backend * NAT_PICK_SLOTS + slot -> server index (weighted / Maglev).
 #[map]
 pub(crate) static LB_NAT_PICK: Array<u32> =

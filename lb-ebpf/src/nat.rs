@@ -18,19 +18,17 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN,
-};
-use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
-use lb_common::{
-    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, BindKey, NatBackend, NatFlow, NatKey,
-    NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
-    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
+    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatVip,
+    AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE, NAT_DIR_CLIENT,
+    NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
     NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
 };
+use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
+use lb_common::{rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
 
+use crate::count;
 use crate::maps::*;
 use crate::parse::{parse, Tcp, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::count;
 
 /// Bytes pulled into the linear area before parsing: Ethernet, two VLAN
 /// tags, an IPv4 header with options or an IPv6 header with some extension
@@ -53,15 +51,20 @@ fn try_nat(ctx: &TcContext) -> i32 {
     let Ok(tcp) = parse(ctx) else {
         return TC_ACT_OK;
     };
-    let key = NatKey {
-        src_be: tcp.src,
-        dst_be: tcp.dst,
-        sport_be: tcp.sport_be,
-        dport_be: tcp.dport.to_be_bytes(),
-        family: tcp.family,
+    // The packet's key and its frontend's, in per-CPU scratch: the stack
+    // holds the parsed headers already.
+    let Some(sc) = LB_NAT_SCRATCH.get_ptr_mut(0) else {
+        return TC_ACT_OK;
     };
+    let key = unsafe { &mut (*sc).key };
+    set16(&mut key.src_be, &tcp.src);
+    set16(&mut key.dst_be, &tcp.dst);
+    key.sport_be = tcp.sport_be;
+    key.dport_be = tcp.dport.to_be_bytes();
+    key.family = tcp.family;
+    let key: &NatKey = key;
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(f) = LB_NAT_FLOWS.get_ptr_mut(&key) {
+    if let Some(f) = LB_NAT_FLOWS.get_ptr_mut(key) {
         let f = unsafe { &mut *f };
         // A SYN on an ended flow is the client reusing its port: a new flow.
         if !(tcp.syn && f.dir == NAT_DIR_CLIENT && f.flags & NAT_F_ENDED != 0) {
@@ -70,21 +73,20 @@ fn try_nat(ctx: &TcContext) -> i32 {
         if let Some(peer) = peer_key(f, tcp.family) {
             let _ = LB_NAT_FLOWS.remove(&*peer);
         }
-        let _ = LB_NAT_FLOWS.remove(&key);
+        let _ = LB_NAT_FLOWS.remove(key);
     }
-    let vkey = BindKey {
-        family: tcp.family,
-        port_host: tcp.dport as u32,
-        addr_be: tcp.dst,
-    };
-    let Some(vip) = (unsafe { LB_NAT_VIPS.get(&vkey) }).copied() else {
+    let vkey = unsafe { &mut (*sc).vkey };
+    vkey.family = tcp.family;
+    vkey.port_host = tcp.dport as u32;
+    set16(&mut vkey.addr_be, &tcp.dst);
+    let Some(vip) = (unsafe { LB_NAT_VIPS.get(&*vkey) }).copied() else {
         return TC_ACT_OK;
     };
     if !tcp.syn {
         count(stat::NAT_UNKNOWN);
         return TC_ACT_OK;
     }
-    match new_flow(ctx, &tcp, &key, vip, now) {
+    match new_flow(ctx, &tcp, key, vip, now) {
         Ok(f) => forward(ctx, &tcp, unsafe { &mut *f }, now),
         Err(why) => {
             count(why);
@@ -214,13 +216,18 @@ fn new_flow(
     for attempt in 0..NAT_PORT_TRIES {
         let p = nat_port(srv.port_lo, srv.port_hi, start, attempt);
         rkey.dport_be = p.to_be_bytes();
-        if LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64).is_ok() {
+        if LB_NAT_FLOWS
+            .insert(&*rkey, &*back, BPF_NOEXIST as u64)
+            .is_ok()
+        {
             port = p;
             break;
         }
         // Taken: by an ended flow past its own grace, it can be had.
         if reclaim(rkey, tcp.family, now)
-            && LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64).is_ok()
+            && LB_NAT_FLOWS
+                .insert(&*rkey, &*back, BPF_NOEXIST as u64)
+                .is_ok()
         {
             count(stat::NAT_PORT_REUSED);
             port = p;
@@ -479,8 +486,15 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
             ks.bytes_out += payload;
         }
     }
-    let ends = (if tcp.flags & TCP_FIN != 0 { NAT_F_FIN } else { 0 })
-        | (if tcp.flags & TCP_RST != 0 { NAT_F_RST } else { 0 });
+    let ends = (if tcp.flags & TCP_FIN != 0 {
+        NAT_F_FIN
+    } else {
+        0
+    }) | (if tcp.flags & TCP_RST != 0 {
+        NAT_F_RST
+    } else {
+        0
+    });
     if ends != 0 {
         end_check(tcp.family, f, ends, now);
     }
@@ -513,7 +527,8 @@ fn forward(ctx: &TcContext, tcp: &Tcp, f: &mut NatFlow, now: u64) -> i32 {
 /// and counts the server's flow out.
 #[inline(always)]
 fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
-    let mine = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.flags, ends) } | ends;
+    let mine =
+        unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut f.flags, ends) } | ends;
     let Some(peer_key) = peer_key(f, family) else {
         return;
     };
@@ -529,7 +544,9 @@ fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
     } else {
         (peer, f)
     };
-    let old = unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.flags, NAT_F_ENDED) };
+    let old = unsafe {
+        atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut client.flags, NAT_F_ENDED)
+    };
     if old & NAT_F_ENDED == 0 {
         client.ended_ns = now;
         other.ended_ns = now;

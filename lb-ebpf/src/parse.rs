@@ -223,4 +223,3 @@ fn parse_tcp<C: Frame>(
         th_len: doff as u32 * 4,
     })
 }
-

@@ -557,3 +557,102 @@ fn nat_refusals_are_resets_counted_and_logged() {
         result
     });
 }
+
+/// What lb decides without a connection still holds in front of the NAT
+/// path: the XDP front door drops a rejected source's SYNs, a drained server
+/// gets no new flow, leastconn spreads concurrent flows, and a flow idle past
+/// its timeout is gone (its next packet meets the host, which resets it).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_rules_drain_leastconn_and_idle_timeout() {
+    run_test(|| {
+        use std::sync::atomic::Ordering;
+        let topo = Topology::new("natrules")?;
+        let (port, lc_port) = (9108, 9109);
+        let stops = named_echo_servers(&topo, port)?;
+        let stops2 = named_echo_servers(&topo, lc_port)?;
+        // A second client address, rejected by the rules.
+        topo.client
+            .ip(&["addr", "add", "10.210.1.9/24", "dev", "eth0"])?;
+        let mut cfg = nat_config(&hp(LB_V4, port), &BACKENDS_V4, port, "")
+            .replace("timeout client 30s", "timeout client 2s")
+            .replace("timeout server 30s", "timeout server 2s")
+            .replace(
+                "    data-path nat\n",
+                "    data-path nat\n    tcp-request connection reject if { src 10.210.1.9 }\n",
+            );
+        cfg.push_str(&format!(
+            "frontend lc\n    bind {}\n    data-path nat\n    default_backend lc_backend\n\
+             backend lc_backend\n    balance leastconn\n",
+            hp(LB_V4, lc_port)
+        ));
+        for (i, b) in BACKENDS_V4.iter().enumerate() {
+            cfg.push_str(&format!("    server lc{} {}\n", i + 1, hp(b, lc_port)));
+        }
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            // The front door: the rejected source's SYNs never get an answer.
+            let rejected = topo.in_client(|| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                s.bind(&sa("10.210.1.9", 0).into())?;
+                s.connect_timeout(&sa(LB_V4, port).into(), Duration::from_secs(2))
+            });
+            anyhow::ensure!(
+                rejected.is_err(),
+                "a rejected source got through: {rejected:?}"
+            );
+            let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+            anyhow::ensure!(
+                stats["xdp_acl_drop"].as_u64() >= Some(1) && stats["nat_new"] == 0,
+                "xdp_acl_drop {} nat_new {}",
+                stats["xdp_acl_drop"],
+                stats["nat_new"]
+            );
+            // A drained server takes no new flow.
+            let sock = std::path::PathBuf::from(format!("/run/lb/{instance}.sock"));
+            util::socat(&sock, "set server nat_backend/nat2 state drain\n")?;
+            std::thread::sleep(Duration::from_millis(300));
+            let mut seen = std::collections::BTreeMap::new();
+            for _ in 0..6 {
+                let (_s, id) = open_named(&topo, port)?;
+                *seen.entry(id).or_insert(0) += 1;
+            }
+            anyhow::ensure!(
+                !seen.contains_key(&12) && seen.values().all(|&n| n == 3),
+                "with nat2 drained: {seen:?}"
+            );
+            // leastconn: six flows held open spread 2/2/2.
+            let mut held = Vec::new();
+            let mut lc = std::collections::BTreeMap::new();
+            for _ in 0..6 {
+                let (s, id) = open_named(&topo, lc_port)?;
+                *lc.entry(id).or_insert(0) += 1;
+                held.push(s);
+            }
+            anyhow::ensure!(lc.values().all(|&n| n == 2), "leastconn: {lc:?}");
+            // Idle past the larger of timeout client/server (2 s): swept.
+            let (mut idle, id) = open_named(&topo, port)?;
+            echo_round(&mut idle, id)?;
+            std::thread::sleep(Duration::from_millis(3500));
+            let r = echo_round(&mut idle, id);
+            anyhow::ensure!(
+                r.is_err(),
+                "a flow idle for 3.5 s with 2 s timeouts still answers"
+            );
+            println!(
+                "[lb-tests] nat: ACL drop, drain {seen:?}, leastconn {lc:?}, idle flow ended ({})",
+                r.unwrap_err()
+            );
+            drop(held);
+            Ok(())
+        })();
+        for s in stops.iter().chain(&stops2) {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_nat(&topo, &instance);
+        result
+    });
+}
