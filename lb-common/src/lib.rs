@@ -75,6 +75,8 @@ pub mod maps {
     pub const NAT_SERVERS: &str = "LB_NAT_SERVERS";
     /// PERCPU_ARRAY of one [`crate::NatScratch`]: room to build a new flow in.
     pub const NAT_SCRATCH: &str = "LB_NAT_SCRATCH";
+    /// RINGBUF of [`crate::NatLog`]: NAT flows that ended, for tcplog.
+    pub const NAT_LOG: &str = "LB_NAT_LOG";
 
     /// Every map of the object (a test checks the built object against it).
     pub const ALL: &[&str] = &[
@@ -106,6 +108,7 @@ pub mod maps {
         NAT_PICK,
         NAT_SERVERS,
         NAT_SCRATCH,
+        NAT_LOG,
     ];
 }
 
@@ -549,7 +552,9 @@ pub mod stat {
     pub const NAT_TABLE_FULL: u32 = 34;
     /// Flows that ended with a FIN both ways or a RST.
     pub const NAT_ENDED: u32 = 35;
-    /// Packets of a flow whose other direction is gone (evicted): dropped.
+    /// NAT flow halves the daemon found without their other half: the LRU
+    /// flow table, full, evicted running flows (written by the daemon, CPU
+    /// 0's slot; `lb_nat` never writes it).
     pub const NAT_ORPHAN: u32 = 36;
     /// Packets whose TTL / hop limit ran out here: dropped.
     pub const NAT_TTL: u32 = 37;
@@ -563,7 +568,9 @@ pub mod stat {
     pub const NAT_CLOSED: u32 = 40;
     /// Balancer ports taken over from an ended flow still in its grace.
     pub const NAT_PORT_REUSED: u32 = 41;
-    pub const COUNT: u32 = 42;
+    /// Ended flows whose tcplog record found `LB_NAT_LOG` full: lost.
+    pub const NAT_LOG_LOST: u32 = 42;
+    pub const COUNT: u32 = 43;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -608,6 +615,7 @@ pub mod stat {
         "nat_failed",
         "nat_closed",
         "nat_port_reused",
+        "nat_log_lost",
     ];
 }
 
@@ -978,6 +986,7 @@ mod pod {
     unsafe impl aya::Pod for NatVip {}
     unsafe impl aya::Pod for NatBackend {}
     unsafe impl aya::Pod for NatServer {}
+    unsafe impl aya::Pod for NatLog {}
     unsafe impl aya::Pod for XdpFeStats {}
     unsafe impl aya::Pod for XdpIface {}
     unsafe impl aya::Pod for FrontendMeta {}

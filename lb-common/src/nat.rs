@@ -135,6 +135,31 @@ pub struct NatScratch {
 }
 const _: () = assert!(core::mem::size_of::<NatScratch>() == 368);
 
+/// A record of `LB_NAT_LOG`: one NAT flow that ended, for its tcplog line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatLog {
+    pub client_be: [u8; 16],
+    pub family: u32,
+    pub client_port: u32,
+    pub frontend: u32,
+    pub server: u32,
+    /// CLOCK_MONOTONIC ns of the SYN and of the end.
+    pub created_ns: u64,
+    pub ended_ns: u64,
+    /// Payload bytes from the client and from the server.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// HAProxy's termination state: `--` (FINs), `CD` (client reset), `SD`
+    /// (server reset).
+    pub term: [u8; 2],
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<NatLog>() == 72);
+
+/// Bytes of `LB_NAT_LOG` (about 3,600 records between two reads).
+pub const NAT_LOG_BYTES: u32 = 256 << 10;
+
 /// Value of `LB_NAT_VIPS` (keyed by [`crate::BindKey`] with an exact address:
 /// the daemon expands wildcard binds to the addresses of the interfaces).
 #[repr(C)]

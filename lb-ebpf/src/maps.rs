@@ -13,7 +13,7 @@ use lb_common::{
     MAX_FRONTENDS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
 };
 use lb_common::{
-    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS,
+    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, NAT_LOG_BYTES, MAX_NAT_BACKENDS,
     NAT_DEFAULT_FLOWS, NAT_PICK_SLOTS,
 };
 
@@ -129,3 +129,6 @@ pub(crate) static LB_NAT_SERVERS: Array<NatServer> = Array::with_max_entries(MAX
 /// Per CPU: a new flow's entries while they are built (the stack is too small).
 #[map]
 pub(crate) static LB_NAT_SCRATCH: PerCpuArray<NatScratch> = PerCpuArray::with_max_entries(1, 0);
+/// NAT flows that ended (`NatLog`), for the frontends' tcplog lines.
+#[map]
+pub(crate) static LB_NAT_LOG: RingBuf = RingBuf::with_byte_size(NAT_LOG_BYTES, 0);

@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatVip,
+    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatLog, NatVip,
     AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE, NAT_DIR_CLIENT,
     NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
     NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
@@ -274,8 +274,9 @@ fn new_flow(
 }
 
 /// Removes the flow whose server-side entry holds `rkey` if it is closed
-/// (both FINs acknowledged) or ended over `NAT_PORT_REUSE_NS` ago; true if
-/// the port is free now. A flow still running keeps its port.
+/// (both FINs acknowledged), ended over `NAT_PORT_REUSE_NS` ago, or lost its
+/// client half to the LRU; true if the port is free now. A flow still
+/// running keeps its port.
 #[inline(always)]
 fn reclaim(rkey: &NatKey, family: u32, now: u64) -> bool {
     let Some(old) = (unsafe { LB_NAT_FLOWS.get(rkey) }) else {
@@ -284,12 +285,19 @@ fn reclaim(rkey: &NatKey, family: u32, now: u64) -> bool {
     let closed = old.flags & NAT_F_CLOSED != 0;
     let ended_long_ago =
         old.flags & NAT_F_ENDED != 0 && now.wrapping_sub(old.ended_ns) >= NAT_PORT_REUSE_NS;
-    if !closed && !ended_long_ago {
+    let Some(client_key) = peer_key(old, family) else {
+        return false;
+    };
+    // A half whose client half the LRU evicted is a broken flow: its port
+    // is free once it is older than a flow takes to be stored whole.
+    let alone = !closed
+        && !ended_long_ago
+        && now.wrapping_sub(old.created_ns) >= NAT_PORT_REUSE_NS
+        && unsafe { LB_NAT_FLOWS.get(&*client_key) }.is_none();
+    if !closed && !ended_long_ago && !alone {
         return false;
     }
-    if let Some(client_key) = peer_key(old, family) {
-        let _ = LB_NAT_FLOWS.remove(&*client_key);
-    }
+    let _ = LB_NAT_FLOWS.remove(&*client_key);
     LB_NAT_FLOWS.remove(rkey).is_ok()
 }
 
@@ -553,7 +561,40 @@ fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
         unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut other.flags, NAT_F_ENDED) };
         release(client.server);
         count(stat::NAT_ENDED);
+        log_end(client, other, family, now);
     }
+}
+
+/// Sends the ended flow to the daemon for its tcplog line. `other` is the
+/// server-side entry, whose rewrite holds the client's address.
+#[inline(always)]
+fn log_end(client: &NatFlow, other: &NatFlow, family: u32, now: u64) {
+    let Some(mut e) = LB_NAT_LOG.reserve::<NatLog>(0) else {
+        count(stat::NAT_LOG_LOST);
+        return;
+    };
+    let p = e.as_mut_ptr();
+    let term = if client.flags & NAT_F_RST != 0 {
+        *b"CD"
+    } else if other.flags & NAT_F_RST != 0 {
+        *b"SD"
+    } else {
+        *b"--"
+    };
+    unsafe {
+        set16(&mut (*p).client_be, &other.dst_be);
+        (*p).family = family;
+        (*p).client_port = u16::from_be_bytes(other.dport_be) as u32;
+        (*p).frontend = client.frontend;
+        (*p).server = client.server;
+        (*p).created_ns = client.created_ns;
+        (*p).ended_ns = now;
+        (*p).bytes_in = client.bytes;
+        (*p).bytes_out = other.bytes;
+        (*p).term = term;
+        (*p)._pad = [0; 6];
+    }
+    e.submit(0);
 }
 
 /// An ended flow's pure ACK that closes it for good (see `nat_last_ack`):

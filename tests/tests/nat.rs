@@ -92,7 +92,10 @@ fn blast(
     let topo = Topology::new(tag)?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| sa(b, port)).collect();
     let server = BlastServer::start(topo.srv.name(), &addrs)?;
-    let cfg = nat_config(&hp(client_to, port), backends, port, "");
+    let cfg = nat_config(&hp(client_to, port), backends, port, "").replace(
+        "    data-path nat\n",
+        "    data-path nat\n    option tcplog\n",
+    );
     let mut lb = topo.start_lb(&cfg, &[])?;
     let instance = lb.instance().to_string();
     let result = (|| -> anyhow::Result<()> {
@@ -116,6 +119,29 @@ fn blast(
             Duration::from_secs(30),
         )?;
         check_server_view(&server.conns(), lb_srv, backends)?;
+        // One tcplog line per flow, written when lb_nat saw it end.
+        let mut lines = 0;
+        util::wait_until(
+            "200 tcplog lines",
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            || {
+                let log = std::fs::read_to_string(lb.log_path())?;
+                lines = log
+                    .lines()
+                    .filter(|l| l.contains(" nat_frontend nat_backend/nat") && l.contains(" -- "))
+                    .count();
+                Ok(lines == 200)
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}: {lines} tcplog lines"))?;
+        let log = std::fs::read_to_string(lb.log_path())?;
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains(" nat_frontend nat_backend/"))
+        {
+            println!("[lb-tests] tcplog: {l}");
+        }
         let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
         println!("[lb-tests] nat stats: {stats}");
         anyhow::ensure!(
@@ -340,6 +366,21 @@ fn nat_failover_moves_new_flows_and_keeps_old_ones() {
                 per.values().all(|&n| n == 2),
                 "round robin 2/2/2, got {per:?}"
             );
+            // The runtime API lists them, one line per flow.
+            let sock = std::path::PathBuf::from(format!("/run/lb/{instance}.sock"));
+            let sess = util::socat(&sock, "show sess\n")?;
+            let nat_lines: Vec<&str> = sess
+                .lines()
+                .filter(|l| l.contains("path=nat") && l.contains("state=running"))
+                .collect();
+            anyhow::ensure!(
+                nat_lines.len() == 6
+                    && nat_lines
+                        .iter()
+                        .all(|l| l.contains(&format!("src={CLIENT_V4}:"))),
+                "show sess:\n{sess}"
+            );
+            println!("[lb-tests] show sess: {}", nat_lines[0]);
             let t0 = std::time::Instant::now();
             stops[0].store(true, Ordering::Relaxed);
             lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
@@ -649,6 +690,69 @@ fn nat_rules_drain_leastconn_and_idle_timeout() {
             Ok(())
         })();
         for s in stops.iter().chain(&stops2) {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_nat(&topo, &instance);
+        result
+    });
+}
+
+/// A flow table too small for the flows: the LRU evicts running flows; lb
+/// says in the log that the table is full (and counts the halves it finds
+/// alone, `nat_orphan`). No crash, and new flows still work.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn nat_full_table_is_counted_and_logged() {
+    run_test(|| {
+        use std::sync::atomic::Ordering;
+        let topo = Topology::new("nattable")?;
+        let port = 9110;
+        let stops = named_echo_servers(&topo, port)?;
+        let cfg = nat_config(&hp(LB_V4, port), &BACKENDS_V4, port, "");
+        std::env::set_var("LB_TEST_NAT_FLOWS", "1024");
+        let lb = topo.start_lb(&cfg, &[]);
+        std::env::remove_var("LB_TEST_NAT_FLOWS");
+        let lb = lb?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            // 700 flows held open: 1,400 entries for a table of 1,024 (a
+            // flow whose entries are evicted while it opens is not counted).
+            let mut held = Vec::new();
+            for _ in 0..700 {
+                if let Ok(f) = open_named(&topo, port) {
+                    held.push(f);
+                }
+            }
+            anyhow::ensure!(held.len() >= 300, "only {} of 700 flows opened", held.len());
+            let mut orphans = 0;
+            util::wait_until(
+                "the full table in the log",
+                Duration::from_secs(8),
+                Duration::from_millis(200),
+                || {
+                    let st: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+                    orphans = st["nat_orphan"].as_u64().unwrap_or(0);
+                    Ok(lb.log_tail(100).contains("the flow table is full (")
+                        || lb
+                            .log_tail(100)
+                            .contains("the flow table (1024 entries) is full"))
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e:#}: nat_orphan {orphans}\n{}", lb.log_tail(20)))?;
+            let held_n = held.len();
+            drop(held);
+            // The daemon is fine and new flows still work.
+            let (mut s, id) = open_named(&topo, port)?;
+            echo_round(&mut s, id)?;
+            println!(
+                "[lb-tests] nat: table of 1024 entries, {} flows held: {orphans} halves found alone, logged",
+                held_n
+            );
+            Ok(())
+        })();
+        for s in &stops {
             s.store(true, Ordering::Relaxed);
         }
         let _ = lb.stop();

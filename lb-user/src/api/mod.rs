@@ -578,7 +578,71 @@ fn show_sess(live: &Live) -> String {
             s.bytes_out.load(Ordering::Relaxed),
         );
     }
+    nat_sessions(live, now, &mut out);
     out
+}
+
+/// One line per NAT flow (its client-side entry) of the pinned flow table,
+/// in the proxied sessions' format with `path=nat` and the flow's state.
+fn nat_sessions(live: &Live, now: u64, out: &mut String) {
+    use lb_common::{NAT_DIR_CLIENT, NAT_F_CLOSED, NAT_F_ENDED};
+    if !live
+        .cfg
+        .frontends
+        .iter()
+        .any(|f| f.path() == crate::config::DataPath::Nat)
+    {
+        return;
+    }
+    let flows = crate::kernel::nat::pinned_flows(&live.instance);
+    let peers: std::collections::HashMap<lb_common::NatKey, lb_common::NatFlow> =
+        flows.iter().copied().collect();
+    for (k, v) in flows.iter().filter(|(_, v)| v.dir == NAT_DIR_CLIENT) {
+        let ip = |a: &[u8; 16]| -> std::net::IpAddr {
+            if k.family == lb_common::AF_INET {
+                std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+            } else {
+                std::net::IpAddr::from(*a)
+            }
+        };
+        let client = std::net::SocketAddr::new(ip(&k.src_be), u16::from_be_bytes(k.sport_be));
+        let fe = live.cfg.frontends.get(v.frontend as usize);
+        let be = fe
+            .and_then(|f| f.default_backend_idx)
+            .and_then(|b| live.cfg.backends.get(b));
+        let srv = live
+            .state
+            .servers
+            .get(v.server as usize)
+            .map_or("<none>", |s| s.name());
+        let back = peers.get(&v.peer_key(k.family));
+        let state = if v.flags & NAT_F_CLOSED != 0 {
+            "closed"
+        } else if v.flags & NAT_F_ENDED != 0 {
+            "ended"
+        } else {
+            "running"
+        };
+        // An id of its own: the key's hash with the top bit set, apart
+        // from the proxied sessions' counter.
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish() | 1 << 63
+        };
+        let _ = writeln!(
+            out,
+            "{id:#x}: proto=tcpv{} src={client} fe={} be={} srv={srv} age={}s idle={}s path=nat state={state} bytes_in={} bytes_out={}",
+            if k.family == lb_common::AF_INET { 4 } else { 6 },
+            fe.map_or("<none>", |f| f.name.as_str()),
+            be.map_or("<none>", |b| b.name.as_str()),
+            now.saturating_sub(v.created_ns) / 1_000_000_000,
+            now.saturating_sub(v.last_ns.max(back.map_or(0, |b| b.last_ns))) / 1_000_000_000,
+            v.bytes,
+            back.map_or(0, |b| b.bytes),
+        );
+    }
 }
 
 /// Binds every `stats socket` of the config and serves it. Errors name the

@@ -236,10 +236,83 @@ pub fn line(
     )
 }
 
+/// The TCP log line of a NAT flow that ended: the same fields, with what a
+/// path without a connection cannot know (connect time, the counts of
+/// connections at its start) as `-1` and `0`. `now_*` place the monotonic
+/// times of the record on the wall clock.
+pub fn nat_line(
+    e: &lb_common::NatLog,
+    frontend: &str,
+    backend: &str,
+    server: Option<&str>,
+    now_ns: u64,
+    now_unix_ms: u64,
+) -> String {
+    let ip: std::net::IpAddr = if e.family == lb_common::AF_INET {
+        std::net::IpAddr::from([
+            e.client_be[0],
+            e.client_be[1],
+            e.client_be[2],
+            e.client_be[3],
+        ])
+    } else {
+        std::net::IpAddr::from(e.client_be)
+    };
+    let tt = e.ended_ns.saturating_sub(e.created_ns) / 1_000_000;
+    let accept_ms = now_unix_ms.saturating_sub(now_ns.saturating_sub(e.created_ns) / 1_000_000);
+    format!(
+        "{}:{} [{}] {frontend} {backend}/{} 0/-1/{tt} {} {}{} 0/0/0/0/0 0/0",
+        ip,
+        e.client_port,
+        accept_date(accept_ms),
+        server.unwrap_or("<NOSRV>"),
+        e.bytes_out,
+        e.term[0] as char,
+        e.term[1] as char,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::admin::Sessions;
+
+    #[test]
+    fn nat_line_has_every_field() {
+        let e = lb_common::NatLog {
+            client_be: [10, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: lb_common::AF_INET,
+            client_port: 33313,
+            created_ns: 1_000_000_000,
+            ended_ns: 6_007_000_000,
+            bytes_out: 212,
+            term: *b"CD",
+            ..Default::default()
+        };
+        let l = nat_line(
+            &e,
+            "fnt",
+            "bck",
+            Some("srv1"),
+            7_000_000_000,
+            1_233_922_377_443,
+        );
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f[0], "10.0.1.2:33313");
+        assert_eq!(f[1], "[06/Feb/2009:12:12:51.443]");
+        assert_eq!(
+            &f[2..],
+            [
+                "fnt",
+                "bck/srv1",
+                "0/-1/5007",
+                "212",
+                "CD",
+                "0/0/0/0/0",
+                "0/0"
+            ]
+        );
+    }
 
     fn sink(logs: &str) -> Sink {
         let cfg = crate::config::parse_str(

@@ -154,6 +154,21 @@ fn table_len(pin: &Path) -> usize {
     HashMap::<_, NatKey, NatFlow>::try_from(map).map_or(0, |m| m.keys().count())
 }
 
+/// The flow table an instance pinned, read from bpffs (the runtime API's
+/// `show sess`, or after the daemon is gone). Empty when there is none.
+pub fn pinned_flows(instance: &str) -> Vec<(NatKey, NatFlow)> {
+    let pin = nat_dir(instance).join(maps::NAT_FLOWS);
+    let Ok(data) = MapData::from_pin(&pin) else {
+        return Vec::new();
+    };
+    let Ok(map) = aya::maps::Map::from_map_data(data) else {
+        return Vec::new();
+    };
+    HashMap::<_, NatKey, NatFlow>::try_from(map)
+        .map(|m| m.iter().filter_map(|r| r.ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Removes the NAT state pinned for an instance: unpinning the links detaches
 /// `lb_nat` (nothing else holds them), unpinning the table frees it.
 pub fn remove(dir: &Path) -> Result<(), NatError> {
@@ -284,6 +299,8 @@ pub struct NatMaps {
     pub pick: Array<MapData, u32>,
     pub servers: Array<MapData, NatServer>,
     pub flows: HashMap<MapData, NatKey, NatFlow>,
+    /// NAT flows that ended (`NatLog` records), for tcplog.
+    pub log: aya::maps::RingBuf<MapData>,
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, NatError>
@@ -302,6 +319,7 @@ impl NatMaps {
             pick: take_map(ebpf, maps::NAT_PICK)?,
             servers: take_map(ebpf, maps::NAT_SERVERS)?,
             flows: take_map(ebpf, maps::NAT_FLOWS)?,
+            log: take_map(ebpf, maps::NAT_LOG)?,
         })
     }
 
@@ -360,6 +378,17 @@ impl NatMaps {
     pub fn update_flow(&mut self, k: &NatKey, v: &NatFlow) -> bool {
         // BPF_EXIST: an entry deleted meanwhile stays deleted.
         self.flows.insert(k, v, 2).is_ok()
+    }
+
+    /// The next ended-flow record, if any.
+    pub fn next_log(&mut self) -> Option<lb_common::NatLog> {
+        let item = self.log.next()?;
+        if item.len() < std::mem::size_of::<lb_common::NatLog>() {
+            return None;
+        }
+        // SAFETY: the record was written as a `NatLog` (repr(C), Pod) by
+        // lb_nat; read unaligned from the ring's bytes.
+        Some(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const lb_common::NatLog) })
     }
 
     /// Removes one direction; true if this call removed it.

@@ -39,16 +39,42 @@ const REFRESH: Duration = Duration::from_millis(100);
 const SWEEP: Duration = Duration::from_secs(1);
 
 /// Entries the flow table needs, when some frontend uses `data-path nat`:
-/// two per flow, twice the global `maxconn` of flows (ended flows wait out
-/// their grace), within [64 Ki, 8 Mi]; without `maxconn`, 256 Ki.
+/// two per flow, for the global `maxconn` of running flows (64 Ki without)
+/// and the ended flows that may hold every balancer port toward every NAT
+/// server during their grace, within [64 Ki, 8 Mi].
 pub fn flows_wanted(cfg: &Config) -> Option<u32> {
     if !cfg.frontends.iter().any(|f| f.path() == DataPath::Nat) {
         return None;
     }
-    Some(match cfg.global.maxconn {
-        Some(m) => (m as u64 * 4).clamp(65_536, 8 << 20) as u32,
-        None => NAT_DEFAULT_FLOWS,
-    })
+    // Tests make the table tiny to fill it (never set in production).
+    if let Some(n) = std::env::var("LB_TEST_NAT_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Some(n);
+    }
+    // Running flows (maxconn), plus what ended flows hold during their grace:
+    // at most every balancer port of every NAT server (ports are taken back
+    // from ended flows), two entries each. An LRU too small for that evicts
+    // idle running flows before the recently ended ones.
+    let servers: u64 = cfg
+        .frontends
+        .iter()
+        .filter(|f| f.path() == DataPath::Nat)
+        .filter_map(|f| f.default_backend_idx)
+        .collect::<std::collections::BTreeSet<_>>()
+        .iter()
+        .map(|&b| cfg.backends[b].servers.len() as u64)
+        .sum();
+    let ports = port_range().map_or(4_535, |(lo, hi)| (hi - lo) as u64 + 1);
+    Some(table_size(cfg.global.maxconn, servers, ports))
+}
+
+/// See [`flows_wanted`]: entries for `maxconn` running flows (64 Ki
+/// without) and `ports` per server of `servers`, two each.
+pub fn table_size(maxconn: Option<u32>, servers: u64, ports: u64) -> u32 {
+    let running = maxconn.map_or(NAT_DEFAULT_FLOWS as u64 / 4, |m| m as u64);
+    (2 * (running + ports * servers)).clamp(65_536, 8 << 20) as u32
 }
 
 /// The balancer ports the NAT path hands out: those above the host's
@@ -214,6 +240,16 @@ pub struct Nat {
     /// Balancer ports handed out, and the flow table's entries (for the log).
     ports: (u16, u16),
     table_size: u32,
+    /// Per frontend: `option tcplog`'s sink, and the names a line needs.
+    sinks: Vec<Option<super::tcplog::Sink>>,
+    names: Names,
+}
+
+/// Frontend, backend (the frontend's default) and server names by index.
+#[derive(Default)]
+struct Names {
+    frontends: Vec<(String, String)>,
+    servers: Vec<String>,
 }
 
 impl Nat {
@@ -307,6 +343,32 @@ impl Nat {
             idle,
             ports: (lo, hi),
             table_size,
+            sinks: cfg
+                .frontends
+                .iter()
+                .map(|f| {
+                    if f.path() != DataPath::Nat {
+                        return None;
+                    }
+                    super::tcplog::Sink::for_frontend(cfg, f).unwrap_or_else(|e| {
+                        tracing::warn!("frontend '{}': tcplog for NAT flows: {e}", f.name);
+                        None
+                    })
+                })
+                .collect(),
+            names: Names {
+                frontends: cfg
+                    .frontends
+                    .iter()
+                    .map(|f| {
+                        let be = f
+                            .default_backend_idx
+                            .map_or("<none>".to_string(), |b| cfg.backends[b].name.clone());
+                        (f.name.clone(), be)
+                    })
+                    .collect(),
+                servers: state.servers.iter().map(|s| s.name().to_string()).collect(),
+            },
         };
         nat.refresh(state)?;
         nat.adopt(state);
@@ -425,6 +487,36 @@ impl Nat {
         }
     }
 
+    /// Writes the tcplog lines of the NAT flows that ended since the last call
+    /// (frontends with `option tcplog`).
+    pub fn log_ended(&mut self) {
+        let now = crate::sys::monotonic_ns();
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // Bounded: what the ring holds.
+        for _ in 0..100_000 {
+            let Some(e) = self.maps.next_log() else {
+                break;
+            };
+            let Some(Some(sink)) = self.sinks.get(e.frontend as usize) else {
+                continue;
+            };
+            let (fe, be) = self
+                .names
+                .frontends
+                .get(e.frontend as usize)
+                .map_or(("<none>", "<none>"), |(f, b)| (f.as_str(), b.as_str()));
+            let srv = self
+                .names
+                .servers
+                .get(e.server as usize)
+                .map(|s| s.as_str());
+            let line = super::tcplog::nat_line(&e, fe, be, srv, now, unix_ms);
+            sink.send(&line, unix_ms);
+        }
+    }
+
     /// Resets every running flow of server `idx` (both ends get a RST) and
     /// removes it. Returns how many.
     pub fn kill_server(&mut self, state: &State, idx: u32) -> usize {
@@ -468,9 +560,9 @@ impl Nat {
 
     /// Ends what is over: ended flows past their grace, idle flows past their
     /// timeout, halves whose other half the LRU evicted. Returns (flows
-    /// removed, halves found alone).
-    pub fn sweep(&mut self, state: &State, now_ns: u64) -> (u64, u64) {
-        let (mut removed, mut alone) = (0, 0);
+    /// removed, halves found alone, entries walked).
+    pub fn sweep(&mut self, state: &State, now_ns: u64) -> (u64, u64, u64) {
+        let (mut removed, mut alone, mut walked) = (0, 0, 0);
         // The walk only says which keys exist: a hash map walked while the
         // kernel inserts and removes can miss keys or see them twice. Every
         // decision reads the entries again, and a half is taken for alone
@@ -478,6 +570,7 @@ impl Nat {
         let old_enough =
             |v: &NatFlow| now_ns.saturating_sub(v.created_ns) > ORPHAN_AGE.as_nanos() as u64;
         for (k, _) in self.maps.flows() {
+            walked += 1;
             let Some(v) = self.maps.flow(&k) else {
                 continue;
             };
@@ -538,7 +631,7 @@ impl Nat {
             }
             self.maps.remove_flow(&peer_key);
         }
-        (removed, alone)
+        (removed, alone, walked)
     }
 }
 
@@ -558,7 +651,8 @@ pub fn spawn(
         .spawn(move || {
             let mut nat = nat;
             let mut last_sweep = crate::sys::monotonic_ns();
-            let mut warned_alone = false;
+            let (mut alone_total, mut alone_said, mut alone_said_ns) = (0u64, 0u64, 0u64);
+            let mut full_said_ns = 0u64;
             let mut refusals = Refusals::default();
             let mut totals = Totals::open(&instance, state.servers.len());
             while !stop.load(Ordering::Relaxed) {
@@ -577,18 +671,43 @@ pub fn spawn(
                     tracing::warn!("data-path nat: {e:#}");
                 }
                 totals.add_to(&state, &nat.servers);
+                nat.log_ended();
                 let now = crate::sys::monotonic_ns();
                 if now - last_sweep >= SWEEP.as_nanos() as u64 {
                     last_sweep = now;
                     refusals.report(&instance, &nat, now);
-                    let (_, alone) = nat.sweep(&state, now);
-                    if alone > 0 && !warned_alone {
-                        warned_alone = true;
+                    let (_, alone, walked) = nat.sweep(&state, now);
+                    alone_total += alone;
+                    // A full LRU evicts whole flows too (both halves idle
+                    // alike): nothing is left alone to count, so a full
+                    // table is said as such.
+                    if walked >= full_mark(nat.table_size)
+                        && (full_said_ns == 0 || now - full_said_ns >= 10_000_000_000)
+                    {
                         tracing::warn!(
-                            "data-path nat: {alone} flow half(s) found without their other half: \
-                             the flow table is full and its LRU evicted running flows; raise \
-                             global 'maxconn' (the table holds 4 entries per maxconn)"
+                            "data-path nat: the flow table is full ({walked} of {} entries): \
+                             its LRU evicts the least recently used flows, running ones \
+                             included; raise global 'maxconn'",
+                            nat.table_size
                         );
+                        full_said_ns = now;
+                    }
+                    if alone > 0 {
+                        totals.set_orphans(alone_total);
+                    }
+                    if alone_total > alone_said
+                        && (alone_said_ns == 0 || now - alone_said_ns >= 10_000_000_000)
+                    {
+                        tracing::warn!(
+                            "data-path nat: {} flow half(s) found without their other half \
+                             (nat_orphan): the flow table ({} entries) is full and its LRU \
+                             evicted running flows; raise global 'maxconn' (the table holds \
+                             2 entries per maxconn and per balancer port of each server)",
+                            alone_total - alone_said,
+                            nat.table_size
+                        );
+                        alone_said = alone_total;
+                        alone_said_ns = now;
                     }
                 }
             }
@@ -602,6 +721,8 @@ pub fn spawn(
 struct Totals {
     kstats: Option<aya::maps::PerCpuArray<aya::maps::MapData, lb_common::ServerKStats>>,
     seen: Vec<u64>,
+    /// `LB_STATS`, for the count of orphaned halves (a daemon-written slot).
+    stats: Option<aya::maps::PerCpuArray<aya::maps::MapData, u64>>,
 }
 
 impl Totals {
@@ -617,9 +738,31 @@ impl Totals {
                 path.display()
             );
         }
+        let stats_path = crate::kernel::pin_dir(instance).join(lb_common::maps::STATS);
+        let stats = aya::maps::MapData::from_pin(&stats_path)
+            .ok()
+            .and_then(|d| aya::maps::Map::from_map_data(d).ok())
+            .and_then(|m| m.try_into().ok());
         Self {
             kstats,
             seen: vec![0; servers],
+            stats,
+        }
+    }
+
+    /// `nat_orphan` in `LB_STATS` (CPU 0's slot holds the total; `lb_nat`
+    /// never writes it).
+    fn set_orphans(&mut self, total: u64) {
+        let Some(st) = &mut self.stats else {
+            return;
+        };
+        let Ok(cpus) = aya::util::nr_cpus() else {
+            return;
+        };
+        let mut per = vec![0u64; cpus];
+        per[0] = total;
+        if let Ok(v) = aya::maps::PerCpuValues::try_from(per) {
+            let _ = st.set(lb_common::stat::NAT_ORPHAN, v, 0);
         }
     }
 
@@ -646,6 +789,14 @@ impl Totals {
             }
         }
     }
+}
+
+/// Entries at which the LRU flow table is as good as full: 95% of what the
+/// CPUs' local free lists (up to 128 nodes each, kernel/bpf/bpf_lru_list.c,
+/// `LOCAL_FREE_TARGET`) leave in use.
+fn full_mark(size: u32) -> u64 {
+    let cpus = aya::util::nr_cpus().unwrap_or(1) as u64;
+    (size as u64).saturating_sub(cpus * 128) * 95 / 100
 }
 
 /// SYNs `lb_nat` refused, said in the log (at most every 10 s per reason,
@@ -728,14 +879,15 @@ mod tests {
     }
 
     #[test]
-    fn flow_table_follows_maxconn() {
+    fn flow_table_follows_maxconn_and_ports() {
         let c = cfg(&format!(
-            "{BASE}frontend f\n    bind 10.8.0.1:5432\n    data-path nat\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n"
+            "{BASE}frontend f\n    bind 10.8.0.1:5432\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n"
         ));
-        assert_eq!(flows_wanted(&c), Some(NAT_DEFAULT_FLOWS));
-        let c = cfg(
-            "global\n    maxconn 100000\n    xdp-interface veth0\ndefaults\n    mode tcp\nfrontend f\n    bind 10.8.0.1:5432\n    data-path nat\n    default_backend b\nbackend b\n    server s1 10.9.0.2:5432\n",
-        );
-        assert_eq!(flows_wanted(&c), Some(400_000));
+        assert_eq!(flows_wanted(&c), None, "no NAT frontend, no table");
+        // 64 Ki running flows and 3 servers of 4,535 ports: 2 * (65,536 + 13,605).
+        assert_eq!(table_size(None, 3, 4_535), 158_282);
+        assert_eq!(table_size(Some(100_000), 1, 4_535), 209_070);
+        assert_eq!(table_size(Some(10), 0, 0), 65_536, "at least 64 Ki");
+        assert_eq!(table_size(Some(u32::MAX), 1, 1), 8 << 20, "at most 8 Mi");
     }
 }
