@@ -13,8 +13,8 @@ use lb_common::{
     MAX_FRONTENDS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
 };
 use lb_common::{
-    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, NAT_LOG_BYTES, MAX_NAT_BACKENDS,
-    NAT_DEFAULT_FLOWS, NAT_PICK_SLOTS,
+    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS,
+    NAT_DEFAULT_FLOWS, NAT_LOG_BYTES, NAT_PICK_SLOTS,
 };
 
 // ---------------------------------------------------------------- steering

@@ -18,10 +18,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatLog, NatVip,
-    AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE, NAT_DIR_CLIENT,
-    NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST, NAT_PICK_PROBES,
-    NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
+    avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatLog,
+    NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
+    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST,
+    NAT_PICK_PROBES, NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
 };
 use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
 use lb_common::{rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
