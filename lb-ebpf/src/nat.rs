@@ -24,7 +24,7 @@ use lb_common::{
     NAT_PICK_PROBES, NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
 };
 use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
-use lb_common::{rst_v4, rst_v6, SynFields, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
+use lb_common::{rst_v4, rst_v6, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
 
 use crate::count;
 use crate::maps::*;
@@ -115,25 +115,10 @@ fn refuse(ctx: &TcContext, tcp: &Tcp) -> i32 {
         (40, AF_INET6)
     };
     if family == AF_INET {
-        let mut syn = SynFields {
-            src_be: [0u8; 4],
-            dst_be: [0u8; 4],
-            sport_be: tcp.sport_be,
-            dport_be: tcp.dport.to_be_bytes(),
-            seq: tcp.seq,
-        };
-        syn.src_be.copy_from_slice(&tcp.src[..4]);
-        syn.dst_be.copy_from_slice(&tcp.dst[..4]);
         let out = unsafe { &mut *(sc.out.as_mut_ptr() as *mut [u8; SYNACK4_LEN]) };
-        rst_v4(&syn, out);
+        rst_v4(&tcp.syn4(), out);
     } else {
-        let syn = SynFields {
-            src_be: tcp.src,
-            dst_be: tcp.dst,
-            sport_be: tcp.sport_be,
-            dport_be: tcp.dport.to_be_bytes(),
-            seq: tcp.seq,
-        };
+        let syn = tcp.syn6();
         rst_v6(&syn, &mut sc.out);
     }
     let skb = ctx.skb.skb;
@@ -190,22 +175,18 @@ fn new_flow(
     };
     let sc = unsafe { &mut *sc };
     let back = &mut sc.back;
-    set16(&mut back.src_be, &tcp.dst);
-    set16(&mut back.dst_be, &tcp.src);
-    back.sport_be = tcp.dport.to_be_bytes();
-    back.dport_be = tcp.sport_be;
-    back.ifindex = ingress;
+    fill(
+        back,
+        &tcp.dst,
+        &tcp.src,
+        (tcp.dport.to_be_bytes(), tcp.sport_be),
+        ingress,
+    );
     back.server = srv_idx;
     back.frontend = vip.frontend;
     back.dir = NAT_DIR_SERVER;
-    back.flags = 0;
     back.created_ns = now;
     back.last_ns = now;
-    zero(&mut back.ended_ns);
-    zero(&mut back.packets);
-    zero(&mut back.bytes);
-    back.seq_next = 0;
-    back.ack = 0;
     let rkey = &mut sc.rkey;
     set16(&mut rkey.src_be, &srv.addr_be);
     set16(&mut rkey.dst_be, &srv.src_be);
@@ -239,22 +220,18 @@ fn new_flow(
         return Err(stat::NAT_NO_PORT);
     }
     let fwd = &mut sc.fwd;
-    set16(&mut fwd.src_be, &srv.src_be);
-    set16(&mut fwd.dst_be, &srv.addr_be);
-    fwd.sport_be = port.to_be_bytes();
-    fwd.dport_be = srv.port_be;
-    fwd.ifindex = srv.ifindex;
+    fill(
+        fwd,
+        &srv.src_be,
+        &srv.addr_be,
+        (port.to_be_bytes(), srv.port_be),
+        srv.ifindex,
+    );
     fwd.server = srv_idx;
     fwd.frontend = vip.frontend;
     fwd.dir = NAT_DIR_CLIENT;
-    fwd.flags = 0;
     fwd.created_ns = now;
     fwd.last_ns = now;
-    zero(&mut fwd.ended_ns);
-    zero(&mut fwd.packets);
-    zero(&mut fwd.bytes);
-    fwd.seq_next = 0;
-    fwd.ack = 0;
     let stored = LB_NAT_FLOWS.insert(key, &*fwd, 0).is_ok();
     match LB_NAT_FLOWS.get_ptr_mut(key) {
         Some(f) if stored => {
@@ -424,6 +401,23 @@ fn release(idx: u32) {
         let p = unsafe { core::ptr::addr_of_mut!((*c).count) };
         unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
     }
+}
+
+/// Starts a new entry in scratch memory: what its packets become (source,
+/// destination, ports, egress) and a state of nothing seen yet.
+#[inline(always)]
+fn fill(e: &mut NatFlow, src: &[u8; 16], dst: &[u8; 16], ports: ([u8; 2], [u8; 2]), ifindex: u32) {
+    set16(&mut e.src_be, src);
+    set16(&mut e.dst_be, dst);
+    e.sport_be = ports.0;
+    e.dport_be = ports.1;
+    e.ifindex = ifindex;
+    e.flags = 0;
+    zero(&mut e.ended_ns);
+    zero(&mut e.packets);
+    zero(&mut e.bytes);
+    e.seq_next = 0;
+    e.ack = 0;
 }
 
 /// The per-CPU scratch key slot, filled with the key of `f`'s other

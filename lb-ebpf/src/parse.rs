@@ -4,7 +4,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use lb_common::{AF_INET, AF_INET6, XDP_MAX_EXT_HDRS};
+use lb_common::{SynFields, AF_INET, AF_INET6, XDP_MAX_EXT_HDRS};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
 
 /// A packet the program may read directly between `data` and `data_end`.
@@ -80,6 +80,35 @@ pub(crate) struct Tcp {
     pub l3: usize,
     pub l4: usize,
     pub th_len: u32,
+}
+
+impl Tcp {
+    /// The SYN's fields as an IPv4 reply builder wants them.
+    #[inline(always)]
+    pub fn syn4(&self) -> SynFields<4> {
+        let mut syn = SynFields {
+            src_be: [0u8; 4],
+            dst_be: [0u8; 4],
+            sport_be: self.sport_be,
+            dport_be: self.dport.to_be_bytes(),
+            seq: self.seq,
+        };
+        syn.src_be.copy_from_slice(&self.src[..4]);
+        syn.dst_be.copy_from_slice(&self.dst[..4]);
+        syn
+    }
+
+    /// The same for IPv6.
+    #[inline(always)]
+    pub fn syn6(&self) -> SynFields<16> {
+        SynFields {
+            src_be: self.src,
+            dst_be: self.dst,
+            sport_be: self.sport_be,
+            dport_be: self.dport.to_be_bytes(),
+            seq: self.seq,
+        }
+    }
 }
 
 /// The one bounds check: a pointer to a `T` at `off`, if the packet holds it.

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, SynBucket,
-    SynFields, SynSource, XdpConfig, ACL_REJECT, AF_INET, SYNACK4_LEN,
+    SynSource, XdpConfig, ACL_REJECT, AF_INET, SYNACK4_LEN,
 };
 
 use crate::maps::*;
@@ -148,26 +148,11 @@ fn syn_cookie(ctx: &XdpContext, tcp: &Tcp, listener: u32) -> Option<u32> {
     }
     let (cookie, mss) = (r as u32, (r >> 32) as u16);
     if tcp.family == AF_INET {
-        let mut syn = SynFields {
-            src_be: [0u8; 4],
-            dst_be: [0u8; 4],
-            sport_be: tcp.sport_be,
-            dport_be: tcp.dport.to_be_bytes(),
-            seq: tcp.seq,
-        };
-        syn.src_be.copy_from_slice(&tcp.src[..4]);
-        syn.dst_be.copy_from_slice(&tcp.dst[..4]);
         let out = unsafe { &mut *(sc.out.as_mut_ptr() as *mut [u8; SYNACK4_LEN]) };
-        synack_v4(&syn, cookie, mss, out);
+        synack_v4(&tcp.syn4(), cookie, mss, out);
         reply(ctx, tcp.l3, out)
     } else {
-        let syn = SynFields {
-            src_be: tcp.src,
-            dst_be: tcp.dst,
-            sport_be: tcp.sport_be,
-            dport_be: tcp.dport.to_be_bytes(),
-            seq: tcp.seq,
-        };
+        let syn = tcp.syn6();
         synack_v6(&syn, cookie, mss, &mut sc.out);
         reply(ctx, tcp.l3, &sc.out)
     }

@@ -39,6 +39,20 @@ fn clear_nat(topo: &Topology, instance: &str) {
     let _ = util::output(&mut cmd);
 }
 
+/// The end of a test: the echo servers stop, lb stops, its NAT state goes.
+fn wind_down(
+    topo: &Topology,
+    lb: Lb,
+    instance: &str,
+    stops: &[&Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>],
+) {
+    for s in stops.iter().flat_map(|v| v.iter()) {
+        s.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = lb.stop();
+    clear_nat(topo, instance);
+}
+
 /// Every server-side connection came from the balancer's own address, from a
 /// port above the host's ephemeral range, and the servers took turns.
 fn check_server_view(
@@ -405,11 +419,7 @@ fn nat_failover_moves_new_flows_and_keeps_old_ones() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_nat(&topo, &instance);
+        wind_down(&topo, lb, &instance, &[&stops]);
         result
     });
 }
@@ -494,11 +504,7 @@ fn nat_shutdown_sessions_resets_both_ends() {
             println!("[lb-tests] nat: DOWN and shutdown sessions reset their flows at both ends, others still echo; counts {left:?}");
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_nat(&topo, &instance);
+        wind_down(&topo, lb, &instance, &[&stops]);
         result
     });
 }
@@ -507,7 +513,6 @@ fn nat_shutdown_sessions_resets_both_ends() {
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn nat_refusals_are_resets_counted_and_logged() {
     run_test(|| {
-        use std::sync::atomic::Ordering;
         let topo = Topology::new("natrefuse")?;
         let (full_port, ports_port) = (9106, 9107);
         let stops = named_echo_servers(&topo, full_port)?;
@@ -590,11 +595,7 @@ fn nat_refusals_are_resets_counted_and_logged() {
             drop((b, c, five));
             Ok(())
         })();
-        for s in stops.iter().chain(&stops2) {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_nat(&topo, &instance);
+        wind_down(&topo, lb, &instance, &[&stops, &stops2]);
         result
     });
 }
@@ -607,7 +608,6 @@ fn nat_refusals_are_resets_counted_and_logged() {
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn nat_rules_drain_leastconn_and_idle_timeout() {
     run_test(|| {
-        use std::sync::atomic::Ordering;
         let topo = Topology::new("natrules")?;
         let (port, lc_port) = (9108, 9109);
         let stops = named_echo_servers(&topo, port)?;
@@ -689,11 +689,7 @@ fn nat_rules_drain_leastconn_and_idle_timeout() {
             drop(held);
             Ok(())
         })();
-        for s in stops.iter().chain(&stops2) {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_nat(&topo, &instance);
+        wind_down(&topo, lb, &instance, &[&stops, &stops2]);
         result
     });
 }
@@ -705,7 +701,6 @@ fn nat_rules_drain_leastconn_and_idle_timeout() {
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn nat_full_table_is_counted_and_logged() {
     run_test(|| {
-        use std::sync::atomic::Ordering;
         let topo = Topology::new("nattable")?;
         let port = 9110;
         let stops = named_echo_servers(&topo, port)?;
@@ -752,11 +747,7 @@ fn nat_full_table_is_counted_and_logged() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_nat(&topo, &instance);
+        wind_down(&topo, lb, &instance, &[&stops]);
         result
     });
 }

@@ -14,7 +14,7 @@ pub const MAX_FRONTENDS: usize = lb_common::MAX_FRONTENDS as usize;
 /// `LB_BINDS` keys (address family, address, port).
 pub const MAX_BIND_KEYS: usize = lb_common::MAX_BINDS as usize;
 
-fn at(origin: &Origin, near: &str, msg: String) -> ConfigError {
+pub(super) fn at(origin: &Origin, near: &str, msg: String) -> ConfigError {
     ConfigError::Invalid {
         file: origin.file.clone(),
         line: origin.line,

@@ -3,24 +3,14 @@
 //! needs a terminated connection (bytes added or read, a queue, a retry, a
 //! choice made after the first byte) has no place on that path. Checked by the
 //! parser, so `lb check`, `lb run` and a reload refuse the same files.
-use super::model::{Balance, Config, DataPath, Origin, ServerPort};
+use super::limits::at;
+use super::model::{Balance, Config, DataPath, ServerPort};
 use super::parse::ConfigError;
 
 /// Backends the NAT path can balance over.
 pub const MAX_NAT_BACKENDS: usize = lb_common::MAX_NAT_BACKENDS as usize;
 /// Servers a leastconn or first backend of the NAT path scans.
 pub const MAX_SCAN_SERVERS: usize = lb_common::NAT_SCAN_SERVERS as usize;
-
-fn at(origin: &Origin, near: &str, msg: String) -> ConfigError {
-    ConfigError::Invalid {
-        file: origin.file.clone(),
-        line: origin.line,
-        col: 1,
-        msg,
-        near: near.to_string(),
-        hint: None,
-    }
-}
 
 /// The first setting of a `data-path nat` frontend or its backend that the
 /// NAT path cannot honour.
