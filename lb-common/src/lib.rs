@@ -570,7 +570,13 @@ pub mod stat {
     pub const NAT_PORT_REUSED: u32 = 41;
     /// Ended flows whose tcplog record found `LB_NAT_LOG` full: lost.
     pub const NAT_LOG_LOST: u32 = 42;
-    pub const COUNT: u32 = 43;
+    /// Port tries that met a flow still holding the port (running, or ended
+    /// under `NAT_PORT_REUSE_NS` ago): the next port is tried.
+    pub const NAT_PORT_HELD: u32 = 43;
+    /// Port tries whose insert failed although the port was free (the LRU
+    /// found no node to give: all of them in other CPUs' pending lists).
+    pub const NAT_PORT_NOMEM: u32 = 44;
+    pub const COUNT: u32 = 45;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -616,6 +622,8 @@ pub mod stat {
         "nat_closed",
         "nat_port_reused",
         "nat_log_lost",
+        "nat_port_held",
+        "nat_port_nomem",
     ];
 }
 

@@ -50,6 +50,12 @@ pub const NAT_F_KILLED: u32 = 16;
 /// Both FINs acknowledged: both ends are done; set on both entries. Its
 /// balancer port may be taken at once, its entries go after a short grace.
 pub const NAT_F_CLOSED: u32 = 32;
+/// The flow's frontend writes tcplog lines: its end goes to `LB_NAT_LOG`
+/// (client-side entry, set when the flow starts).
+pub const NAT_F_LOG: u32 = 64;
+
+/// [`NatVip::flags`]: the frontend has `option tcplog`.
+pub const NAT_VIP_LOG: u32 = 1;
 
 /// Key of `LB_NAT_FLOWS`: one direction of a flow, as its packets arrive.
 #[repr(C)]
@@ -157,8 +163,10 @@ pub struct NatLog {
 }
 const _: () = assert!(core::mem::size_of::<NatLog>() == 72);
 
-/// Bytes of `LB_NAT_LOG` (about 3,600 records between two reads).
-pub const NAT_LOG_BYTES: u32 = 256 << 10;
+/// Bytes of `LB_NAT_LOG`: about 29,000 records, 1.5 s of flows ending at
+/// 20,000/s while the daemon's NAT thread is busy sweeping (only frontends
+/// with `option tcplog` send records).
+pub const NAT_LOG_BYTES: u32 = 2 << 20;
 
 /// Value of `LB_NAT_VIPS` (keyed by [`crate::BindKey`] with an exact address:
 /// the daemon expands wildcard binds to the addresses of the interfaces).
@@ -168,8 +176,11 @@ pub struct NatVip {
     pub frontend: u32,
     /// Index into `LB_NAT_BACKENDS`.
     pub backend: u32,
+    /// `NAT_VIP_*`.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<NatVip>() == 8);
+const _: () = assert!(core::mem::size_of::<NatVip>() == 16);
 
 /// Value of `LB_NAT_BACKENDS`: how `lb_nat` picks a server of this backend.
 #[repr(C)]
@@ -225,9 +236,21 @@ pub struct NatServer {
     pub maxconn: u32,
     /// 1 while the server may take new flows (UP, not drained, weight > 0).
     pub usable: u32,
-    pub _pad2: u32,
+    /// Ports a SYN tries before it is refused: [`nat_port_tries`].
+    pub port_tries: u32,
 }
 const _: () = assert!(core::mem::size_of::<NatServer>() == 64);
+
+/// How many ports of `[lo, hi]` a SYN tries: `NAT_PORT_TRIES`, or the whole
+/// range once through when it is smaller.
+pub const fn nat_port_tries(lo: u32, hi: u32) -> u32 {
+    let n = if hi >= lo { hi - lo + 1 } else { 1 };
+    if n < NAT_PORT_TRIES {
+        n
+    } else {
+        NAT_PORT_TRIES
+    }
+}
 
 /// The 32-bit hash of a client address `lb_nat` uses for `balance source`
 /// (XOR of the address words, then a full avalanche): both sides compute it
@@ -283,6 +306,15 @@ pub const NAT_PORT_REUSE_NS: u64 = 1_000_000_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_tries_stop_at_the_range() {
+        assert_eq!(nat_port_tries(5000, 5000), 1);
+        assert_eq!(nat_port_tries(5000, 5004), 5);
+        assert_eq!(nat_port_tries(50_000, 65_535), NAT_PORT_TRIES);
+        // A reversed range is one port, as nat_port treats it.
+        assert_eq!(nat_port_tries(9, 1), 1);
+    }
 
     #[test]
     fn peer_key_mirrors_the_rewrite() {

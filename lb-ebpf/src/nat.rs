@@ -20,8 +20,8 @@ use aya_ebpf::{
 use lb_common::{
     avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatLog,
     NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
-    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_RST,
-    NAT_PICK_PROBES, NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS,
+    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_LOG, NAT_F_RST,
+    NAT_PICK_PROBES, NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS, NAT_VIP_LOG,
 };
 use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
 use lb_common::{rst_v4, rst_v6, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
@@ -147,6 +147,9 @@ fn refuse(ctx: &TcContext, tcp: &Tcp) -> i32 {
     }
 }
 
+/// `-EEXIST`: a `BPF_NOEXIST` insert met the key.
+const EEXIST: i32 = 17;
+
 /// Picks a server and a balancer port, stores both directions; returns the
 /// client direction's entry.
 #[inline(always)]
@@ -194,25 +197,38 @@ fn new_flow(
     rkey.family = tcp.family;
     let start = unsafe { bpf_get_prandom_u32() } ^ h;
     let mut port = 0u16;
+    // A range smaller than the tries is tried once through.
     for attempt in 0..NAT_PORT_TRIES {
-        let p = nat_port(srv.port_lo, srv.port_hi, start, attempt);
-        rkey.dport_be = p.to_be_bytes();
-        if LB_NAT_FLOWS
-            .insert(&*rkey, &*back, BPF_NOEXIST as u64)
-            .is_ok()
-        {
-            port = p;
+        if attempt >= srv.port_tries {
             break;
         }
+        let p = nat_port(srv.port_lo, srv.port_hi, start, attempt);
+        rkey.dport_be = p.to_be_bytes();
+        match LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                port = p;
+                break;
+            }
+            Err(e) if e != -EEXIST => {
+                count(stat::NAT_PORT_NOMEM);
+                continue;
+            }
+            Err(_) => {}
+        }
         // Taken: by an ended flow past its own grace, it can be had.
-        if reclaim(rkey, tcp.family, now)
-            && LB_NAT_FLOWS
-                .insert(&*rkey, &*back, BPF_NOEXIST as u64)
-                .is_ok()
-        {
-            count(stat::NAT_PORT_REUSED);
-            port = p;
-            break;
+        if !reclaim(rkey, tcp.family, now) {
+            count(stat::NAT_PORT_HELD);
+            continue;
+        }
+        match LB_NAT_FLOWS.insert(&*rkey, &*back, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                count(stat::NAT_PORT_REUSED);
+                port = p;
+                break;
+            }
+            // Another CPU's new flow was quicker.
+            Err(e) if e == -EEXIST => count(stat::NAT_PORT_HELD),
+            Err(_) => count(stat::NAT_PORT_NOMEM),
         }
     }
     if port == 0 {
@@ -230,6 +246,11 @@ fn new_flow(
     fwd.server = srv_idx;
     fwd.frontend = vip.frontend;
     fwd.dir = NAT_DIR_CLIENT;
+    fwd.flags = if vip.flags & NAT_VIP_LOG != 0 {
+        NAT_F_LOG
+    } else {
+        0
+    };
     fwd.created_ns = now;
     fwd.last_ns = now;
     let stored = LB_NAT_FLOWS.insert(key, &*fwd, 0).is_ok();
@@ -265,17 +286,25 @@ fn reclaim(rkey: &NatKey, family: u32, now: u64) -> bool {
     let Some(client_key) = peer_key(old, family) else {
         return false;
     };
+    // The client entry is this flow's only if it rewrites to this port of
+    // this server: after an LRU eviction the client may have opened a new
+    // flow from the same address and port, which must not be touched.
+    let owned = match unsafe { LB_NAT_FLOWS.get(&*client_key) } {
+        Some(c) => c.sport_be == rkey.dport_be && c.server == old.server,
+        None => false,
+    };
     // A half whose client half the LRU evicted is a broken flow: its port
     // is free once it is older than a flow takes to be stored whole.
-    let alone = !closed
-        && !ended_long_ago
-        && now.wrapping_sub(old.created_ns) >= NAT_PORT_REUSE_NS
-        && unsafe { LB_NAT_FLOWS.get(&*client_key) }.is_none();
+    let alone = !owned && now.wrapping_sub(old.created_ns) >= NAT_PORT_REUSE_NS;
     if !closed && !ended_long_ago && !alone {
         return false;
     }
-    let _ = LB_NAT_FLOWS.remove(&*client_key);
-    LB_NAT_FLOWS.remove(rkey).is_ok()
+    if owned {
+        let _ = LB_NAT_FLOWS.remove(&*client_key);
+    }
+    // Gone already (another CPU or the daemon's sweep took it): free too.
+    let _ = LB_NAT_FLOWS.remove(rkey);
+    true
 }
 
 /// The backend's server for a new flow, counted in (LB_SRV_CONNS).
@@ -555,7 +584,9 @@ fn end_check(family: u32, f: &mut NatFlow, ends: u32, now: u64) {
         unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&mut other.flags, NAT_F_ENDED) };
         release(client.server);
         count(stat::NAT_ENDED);
-        log_end(client, other, family, now);
+        if client.flags & NAT_F_LOG != 0 {
+            log_end(client, other, family, now);
+        }
     }
 }
 

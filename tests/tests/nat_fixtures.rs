@@ -11,7 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{ensure, Context, Result};
-use lb_common::{stat, BindKey, NatBackend, NatServer, NatVip, AF_INET, AF_INET6, NAT_ALGO_RR};
+use lb_common::{
+    stat, BindKey, NatBackend, NatServer, NatVip, AF_INET, AF_INET6, NAT_ALGO_RR, NAT_VIP_LOG,
+};
 use lb_tests::packet::{ip4, ip6, Frame, Parsed, ACK, FIN, IPPROTO_FRAGMENT, IP_MF, PSH, RST, SYN};
 use lb_tests::report::run_test;
 use lb_user::kernel::harness::NatRunner;
@@ -64,6 +66,9 @@ fn setup(r: &mut NatRunner) -> Result<()> {
                 NatVip {
                     frontend: 0,
                     backend: b,
+                    // Ended flows go through the log ring, as with tcplog.
+                    flags: NAT_VIP_LOG,
+                    _pad: 0,
                 },
             )
         })
@@ -86,6 +91,7 @@ fn setup(r: &mut NatRunner) -> Result<()> {
                 ifindex: SERVER_IF,
                 port_lo: PORT as u32,
                 port_hi: PORT as u32,
+                port_tries: 1,
                 usable: 1,
                 ..Default::default()
             },
@@ -250,7 +256,7 @@ fn rows() -> Vec<Row> {
             frame: tcp(c4(40001), vip4(), SYN),
             ingress: CLIENT_IF,
             want: Refused,
-            counts: &[stat::NAT_NO_PORT],
+            counts: &[stat::NAT_NO_PORT, stat::NAT_PORT_HELD],
             pause_ms: 0,
         },
         Row {
@@ -492,7 +498,7 @@ fn rows() -> Vec<Row> {
             frame: tcp(c6(40001), vip6(), SYN),
             ingress: CLIENT_IF,
             want: Refused,
-            counts: &[stat::NAT_NO_PORT],
+            counts: &[stat::NAT_NO_PORT, stat::NAT_PORT_HELD],
             pause_ms: 0,
         },
         Row {

@@ -63,6 +63,9 @@ pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
         sp.shutdown_server(idx);
     }
     if let Some(tx) = state.nat_kill.get() {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(idx);
+        let _ = tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(crate::state::NatMsg::Kill(idx));
     }
 }

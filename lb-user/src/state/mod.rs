@@ -316,17 +316,43 @@ pub use crate::kernel::{copy_str, read_str};
 /// or their weights (states, weights, admin flags, runtime API commands, check
 /// results): the next pick of every backend rebuilds its balancer. One per
 /// [`State`], shared by its servers.
-#[derive(Debug, Default)]
-pub struct Generation(AtomicU64);
+#[derive(Default)]
+pub struct Generation {
+    n: AtomicU64,
+    /// Told of every change: a data path that keeps its own copy of the
+    /// choice (the NAT path's kernel tables) rewrites it at once.
+    wake: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<NatMsg>>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Generation").field(&self.get()).finish()
+    }
+}
 
 impl Generation {
     fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Release);
+        self.n.fetch_add(1, Ordering::Release);
+        if let Some(tx) = self.wake.get() {
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(NatMsg::Changed);
+        }
     }
 
     fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.n.load(Ordering::Acquire)
     }
+}
+
+/// What the NAT path's thread is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatMsg {
+    /// `shutdown sessions`: reset every flow of this server.
+    Kill(u32),
+    /// A server's state, weight or admin flags changed: rewrite the tables.
+    Changed,
 }
 
 /// A backend's balancer and when it was last rebuilt.
@@ -399,7 +425,7 @@ pub struct State {
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
     /// With NAT frontends: where `shutdown sessions` sends a server index
     /// for the NAT thread to reset that server's flows.
-    pub nat_kill: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<u32>>>,
+    pub nat_kill: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<NatMsg>>>,
     generation: Arc<Generation>,
 }
 
@@ -408,6 +434,12 @@ impl State {
     /// command, a restored state): every backend rebuilds on its next pick.
     pub fn touch(&self) {
         self.generation.bump();
+    }
+
+    /// Sets where the NAT thread hears of kills and changes (once).
+    pub fn set_nat_channel(&self, tx: std::sync::mpsc::Sender<NatMsg>) {
+        let _ = self.nat_kill.set(std::sync::Mutex::new(tx.clone()));
+        let _ = self.generation.wake.set(std::sync::Mutex::new(tx));
     }
 
     pub fn from_config(cfg: &Config) -> Self {

@@ -27,6 +27,10 @@ const LO_BACKENDS: [&str; 3] = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
 /// Ephemeral ports for outgoing connections, above every port the benchmark
 /// listens on (so a client can never pick a listening port as its own).
 const PORT_RANGE: &str = "net.ipv4.ip_local_port_range=15000 64999";
+/// The balancer's: `data-path nat` takes its ports from above the range
+/// (15,536 per server here, room for the idle-connections workload), the
+/// proxies' own connections to the servers from within it.
+const LB_PORT_RANGE: &str = "net.ipv4.ip_local_port_range=15000 49999";
 
 pub enum Net {
     Veth(Topology),
@@ -45,8 +49,20 @@ impl Net {
         // Hundreds of thousands of short connections: a wide port range and
         // TIME_WAIT reuse where connections are opened (client, balancer).
         // Both sysctls are per namespace.
-        for ns in [net.client(), net.lb()] {
-            for setting in [PORT_RANGE, "net.ipv4.tcp_tw_reuse=1"] {
+        let lb_is_client = matches!(net, Net::Loopback { .. });
+        for (ns, range) in [
+            (net.client(), PORT_RANGE),
+            // One namespace for all: the clients' range rules.
+            (
+                net.lb(),
+                if lb_is_client {
+                    PORT_RANGE
+                } else {
+                    LB_PORT_RANGE
+                },
+            ),
+        ] {
+            for setting in [range, "net.ipv4.tcp_tw_reuse=1"] {
                 ns.run("sysctl", &["-q", "-w", setting])
                     .with_context(|| format!("sysctl {setting} in {}", ns.name()))?;
             }

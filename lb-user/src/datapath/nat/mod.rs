@@ -14,13 +14,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lb_common::{
     BindKey, NatFlow, NatServer, NatVip, AF_INET, AF_INET6, NAT_DEFAULT_FLOWS, NAT_DIR_CLIENT,
-    NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED,
+    NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_VIP_LOG,
 };
 
 use crate::config::{Config, DataPath};
 use crate::kernel::nat::NatMaps;
 use crate::kernel::route;
-use crate::state::State;
+use crate::state::{NatMsg, State};
 use table::Slot;
 
 /// How long an ended flow (FIN both ways, or RST) keeps its entries: the
@@ -190,6 +190,8 @@ pub fn plan(cfg: &Config, addrs_of: &dyn Fn(&str) -> Vec<IpAddr>) -> Plan {
                             NatVip {
                                 frontend: fi as u32,
                                 backend: nb as u32,
+                                flags: if f.tcplog.is_some() { NAT_VIP_LOG } else { 0 },
+                                _pad: 0,
                             },
                         ));
                     }
@@ -306,6 +308,7 @@ impl Nat {
                     ifindex: r.ifindex,
                     port_lo: lo as u32,
                     port_hi: hi as u32,
+                    port_tries: lb_common::nat_port_tries(lo as u32, hi as u32),
                     maxconn: s.effective_maxconn(),
                     usable: 0,
                     ..Default::default()
@@ -644,8 +647,8 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     instance: String,
 ) -> std::thread::JoinHandle<()> {
-    let (tx, kills) = std::sync::mpsc::channel::<u32>();
-    let _ = state.nat_kill.set(std::sync::Mutex::new(tx));
+    let (tx, msgs) = std::sync::mpsc::channel::<NatMsg>();
+    state.set_nat_channel(tx);
     std::thread::Builder::new()
         .name("lb-nat".into())
         .spawn(move || {
@@ -656,7 +659,10 @@ pub fn spawn(
             let mut refusals = Refusals::default();
             let mut totals = Totals::open(&instance, state.servers.len());
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(idx) = kills.recv_timeout(REFRESH) {
+                // Woken at once by a change (a server DOWN gets no new
+                // flow from then on), else every REFRESH for slowstart.
+                let msg = msgs.recv_timeout(REFRESH).ok();
+                if let Some(NatMsg::Kill(idx)) = msg {
                     let n = nat.kill_server(&state, idx);
                     let name = state
                         .servers
