@@ -77,6 +77,22 @@ pub mod maps {
     pub const NAT_SCRATCH: &str = "LB_NAT_SCRATCH";
     /// RINGBUF of [`crate::NatLog`]: NAT flows that ended, for tcplog.
     pub const NAT_LOG: &str = "LB_NAT_LOG";
+    /// HASH: [`crate::BindKey`] (exact address) -> [`crate::NatVip`]: the
+    /// `data-path connect` frontends' addresses.
+    pub const CONN_VIPS: &str = "LB_CONN_VIPS";
+    /// ARRAY: backend index -> [`crate::NatBackend`] (connect's tables).
+    pub const CONN_BACKENDS: &str = "LB_CONN_BACKENDS";
+    /// ARRAY: backend * NAT_PICK_SLOTS + slot -> server index.
+    pub const CONN_PICK: &str = "LB_CONN_PICK";
+    /// ARRAY: server index -> [`crate::NatServer`] (address, maxconn, usable).
+    pub const CONN_SERVERS: &str = "LB_CONN_SERVERS";
+    /// PERCPU_ARRAY of one [`crate::NatScratch`]: the leastconn scan's.
+    pub const CONN_SCRATCH: &str = "LB_CONN_SCRATCH";
+    /// HASH (not preallocated): socket cookie -> [`crate::ConnPeer`], each
+    /// socket connected straight to a server, until it closes.
+    pub const CONN_PEERS: &str = "LB_CONN_PEERS";
+    /// ARRAY of one u64: the network namespace cookie `lb_connect4/6` act in.
+    pub const CONN_NETNS: &str = "LB_CONN_NETNS";
 
     /// Every map of the object (a test checks the built object against it).
     pub const ALL: &[&str] = &[
@@ -109,6 +125,13 @@ pub mod maps {
         NAT_SERVERS,
         NAT_SCRATCH,
         NAT_LOG,
+        CONN_VIPS,
+        CONN_BACKENDS,
+        CONN_PICK,
+        CONN_SERVERS,
+        CONN_SCRATCH,
+        CONN_PEERS,
+        CONN_NETNS,
     ];
 }
 
@@ -119,7 +142,35 @@ pub mod progs {
     pub const XDP: &str = "lb_xdp";
     pub const CONNS: &str = "lb_conns";
     pub const NAT: &str = "lb_nat";
+    pub const CONNECT4: &str = "lb_connect4";
+    pub const CONNECT6: &str = "lb_connect6";
+    pub const PEER4: &str = "lb_peer4";
+    pub const PEER6: &str = "lb_peer6";
 }
+
+/// Sockets `data-path connect` can hold connected straight to a server at
+/// once (entries of `LB_CONN_PEERS`, allocated as used).
+pub const MAX_CONNECT_SOCKS: u32 = 1 << 18;
+
+/// Value of [`maps::CONN_PEERS`]: what a socket connected by `lb_connect4/6`
+/// asked for (shown by `getpeername`) and where it went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnPeer {
+    /// The frontend address and port the application connected to.
+    pub vip_be: [u8; 16],
+    /// The server it was connected to (to find it again after a restart,
+    /// when server indexes may have changed).
+    pub srv_be: [u8; 16],
+    pub vip_port_be: [u8; 2],
+    pub srv_port_be: [u8; 2],
+    /// `AF_INET` or `AF_INET6`, of the address as the socket sees it.
+    pub family: u32,
+    /// Server index (`u32::MAX`: a server no longer configured).
+    pub server: u32,
+    pub frontend: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConnPeer>() == 48);
 
 pub const MAX_LISTENERS: u32 = 512;
 pub const MAX_BINDS: u32 = 65_536;
@@ -457,9 +508,10 @@ impl Default for ServerCheck {
 pub struct ServerKStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// NAT flows `lb_nat` opened to the server (the daemon adds them to the
-    /// server's total connections).
-    pub nat_flows: u64,
+    /// Connections the kernel balanced to the server with no proxy: flows
+    /// `lb_nat` opened, sockets `lb_connect4/6` connected (the daemon adds
+    /// them to the server's total connections).
+    pub kernel_conns: u64,
 }
 const _: () = assert!(core::mem::size_of::<ServerKStats>() == 24);
 
@@ -576,7 +628,16 @@ pub mod stat {
     /// Port tries whose insert failed although the port was free (the LRU
     /// found no node to give: all of them in other CPUs' pending lists).
     pub const NAT_PORT_NOMEM: u32 = 44;
-    pub const COUNT: u32 = 45;
+    /// Connects to a `data-path connect` frontend sent straight to a server.
+    pub const CONNECT_BALANCED: u32 = 45;
+    /// Connects to such a frontend left to its listener: no server could
+    /// take one (all DOWN, drained or at maxconn).
+    pub const CONNECT_NO_SERVER: u32 = 46;
+    /// Connects left to the listener because `LB_CONN_PEERS` is full.
+    pub const CONNECT_TABLE_FULL: u32 = 47;
+    /// Balanced sockets that closed (counted out of their server).
+    pub const CONNECT_CLOSED: u32 = 48;
+    pub const COUNT: u32 = 49;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "lookup_hit",
@@ -624,6 +685,10 @@ pub mod stat {
         "nat_log_lost",
         "nat_port_held",
         "nat_port_nomem",
+        "connect_balanced",
+        "connect_no_server",
+        "connect_table_full",
+        "connect_closed",
     ];
 }
 
@@ -992,6 +1057,7 @@ mod pod {
     unsafe impl aya::Pod for NatKey {}
     unsafe impl aya::Pod for NatFlow {}
     unsafe impl aya::Pod for NatVip {}
+    unsafe impl aya::Pod for ConnPeer {}
     unsafe impl aya::Pod for NatBackend {}
     unsafe impl aya::Pod for NatServer {}
     unsafe impl aya::Pod for NatLog {}

@@ -10,9 +10,11 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod connect;
 mod maps;
 mod nat;
 mod parse;
+mod pick;
 mod xdp;
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
@@ -21,7 +23,7 @@ use aya_ebpf::{
     bindings::{
         sk_action::{SK_DROP, SK_PASS},
         BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE,
+        BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, BPF_TCP_TIME_WAIT,
     },
     cty::c_void,
     helpers::{
@@ -98,6 +100,7 @@ fn try_conns(ctx: &SockOpsContext) {
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
             let Some(&idx) = (unsafe { LB_CONN_SRV.get(&cookie) }) else {
+                connect_closed(ctx, cookie);
                 return;
             };
             // Whoever removes the entry counts the connection out: exactly
@@ -112,6 +115,36 @@ fn try_conns(ctx: &SockOpsContext) {
         }
         _ => {}
     }
+}
+
+/// A socket `lb_connect4/6` sent to a server closed: counted out of it
+/// (once: whoever removes the entry), its bytes added to the server's.
+fn connect_closed(ctx: &SockOpsContext, cookie: u64) {
+    let Some(p) = (unsafe { LB_CONN_PEERS.get(&cookie) }) else {
+        return;
+    };
+    let idx = p.server;
+    if LB_CONN_PEERS.remove(&cookie).is_err() {
+        return;
+    }
+    pick::release(idx);
+    if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(idx) {
+        let ops = ctx.ops;
+        // The counters move with the sequence numbers, which the SYN and
+        // the FINs take one of each: payload only is counted. A socket that
+        // closes from these states sent and received its FIN.
+        let fins = matches!(
+            ctx.arg(0),
+            BPF_TCP_LAST_ACK | BPF_TCP_FIN_WAIT2 | BPF_TCP_CLOSING | BPF_TCP_TIME_WAIT
+        ) as u64;
+        let (acked, received) = unsafe { ((*ops).bytes_acked, (*ops).bytes_received) };
+        // Per-CPU slot: no other writer. Sent = what the server acknowledged.
+        unsafe {
+            (*ks).bytes_in += acked.saturating_sub(1 + fins);
+            (*ks).bytes_out += received.saturating_sub(fins);
+        }
+    }
+    count(stat::CONNECT_CLOSED);
 }
 
 // ---------------------------------------------------------------- sk_lookup

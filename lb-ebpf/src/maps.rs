@@ -13,8 +13,8 @@ use lb_common::{
     MAX_FRONTENDS, MAX_LISTENERS, MAX_SERVERS, MAX_SOCKS, MAX_SYN_SOURCES, MAX_XDP_IFACES,
 };
 use lb_common::{
-    NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_NAT_BACKENDS,
-    NAT_DEFAULT_FLOWS, NAT_LOG_BYTES, NAT_PICK_SLOTS,
+    ConnPeer, NatBackend, NatFlow, NatKey, NatScratch, NatServer, NatVip, MAX_CONNECT_SOCKS,
+    MAX_NAT_BACKENDS, NAT_DEFAULT_FLOWS, NAT_LOG_BYTES, NAT_PICK_SLOTS,
 };
 
 // ---------------------------------------------------------------- steering
@@ -132,3 +132,31 @@ pub(crate) static LB_NAT_SCRATCH: PerCpuArray<NatScratch> = PerCpuArray::with_ma
 /// NAT flows that ended (`NatLog`), for the frontends' tcplog lines.
 #[map]
 pub(crate) static LB_NAT_LOG: RingBuf = RingBuf::with_byte_size(NAT_LOG_BYTES, 0);
+
+// ---------------------------------------------------------------- connect
+
+/// `data-path connect` frontend address and port -> frontend, backend.
+#[map]
+pub(crate) static LB_CONN_VIPS: HashMap<BindKey, NatVip> = HashMap::with_max_entries(4096, 0);
+/// Backend -> how `lb_connect4/6` pick (as `LB_NAT_BACKENDS`).
+#[map]
+pub(crate) static LB_CONN_BACKENDS: Array<NatBackend> =
+    Array::with_max_entries(MAX_NAT_BACKENDS, 0);
+/// Backend * NAT_PICK_SLOTS + slot -> server index.
+#[map]
+pub(crate) static LB_CONN_PICK: Array<u32> =
+    Array::with_max_entries(MAX_NAT_BACKENDS * NAT_PICK_SLOTS, 0);
+/// Server index -> address, maxconn, usable.
+#[map]
+pub(crate) static LB_CONN_SERVERS: Array<NatServer> = Array::with_max_entries(MAX_SERVERS, 0);
+/// Per-CPU room for the leastconn/first scan.
+#[map]
+pub(crate) static LB_CONN_SCRATCH: PerCpuArray<NatScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Socket cookie -> the address it asked for and its server, until it closes
+/// (`BPF_F_NO_PREALLOC`: memory as used).
+#[map]
+pub(crate) static LB_CONN_PEERS: HashMap<u64, ConnPeer> =
+    HashMap::with_max_entries(MAX_CONNECT_SOCKS, 1);
+/// The network namespace (cookie) whose connects are balanced.
+#[map]
+pub(crate) static LB_CONN_NETNS: Array<u64> = Array::with_max_entries(1, 0);

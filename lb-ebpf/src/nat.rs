@@ -8,6 +8,7 @@
 //! forwarding sysctl, no conntrack. Everything else is left to the host.
 use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 
+use aya_ebpf::maps::{Array, PerCpuArray};
 use aya_ebpf::{
     bindings::{BPF_CSUM_LEVEL_RESET, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
     helpers::{
@@ -19,9 +20,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     avalanche, nat_addr_hash, nat_flow_over, nat_port, stat, NatBackend, NatFlow, NatKey, NatLog,
-    NatVip, AF_INET, NAT_ALGO_FIRST, NAT_ALGO_LEAST, NAT_ALGO_RANDOM, NAT_ALGO_SOURCE,
-    NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED, NAT_F_ENDED, NAT_F_FIN, NAT_F_LOG, NAT_F_RST,
-    NAT_PICK_PROBES, NAT_PICK_SLOTS, NAT_PORT_TRIES, NAT_SCAN_SERVERS, NAT_VIP_LOG,
+    NatScratch, NatServer, NatVip, AF_INET, NAT_DIR_CLIENT, NAT_DIR_SERVER, NAT_F_CLOSED,
+    NAT_F_ENDED, NAT_F_FIN, NAT_F_LOG, NAT_F_RST, NAT_PORT_TRIES, NAT_VIP_LOG,
 };
 use lb_common::{nat_last_ack, NAT_PORT_REUSE_NS};
 use lb_common::{rst_v4, rst_v6, AF_INET6, SYNACK4_LEN, SYNACK_TCP_LEN};
@@ -36,7 +36,25 @@ use crate::parse::{parse, Tcp, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 const PULL: u32 = 192;
 
 /// Why a SYN got no flow (a `stat::NAT_*` index).
-type Refusal = u32;
+use crate::pick::{pick, release, Refusal, Tables};
+
+/// The NAT path's pick tables.
+struct NatTables;
+
+impl Tables for NatTables {
+    fn backends() -> &'static Array<NatBackend> {
+        &LB_NAT_BACKENDS
+    }
+    fn pick() -> &'static Array<u32> {
+        &LB_NAT_PICK
+    }
+    fn servers() -> &'static Array<NatServer> {
+        &LB_NAT_SERVERS
+    }
+    fn scratch() -> &'static PerCpuArray<NatScratch> {
+        &LB_NAT_SCRATCH
+    }
+}
 
 #[classifier]
 pub fn lb_nat(ctx: TcContext) -> i32 {
@@ -164,7 +182,7 @@ fn new_flow(
         nat_addr_hash(&tcp.src)
             ^ ((u16::from_be_bytes(tcp.sport_be) as u32) << 16 | tcp.dport as u32),
     );
-    let srv_idx = pick(vip.backend, nat_addr_hash(&tcp.src))?;
+    let srv_idx = pick::<NatTables>(vip.backend, nat_addr_hash(&tcp.src))?;
     let Some(srv) = LB_NAT_SERVERS.get(srv_idx) else {
         release(srv_idx);
         return Err(stat::NAT_NO_SERVER);
@@ -259,7 +277,7 @@ fn new_flow(
             count(stat::NAT_NEW);
             if let Some(ks) = LB_SRV_KSTATS.get_ptr_mut(srv_idx) {
                 // Per-CPU slot: no other writer.
-                unsafe { (*ks).nat_flows += 1 };
+                unsafe { (*ks).kernel_conns += 1 };
             }
             Ok(f)
         }
@@ -305,131 +323,6 @@ fn reclaim(rkey: &NatKey, family: u32, now: u64) -> bool {
     // Gone already (another CPU or the daemon's sweep took it): free too.
     let _ = LB_NAT_FLOWS.remove(rkey);
     true
-}
-
-/// The backend's server for a new flow, counted in (LB_SRV_CONNS).
-#[inline(always)]
-fn pick(backend: u32, src_hash: u32) -> Result<u32, Refusal> {
-    let be = LB_NAT_BACKENDS
-        .get_ptr_mut(backend)
-        .ok_or(stat::NAT_NO_SERVER)?;
-    let algo = unsafe { (*be).algo };
-    if algo == NAT_ALGO_LEAST || algo == NAT_ALGO_FIRST {
-        return scan(unsafe { &*be }, algo);
-    }
-    let slots = unsafe { (*be).slots };
-    if slots == 0 || slots > NAT_PICK_SLOTS {
-        return Err(stat::NAT_NO_SERVER);
-    }
-    let start = match algo {
-        NAT_ALGO_RANDOM => unsafe { bpf_get_prandom_u32() },
-        NAT_ALGO_SOURCE => src_hash,
-        _ => fetch_add64(unsafe { core::ptr::addr_of_mut!((*be).rr) }, 1) as u32,
-    } % slots;
-    let mut full = false;
-    for i in 0..NAT_PICK_PROBES {
-        let slot = (start + i) % slots;
-        let Some(&idx) = LB_NAT_PICK.get(backend * NAT_PICK_SLOTS + slot) else {
-            continue;
-        };
-        match admit(idx) {
-            Ok(()) => return Ok(idx),
-            Err(f) => full |= f,
-        }
-    }
-    Err(if full {
-        stat::NAT_FULL
-    } else {
-        stat::NAT_NO_SERVER
-    })
-}
-
-/// leastconn (fewest flows per unit of weight) and first (the first below its
-/// maxconn) over the backend's eligible servers. The running best lives in
-/// per-CPU scratch memory: kept in registers, the verifier would follow
-/// every combination of comparisons over the 64 iterations.
-#[inline(always)]
-fn scan(be: &NatBackend, algo: u32) -> Result<u32, Refusal> {
-    let sc = LB_NAT_SCRATCH.get_ptr_mut(0).ok_or(stat::NAT_FAILED)?;
-    unsafe {
-        core::ptr::write_volatile(&mut (*sc).best, u32::MAX);
-        core::ptr::write_volatile(&mut (*sc).best_key, u64::MAX);
-        core::ptr::write_volatile(&mut (*sc).full, 0);
-    }
-    let n = be.scan_len.min(NAT_SCAN_SERVERS) as usize;
-    for i in 0..NAT_SCAN_SERVERS as usize {
-        if i >= n {
-            break;
-        }
-        let (Some(&idx), Some(&w)) = (be.scan.get(i), be.weights.get(i)) else {
-            break;
-        };
-        let (Some(srv), Some(c)) = (LB_NAT_SERVERS.get(idx), LB_SRV_CONNS.get(idx)) else {
-            continue;
-        };
-        if srv.usable == 0 {
-            continue;
-        }
-        if srv.maxconn != 0 && c.count >= srv.maxconn {
-            unsafe { core::ptr::write_volatile(&mut (*sc).full, 1) };
-            continue;
-        }
-        let k = ((c.count as u64 + 1) << 24) / (w.max(1) as u64);
-        unsafe {
-            if k < core::ptr::read_volatile(&(*sc).best_key) {
-                core::ptr::write_volatile(&mut (*sc).best_key, k);
-                core::ptr::write_volatile(&mut (*sc).best, idx);
-            }
-        }
-        if algo == NAT_ALGO_FIRST {
-            break;
-        }
-    }
-    let (best, full) = unsafe {
-        (
-            core::ptr::read_volatile(&(*sc).best),
-            core::ptr::read_volatile(&(*sc).full),
-        )
-    };
-    if best == u32::MAX {
-        return Err(if full != 0 {
-            stat::NAT_FULL
-        } else {
-            stat::NAT_NO_SERVER
-        });
-    }
-    admit(best).map(|_| best).map_err(|_| stat::NAT_FULL)
-}
-
-/// Counts a flow in on server `idx` if it may take one; Err(true): at its
-/// maxconn, Err(false): not usable.
-#[inline(always)]
-fn admit(idx: u32) -> Result<(), bool> {
-    let Some(srv) = LB_NAT_SERVERS.get(idx) else {
-        return Err(false);
-    };
-    if srv.usable == 0 {
-        return Err(false);
-    }
-    let Some(c) = LB_SRV_CONNS.get_ptr_mut(idx) else {
-        return Err(false);
-    };
-    let p = unsafe { core::ptr::addr_of_mut!((*c).count) };
-    let old = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, 1) };
-    if srv.maxconn != 0 && old >= srv.maxconn {
-        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
-        return Err(true);
-    }
-    Ok(())
-}
-
-/// Counts a flow of server `idx` out.
-#[inline(always)]
-fn release(idx: u32) {
-    if let Some(c) = LB_SRV_CONNS.get_ptr_mut(idx) {
-        let p = unsafe { core::ptr::addr_of_mut!((*c).count) };
-        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, u32::MAX) };
-    }
 }
 
 /// Starts a new entry in scratch memory: what its packets become (source,

@@ -136,6 +136,16 @@ enum ClearWhat {
         #[arg(long, default_value = "default", value_parser = parse_instance)]
         instance: String,
     },
+    /// Detach the connect-time programs (`data-path connect`) an instance
+    /// keeps on its cgroup across restarts and drop its table of connected
+    /// sockets: this host's clients connect to the frontend addresses as
+    /// asked from then on. `lb run` keeps them when it stops, so that local
+    /// clients reach the servers while it is down.
+    Connect {
+        /// Instance name given to `lb run`.
+        #[arg(long, default_value = "default", value_parser = parse_instance)]
+        instance: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -390,6 +400,24 @@ fn real_main() -> Result<()> {
             crate::kernel::nat::remove(&dir)?;
             println!(
                 "NAT state of instance '{instance}' removed ({})",
+                dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Clear {
+            what: ClearWhat::Connect { instance },
+        } => {
+            let dir = crate::kernel::connect::connect_dir(&instance);
+            if !dir.exists() {
+                println!(
+                    "instance '{instance}' has no connect state ({})",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            crate::kernel::connect::remove(&dir)?;
+            println!(
+                "connect state of instance '{instance}' removed ({}): the programs are detached",
                 dir.display()
             );
             Ok(())

@@ -311,6 +311,15 @@ pub enum DataPath {
     Nat,
 }
 
+/// `data-path ... connect [cgroup PATH]`: this host's own clients are
+/// connected straight to a server at `connect()` (lb_connect4/6).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConnectPath {
+    /// The cgroup v2 directory whose processes are balanced (absolute,
+    /// under the cgroup2 mount); None: the root, every process.
+    pub cgroup: Option<String>,
+}
+
 impl Frontend {
     /// The frontend's data path (`splice` unless `data-path` says).
     pub fn path(&self) -> DataPath {
@@ -325,6 +334,8 @@ pub struct Frontend {
     pub name: String,
     /// `data-path splice|copy` (from the frontend or its defaults).
     pub data_path: Option<Located<DataPath>>,
+    /// `data-path ... connect`: connect-time balancing for local clients.
+    pub connect: Option<Located<ConnectPath>>,
     pub binds: Vec<Bind>,
     /// Name of the default backend, resolved by the cross checks.
     pub default_backend: Option<String>,

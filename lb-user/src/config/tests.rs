@@ -1350,11 +1350,37 @@ fn data_path_per_frontend_and_from_defaults() {
 }
 
 #[test]
+fn data_path_connect_with_or_without_a_remote_path() {
+    for (arg, path, cgroup) in [
+        ("connect", DataPath::Splice, None),
+        ("copy connect", DataPath::Copy, None),
+        (
+            "splice connect cgroup /sys/fs/cgroup/app",
+            DataPath::Splice,
+            Some("/sys/fs/cgroup/app"),
+        ),
+    ] {
+        let cfg = parse(&format!(
+            "{TIMEOUTS}frontend a\n    bind :7001\n    data-path {arg}\n    default_backend be\n\
+             backend be\n    server s1 10.0.0.1:1\n"
+        ));
+        let f = &cfg.frontends[0];
+        assert_eq!(f.path(), path, "{arg}");
+        let c = f.connect.as_ref().expect(arg);
+        assert_eq!(c.value.cgroup.as_deref(), cgroup, "{arg}");
+        assert_eq!(c.origin.line, 7, "{arg}");
+    }
+}
+
+#[test]
 fn data_path_refusals_name_the_line() {
     for (arg, want) in [
         ("nat", "names no interface for its clients"),
-        ("connect", "'data-path connect' is not built yet"),
         ("tunnel", "unknown data path 'tunnel'"),
+        ("nat splice", "unexpected 'splice' after 'data-path nat'"),
+        ("connect cgroup", "a cgroup v2 directory after 'cgroup'"),
+        ("connect cgroup rel/dir", "must be an absolute path"),
+        ("copy connect cgroup /x y", "unexpected extra argument"),
     ] {
         let e = parse_err(&format!(
             "{TIMEOUTS}frontend a\n    bind :7001\n    data-path {arg}\n    default_backend be\n\

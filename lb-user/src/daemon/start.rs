@@ -36,7 +36,9 @@ pub(super) async fn start(
     refuse_a_running_instance(opts)?;
     let stale = pins_of_a_crashed_daemon(opts);
     let nat_flows = crate::datapath::nat::flows_wanted(&cfg);
-    let (mut loaded, mut maps, conn_table) = load_kernel_object(opts, &xdp_reqs, nat_flows)?;
+    let connect = crate::datapath::local::cgroup_of(&cfg)?;
+    let (mut loaded, mut maps, conn_table) =
+        load_kernel_object(opts, &xdp_reqs, nat_flows, connect.is_some())?;
     between_steps().await;
     let (mut front, acls) = install_front_door(&cfg, &mut loaded, &xdp_reqs)?;
     between_steps().await;
@@ -48,6 +50,9 @@ pub(super) async fn start(
     fill_server_maps(&state, &mut maps, &plans)?;
     let stop = Arc::new(AtomicBool::new(false));
     start_nat(&cfg, &state, &mut loaded, opts, &stop)?;
+    if let Some(cg) = &connect {
+        start_local(&cfg, &state, &mut loaded, cg, opts, &stop)?;
+    }
     let Maps {
         mut listeners,
         mut binds,
@@ -159,12 +164,14 @@ fn load_kernel_object(
     opts: &RunOpts,
     xdp_reqs: &[IfaceReq],
     nat_flows: Option<u32>,
+    cfg_wants_connect: bool,
 ) -> Result<(Loaded, Maps, Option<ConnTable>)> {
     let mut loaded = kernel::load(
         &opts.instance,
         !opts.no_splice,
         !xdp_reqs.is_empty(),
         nat_flows,
+        cfg_wants_connect,
     )
     .context("loading the eBPF programs (root and a BPF-enabled kernel are required)")?;
     if let Some(a) = &loaded.nat {
@@ -228,6 +235,40 @@ fn start_nat(
         );
     }
     crate::datapath::nat::spawn(nat, state.clone(), stop.clone(), opts.instance.clone());
+    Ok(())
+}
+
+/// With `data-path ... connect` frontends: fills the connect maps, attaches
+/// the programs (and `lb_conns`, which counts a balanced socket out when it
+/// closes) to the cgroup, and keeps the tables in step with health.
+fn start_local(
+    cfg: &Config,
+    state: &Arc<State>,
+    loaded: &mut Loaded,
+    cgroup: &std::path::Path,
+    opts: &RunOpts,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    if let Err(why) = &loaded.conns {
+        anyhow::bail!("'data-path connect' needs lb_conns to count sockets out: {why}");
+    }
+    let maps = crate::kernel::connect::ConnectMaps::take(&mut loaded.ebpf)
+        .context("taking the connect maps")?;
+    let local = crate::datapath::local::Local::start(cfg, state, maps)?;
+    let taken = crate::kernel::connect::attach(&mut loaded.ebpf, &opts.instance, cgroup)
+        .with_context(|| format!("attaching the connect programs to {}", cgroup.display()))?;
+    tracing::info!(
+        "data-path connect: {} frontend address(es); connects from cgroup {} in this network \
+         namespace go straight to a server{}",
+        local.vips(),
+        cgroup.display(),
+        if taken > 0 {
+            " (the previous daemon's links, programs replaced)"
+        } else {
+            ""
+        }
+    );
+    crate::datapath::local::spawn(local, state.clone(), stop.clone(), opts.instance.clone());
     Ok(())
 }
 

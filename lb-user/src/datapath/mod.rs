@@ -4,7 +4,9 @@
 pub mod accept;
 pub mod connect;
 pub mod copy;
+pub mod kpick;
 pub mod limits;
+pub mod local;
 pub mod nat;
 pub mod proxy_proto;
 pub mod splice;

@@ -1,5 +1,6 @@
 //! Loading, attaching and pinning the eBPF programs and maps.
 pub mod btf;
+pub mod connect;
 #[cfg(feature = "test-harness")]
 pub mod harness;
 pub mod nat;
@@ -54,6 +55,8 @@ pub enum BpfError {
     Xdp(Box<crate::kernel::xdp::XdpError>),
     #[error(transparent)]
     Nat(Box<crate::kernel::nat::NatError>),
+    #[error(transparent)]
+    Connect(Box<crate::kernel::connect::ConnectError>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -125,6 +128,7 @@ pub fn load(
     want_splice: bool,
     want_xdp: bool,
     want_nat: Option<u32>,
+    want_connect: bool,
 ) -> Result<Loaded, BpfError> {
     if OBJECT.is_empty() {
         return Err(BpfError::NoObject);
@@ -142,6 +146,8 @@ pub fn load(
     }
     let nat = crate::kernel::nat::prepare(&mut loader, instance, want_nat)
         .map_err(|e| BpfError::Nat(Box::new(e)))?;
+    crate::kernel::connect::prepare(&mut loader, instance, want_connect)
+        .map_err(|e| BpfError::Connect(Box::new(e)))?;
     let mut ebpf = loader.load(OBJECT)?;
 
     // Steering: sk_lookup in this network namespace.
@@ -173,6 +179,9 @@ pub fn load(
         crate::kernel::nat::load(&mut ebpf).map_err(|e| BpfError::Nat(Box::new(e)))?;
     }
     let conns = attach_conns(&mut ebpf);
+    if want_connect {
+        crate::kernel::connect::load(&mut ebpf).map_err(|e| BpfError::Connect(Box::new(e)))?;
+    }
     // Only after every program is loaded: the logger takes its map out of `ebpf`,
     // and programs loaded later could no longer reference it.
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {

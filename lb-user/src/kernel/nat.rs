@@ -351,19 +351,14 @@ impl NatMaps {
         be: &NatBackend,
         table: &[u32],
     ) -> Result<(), NatError> {
-        for (i, &s) in table.iter().enumerate().take(NAT_PICK_SLOTS as usize) {
-            self.pick
-                .set(idx * NAT_PICK_SLOTS + i as u32, s, 0)
-                .map_err(map_err(maps::NAT_PICK))?;
-        }
-        // The round-robin position carries on across rebuilds.
-        let mut be = *be;
-        if let Ok(old) = self.backends.get(&idx, 0) {
-            be.rr = old.rr;
-        }
-        self.backends
-            .set(idx, be, 0)
-            .map_err(map_err(maps::NAT_BACKENDS))
+        write_backend(
+            (&mut self.pick, maps::NAT_PICK),
+            (&mut self.backends, maps::NAT_BACKENDS),
+            idx,
+            be,
+            table,
+        )
+        .map_err(|(name, source)| NatError::Map { name, source })
     }
 
     /// Every entry of the flow table (a snapshot: entries come and go meanwhile).
@@ -395,4 +390,27 @@ impl NatMaps {
     pub fn remove_flow(&mut self, k: &NatKey) -> bool {
         self.flows.remove(k).is_ok()
     }
+}
+
+/// Writes a kernel pick table (`NAT_PICK_SLOTS` slots of backend `idx`),
+/// then its header: a program that reads the new slot count finds the slots
+/// filled. The round-robin position is the kernel's and carries on. Shared
+/// by the NAT and connect paths; the error names the map.
+pub(crate) fn write_backend(
+    pick: (&mut Array<MapData, u32>, &'static str),
+    backends: (&mut Array<MapData, NatBackend>, &'static str),
+    idx: u32,
+    be: &NatBackend,
+    table: &[u32],
+) -> Result<(), (&'static str, aya::maps::MapError)> {
+    for (i, &s) in table.iter().enumerate().take(NAT_PICK_SLOTS as usize) {
+        pick.0
+            .set(idx * NAT_PICK_SLOTS + i as u32, s, 0)
+            .map_err(|e| (pick.1, e))?;
+    }
+    let mut be = *be;
+    if let Ok(old) = backends.0.get(&idx, 0) {
+        be.rr = old.rr;
+    }
+    backends.0.set(idx, be, 0).map_err(|e| (backends.1, e))
 }

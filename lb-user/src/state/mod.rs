@@ -160,6 +160,9 @@ pub struct Server {
     pub health: AtomicU32,
     pub cur_conns: ConnCount,
     pub total_conns: AtomicU64,
+    /// The kernel's count of connections it balanced to this server with no
+    /// proxy (NAT flows, connects), as far as added to `total_conns`.
+    pub kernel_seen: AtomicU64,
     pub user_bytes_in: AtomicU64,
     pub user_bytes_out: AtomicU64,
     pub last_check: AtomicU32,
@@ -319,9 +322,9 @@ pub use crate::kernel::{copy_str, read_str};
 #[derive(Default)]
 pub struct Generation {
     n: AtomicU64,
-    /// Told of every change: a data path that keeps its own copy of the
-    /// choice (the NAT path's kernel tables) rewrites it at once.
-    wake: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<NatMsg>>>,
+    /// Told of every change: the data paths that keep their own copy of the
+    /// choice (the kernel's pick tables) rewrite it at once.
+    wake: std::sync::Mutex<Vec<std::sync::mpsc::Sender<NatMsg>>>,
 }
 
 impl std::fmt::Debug for Generation {
@@ -333,11 +336,8 @@ impl std::fmt::Debug for Generation {
 impl Generation {
     fn bump(&self) {
         self.n.fetch_add(1, Ordering::Release);
-        if let Some(tx) = self.wake.get() {
-            let _ = tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(NatMsg::Changed);
+        for tx in self.wake.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = tx.send(NatMsg::Changed);
         }
     }
 
@@ -346,7 +346,7 @@ impl Generation {
     }
 }
 
-/// What the NAT path's thread is told.
+/// What the kernel paths' threads are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatMsg {
     /// `shutdown sessions`: reset every flow of this server.
@@ -439,7 +439,16 @@ impl State {
     /// Sets where the NAT thread hears of kills and changes (once).
     pub fn set_nat_channel(&self, tx: std::sync::mpsc::Sender<NatMsg>) {
         let _ = self.nat_kill.set(std::sync::Mutex::new(tx.clone()));
-        let _ = self.generation.wake.set(std::sync::Mutex::new(tx));
+        self.subscribe(tx);
+    }
+
+    /// `tx` hears of every change of a server's state, weight or flags.
+    pub fn subscribe(&self, tx: std::sync::mpsc::Sender<NatMsg>) {
+        self.generation
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
     }
 
     pub fn from_config(cfg: &Config) -> Self {
@@ -472,6 +481,7 @@ impl State {
                     health: AtomicU32::new(health),
                     cur_conns: ConnCount::default(),
                     total_conns: AtomicU64::new(0),
+                    kernel_seen: AtomicU64::new(0),
                     user_bytes_in: AtomicU64::new(0),
                     user_bytes_out: AtomicU64::new(0),
                     last_check: AtomicU32::new(2),

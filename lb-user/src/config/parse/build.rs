@@ -152,6 +152,7 @@ impl Parser<'_> {
             frontends.push(Frontend {
                 name: p.name.text.clone(),
                 data_path: p.s.data_path.clone(),
+                connect: p.s.connect.clone(),
                 binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
                 default_backend: target.map(|t| t.text),
                 default_backend_idx: idx,

@@ -408,6 +408,7 @@ pub(crate) struct OptSet {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Settings {
     pub data_path: Option<Located<DataPath>>,
+    pub connect: Option<Located<ConnectPath>>,
     pub timeout_client: Option<Duration>,
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,

@@ -513,38 +513,73 @@ pub(super) fn p_fullconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError
     Ok(())
 }
 
-/// `data-path splice|copy|nat`: lb's own keyword (HAProxy has none), so a
-/// configuration that uses it no longer runs on HAProxy.
+/// `data-path [splice|copy|nat] [connect [cgroup PATH]]`: lb's own keyword
+/// (HAProxy has none), so a configuration that uses it no longer runs on
+/// HAProxy. The first word is how remote clients' connections move (splice
+/// by default); `connect` adds connect-time balancing for this host's own
+/// clients (in the root cgroup, or the one named).
 pub(super) fn p_data_path(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "'splice', 'copy' or 'nat' as an argument")?;
-    p.no_more(l, 1, "data-path")?;
-    let value = match v.text.as_str() {
-        "splice" => DataPath::Splice,
-        "copy" => DataPath::Copy,
-        "nat" => DataPath::Nat,
-        "connect" => {
-            return Err(p.err(
-                l.no,
-                v,
-                format!(
-                    "'data-path {}' is not built yet (the connect-time path is planned); \
-                     use 'splice', 'copy' or 'nat'",
-                    v.text
-                ),
-            ))
-        }
+    const WANT: &str = "'splice', 'copy', 'nat' or 'connect'";
+    let v = p.arg(l, 0, &format!("{WANT} as an argument"))?;
+    let (value, mut next) = match v.text.as_str() {
+        "splice" => (DataPath::Splice, 1),
+        "copy" => (DataPath::Copy, 1),
+        "nat" => (DataPath::Nat, 1),
+        "connect" => (DataPath::Splice, 0),
         other => {
             return Err(p.err(
                 l.no,
                 v,
-                format!("unknown data path '{other}' (expected 'splice', 'copy' or 'nat')"),
+                format!("unknown data path '{other}' (expected {WANT})"),
             ))
         }
     };
-    p.settings(l)?.data_path = Some(Located {
-        value,
-        origin: p.origin(l.no),
-    });
+    let mut connect = None;
+    if let Some(w) = l.args.get(next) {
+        if w.text != "connect" {
+            return Err(p.err(
+                l.no,
+                w,
+                format!(
+                    "unexpected '{}' after 'data-path {}' (expected 'connect')",
+                    w.text, v.text
+                ),
+            ));
+        }
+        next += 1;
+        let mut cgroup = None;
+        if let Some(c) = l.args.get(next) {
+            if c.text != "cgroup" {
+                return Err(p.err(
+                    l.no,
+                    c,
+                    format!(
+                        "unexpected '{}' after 'connect' (expected 'cgroup PATH')",
+                        c.text
+                    ),
+                ));
+            }
+            let path = p.arg(l, next + 1, "a cgroup v2 directory after 'cgroup'")?;
+            if !path.text.starts_with('/') {
+                return Err(p.err(
+                    l.no,
+                    path,
+                    format!("cgroup '{}' must be an absolute path", path.text),
+                ));
+            }
+            cgroup = Some(path.text.clone());
+            next += 2;
+        }
+        connect = Some(Located {
+            value: ConnectPath { cgroup },
+            origin: p.origin(l.no),
+        });
+    }
+    p.no_more(l, next, "data-path")?;
+    let origin = p.origin(l.no);
+    let s = p.settings(l)?;
+    s.data_path = Some(Located { value, origin });
+    s.connect = connect;
     Ok(())
 }
 

@@ -21,7 +21,6 @@ use crate::config::{Config, DataPath};
 use crate::kernel::nat::NatMaps;
 use crate::kernel::route;
 use crate::state::{NatMsg, State};
-use table::Slot;
 
 /// How long an ended flow (FIN both ways, or RST) keeps its entries: the
 /// last ACK, retransmitted FINs and a late RST still find their rewrite.
@@ -233,10 +232,8 @@ struct Idle {
 pub struct Nat {
     maps: NatMaps,
     plan: Plan,
-    /// Per server index: its NAT entry as last written (None: not behind NAT).
-    servers: Vec<Option<NatServer>>,
-    /// Per NAT backend: the header and table last written.
-    written: Vec<Option<(lb_common::NatBackend, Vec<u32>)>>,
+    /// The pick tables and servers as last written.
+    tables: super::kpick::Tables,
     /// Per frontend index.
     idle: Vec<Idle>,
     /// Balancer ports handed out, and the flow table's entries (for the log).
@@ -340,9 +337,8 @@ impl Nat {
             .collect();
         let mut nat = Nat {
             maps,
-            written: vec![None; plan.backends.len()],
+            tables: super::kpick::Tables::new(plan.backends.clone(), servers),
             plan,
-            servers,
             idle,
             ports: (lo, hi),
             table_size,
@@ -386,57 +382,10 @@ impl Nat {
     /// Writes what changed of the servers (usable, maxconn) and the pick
     /// tables since the last call.
     pub fn refresh(&mut self, state: &State) -> Result<()> {
-        for (nb, &bi) in self.plan.backends.clone().iter().enumerate() {
-            let b = &state.backends[bi];
-            let (members, _) = state.members_of(bi);
-            let names: Vec<String> = b
-                .servers
-                .iter()
-                .map(|&i| state.servers[i as usize].name().to_string())
-                .collect();
-            let slots: Vec<Slot<'_>> = b
-                .servers
-                .iter()
-                .zip(&members)
-                .zip(&names)
-                .map(|((&idx, m), n)| Slot {
-                    idx,
-                    member: *m,
-                    name: n,
-                })
-                .collect();
-            for s in &slots {
-                let Some(mut ns) = self.servers[s.idx as usize] else {
-                    continue;
-                };
-                // A server on this host is never usable by the NAT path.
-                ns.usable = (s.member.weight > 0 && ns.ifindex != 1) as u32;
-                ns.maxconn = s.member.maxconn;
-                if self.servers[s.idx as usize] != Some(ns) {
-                    self.maps
-                        .set_server(s.idx, &ns)
-                        .context("writing LB_NAT_SERVERS")?;
-                    self.servers[s.idx as usize] = Some(ns);
-                }
-            }
-            let usable: Vec<Slot<'_>> = slots
-                .into_iter()
-                .map(|mut s| {
-                    if self.servers[s.idx as usize].is_none_or(|n| n.usable == 0) {
-                        s.member.weight = 0;
-                    }
-                    s
-                })
-                .collect();
-            let built = table::build(b.algo, &usable);
-            if self.written[nb].as_ref() != Some(&built) {
-                self.maps
-                    .set_backend(nb as u32, &built.0, &built.1)
-                    .context("writing the NAT pick table")?;
-                self.written[nb] = Some(built);
-            }
-        }
-        Ok(())
+        // A server on this host is never usable by the NAT path.
+        self.tables.refresh(state, &mut self.maps, &|ns, m| {
+            m.weight > 0 && ns.ifindex != 1
+        })
     }
 
     /// Flows a previous daemon left in the table: each is counted on its
@@ -444,6 +393,7 @@ impl Nat {
     /// configuration); flows of servers no longer configured go on uncounted.
     fn adopt(&mut self, state: &State) {
         let by_addr: StdMap<([u8; 16], [u8; 2]), u32> = self
+            .tables
             .servers
             .iter()
             .enumerate()
@@ -657,7 +607,7 @@ pub fn spawn(
             let (mut alone_total, mut alone_said, mut alone_said_ns) = (0u64, 0u64, 0u64);
             let mut full_said_ns = 0u64;
             let mut refusals = Refusals::default();
-            let mut totals = Totals::open(&instance, state.servers.len());
+            let mut totals = Totals::open(&instance);
             while !stop.load(Ordering::Relaxed) {
                 // Woken at once by a change (a server DOWN gets no new
                 // flow from then on), else every REFRESH for slowstart.
@@ -676,7 +626,7 @@ pub fn spawn(
                 if let Err(e) = nat.refresh(&state) {
                     tracing::warn!("data-path nat: {e:#}");
                 }
-                totals.add_to(&state, &nat.servers);
+                totals.add_to(&state, &nat.tables.servers);
                 nat.log_ended();
                 let now = crate::sys::monotonic_ns();
                 if now - last_sweep >= SWEEP.as_nanos() as u64 {
@@ -721,18 +671,19 @@ pub fn spawn(
         .expect("spawning the NAT thread")
 }
 
-/// The NAT flows each server took, from `lb_nat`'s per-CPU counts, added to
-/// the server's total connections (what `show stat`, `lb show servers` and
-/// the metrics report), every refresh.
-struct Totals {
+/// The connections each server took from the kernel with no proxy (NAT
+/// flows, connects), from the per-CPU counts, added to the server's total
+/// connections (what `show stat`, `lb show servers` and the metrics report),
+/// every refresh. Both kernel paths' threads may add: `Server::kernel_seen`
+/// makes each increment count once.
+pub(crate) struct Totals {
     kstats: Option<aya::maps::PerCpuArray<aya::maps::MapData, lb_common::ServerKStats>>,
-    seen: Vec<u64>,
     /// `LB_STATS`, for the count of orphaned halves (a daemon-written slot).
     stats: Option<aya::maps::PerCpuArray<aya::maps::MapData, u64>>,
 }
 
 impl Totals {
-    fn open(instance: &str, servers: usize) -> Self {
+    pub(crate) fn open(instance: &str) -> Self {
         let path = crate::kernel::pin_dir(instance).join(lb_common::maps::SRV_KSTATS);
         let kstats = aya::maps::MapData::from_pin(&path)
             .ok()
@@ -740,7 +691,7 @@ impl Totals {
             .and_then(|m| m.try_into().ok());
         if kstats.is_none() {
             tracing::warn!(
-                "data-path nat: {} cannot be read: NAT flows are not added to the servers' totals",
+                "{} cannot be read: kernel-balanced connections are not added to the servers' totals",
                 path.display()
             );
         }
@@ -749,11 +700,7 @@ impl Totals {
             .ok()
             .and_then(|d| aya::maps::Map::from_map_data(d).ok())
             .and_then(|m| m.try_into().ok());
-        Self {
-            kstats,
-            seen: vec![0; servers],
-            stats,
-        }
+        Self { kstats, stats }
     }
 
     /// `nat_orphan` in `LB_STATS` (CPU 0's slot holds the total; `lb_nat`
@@ -772,22 +719,22 @@ impl Totals {
         }
     }
 
-    /// Only the servers behind NAT frontends (`nat_servers[i]` set).
-    fn add_to(&mut self, state: &State, nat_servers: &[Option<NatServer>]) {
+    /// Only the servers of the path's backends (`servers[i]` set).
+    pub(crate) fn add_to(&mut self, state: &State, servers: &[Option<NatServer>]) {
         let Some(k) = &self.kstats else {
             return;
         };
         for (i, s) in state.servers.iter().enumerate() {
-            if nat_servers.get(i).is_none_or(|n| n.is_none()) {
+            if servers.get(i).is_none_or(|n| n.is_none()) {
                 continue;
             }
             let Ok(per) = k.get(&(i as u32), 0) else {
                 continue;
             };
-            let n: u64 = per.iter().map(|v| v.nat_flows).sum();
-            let new = n.saturating_sub(self.seen[i]);
-            if new > 0 {
-                self.seen[i] = n;
+            let n: u64 = per.iter().map(|v| v.kernel_conns).sum();
+            let old = s.kernel_seen.fetch_max(n, Ordering::Relaxed);
+            if n > old {
+                let new = n - old;
                 s.total_conns.fetch_add(new, Ordering::Relaxed);
                 s.admin
                     .last_sess_ns
@@ -844,6 +791,15 @@ impl Refusals {
                 self.said_ns.insert(name, now_ns);
             }
         }
+    }
+}
+
+impl super::kpick::TableSink for NatMaps {
+    fn set_server(&mut self, idx: u32, s: &NatServer) -> Result<()> {
+        NatMaps::set_server(self, idx, s).context("writing LB_NAT_SERVERS")
+    }
+    fn set_backend(&mut self, nb: u32, be: &lb_common::NatBackend, table: &[u32]) -> Result<()> {
+        NatMaps::set_backend(self, nb, be, table).context("writing the NAT pick table")
     }
 }
 

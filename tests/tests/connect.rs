@@ -1,0 +1,259 @@
+//! `data-path connect`: a process on the balancer's host (here: in lb's
+//! network namespace) that connects to a frontend address is connected
+//! straight to a server by `lb_connect4/6`, and `getpeername` shows the
+//! address it asked for. Round robin, v4-mapped addresses, counts, health,
+//! weights, what stays untouched (another namespace, another cgroup, remote
+//! clients), and a daemon that dies while local clients keep connecting.
+
+use lb_tests::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NAMES: [&str; 3] = ["c1", "c2", "c3"];
+
+fn config(port: u16, data_path: &str, weights: [u32; 3]) -> String {
+    let mut s = format!(
+        "global\n    maxconn 4096\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend local_frontend\n    bind *:{port}\n    mode tcp\n    data-path {data_path}\n    default_backend local_backend\n\
+         backend local_backend\n    mode tcp\n    balance roundrobin\n"
+    );
+    for ((n, ip), w) in NAMES.iter().zip(BACKENDS_V4).zip(weights) {
+        s.push_str(&format!(
+            "    server {n} {} weight {w} check inter 300ms fall 2 rise 2\n",
+            hp(ip, port)
+        ));
+    }
+    s
+}
+
+/// Echo servers that first send the last byte of their own address.
+fn named_servers(topo: &Topology, port: u16) -> anyhow::Result<Vec<Arc<AtomicBool>>> {
+    let mut stops = Vec::new();
+    for b in BACKENDS_V4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        lb_tests::traffic::serve(topo.srv.name(), &[sa(b, port)], stop.clone(), |mut s, _| {
+            use std::io::Write;
+            let id = match s.local_addr() {
+                Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
+                _ => 0,
+            };
+            if s.write_all(&[id]).is_err() {
+                return;
+            }
+            let mut w = match s.try_clone() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            let _ = std::io::copy(&mut s, &mut w);
+        })?;
+        stops.push(stop);
+    }
+    Ok(stops)
+}
+
+/// Connects from lb's namespace (this host's client) and reads the id.
+fn local(topo: &Topology, to: SocketAddr) -> anyhow::Result<(TcpStream, u8)> {
+    let mut s = topo.in_lb(|| lb_tests::traffic::connect(to))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut id = [0u8; 1];
+    s.read_exact(&mut id)?;
+    Ok((s, id[0]))
+}
+
+fn stat(lb: &Lb, name: &str) -> anyhow::Result<u64> {
+    let v: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+    v.get(name)
+        .and_then(|x| x.as_u64())
+        .ok_or_else(|| anyhow::anyhow!("no counter {name} in {v}"))
+}
+
+/// Removes the connect state the daemon keeps pinned across restarts.
+fn clear_connect(topo: &Topology, instance: &str) {
+    let Ok(bin) = lb_bin() else {
+        return;
+    };
+    let mut cmd = lb_tests::netns::ns_cmd(&topo.lb.path(), &bin);
+    cmd.args(["clear", "connect", "--instance", instance]);
+    let _ = util::output(&mut cmd);
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_balances_this_hosts_clients() {
+    run_test(|| {
+        let topo = Topology::new("conn")?;
+        let port = 9301;
+        let stops = named_servers(&topo, port)?;
+        let lb = topo.start_lb(&config(port, "connect", [1, 1, 1]), &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let vip = sa("127.0.0.1", port);
+            // Round robin, and getpeername shows the frontend address.
+            let mut per = BTreeMap::new();
+            let mut held = Vec::new();
+            for _ in 0..6 {
+                let (s, id) = local(&topo, vip)?;
+                anyhow::ensure!(s.peer_addr()? == vip, "getpeername: {:?}", s.peer_addr());
+                *per.entry(id).or_insert(0) += 1;
+                held.push(s);
+            }
+            anyhow::ensure!(
+                per == BTreeMap::from([(11, 2), (12, 2), (13, 2)]),
+                "round robin 2/2/2 over .11/.12/.13, got {per:?}"
+            );
+            anyhow::ensure!(stat(&lb, "connect_balanced")? == 6, "connect_balanced");
+            // The kernel counts them: current sessions, then none once closed.
+            let cur: Vec<u64> = lb.show_servers()?.iter().map(|r| r.cur_conns).collect();
+            anyhow::ensure!(cur == [2, 2, 2], "current connections {cur:?}");
+            drop(held);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let rows = lb.show_servers()?;
+                if rows.iter().all(|r| r.cur_conns == 0 && r.total_conns == 2) {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "current and total connections: {:?}",
+                    rows.iter()
+                        .map(|r| (r.cur_conns, r.total_conns))
+                        .collect::<Vec<_>>()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // An IPv6 socket to the v4-mapped address: balanced too.
+            let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse()?;
+            let (s, id) = local(&topo, mapped)?;
+            anyhow::ensure!(
+                (11..=13).contains(&id) && s.peer_addr()? == mapped,
+                "v4-mapped: id {id}, peer {:?}",
+                s.peer_addr()
+            );
+            drop(s);
+            // A remote client takes the frontend's proxy, untouched.
+            let before = stat(&lb, "connect_balanced")?;
+            let mut r = topo.in_client(|| lb_tests::traffic::connect(sa(LB_V4, port)))?;
+            r.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut id = [0u8; 1];
+            r.read_exact(&mut id)?;
+            drop(r);
+            // Another network namespace (the client's) is not touched: its
+            // own 127.0.0.1 has nothing listening there.
+            let other = topo.in_client(|| lb_tests::traffic::connect(sa("127.0.0.1", port)));
+            anyhow::ensure!(
+                other.as_ref().err().map(|e| e.kind())
+                    == Some(std::io::ErrorKind::ConnectionRefused),
+                "a connect in another namespace: {other:?}"
+            );
+            anyhow::ensure!(
+                stat(&lb, "connect_balanced")? == before,
+                "the remote client or the other namespace was balanced at connect"
+            );
+            // Health: a server whose listener stops gets no new connect.
+            stops[0].store(true, Ordering::Relaxed);
+            lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
+            let mut after = BTreeMap::new();
+            for _ in 0..6 {
+                let (_s, id) = local(&topo, vip)?;
+                *after.entry(id).or_insert(0) += 1;
+            }
+            anyhow::ensure!(
+                after == BTreeMap::from([(12, 3), (13, 3)]),
+                "with .11 DOWN: {after:?}"
+            );
+            println!(
+                "[lb-tests] connect: 2/2/2 with getpeername {vip}, counted in and out, \
+                 v4-mapped balanced, remote and other-namespace clients untouched, \
+                 DOWN server skipped: {after:?}"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_connect(&topo, &instance);
+        result
+    });
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_weights_and_a_daemon_gone() {
+    run_test(|| {
+        let topo = Topology::new("connw")?;
+        let port = 9302;
+        let stops = named_servers(&topo, port)?;
+        let cfg = config(port, "connect", [1, 2, 3]);
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let vip = sa("127.0.0.1", port);
+            let mut per = BTreeMap::new();
+            for _ in 0..600 {
+                let (_s, id) = local(&topo, vip)?;
+                *per.entry(id).or_insert(0u32) += 1;
+            }
+            for (id, w) in [(11u8, 1u32), (12, 2), (13, 3)] {
+                let want = 100 * w;
+                let got = per.get(&id).copied().unwrap_or(0);
+                anyhow::ensure!(
+                    got.abs_diff(want) * 10 <= want,
+                    "weights 1:2:3 over 600 connects: {per:?}"
+                );
+            }
+            // The daemon dies with a local client connected: the programs
+            // stay, new connects still go straight to the servers.
+            let (held, _) = local(&topo, vip)?;
+            lb.kill()?;
+            let mut while_gone = BTreeMap::new();
+            for _ in 0..6 {
+                let (s, id) = local(&topo, vip)?;
+                anyhow::ensure!(s.peer_addr()? == vip, "getpeername while lb is gone");
+                *while_gone.entry(id).or_insert(0) += 1;
+            }
+            anyhow::ensure!(
+                while_gone.values().sum::<u32>() == 6,
+                "connects while lb is gone: {while_gone:?}"
+            );
+            // A new daemon takes the links over and counts the socket the
+            // old one connected.
+            let lb = topo.start_lb_instance(&cfg, &instance, &[])?;
+            let log = std::fs::read_to_string(lb.log_path())?;
+            anyhow::ensure!(
+                log.contains("previous daemon's links")
+                    && log.contains("counted on their servers again"),
+                "restart log:\n{log}"
+            );
+            let cur: u64 = lb.show_servers()?.iter().map(|r| r.cur_conns).sum();
+            anyhow::ensure!(cur == 1, "adopted socket counted: {cur}");
+            drop(held);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while lb.show_servers()?.iter().map(|r| r.cur_conns).sum::<u64>() != 0 {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "adopted socket not counted out"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = lb.stop();
+            println!(
+                "[lb-tests] connect: weights 1:2:3 over 600 = {per:?}; with lb killed, 6 more \
+                 connects {while_gone:?}; the restarted daemon took the links and the socket over"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        clear_connect(&topo, &instance);
+        result
+    });
+}
