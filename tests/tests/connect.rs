@@ -155,6 +155,33 @@ fn connect_balances_this_hosts_clients() {
                 stat(&lb, "connect_balanced")? == before,
                 "the remote client or the other namespace was balanced at connect"
             );
+            // shutdown sessions: the server's sockets are destroyed (the
+            // client sees the connection aborted), the others go on.
+            let mut three: Vec<(TcpStream, u8)> = (0..3)
+                .map(|_| local(&topo, vip))
+                .collect::<anyhow::Result<_>>()?;
+            let sock = std::path::PathBuf::from(format!("/run/lb/{instance}.sock"));
+            util::socat(&sock, "shutdown sessions server local_backend/c2\n")?;
+            // Killed by the daemon's connect thread: wait for it without
+            // sending (a read ends with the abort).
+            for (s, id) in three.iter_mut().filter(|(_, id)| *id == 12) {
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut b = [0u8; 4];
+                let r = s.read(&mut b);
+                anyhow::ensure!(
+                    r.as_ref()
+                        .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock
+                            && e.kind() != std::io::ErrorKind::TimedOut),
+                    "c2's socket (.{id}) after shutdown sessions: {r:?}"
+                );
+            }
+            for (s, id) in three.iter_mut().filter(|(_, id)| *id != 12) {
+                use std::io::Write;
+                let mut b = [0u8; 4];
+                let r = s.write_all(b"ping").and_then(|_| s.read_exact(&mut b));
+                anyhow::ensure!(r.is_ok() && &b == b"ping", "socket on .{id}: {r:?}");
+            }
+            drop(three);
             // Health: a server whose listener stops gets no new connect.
             stops[0].store(true, Ordering::Relaxed);
             lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
@@ -170,7 +197,7 @@ fn connect_balances_this_hosts_clients() {
             println!(
                 "[lb-tests] connect: 2/2/2 with getpeername {vip}, counted in and out, \
                  v4-mapped balanced, remote and other-namespace clients untouched, \
-                 DOWN server skipped: {after:?}"
+                 shutdown sessions destroyed c2's socket, DOWN server skipped: {after:?}"
             );
             Ok(())
         })();

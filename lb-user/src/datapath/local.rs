@@ -254,6 +254,20 @@ impl Local {
         self.vips
     }
 
+    /// `shutdown sessions` for server `idx`: its sockets connected at
+    /// connect are destroyed (the client sees ECONNABORTED, the server a
+    /// reset). Returns how many.
+    pub fn kill_server(&self, idx: u32) -> std::io::Result<usize> {
+        let cookies: std::collections::HashSet<u64> = self
+            .maps
+            .peers()
+            .into_iter()
+            .filter(|(_, p)| p.server == idx)
+            .map(|(c, _)| c)
+            .collect();
+        crate::kernel::sockdiag::destroy(&cookies)
+    }
+
     pub fn refresh(&mut self, state: &State) -> Result<()> {
         self.tables
             .refresh(state, &mut self.maps, &|_, m| m.weight > 0)
@@ -276,7 +290,23 @@ pub fn spawn(
             let mut local = local;
             let mut totals = super::nat::Totals::open(&instance);
             while !stop.load(Ordering::Relaxed) {
-                let _ = msgs.recv_timeout(REFRESH);
+                if let Ok(NatMsg::Kill(idx)) = msgs.recv_timeout(REFRESH) {
+                    let name = state
+                        .servers
+                        .get(idx as usize)
+                        .map(|s| s.name().to_string());
+                    match local.kill_server(idx) {
+                        Ok(n) => tracing::info!(
+                            "data-path connect: {n} socket(s) connected to server {} destroyed",
+                            name.unwrap_or_default()
+                        ),
+                        Err(e) => tracing::warn!(
+                            "data-path connect: destroying the sockets of server {}: {e} \
+                             (the kernel needs CONFIG_INET_DIAG_DESTROY)",
+                            name.unwrap_or_default()
+                        ),
+                    }
+                }
                 if let Err(e) = local.refresh(&state) {
                     tracing::warn!("data-path connect: {e:#}");
                 }

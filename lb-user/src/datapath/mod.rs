@@ -64,10 +64,5 @@ pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
     if let Some(sp) = splicer {
         sp.shutdown_server(idx);
     }
-    if let Some(tx) = state.nat_kill.get() {
-        let _ = tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(crate::state::NatMsg::Kill(idx));
-    }
+    state.kill_kernel_sessions(idx);
 }

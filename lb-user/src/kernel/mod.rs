@@ -6,6 +6,7 @@ pub mod harness;
 pub mod nat;
 pub mod pinned;
 pub mod route;
+pub mod sockdiag;
 pub mod xdp;
 
 use std::fs::File;

@@ -349,7 +349,8 @@ impl Generation {
 /// What the kernel paths' threads are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatMsg {
-    /// `shutdown sessions`: reset every flow of this server.
+    /// `shutdown sessions`: reset every connection of this server the path
+    /// holds (NAT flows, connected sockets).
     Kill(u32),
     /// A server's state, weight or admin flags changed: rewrite the tables.
     Changed,
@@ -423,9 +424,6 @@ pub struct State {
     pub paths: PathStats,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
-    /// With NAT frontends: where `shutdown sessions` sends a server index
-    /// for the NAT thread to reset that server's flows.
-    pub nat_kill: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<NatMsg>>>,
     generation: Arc<Generation>,
 }
 
@@ -436,19 +434,27 @@ impl State {
         self.generation.bump();
     }
 
-    /// Sets where the NAT thread hears of kills and changes (once).
-    pub fn set_nat_channel(&self, tx: std::sync::mpsc::Sender<NatMsg>) {
-        let _ = self.nat_kill.set(std::sync::Mutex::new(tx.clone()));
-        self.subscribe(tx);
-    }
-
-    /// `tx` hears of every change of a server's state, weight or flags.
+    /// `tx` (a kernel path's thread) hears of every change of a server's
+    /// state, weight or flags, and of every `shutdown sessions`.
     pub fn subscribe(&self, tx: std::sync::mpsc::Sender<NatMsg>) {
         self.generation
             .wake
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(tx);
+    }
+
+    /// Tells the kernel paths' threads to reset server `idx`'s connections.
+    pub fn kill_kernel_sessions(&self, idx: u32) {
+        for tx in self
+            .generation
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = tx.send(NatMsg::Kill(idx));
+        }
     }
 
     pub fn from_config(cfg: &Config) -> Self {
@@ -527,7 +533,6 @@ impl State {
             closing: tokio::sync::Notify::new(),
             paths: PathStats::default(),
             kernel_conns: std::sync::OnceLock::new(),
-            nat_kill: std::sync::OnceLock::new(),
             generation,
         }
     }

@@ -598,7 +598,7 @@ pub fn spawn(
     instance: String,
 ) -> std::thread::JoinHandle<()> {
     let (tx, msgs) = std::sync::mpsc::channel::<NatMsg>();
-    state.set_nat_channel(tx);
+    state.subscribe(tx);
     std::thread::Builder::new()
         .name("lb-nat".into())
         .spawn(move || {
