@@ -284,3 +284,76 @@ fn connect_weights_and_a_daemon_gone() {
         result
     });
 }
+
+/// The cgroup v2 hierarchy's root, from /proc/self/mounts.
+fn cgroup2_root() -> anyhow::Result<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cgroup2 filesystem mounted"))
+}
+
+/// A process moved into `cgroup` (in lb's namespace) connects to `port` on
+/// 127.0.0.1 and prints the server's id byte.
+fn id_from_cgroup(topo: &Topology, cgroup: &std::path::Path, port: u16) -> anyhow::Result<u8> {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec 3<>/dev/tcp/127.0.0.1/{port} && head -c1 <&3 | od -An -tu1",
+        cgroup.display()
+    );
+    let mut cmd = lb_tests::netns::ns_cmd(&topo.lb.path(), "bash");
+    cmd.args(["-c", &script]);
+    let out = util::run(&mut cmd)?;
+    Ok(out.trim().parse()?)
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_only_the_named_cgroup() {
+    run_test(|| {
+        let topo = Topology::new("conncg")?;
+        let port = 9303;
+        let stops = named_servers(&topo, port)?;
+        let cg = cgroup2_root()?.join(format!("lbtest-{}", std::process::id()));
+        std::fs::create_dir_all(&cg)?;
+        let cfg = config(
+            port,
+            &format!("splice connect cgroup {}", cg.display()),
+            [1, 1, 1],
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(id_from_cgroup(&topo, &cg, port)?);
+            }
+            ids.sort();
+            anyhow::ensure!(ids == [11, 12, 13], "connects from the cgroup: {ids:?}");
+            anyhow::ensure!(stat(&lb, "connect_balanced")? == 3, "connect_balanced");
+            // This process is not in the cgroup: it reaches the frontend's
+            // listener (the splice path), not a server directly.
+            let (_s, id) = local(&topo, sa("127.0.0.1", port))?;
+            anyhow::ensure!(
+                (11..=13).contains(&id) && stat(&lb, "connect_balanced")? == 3,
+                "a process outside the cgroup was balanced at connect"
+            );
+            println!(
+                "[lb-tests] connect: the cgroup's processes balanced at connect ({ids:?}), \
+                 others proxied"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_connect(&topo, &instance);
+        let _ = std::fs::remove_dir(&cg);
+        result
+    });
+}
