@@ -102,7 +102,7 @@ impl Plan {
     fn complete(&self) -> bool {
         !self.quick
             && self.workloads.len() == Workload::ALL.len()
-            && self.targets.len() == Target::ALL.len()
+            && self.targets.len() == Target::ALL.iter().filter(|t| t.fits(self.topology)).count()
     }
 }
 
@@ -169,6 +169,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         targets: Target::ALL
             .into_iter()
             .filter(|t| args.targets.is_empty() || args.targets.contains(t))
+            .filter(|t| t.fits(args.topology))
             .collect(),
         settings: if args.quick {
             Settings {

@@ -50,6 +50,7 @@ fn target_color(t: Target) -> RGBColor {
         Target::LbNoSplice => RGBColor(44, 160, 44),
         Target::LbNat => RGBColor(214, 39, 40),
         Target::Nftables => RGBColor(148, 103, 189),
+        Target::LbConnect => RGBColor(140, 86, 75),
     }
 }
 

@@ -530,6 +530,7 @@ pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
         },
     });
     out.extend(nat_goals(rows));
+    out.extend(connect_goals(rows));
     out
 }
 
@@ -594,6 +595,32 @@ fn nat_goals(rows: &[Row]) -> Vec<Goal> {
             _ => "–".into(),
         },
         met: nat.map(|l| l <= 3.0),
+    });
+    out
+}
+
+/// The goals issue #17 sets for connect-time balancing (`lb connect`,
+/// loopback topology): the cost of a direct connection.
+fn connect_goals(rows: &[Row]) -> Vec<Goal> {
+    let mut out = Vec::new();
+    for (w, figure, what, bound) in [
+        (W::Pgbench8, fig::TPS, "pgbench -S 8 clients", 0.97),
+        (W::ShortConns, fig::CONNS_PER_S, "short connections/s", 0.95),
+    ] {
+        let r = find(rows, w, figure)
+            .and_then(|r| Some(r.median(Target::LbConnect)? / r.median(Target::Direct)?));
+        out.push(Goal {
+            goal: format!("{what}: lb connect ≥ {bound}× direct"),
+            measured: r.map_or("–".into(), |r| format!("{r:.2}×")),
+            met: r.map(|r| r >= bound),
+        });
+    }
+    let row = find(rows, W::LatencyPinned, fig::P50_US);
+    let added = row.and_then(|r| Some(r.median(Target::LbConnect)? - r.median(Target::Direct)?));
+    out.push(Goal {
+        goal: "pinned round trip p50: lb connect within 1 µs of direct".into(),
+        measured: added.map_or("–".into(), |a| format!("{a:+.2} µs")),
+        met: added.map(|a| a.abs() <= 1.0),
     });
     out
 }

@@ -31,18 +31,33 @@ pub enum Target {
     LbNat,
     /// nftables `dnat` over `numgen inc mod N` plus `masquerade`.
     Nftables,
+    /// `data-path connect` on every frontend: the clients (on the balancer's
+    /// host) connected straight to a server (loopback topology only).
+    LbConnect,
 }
 
 impl Target {
     /// Table column order.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Direct,
         Target::Haproxy,
         Target::Lb,
         Target::LbNoSplice,
         Target::LbNat,
         Target::Nftables,
+        Target::LbConnect,
     ];
+
+    /// Whether the target means anything on `topology`: the NAT paths need
+    /// remote clients (netns), connect-time balancing local ones (loopback).
+    pub fn fits(self, topology: crate::bench::net::TopologyKind) -> bool {
+        use crate::bench::net::TopologyKind as K;
+        match self {
+            Target::LbNat | Target::Nftables => topology == K::Netns,
+            Target::LbConnect => topology == K::Loopback,
+            _ => true,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -52,6 +67,7 @@ impl Target {
             Target::LbNoSplice => "lb --no-splice",
             Target::LbNat => "lb nat",
             Target::Nftables => "nftables",
+            Target::LbConnect => "lb connect",
         }
     }
 
@@ -128,6 +144,7 @@ pub fn start<'a>(net: &'a Net, cfg: &str, target: Target) -> Result<Running<'a>>
         Target::LbNoSplice => Running::Lb(start_lb(net, cfg, true)?),
         Target::LbNat => Running::Lb(start_lb_nat(net, cfg)?),
         Target::Nftables => Running::Nft(start_nft(net)?),
+        Target::LbConnect => Running::Lb(start_lb_connect(net, cfg)?),
     };
     let host = target.host(net);
     let answer = psql_ok(net.client(), host, PG_PORT, "select 1")
@@ -204,8 +221,9 @@ impl Running<'_> {
                 lb.stop()?;
                 // lb keeps NAT state across restarts on purpose: a
                 // benchmark's lb goes with its namespace.
-                let nat = std::path::Path::new("/sys/fs/bpf/lb-nat").join(instance);
-                let _ = std::fs::remove_dir_all(nat);
+                for root in ["/sys/fs/bpf/lb-nat", "/sys/fs/bpf/lb-connect"] {
+                    let _ = std::fs::remove_dir_all(std::path::Path::new(root).join(&instance));
+                }
             }
         }
         Ok(())
@@ -327,6 +345,25 @@ fn start_lb_nat(net: &Net, cfg: &str) -> Result<Lb> {
     if !log.contains("lb_nat attached") {
         bail!(
             "lb started without lb_nat; --- log ({}) ---\n{}",
+            lb.log_path().display(),
+            lb.log_tail(40)
+        );
+    }
+    Ok(lb)
+}
+
+fn start_lb_connect(net: &Net, cfg: &str) -> Result<Lb> {
+    if net.veth().is_some() {
+        bail!(
+            "lb connect balances the balancer host's own clients: run it on the loopback topology"
+        );
+    }
+    let cfg = cfg.replacen("defaults\n", "defaults\n    data-path connect\n", 1);
+    let lb = Lb::start(net.lb(), net.dir(), &cfg, &["--no-xdp"])?;
+    let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
+    if !log.contains("data-path connect:") {
+        bail!(
+            "lb started without the connect programs; --- log ({}) ---\n{}",
             lb.log_path().display(),
             lb.log_tail(40)
         );
