@@ -105,6 +105,78 @@ backend node2
     })
 }
 
+/// The README's quick start with `data-path connect`: psql, pgbench and a
+/// plain socket on the balancer's host (lb's namespace) connected straight to
+/// the servers, round robin, `getpeername` showing 127.0.0.1:5432, and no
+/// proxied connection.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn pgsql_seed_config_connect() {
+    run_test(|| {
+        let topo = Topology::new("pgsqlconn")?;
+        let _pgs = pg_trio(&topo, false)?;
+        // The example's wildcard bind, as the README runs it.
+        let cfg = SEED_PGSQL
+            .replace("    bind 10.210.1.1:5432\n", "    bind *:5432\n")
+            .replace(
+                "    mode tcp\n    default_backend",
+                "    mode tcp\n    data-path connect\n    default_backend",
+            );
+        assert!(cfg.contains("data-path connect"), "{cfg}");
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
+            let vip: std::net::SocketAddr = "127.0.0.1:5432".parse()?;
+            let s = topo.in_lb(|| lb_tests::traffic::connect(vip))?;
+            anyhow::ensure!(s.peer_addr()? == vip, "getpeername: {:?}", s.peer_addr());
+            drop(s);
+            for b in BACKENDS_V4 {
+                pgbench(&topo.lb, &["-i", "-q", "-s", "1", "-h", b, "-p", "5432"])?;
+            }
+            let out = pgbench(
+                &topo.lb,
+                &[
+                    "-S",
+                    "-c",
+                    "8",
+                    "-j",
+                    "2",
+                    "-T",
+                    "5",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    "5432",
+                ],
+            )?;
+            let (tps, failed) = parse_pgbench(&out)?;
+            println!("[lb-tests] pgbench -S -c 8 -j 2 -T 5 through lb connect: tps = {tps:.1}, failed = {failed}");
+            anyhow::ensure!(tps > 0.0 && failed == 0, "{out}");
+            // The daemon adds the kernel's counts every 100 ms.
+            std::thread::sleep(Duration::from_millis(300));
+            let before = total_conns(&lb)?;
+            psql_42_many(&topo.lb, "127.0.0.1", 5432, 30)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let after = total_conns(&lb)?;
+            assert_round_robin(&before, &after, &PG_NODES, 30)?;
+            let stats: serde_json::Value = serde_json::from_str(&lb.show_stats()?)?;
+            anyhow::ensure!(
+                stats["connect_balanced"].as_u64() >= Some(39)
+                    && stats["conn_spliced"] == 0
+                    && stats["conn_copied"] == 0,
+                "the connections did not all go straight to the servers: {stats}"
+            );
+            Ok(())
+        })();
+        let _ = lb.stop();
+        let mut clear = lb_tests::netns::ns_cmd(&topo.lb.path(), lb_bin()?);
+        clear.args(["clear", "connect", "--instance", &instance]);
+        let _ = util::output(&mut clear);
+        result
+    })
+}
+
 /// The seed example with `data-path nat`: psql and pgbench from the client
 /// namespace, round robin over the three servers, which see the balancer's
 /// address and a port above the ephemeral range (no proxy connected them).
