@@ -294,6 +294,32 @@ fn timeouts(s: &TcpStream, t: Duration) {
     let _ = s.set_write_timeout(Some(t));
 }
 
+/// Echo servers on each of `addrs` (in namespace `ns`) that first send the
+/// last byte of their own IPv4 address, so a client knows which one it
+/// reached. One stop flag per server, in the order of `addrs`.
+pub fn named_echo_servers(ns: &str, addrs: &[SocketAddr]) -> Result<Vec<Arc<AtomicBool>>> {
+    let mut stops = Vec::new();
+    for &a in addrs {
+        let stop = Arc::new(AtomicBool::new(false));
+        serve(ns, &[a], stop.clone(), |mut s, _| {
+            let id = match s.local_addr() {
+                Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
+                _ => 0,
+            };
+            if s.write_all(&[id]).is_err() {
+                return;
+            }
+            let mut w = match s.try_clone() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            let _ = std::io::copy(&mut s, &mut w);
+        })?;
+        stops.push(stop);
+    }
+    Ok(stops)
+}
+
 /// Accept loop on `addrs` in namespace `ns`, one detached handler thread per
 /// connection, until `stop` is set. Returns once all listeners are bound.
 pub fn serve<H>(ns: &str, addrs: &[SocketAddr], stop: Arc<AtomicBool>, handler: H) -> Result<()>

@@ -31,29 +31,12 @@ fn config(port: u16, data_path: &str, weights: [u32; 3]) -> String {
     s
 }
 
-/// Echo servers that first send the last byte of their own address.
-fn named_servers(topo: &Topology, port: u16) -> anyhow::Result<Vec<Arc<AtomicBool>>> {
-    let mut stops = Vec::new();
-    for b in BACKENDS_V4 {
-        let stop = Arc::new(AtomicBool::new(false));
-        lb_tests::traffic::serve(topo.srv.name(), &[sa(b, port)], stop.clone(), |mut s, _| {
-            use std::io::Write;
-            let id = match s.local_addr() {
-                Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
-                _ => 0,
-            };
-            if s.write_all(&[id]).is_err() {
-                return;
-            }
-            let mut w = match s.try_clone() {
-                Ok(w) => w,
-                Err(_) => return,
-            };
-            let _ = std::io::copy(&mut s, &mut w);
-        })?;
-        stops.push(stop);
-    }
-    Ok(stops)
+fn named_servers(
+    topo: &Topology,
+    port: u16,
+) -> anyhow::Result<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>> {
+    let addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, port)).collect();
+    lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)
 }
 
 /// Connects from lb's namespace (this host's client) and reads the id.
@@ -183,8 +166,15 @@ fn connect_balances_this_hosts_clients() {
             }
             drop(three);
             // Health: a server whose listener stops gets no new connect.
+            let t0 = std::time::Instant::now();
             stops[0].store(true, Ordering::Relaxed);
             lb_tests::scenario::wait_all(&lb, &NAMES[..1], "DOWN", Duration::from_secs(5))?;
+            // fall 2 x inter 300 ms, plus a second.
+            let took = t0.elapsed();
+            anyhow::ensure!(
+                took <= Duration::from_millis(1600),
+                "DOWN only {took:?} after the listener closed"
+            );
             let mut after = BTreeMap::new();
             for _ in 0..6 {
                 let (_s, id) = local(&topo, vip)?;
@@ -197,7 +187,7 @@ fn connect_balances_this_hosts_clients() {
             println!(
                 "[lb-tests] connect: 2/2/2 with getpeername {vip}, counted in and out, \
                  v4-mapped balanced, remote and other-namespace clients untouched, \
-                 shutdown sessions destroyed c2's socket, DOWN server skipped: {after:?}"
+                 shutdown sessions destroyed c2's socket, DOWN after {took:?} and skipped: {after:?}"
             );
             Ok(())
         })();
@@ -354,6 +344,46 @@ fn connect_only_the_named_cgroup() {
         let _ = lb.stop();
         clear_connect(&topo, &instance);
         let _ = std::fs::remove_dir(&cg);
+        result
+    });
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_counts_out_a_connect_the_kernel_failed() {
+    run_test(|| {
+        let topo = Topology::new("connfail")?;
+        let port = 9304;
+        // No route to it and no check: the server stays UP, every connect to
+        // it fails in the kernel after lb_connect4 counted it in.
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend f\n    bind 127.0.0.1:{port}\n    data-path connect\n    default_backend b\n\
+             backend b\n    server nowhere 10.254.254.1:{port}\n"
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            let r = topo.in_lb(|| lb_tests::traffic::connect(sa("127.0.0.1", port)));
+            anyhow::ensure!(r.is_err(), "a connect to an unroutable server: {r:?}");
+            anyhow::ensure!(stat(&lb, "connect_balanced")? == 1, "connect_balanced");
+            let t0 = std::time::Instant::now();
+            while lb.server("nowhere")?.cur_conns != 0 {
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(25),
+                    "the failed connect is still counted after {:?}",
+                    t0.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            println!(
+                "[lb-tests] connect: a connect the kernel failed was counted out after {:?}",
+                t0.elapsed()
+            );
+            Ok(())
+        })();
+        let _ = lb.stop();
+        clear_connect(&topo, &instance);
         result
     });
 }

@@ -316,33 +316,12 @@ fn nat_flows_outlive_a_killed_daemon() {
     });
 }
 
-/// Echo servers that first say which one they are (the last octet of their
-/// address), each with its own stop switch.
 fn named_echo_servers(
     topo: &Topology,
     port: u16,
 ) -> anyhow::Result<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>> {
-    let mut stops = Vec::new();
-    for b in BACKENDS_V4 {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        lb_tests::traffic::serve(topo.srv.name(), &[sa(b, port)], stop.clone(), |mut s, _| {
-            use std::io::Write;
-            let id = match s.local_addr() {
-                Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
-                _ => 0,
-            };
-            if s.write_all(&[id]).is_err() {
-                return;
-            }
-            let mut w = match s.try_clone() {
-                Ok(w) => w,
-                Err(_) => return,
-            };
-            let _ = std::io::copy(&mut s, &mut w);
-        })?;
-        stops.push(stop);
-    }
-    Ok(stops)
+    let addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, port)).collect();
+    lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)
 }
 
 /// Connects through the frontend; returns the stream and which server took it.

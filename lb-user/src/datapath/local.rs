@@ -163,11 +163,16 @@ impl TableSink for ConnectMaps {
     }
 }
 
+/// How often the socket table is checked against the sockets that exist.
+const REAP: Duration = Duration::from_secs(10);
+
 /// The connect path's maps and what was last written to them.
 pub struct Local {
     maps: ConnectMaps,
     tables: Tables,
     vips: usize,
+    /// Entries whose socket the last check did not find.
+    missing: std::collections::HashSet<u64>,
 }
 
 impl Local {
@@ -204,6 +209,7 @@ impl Local {
             maps,
             tables: Tables::new(backends, servers),
             vips: vips.len(),
+            missing: Default::default(),
         };
         local.adopt(state);
         local.refresh(state)?;
@@ -254,6 +260,38 @@ impl Local {
         self.vips
     }
 
+    /// Entries whose socket is gone without `lb_conns` seeing it close (a
+    /// connect the kernel failed after the pick, before the socket asked
+    /// for state callbacks): removed and counted out once two checks in a
+    /// row missed them (a connect in progress is not yet in the kernel's
+    /// tables). Returns how many.
+    pub fn reap(&mut self, state: &State) -> usize {
+        let Ok(live) = crate::kernel::sockdiag::cookies() else {
+            return 0;
+        };
+        let mut missing = std::collections::HashSet::new();
+        let mut reaped = 0;
+        for (cookie, p) in self.maps.peers() {
+            if live.contains(&cookie) {
+                continue;
+            }
+            if !self.missing.contains(&cookie) {
+                missing.insert(cookie);
+                continue;
+            }
+            if self.maps.remove_peer(cookie) {
+                if let Some(s) = state.servers.get(p.server as usize) {
+                    let _ = s
+                        .cur_conns
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                }
+                reaped += 1;
+            }
+        }
+        self.missing = missing;
+        reaped
+    }
+
     /// `shutdown sessions` for server `idx`: its sockets connected at
     /// connect are destroyed (the client sees ECONNABORTED, the server a
     /// reset). Returns how many.
@@ -289,6 +327,7 @@ pub fn spawn(
         .spawn(move || {
             let mut local = local;
             let mut totals = super::nat::Totals::open(&instance);
+            let mut last_reap = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(NatMsg::Kill(idx)) = msgs.recv_timeout(REFRESH) {
                     let name = state
@@ -311,6 +350,16 @@ pub fn spawn(
                     tracing::warn!("data-path connect: {e:#}");
                 }
                 totals.add_to(&state, &local.tables.servers);
+                if last_reap.elapsed() >= REAP {
+                    last_reap = std::time::Instant::now();
+                    let n = local.reap(&state);
+                    if n > 0 {
+                        tracing::info!(
+                            "data-path connect: {n} socket(s) gone without a close seen \
+                             (connect failed after the pick): counted out"
+                        );
+                    }
+                }
             }
         })
         .expect("spawning the connect thread")

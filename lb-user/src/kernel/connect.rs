@@ -246,32 +246,29 @@ pub fn attach(ebpf: &mut Ebpf, instance: &str, cgroup: &Path) -> Result<usize, C
             path: cgroup.to_path_buf(),
             source,
         })?;
-        let fd: FdLink = if name == progs::CONNS {
-            let p: &mut SockOps = ebpf
-                .program_mut(name)
-                .ok_or(ConnectError::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            let id = p
-                .attach(cg, CgroupAttachMode::Single)
-                .map_err(prog_err(name))?;
-            p.take_link(id)
-                .map_err(prog_err(name))?
-                .try_into()
-                .map_err(|source| ConnectError::Link { name, source })?
+        // The same steps for both program types (their link types differ).
+        macro_rules! attach_as {
+            ($ty:ty) => {{
+                let p: &mut $ty = ebpf
+                    .program_mut(name)
+                    .ok_or(ConnectError::MissingProgram { name })?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                let id = p
+                    .attach(cg, CgroupAttachMode::Single)
+                    .map_err(prog_err(name))?;
+                let link: FdLink = p
+                    .take_link(id)
+                    .map_err(prog_err(name))?
+                    .try_into()
+                    .map_err(|source| ConnectError::Link { name, source })?;
+                link
+            }};
+        }
+        let fd = if name == progs::CONNS {
+            attach_as!(SockOps)
         } else {
-            let p: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(ConnectError::MissingProgram { name })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            let id = p
-                .attach(cg, CgroupAttachMode::Single)
-                .map_err(prog_err(name))?;
-            p.take_link(id)
-                .map_err(prog_err(name))?
-                .try_into()
-                .map_err(|source| ConnectError::Link { name, source })?
+            attach_as!(CgroupSockAddr)
         };
         fd.pin(&path).map_err(|source| ConnectError::PinLink {
             name,
@@ -382,6 +379,12 @@ impl ConnectMaps {
     /// Sockets connected straight to a server and still open.
     pub fn peers(&self) -> Vec<(u64, ConnPeer)> {
         self.peers.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Removes a socket's entry; true if this call removed it (and so
+    /// counts it out: `lb_conns` removes the others).
+    pub fn remove_peer(&mut self, cookie: u64) -> bool {
+        self.peers.remove(&cookie).is_ok()
     }
 
     pub fn update_peer(&mut self, cookie: u64, p: &ConnPeer) {

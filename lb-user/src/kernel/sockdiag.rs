@@ -57,9 +57,9 @@ fn send(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The ids (`inet_diag_sockid`, as the kernel gave them) of the TCP sockets
-/// of `family` whose cookie is in `cookies`.
-fn find(family: u8, cookies: &HashSet<u64>) -> io::Result<Vec<[u8; ID_LEN]>> {
+/// The ids (`inet_diag_sockid`, as the kernel gave them) and cookies of the
+/// TCP sockets of `family` that `keep` accepts (by cookie).
+fn find(family: u8, keep: &dyn Fn(u64) -> bool) -> io::Result<Vec<([u8; ID_LEN], u64)>> {
     let fd = netlink()?;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
     send(&fd, &request(SOCK_DIAG_BY_FAMILY, flags, family, None))?;
@@ -95,8 +95,8 @@ fn find(family: u8, cookies: &HashSet<u64>) -> io::Result<Vec<[u8; ID_LEN]>> {
                     let cookie = u32::from_ne_bytes(id[40..44].try_into().unwrap_or([0; 4])) as u64
                         | (u32::from_ne_bytes(id[44..48].try_into().unwrap_or([0; 4])) as u64)
                             << 32;
-                    if cookies.contains(&cookie) {
-                        out.push(id);
+                    if keep(cookie) {
+                        out.push((id, cookie));
                     }
                 }
                 _ => {}
@@ -115,7 +115,7 @@ pub fn destroy(cookies: &HashSet<u64>) -> io::Result<usize> {
     }
     let mut done = 0;
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for id in find(family, cookies)? {
+        for (id, _) in find(family, &|c| cookies.contains(&c))? {
             let fd = netlink()?;
             let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
             send(&fd, &request(SOCK_DESTROY, flags, family, Some(&id)))?;
@@ -133,4 +133,15 @@ pub fn destroy(cookies: &HashSet<u64>) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// The cookies of every TCP socket of this namespace (both families): a
+/// table of sockets can be checked against it for entries whose socket is
+/// gone without its close being seen.
+pub fn cookies() -> io::Result<HashSet<u64>> {
+    let mut all = HashSet::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        all.extend(find(family, &|_| true)?.into_iter().map(|(_, c)| c));
+    }
+    Ok(all)
 }

@@ -109,6 +109,13 @@ pub const ROWS: &[RowSpec] = &[
         Some("pgbench -S 8 tps"),
     ),
     row(
+        W::Pgbench8,
+        fig::TPS_SPREAD,
+        "pgbench -S, 8 clients spread over the 3 servers directly (loopback), tps",
+        false,
+        None,
+    ),
+    row(
         W::Pgbench64,
         fig::TPS,
         "pgbench -S, 64 clients, tps",
@@ -603,18 +610,32 @@ fn nat_goals(rows: &[Row]) -> Vec<Goal> {
 /// loopback topology): the cost of a direct connection.
 fn connect_goals(rows: &[Row]) -> Vec<Goal> {
     let mut out = Vec::new();
-    for (w, figure, what, bound) in [
-        (W::Pgbench8, fig::TPS, "pgbench -S 8 clients", 0.97),
-        (W::ShortConns, fig::CONNS_PER_S, "short connections/s", 0.95),
-    ] {
-        let r = find(rows, w, figure)
-            .and_then(|r| Some(r.median(Target::LbConnect)? / r.median(Target::Direct)?));
-        out.push(Goal {
-            goal: format!("{what}: lb connect ≥ {bound}× direct"),
-            measured: r.map_or("–".into(), |r| format!("{r:.2}×")),
-            met: r.map(|r| r >= bound),
-        });
-    }
+    // pgbench: direct to one server says little of a path that spreads the
+    // clients over three (three PostgreSQL instances on this machine serve
+    // less than one): the goal is taken against the same spread, directly;
+    // the one-server ratio is shown beside it.
+    let tps = find(rows, W::Pgbench8, fig::TPS);
+    let lb = tps.and_then(|r| r.median(Target::LbConnect));
+    let one = tps.and_then(|r| r.median(Target::Direct));
+    let spread = find(rows, W::Pgbench8, fig::TPS_SPREAD).and_then(|r| r.median(Target::Direct));
+    let r = lb.zip(spread).map(|(l, d)| l / d);
+    out.push(Goal {
+        goal: "pgbench -S 8 clients: lb connect ≥ 0.97× direct (spread over the same 3 servers)"
+            .into(),
+        measured: match (r, lb.zip(one).map(|(l, d)| l / d)) {
+            (Some(r), Some(o)) => format!("{r:.2}× ({o:.2}× one server)"),
+            (Some(r), None) => format!("{r:.2}×"),
+            _ => "–".into(),
+        },
+        met: r.map(|r| r >= 0.97),
+    });
+    let r = find(rows, W::ShortConns, fig::CONNS_PER_S)
+        .and_then(|r| Some(r.median(Target::LbConnect)? / r.median(Target::Direct)?));
+    out.push(Goal {
+        goal: "short connections/s: lb connect ≥ 0.95× direct".into(),
+        measured: r.map_or("–".into(), |r| format!("{r:.2}×")),
+        met: r.map(|r| r >= 0.95),
+    });
     let row = find(rows, W::LatencyPinned, fig::P50_US);
     let added = row.and_then(|r| Some(r.median(Target::LbConnect)? - r.median(Target::Direct)?));
     out.push(Goal {

@@ -81,6 +81,9 @@ impl Workload {
 /// Names of the figures a [`Measurement`] carries.
 pub mod fig {
     pub const TPS: &str = "tps";
+    /// `direct` on the loopback topology only: the clients split over the
+    /// three servers as a balancer spreads them (one pgbench per server).
+    pub const TPS_SPREAD: &str = "tps_spread";
     pub const TRANSACTIONS: &str = "transactions";
     pub const GBIT_S: &str = "gbit_s";
     pub const CPU_S_PER_GB: &str = "cpu_s_per_gb";
@@ -244,7 +247,45 @@ fn pgbench(ctx: &Ctx, clients: u32, connect: bool) -> Result<Measurement> {
     m.figures.insert(fig::TRANSACTIONS, transactions);
     // CPU-ms per 1,000 = CPU-s per 10^6.
     m.set_cpu(cpu, fig::CPU_MS_PER_1K, transactions / 1e6);
+    // Three PostgreSQL servers on this host do not serve what one does: the
+    // figure a balancer that adds nothing would reach is the clients spread
+    // over the three, directly.
+    if ctx.target == Target::Direct && ctx.net.veth().is_none() && !connect {
+        m.figures
+            .insert(fig::TPS_SPREAD, pgbench_spread(ctx, clients)?);
+    }
     Ok(m)
+}
+
+/// pgbench with `clients` split over the backends (one pgbench each, at
+/// once): the summed tps.
+fn pgbench_spread(ctx: &Ctx, clients: u32) -> Result<f64> {
+    let secs = ctx.settings.secs;
+    let backends = ctx.net.backends();
+    let n = backends.len() as u32;
+    let mut children = Vec::new();
+    for (i, host) in backends.iter().enumerate() {
+        let c = clients / n + u32::from((i as u32) < clients % n);
+        let (c, t, port) = (c.to_string(), secs.to_string(), PG_PORT.to_string());
+        let args = [
+            "-n", "-S", "-c", &c, "-j", "1", "-T", &t, "-h", host, "-p", &port,
+        ];
+        let mut cmd = pgbench_cmd(ctx.net.client(), &args);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        children.push(cmd.spawn().context("spawning pgbench")?);
+    }
+    let mut total = 0.0;
+    for c in children {
+        let out = c.wait_with_output().context("waiting for pgbench")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("pgbench (spread) failed:\n{text}");
+        }
+        total += parse_pgbench(&text)?.0;
+    }
+    Ok(total)
 }
 
 /// `number of transactions actually processed: 123456` (pgbench 15 adds
