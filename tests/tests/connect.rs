@@ -9,8 +9,7 @@ use lb_tests::*;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];

@@ -331,6 +331,8 @@ pub fn summarize(samples: &[Sample], workloads: &[Workload]) -> Vec<Row> {
             row.lb_over_direct = ratio(row.median(Target::Lb), row.median(Target::Direct));
             row
         })
+        // Measured on the loopback topology only: no empty row elsewhere.
+        .filter(|r| r.figure != fig::TPS_SPREAD || r.cells.iter().any(|c| c.stats.is_some()))
         .collect()
 }
 
