@@ -386,3 +386,61 @@ fn connect_counts_out_a_connect_the_kernel_failed() {
         result
     });
 }
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_maxconn_is_a_hard_limit() {
+    run_test(|| {
+        let topo = Topology::new("connmax")?;
+        let port = 9305;
+        let stops = named_servers(&topo, port)?;
+        let cfg = config(port, "connect", [1, 1, 1]).replace(" weight 1 ", " weight 1 maxconn 1 ");
+        anyhow::ensure!(cfg.matches("maxconn 1 ").count() == 3, "{cfg}");
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let vip = sa("127.0.0.1", port);
+            let mut held: Vec<(TcpStream, u8)> = (0..3)
+                .map(|_| local(&topo, vip))
+                .collect::<anyhow::Result<_>>()?;
+            let mut ids: Vec<u8> = held.iter().map(|(_, id)| *id).collect();
+            ids.sort();
+            anyhow::ensure!(ids == [11, 12, 13], "one per server: {ids:?}");
+            // Every server at its maxconn: the fourth goes to the frontend's
+            // listener, whose proxy queues it until a server frees up.
+            let waiter = {
+                let topo = &topo;
+                std::thread::scope(|sc| {
+                    let h = sc.spawn(move || local(topo, vip));
+                    std::thread::sleep(Duration::from_millis(500));
+                    let (s, freed) = held.remove(1);
+                    drop(s);
+                    h.join().map(|r| (r, freed))
+                })
+            };
+            let (r, freed) = waiter.map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+            let (_s, id) = r?;
+            anyhow::ensure!(
+                id == freed,
+                "the queued client went to .{id}, not the freed .{freed}"
+            );
+            anyhow::ensure!(
+                stat(&lb, "connect_no_server")? == 1 && stat(&lb, "connect_balanced")? == 3,
+                "counters: {}",
+                lb.show_stats()?
+            );
+            println!(
+                "[lb-tests] connect: maxconn 1 x 3 held, the 4th queued by the proxy and served by \
+                 .{freed} once it was free"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_connect(&topo, &instance);
+        result
+    });
+}

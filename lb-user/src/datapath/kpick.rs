@@ -91,4 +91,17 @@ impl Tables {
         }
         Ok(())
     }
+
+    /// Connections the kernel balanced end in the kernel (`lb_conns`,
+    /// `lb_nat`), which the proxy's backend queue does not hear: a queued
+    /// client of one of the path's backends is woken here every refresh to
+    /// look again (one that finds no room waits on).
+    pub fn wake_queues(&self, state: &State) {
+        for &bi in &self.backends {
+            let b = &state.backends[bi];
+            if b.queued.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                b.slot_freed.notify_waiters();
+            }
+        }
+    }
 }

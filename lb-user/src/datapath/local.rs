@@ -350,6 +350,7 @@ pub fn spawn(
                     tracing::warn!("data-path connect: {e:#}");
                 }
                 totals.add_to(&state, &local.tables.servers);
+                local.tables.wake_queues(&state);
                 if last_reap.elapsed() >= REAP {
                     last_reap = std::time::Instant::now();
                     let n = local.reap(&state);

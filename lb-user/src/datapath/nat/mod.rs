@@ -627,6 +627,7 @@ pub fn spawn(
                     tracing::warn!("data-path nat: {e:#}");
                 }
                 totals.add_to(&state, &nat.tables.servers);
+                nat.tables.wake_queues(&state);
                 nat.log_ended();
                 let now = crate::sys::monotonic_ns();
                 if now - last_sweep >= SWEEP.as_nanos() as u64 {
