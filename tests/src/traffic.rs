@@ -295,8 +295,7 @@ fn timeouts(s: &TcpStream, t: Duration) {
 }
 
 /// Echo servers on each of `addrs` (in namespace `ns`) that first send the
-/// last byte of their own IPv4 address, so a client knows which one it
-/// reached. One stop flag per server, in the order of `addrs`.
+/// last byte of their own address, so a client knows which one it reached. One stop flag per server, in the order of `addrs`.
 pub fn named_echo_servers(ns: &str, addrs: &[SocketAddr]) -> Result<Vec<Arc<AtomicBool>>> {
     let mut stops = Vec::new();
     for &a in addrs {
@@ -304,7 +303,8 @@ pub fn named_echo_servers(ns: &str, addrs: &[SocketAddr]) -> Result<Vec<Arc<Atom
         serve(ns, &[a], stop.clone(), |mut s, _| {
             let id = match s.local_addr() {
                 Ok(SocketAddr::V4(a)) => a.ip().octets()[3],
-                _ => 0,
+                Ok(SocketAddr::V6(a)) => a.ip().octets()[15],
+                Err(_) => 0,
             };
             if s.write_all(&[id]).is_err() {
                 return;

@@ -444,3 +444,55 @@ fn connect_maxconn_is_a_hard_limit() {
         result
     });
 }
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connect_ipv6() {
+    run_test(|| {
+        let topo = Topology::new("conn6")?;
+        let port = 9306;
+        let addrs: Vec<SocketAddr> = BACKENDS_V6.iter().map(|b| sa(b, port)).collect();
+        let stops = lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)?;
+        let mut cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend f6\n    bind :::{port}\n    data-path connect\n    default_backend b6\n\
+             backend b6\n    balance roundrobin\n"
+        );
+        for (n, b) in NAMES.iter().zip(BACKENDS_V6) {
+            cfg.push_str(&format!(
+                "    server {n} {} check inter 300ms\n",
+                hp(b, port)
+            ));
+        }
+        let lb = topo.start_lb(&cfg, &[])?;
+        let instance = lb.instance().to_string();
+        let result = (|| -> anyhow::Result<()> {
+            lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+            let mut per = BTreeMap::new();
+            for vip in [sa("::1", port), sa(LB_V6, port), sa("::1", port)] {
+                let (s, id) = local(&topo, vip)?;
+                anyhow::ensure!(
+                    s.peer_addr()? == vip,
+                    "getpeername {:?} for {vip}",
+                    s.peer_addr()
+                );
+                *per.entry(id).or_insert(0) += 1;
+            }
+            anyhow::ensure!(
+                per == BTreeMap::from([(0x11, 1), (0x12, 1), (0x13, 1)]),
+                "round robin over the IPv6 servers: {per:?}"
+            );
+            anyhow::ensure!(stat(&lb, "connect_balanced")? == 3, "connect_balanced");
+            println!(
+                "[lb-tests] connect: IPv6 ([::1] and {LB_V6}) balanced {per:?}, getpeername kept"
+            );
+            Ok(())
+        })();
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+        let _ = lb.stop();
+        clear_connect(&topo, &instance);
+        result
+    });
+}
