@@ -54,6 +54,23 @@ fn stat(lb: &Lb, name: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no counter {name} in {v}"))
 }
 
+/// The end of a test: the echo servers stop, lb (if still ours) stops, and
+/// the connect state it keeps pinned goes.
+fn wind_down(
+    topo: &Topology,
+    lb: Option<Lb>,
+    instance: &str,
+    stops: &[std::sync::Arc<std::sync::atomic::AtomicBool>],
+) {
+    for s in stops {
+        s.store(true, Ordering::Relaxed);
+    }
+    if let Some(lb) = lb {
+        let _ = lb.stop();
+    }
+    clear_connect(topo, instance);
+}
+
 /// Removes the connect state the daemon keeps pinned across restarts.
 fn clear_connect(topo: &Topology, instance: &str) {
     let Ok(bin) = lb_bin() else {
@@ -190,11 +207,7 @@ fn connect_balances_this_hosts_clients() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_connect(&topo, &instance);
+        wind_down(&topo, Some(lb), &instance, &stops);
         result
     });
 }
@@ -266,10 +279,7 @@ fn connect_weights_and_a_daemon_gone() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        clear_connect(&topo, &instance);
+        wind_down(&topo, None, &instance, &stops);
         result
     });
 }
@@ -337,11 +347,7 @@ fn connect_only_the_named_cgroup() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_connect(&topo, &instance);
+        wind_down(&topo, Some(lb), &instance, &stops);
         let _ = std::fs::remove_dir(&cg);
         result
     });
@@ -436,11 +442,7 @@ fn connect_maxconn_is_a_hard_limit() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_connect(&topo, &instance);
+        wind_down(&topo, Some(lb), &instance, &stops);
         result
     });
 }
@@ -488,11 +490,7 @@ fn connect_ipv6() {
             );
             Ok(())
         })();
-        for s in &stops {
-            s.store(true, Ordering::Relaxed);
-        }
-        let _ = lb.stop();
-        clear_connect(&topo, &instance);
+        wind_down(&topo, Some(lb), &instance, &stops);
         result
     });
 }
