@@ -612,7 +612,16 @@ pub fn spawn(
                 // Woken at once by a change (a server DOWN gets no new
                 // flow from then on), else every REFRESH for slowstart.
                 let msg = msgs.recv_timeout(REFRESH).ok();
-                if let Some(NatMsg::Kill(idx)) = msg {
+                // Kills reach every kernel path: only a server behind NAT is ours.
+                let ours = |i: u32| {
+                    nat.tables
+                        .servers
+                        .get(i as usize)
+                        .is_some_and(|s| s.is_some())
+                };
+                if let Some(NatMsg::Kill(idx)) =
+                    msg.filter(|m| matches!(m, NatMsg::Kill(i) if ours(*i)))
+                {
                     let n = nat.kill_server(&state, idx);
                     let name = state
                         .servers
