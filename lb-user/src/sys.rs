@@ -104,6 +104,27 @@ pub fn force_sndbuf(s: &impl AsRawFd, bytes: u32) -> io::Result<()> {
     setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &v)
 }
 
+/// `SO_RCVBUFFORCE`: caps the receive buffer (the kernel doubles `bytes`) and
+/// stops autotuning it until [`unlock_rcvbuf`]. Bytes already queued stay;
+/// the advertised window closes as the queue reaches the cap.
+pub fn force_rcvbuf(s: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as u32) as libc::c_int;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &v)
+}
+
+/// Lets the kernel autotune the receive buffer again after
+/// [`force_rcvbuf`] (`SO_BUF_LOCK`, Linux 5.14), keeping a send-buffer lock.
+pub fn unlock_rcvbuf(s: &impl AsRawFd) -> io::Result<()> {
+    const SOCK_RCVBUF_LOCK: libc::c_int = 2;
+    let locks: libc::c_int = getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BUF_LOCK)?;
+    setsockopt(
+        s.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_BUF_LOCK,
+        &(locks & !SOCK_RCVBUF_LOCK),
+    )
+}
+
 /// Back to an ordinary close (FIN, then TIME_WAIT) after [`set_linger_reset`].
 pub fn clear_linger(s: &impl AsRawFd) -> io::Result<()> {
     let l = libc::linger {

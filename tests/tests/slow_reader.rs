@@ -14,6 +14,12 @@ const TOTAL: u64 = 1 << 30;
 const FIRST: u64 = 1 << 20;
 const PAUSE: Duration = Duration::from_secs(10);
 const LIMIT_KIB: u64 = 128 * 1024;
+/// TCP memory the spliced pair may add: the client's receive buffer, lb's
+/// send buffer toward it, the braked source socket capped at 1 MiB and the
+/// backend's send buffer (about 15 MiB with this kernel's defaults). Without
+/// the cap the source grew to 24-33 MiB on its own: the verdict reads at line
+/// rate, so autotuning takes its buffer to `tcp_rmem[2]`.
+const SPLICED_TCP_LIMIT_KIB: u64 = 20 * 1024;
 
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
@@ -126,6 +132,11 @@ fn slow_reader(tag: &str, extra: &[&str]) {
             assert!(
                 budget_hits > 0,
                 "the in-flight budget never applied: {stats}"
+            );
+            assert!(
+                peak.tcp_mem < SPLICED_TCP_LIMIT_KIB,
+                "kernel TCP memory grew by {} KiB (braked source not capped?)",
+                peak.tcp_mem
             );
         }
         assert!(

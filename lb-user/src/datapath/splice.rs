@@ -104,6 +104,12 @@ const SLOW_SNDBUF: u32 = 2 << 20;
 /// In-flight budget of a fast direction (never below the configured one).
 const FAST_BUDGET: u32 = 16 << 20;
 const BUF_SIZE: usize = 64 * 1024;
+/// `SO_RCVBUFFORCE` value (doubled by the kernel) for the source of a braked
+/// direction that is not sized for a fast reader: 1 MiB. The verdict reads
+/// at line rate, so autotuning grows the source's buffer to `tcp_rmem[2]`
+/// (32 MiB on this kernel); once braked, every byte of it would fill and
+/// stay charged while the reader is stopped.
+const BRAKE_RCVBUF: u32 = 512 << 10;
 
 #[derive(Default)]
 struct Dir {
@@ -131,6 +137,9 @@ struct Dir {
     rate_ns: u64,
     /// Sized for a fast reader (see [`Manager::size_for_rate`]).
     fast: bool,
+    /// The source's receive buffer is capped at `BRAKE_RCVBUF` while the
+    /// direction is braked (see [`Manager::brake_rcvbuf`]).
+    clamped: bool,
     /// What userspace read from the source before it was spliced (the copy
     /// phase, a PROXY header): not the verdict's to count.
     rx_base: u64,
@@ -713,7 +722,26 @@ impl Manager {
                 continue;
             }
             c.dirs[d].draining = true;
+            self.brake_rcvbuf(id, d);
             self.progress(id);
+        }
+    }
+
+    /// A braked direction's bytes stay in its source socket, charged to it,
+    /// so its window closes: cap that socket's buffer, unless the reader is
+    /// a fast one that only outran the psock worker for a moment (a cap
+    /// there would drop segments already in the window it advertised).
+    fn brake_rcvbuf(&mut self, id: u32, d: usize) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        let dir = &mut c.dirs[d];
+        if dir.clamped || dir.fast || !dir.draining {
+            return;
+        }
+        match sys::force_rcvbuf(&c.socks[d], BRAKE_RCVBUF) {
+            Ok(()) => dir.clamped = true,
+            Err(e) => tracing::debug!("splice slot {}: SO_RCVBUFFORCE: {e}", id * 2 + d as u32),
         }
     }
 
@@ -1073,6 +1101,10 @@ impl Manager {
         if let Some(c) = self.conns[id as usize].as_mut() {
             c.dirs[d].draining = false;
             c.dirs[d].want_out = false;
+            if std::mem::take(&mut c.dirs[d].clamped) {
+                // The reader keeps up again: autotuning takes over from the cap.
+                let _ = sys::unlock_rcvbuf(&c.socks[d]);
+            }
         }
     }
 
@@ -1157,6 +1189,9 @@ impl Manager {
                 let _ = sys::force_sndbuf(target, sndbuf);
                 self.field_u32(slot, |f| unsafe { addr_of_mut!((*f).budget) })
                     .store(budget, Ordering::Relaxed);
+                if !fast {
+                    self.brake_rcvbuf(id, d);
+                }
                 tracing::debug!(
                     "splice slot {slot}: reader drains {} MB/s: send buffer {sndbuf}, budget {budget}",
                     rate / 1_000_000
