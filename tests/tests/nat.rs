@@ -114,6 +114,19 @@ fn blast(
     let instance = lb.instance().to_string();
     let result = (|| -> anyhow::Result<()> {
         lb_tests::scenario::wait_all(&lb, &NAMES, "UP", Duration::from_secs(10))?;
+        // `lb xdp status` says where lb_nat runs: the client side and the
+        // servers' side of the balancer namespace, each a live link.
+        let xs = lb.xdp_status()?;
+        let nat = xs["nat"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(nat.len() == 2, "lb xdp status, nat: {nat:?}");
+        for n in &nat {
+            anyhow::ensure!(
+                n["ifindex"].as_u64().unwrap_or(0) > 0
+                    && n["prog_id"].as_u64().unwrap_or(0) > 0
+                    && n["hook"] == "tcx ingress",
+                "lb xdp status, nat entry: {n}"
+            );
+        }
         let mut rng = Rng::new(run_seed());
         let specs = random_specs(&mut rng, 200, 8 << 20, 1 << 30);
         let clients = run_blast(

@@ -244,7 +244,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
                 .get(*id)
                 .ok_or("No such session (use 'show sess').")?;
             sess.set_term(*b"KD");
-            sess.kill.notify_waiters();
+            sess.end(crate::state::admin::END_KILLED);
             if let Some(sp) = &live.splicer {
                 sp.shutdown_session(*id);
             }
@@ -536,6 +536,14 @@ fn show_xdp(live: &Live, f: Format) -> Result<String, String> {
         );
     }
     let _ = writeln!(out, "# syn_cookies\n{}", x.syn_cookies);
+    out.push_str("# nat_interface,ifindex,hook,prog_id\n");
+    for n in &x.nat {
+        let _ = writeln!(
+            out,
+            "{},{},{},{}",
+            n.interface, n.ifindex, n.hook, n.prog_id
+        );
+    }
     out.push_str("# frontend,acl_rules,packets,bytes,syns,acl_drops,syn_drops,syn_cookies\n");
     for fe in &x.frontends {
         let _ = writeln!(

@@ -76,6 +76,23 @@ pub fn print_xdp_status(s: &XdpStatus) {
         table::print(&["INTERFACE", "IFINDEX", "MODE", "PROG_ID"], &rows);
         println!("SYN cookies from XDP: {}", s.syn_cookies);
     }
+    if !s.nat.is_empty() {
+        println!();
+        println!("data-path nat: lb_nat runs on");
+        let rows: Vec<[String; 4]> = s
+            .nat
+            .iter()
+            .map(|n| {
+                [
+                    n.interface.clone(),
+                    n.ifindex.to_string(),
+                    n.hook.to_string(),
+                    n.prog_id.to_string(),
+                ]
+            })
+            .collect();
+        table::print(&["INTERFACE", "IFINDEX", "HOOK", "PROG_ID"], &rows);
+    }
     println!();
     let rows: Vec<[String; 8]> = s
         .frontends

@@ -264,7 +264,13 @@ async fn serve(
     }
     // Sessions on the userspace copy end by themselves (FIN or reset, as
     // they stand); the spliced ones end in the manager's stop.
-    d.ctx.state.closing.notify_waiters();
+    d.ctx
+        .state
+        .closing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in d.ctx.state.sessions.list() {
+        s.end(crate::state::admin::END_STOPPING);
+    }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     while tokio::time::Instant::now() < deadline
         && d.ctx

@@ -10,7 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::state::admin::Session;
+use crate::state::admin::{Session, END_STOPPING};
 use crate::state::State;
 use crate::sys;
 
@@ -75,22 +75,40 @@ struct DirCtx<'a> {
     /// (the inactivity timeout included) ends it with a reset.
     failed: &'a AtomicBool,
     counters: [&'a AtomicU64; 2],
-    /// The server's (shutdown sessions), the session's own (shutdown
-    /// session), and the pair's: the other direction's source failed, so
-    /// nothing more can reach it.
-    kills: [&'a Notify; 3],
-    /// Set before the pair's kill (`kills[2]`) is notified: a direction
-    /// that was first polled after the notification (the other one failed
-    /// within its own first poll: a client reset before the pair was
-    /// copied) would otherwise wait for it forever.
+    /// Its `wake` is the one thing a direction waits on besides its socket:
+    /// whoever sets a flag a direction must act on (the session's
+    /// `ended_by`, `broken`, `promote`) sets it first, then notifies.
+    sess: &'a Session,
+    /// The other direction's source failed: nothing more can reach it.
     broken: &'a AtomicBool,
     /// Directions that passed their FIN on.
     finished: &'a AtomicU8,
     deliver_for: Duration,
-    /// Set to true when the pair moves to the kernel path.
-    promote: Option<&'a tokio::sync::watch::Sender<bool>>,
+    /// Set when the pair moves to the kernel path (None: it never does).
+    promote: Option<&'a AtomicBool>,
     /// Bytes one direction moves before the pair is promoted.
     promote_after: Option<u64>,
+}
+
+impl DirCtx<'_> {
+    fn killed(&self) -> bool {
+        self.broken.load(Ordering::SeqCst) || self.sess.ended_by() != 0
+    }
+
+    fn promoted(&self) -> bool {
+        self.promote.is_some_and(|p| p.load(Ordering::SeqCst))
+    }
+}
+
+/// Waits for the next [`Session::wake`] and arms the wait after it before
+/// returning, so a flag set while the caller looks is not missed.
+async fn next_wake<'w>(
+    n: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'w>>,
+    wake: &'w Notify,
+) {
+    n.as_mut().await;
+    n.set(wake.notified());
+    n.as_mut().enable();
 }
 
 thread_local! {
@@ -147,34 +165,22 @@ fn read_and_pass(
 }
 
 async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>) -> End {
-    // Registered once, so a shutdown between two reads is not missed.
-    let [k0, k1, k2] = cx.kills.map(Notify::notified);
-    if cx.broken.load(Ordering::SeqCst) {
-        return End::Killed;
-    }
-    let killed = async move {
-        tokio::select! {
-            _ = k0 => {}
-            _ = k1 => {}
-            _ = k2 => {}
-        }
-    };
-    tokio::pin!(killed);
-    let mut promote = cx.promote.map(|p| p.subscribe());
+    let wake = &cx.sess.wake;
+    // Armed before the first look at the flags: nothing set after it is missed.
+    let notified = wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
     let mut moved = 0u64;
     loop {
-        let promoted = async {
-            match promote.as_mut() {
-                Some(rx) => {
-                    let _ = rx.wait_for(|v| *v).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
+        if cx.killed() {
+            return End::Killed;
+        }
+        if cx.promoted() {
+            return End::Promote;
+        }
         let ready = tokio::select! {
             r2 = r.readable() => r2,
-            () = promoted => return End::Promote,
-            _ = &mut killed => return End::Killed,
+            () = next_wake(&mut notified, wake) => continue,
         };
         let step = ready.and_then(|()| read_and_pass(r, w));
         let (n, rest) = match step {
@@ -186,12 +192,20 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
                 // (the kernel returns them before the error): the target
                 // gets them before it gets the reset.
                 let deadline = tokio::time::Instant::now() + cx.deliver_for;
-                tokio::select! {
-                    () = delivered(w, deadline) => {}
-                    _ = &mut killed => return End::Killed,
+                let done = delivered(w, deadline);
+                tokio::pin!(done);
+                loop {
+                    tokio::select! {
+                        () = &mut done => break,
+                        () = next_wake(&mut notified, wake) => {
+                            if cx.killed() {
+                                return End::Killed;
+                            }
+                        }
+                    }
                 }
                 cx.broken.store(true, Ordering::SeqCst);
-                cx.kills[2].notify_waiters();
+                wake.notify_waiters();
                 return End::SourceFailed;
             }
         };
@@ -206,9 +220,20 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
         }
         if !rest.is_empty() {
             cx.holding.store(true, Ordering::Relaxed);
-            let written = tokio::select! {
-                r2 = w.write_all(&rest) => r2.is_ok(),
-                _ = &mut killed => return End::Killed,
+            let written = {
+                let all = w.write_all(&rest);
+                tokio::pin!(all);
+                loop {
+                    tokio::select! {
+                        r2 = &mut all => break r2.is_ok(),
+                        // A promotion waits for the next read.
+                        () = next_wake(&mut notified, wake) => {
+                            if cx.killed() {
+                                return End::Killed;
+                            }
+                        }
+                    }
+                }
             };
             cx.holding.store(false, Ordering::Relaxed);
             if !written {
@@ -222,10 +247,10 @@ async fn copy_dir(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, cx: &DirCtx<'_>
         cx.last.store(sys::monotonic_ns(), Ordering::Relaxed);
         moved += n as u64;
         if let (Some(p), Some(after)) = (cx.promote, cx.promote_after) {
-            if moved >= after {
+            if moved >= after && !p.swap(true, Ordering::SeqCst) {
                 // Long-lived enough for the kernel path: both directions
                 // stop at their next read.
-                p.send_replace(true);
+                wake.notify_waiters();
             }
         }
     }
@@ -265,23 +290,26 @@ pub async fn proxy(
         session.unwrap_or_else(|| fallback.open(0, 0, "0.0.0.0:0".parse().expect("literal")));
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    if state.closing.load(Ordering::SeqCst) {
+        // lb's stop went over the sessions before this one started copying.
+        sess.end(END_STOPPING);
+    }
     let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
-    let broken = Notify::new();
-    let broken_flag = AtomicBool::new(false);
+    let broken = AtomicBool::new(false);
     let finished = AtomicU8::new(0);
     let failed = AtomicBool::new(false);
     let holding = [AtomicBool::new(false), AtomicBool::new(false)];
-    let promote_tx = promote.map(|_| tokio::sync::watch::channel(false).0);
+    let promote_now = AtomicBool::new(false);
     let up = DirCtx {
         last: &last,
         holding: &holding[0],
         failed: &failed,
         counters: [&srv.user_bytes_in, &sess.bytes_in],
-        kills: [&srv.kill, &sess.kill, &broken],
-        broken: &broken_flag,
+        sess: &sess,
+        broken: &broken,
         finished: &finished,
         deliver_for,
-        promote: promote_tx.as_ref(),
+        promote: promote.map(|_| &promote_now),
         promote_after: promote.map(|p| p.bytes),
     };
     let down = DirCtx {
@@ -318,31 +346,43 @@ pub async fn proxy(
         }
         (a, b)
     };
-    let watchdog = async {
-        let Some(idle) = idle else {
-            return std::future::pending::<[u8; 2]>().await;
-        };
-        let idle_ns = idle.after.as_nanos() as u64;
+    // The inactivity timeout and the promotion deadline share one timer (a
+    // short connection sets up and tears down one, not two).
+    let timers = async {
+        let mut promote_at = promote.map(|p| sys::monotonic_ns() + p.after.as_nanos() as u64);
         loop {
-            let since = sys::monotonic_ns().saturating_sub(last.load(Ordering::Relaxed));
-            if since >= idle_ns {
-                return idle.term;
+            let now = sys::monotonic_ns();
+            if promote_at.is_some_and(|t| now >= t) {
+                promote_now.store(true, Ordering::SeqCst);
+                sess.wake.notify_waiters();
+                promote_at = None;
             }
-            tokio::time::sleep(Duration::from_nanos(idle_ns - since)).await;
+            let idle_at = idle.map(|i| {
+                let at = last.load(Ordering::Relaxed) + i.after.as_nanos() as u64;
+                (at, i.term)
+            });
+            if let Some((at, term)) = idle_at {
+                if now >= at {
+                    return term;
+                }
+            }
+            let next = match (idle_at.map(|(at, _)| at), promote_at) {
+                (None, None) => std::future::pending::<u64>().await,
+                (Some(a), None) | (None, Some(a)) => a,
+                (Some(a), Some(b)) => a.min(b),
+            };
+            tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now))).await;
         }
-    };
-    let timer = async {
-        if let (Some(p), Some(tx)) = (promote, &promote_tx) {
-            tokio::time::sleep(p.after).await;
-            tx.send_replace(true);
-        }
-        std::future::pending::<()>().await
     };
     let ended = tokio::select! {
         r = both => Ok(r),
-        term = watchdog => Err(Some(term)),
-        () = state.closing.notified() => Err(None),
-        () = timer => unreachable!("the promotion timer never ends"),
+        term = timers => Err(Some(term)),
+    };
+    let ended = match ended {
+        // lb stops: the directions were told to end; whether with FINs or
+        // resets is decided as for a timeout, on what they left behind.
+        Ok(ends) if sess.ended_by() == END_STOPPING && ends != (End::Done, End::Done) => Err(None),
+        e => e,
     };
     let clean = match ended {
         Ok((End::Done, End::Done)) => true,

@@ -58,8 +58,10 @@ pub const DELIVER_BEFORE_RESET: std::time::Duration = std::time::Duration::from_
 /// Resets every session of server `idx`, on both data paths (HAProxy's
 /// `shutdown sessions server`, used by `on-marked-down shutdown-sessions`).
 pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
-    if let Some(s) = state.servers.get(idx as usize) {
-        s.kill.notify_waiters();
+    for s in state.sessions.list() {
+        if s.server_idx() == Some(idx) {
+            s.end(crate::state::admin::END_KILLED);
+        }
     }
     if let Some(sp) = splicer {
         sp.shutdown_server(idx);

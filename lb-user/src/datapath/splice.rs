@@ -249,6 +249,10 @@ pub struct Manager {
     rx: mpsc::Receiver<Cmd>,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
+    /// One past the highest slot ever used: sweeps look below it only (the
+    /// free list hands the lowest slots out again), not at 16k mostly
+    /// empty entries ten times a second.
+    high: usize,
     /// Connections waiting on something no event reports (the kernel draining a
     /// psock queue, the verdict catching up): re-checked every millisecond.
     pending: Vec<u32>,
@@ -293,6 +297,7 @@ impl Manager {
             rx,
             conns: (0..max).map(|_| None).collect(),
             free: (0..max as u32).rev().collect(),
+            high: 0,
             pending: Vec::new(),
             state,
             budget: budget.min(u32::MAX as u64) as u32,
@@ -531,6 +536,7 @@ impl Manager {
             self.refuse(nc);
             return;
         };
+        self.high = self.high.max(id as usize + 1);
         if let Some(d) = self.kick_delay {
             std::thread::sleep(d);
         }
@@ -1141,7 +1147,10 @@ impl Manager {
     /// budget that cover a jiffy; one that slows down gets the configured ones
     /// back, so slow readers hold no more memory than before.
     fn size_for_rate(&mut self, now: u64) {
-        for id in 0..self.conns.len() as u32 {
+        for id in 0..self.high as u32 {
+            if self.conns[id as usize].is_none() {
+                continue;
+            }
             for d in 0..2usize {
                 let slot = id * 2 + d as u32;
                 let active = self
@@ -1205,7 +1214,7 @@ impl Manager {
         let mut passing = Vec::new();
         let mut undelivered = Vec::new();
         let mut waiting = Vec::new();
-        for (id, c) in self.conns.iter().enumerate() {
+        for (id, c) in self.conns[..self.high].iter().enumerate() {
             let Some(c) = c else { continue };
             let id = id as u32;
             if let Some((side, deadline)) = c.failed {

@@ -195,6 +195,46 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, NatError> {
     })
 }
 
+/// One interface `lb_nat` runs on, from the links a daemon pinned
+/// (`lb xdp status`, `show xdp`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NatAttachment {
+    pub interface: String,
+    /// 0 when no interface of that name exists (any more) here.
+    pub ifindex: u32,
+    pub hook: &'static str,
+    /// 0 when the pinned link could not be read.
+    pub prog_id: u32,
+}
+
+/// Where `lb_nat` is attached for `instance`: nothing without `data-path nat`.
+pub fn attachments(instance: &str) -> Vec<NatAttachment> {
+    let Ok(rd) = std::fs::read_dir(nat_dir(instance)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<NatAttachment> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_prefix("link-")?.to_string();
+            let prog_id = PinnedLink::from_pin(e.path())
+                .ok()
+                .map(FdLink::from)
+                .and_then(|l| l.info().ok())
+                .map_or(0, |i| i.program_id());
+            let ifindex = std::ffi::CString::new(name.as_str())
+                .map_or(0, |c| unsafe { libc::if_nametoindex(c.as_ptr()) });
+            Some(NatAttachment {
+                interface: name,
+                ifindex,
+                hook: "tcx ingress",
+                prog_id,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.interface.cmp(&b.interface));
+    out
+}
+
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("link-{iface}"))
 }

@@ -197,6 +197,8 @@ pub struct XdpStatus {
     /// queue is full ("on"), or left to the kernel ("off").
     pub syn_cookies: &'static str,
     pub frontends: Vec<XdpFrontend>,
+    /// Interfaces `lb_nat` (`data-path nat`) runs on.
+    pub nat: Vec<crate::kernel::nat::NatAttachment>,
     /// The program's global counters (the `xdp_*` rows of `lb show stats`).
     pub counters: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -256,6 +258,7 @@ pub fn xdp_status(instance: &str) -> Result<XdpStatus> {
         interfaces,
         syn_cookies,
         frontends,
+        nat: crate::kernel::nat::attachments(instance),
         counters,
     })
 }

@@ -4,7 +4,7 @@
 //! the end of each one).
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys;
@@ -181,6 +181,11 @@ pub struct FrontendStats {
 pub type TermState = [u8; 2];
 pub const TERM_NORMAL: TermState = *b"--";
 
+/// [`Session::end`]: `shutdown session(s)`, the session is reset.
+pub const END_KILLED: u8 = 1;
+/// [`Session::end`]: lb stops.
+pub const END_STOPPING: u8 = 2;
+
 /// One accepted client connection, from accept to close.
 #[derive(Debug)]
 pub struct Session {
@@ -206,8 +211,13 @@ pub struct Session {
     /// 1 while the kernel splices it.
     pub spliced: AtomicBool,
     term: Mutex<TermState>,
-    /// `shutdown session ID` for the userspace path.
-    pub kill: tokio::sync::Notify,
+    /// Why the userspace copy must end the session now (`END_*`; 0: it
+    /// need not), set once by [`Session::end`].
+    ended_by: AtomicU8,
+    /// Wakes the session's copy to look at `ended_by` (and at its own
+    /// flags: a failed side, a promotion). One per session: nothing
+    /// shared between sessions is locked on the copy path.
+    pub wake: tokio::sync::Notify,
     /// Queue sizes seen when the server was chosen (tcplog's srv_queue and
     /// backend_queue).
     pub srv_queue: AtomicU32,
@@ -223,6 +233,20 @@ pub struct Session {
 impl Session {
     pub fn server_idx(&self) -> Option<u32> {
         Some(self.server.load(Ordering::Relaxed)).filter(|&s| s != u32::MAX)
+    }
+
+    /// Ends the session's userspace copy now: `END_KILLED` (`shutdown
+    /// session(s)`) resets it, `END_STOPPING` (lb stops) ends it with FINs
+    /// if nothing is on its way. The first reason wins.
+    pub fn end(&self, why: u8) {
+        let _ = self
+            .ended_by
+            .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    pub fn ended_by(&self) -> u8 {
+        self.ended_by.load(Ordering::SeqCst)
     }
 
     /// Records why the session ended; the first reason wins.
@@ -267,7 +291,8 @@ impl Sessions {
             bytes_out: AtomicU64::new(0),
             spliced: AtomicBool::new(false),
             term: Mutex::new(TERM_NORMAL),
-            kill: tokio::sync::Notify::new(),
+            ended_by: AtomicU8::new(0),
+            wake: tokio::sync::Notify::new(),
             srv_queue: AtomicU32::new(0),
             backend_queue: AtomicU32::new(0),
             actconn: AtomicU32::new(0),

@@ -176,9 +176,6 @@ pub struct Server {
     /// The agent (`agent-check`) said `down`/`failed`/`stopped`: the server
     /// stays DOWN whatever its health checks say until the agent says `up`.
     pub agent_down: std::sync::atomic::AtomicBool,
-    /// Wakes every userspace-copied session of this server to reset it
-    /// (`shutdown sessions`, `on-marked-down shutdown-sessions`).
-    pub kill: tokio::sync::Notify,
     /// Runtime API flags and counters (drain, maxconn override, smax, ...).
     pub admin: crate::state::admin::ServerAdmin,
 }
@@ -419,8 +416,10 @@ pub struct State {
     pub frontends: Vec<crate::state::admin::FrontendStats>,
     pub sessions: crate::state::admin::Sessions,
     /// lb is stopping: sessions on the userspace copy end now, with FINs if
-    /// nothing is left on its way, else with resets.
-    pub closing: tokio::sync::Notify,
+    /// nothing is left on its way, else with resets (each session is told
+    /// through [`Session::end`](crate::state::admin::Session::end); this
+    /// flag stops one that starts copying afterwards).
+    pub closing: std::sync::atomic::AtomicBool,
     pub paths: PathStats,
     /// Kernel-side counts and the server-socket registry, when `lb_conns` runs.
     kernel_conns: std::sync::OnceLock<crate::kernel::ConnTable>,
@@ -497,7 +496,6 @@ impl State {
                     checks_failed: AtomicU64::new(0),
                     state_changes: AtomicU64::new(0),
                     agent_down: std::sync::atomic::AtomicBool::new(false),
-                    kill: tokio::sync::Notify::new(),
                     admin: crate::state::admin::ServerAdmin::new(s.params.weight),
                 });
             }
@@ -530,7 +528,7 @@ impl State {
             backends,
             frontends,
             sessions: Default::default(),
-            closing: tokio::sync::Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             paths: PathStats::default(),
             kernel_conns: std::sync::OnceLock::new(),
             generation,
