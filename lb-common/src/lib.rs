@@ -140,6 +140,8 @@ pub mod progs {
     pub const DISPATCH: &str = "lb_dispatch";
     pub const VERDICT: &str = "lb_verdict";
     pub const XDP: &str = "lb_xdp";
+    /// The same front door at tc ingress (after GRO: large packets stay whole).
+    pub const FRONT_TC: &str = "lb_front";
     pub const CONNS: &str = "lb_conns";
     pub const NAT: &str = "lb_nat";
     pub const CONNECT4: &str = "lb_connect4";
@@ -762,6 +764,8 @@ const _: () = assert!(core::mem::size_of::<XdpConfig>() == 24);
 pub const XDP_MODE_NATIVE: u32 = 1;
 /// [`XdpIface::mode`]: generic (skb) XDP.
 pub const XDP_MODE_SKB: u32 = 2;
+/// [`XdpIface::mode`]: `lb_front` at tc (tcx) ingress.
+pub const XDP_MODE_TC: u32 = 3;
 
 /// Value of [`maps::XDP_IFACES`]: one attachment of `lb_xdp`.
 #[repr(C)]
@@ -770,7 +774,8 @@ pub struct XdpIface {
     /// NUL-padded interface name.
     pub name: [u8; 16],
     pub ifindex: u32,
-    /// [`XDP_MODE_NATIVE`] or [`XDP_MODE_SKB`]; 0 for an unused slot.
+    /// [`XDP_MODE_NATIVE`], [`XDP_MODE_SKB`] or [`XDP_MODE_TC`]; 0 for an
+    /// unused slot.
     pub mode: u32,
     /// Kernel id of the attached program.
     pub prog_id: u32,

@@ -8,15 +8,16 @@ use aya_ebpf::{
     bindings::{
         tcphdr,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+        TC_ACT_SHOT,
     },
     cty::c_void,
     helpers::{
         bpf_ktime_get_ns, bpf_map_lookup_elem, bpf_sk_release, bpf_tcp_gen_syncookie,
         bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    macros::xdp,
+    macros::{classifier, xdp},
     maps::{lpm_trie::Key, SockMap},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use lb_common::{
     acl_scope_be, stat, syn_take, synack_v4, synack_v6, AclKey4, AclKey6, BindKey, SynBucket,
@@ -24,14 +25,21 @@ use lb_common::{
 };
 
 use crate::maps::*;
-use crate::parse::{parse, ptr_at, Stop, Tcp};
+
+/// tcx's "next program" (TC_ACT_UNSPEC): a pass that leaves the packet to
+/// the programs after this one (`lb_nat`).
+const TCX_NEXT: i32 = -1;
+/// Bytes made linear before parsing: Ethernet, two VLAN tags, IPv6 with
+/// extension headers, TCP with options.
+const FRONT_PULL: u32 = 192;
+use crate::parse::{parse, ptr_at, Frame, Stop, Tcp};
 use crate::{bind_lookup, count};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     count(stat::XDP_SEEN);
     match parse(&ctx) {
-        Ok(tcp) => try_frontend(&ctx, &tcp),
+        Ok(tcp) => try_xdp(&ctx, &tcp),
         Err(Stop::Other) => XDP_PASS,
         Err(Stop::Truncated) => counted(stat::XDP_TRUNCATED, XDP_PASS),
         Err(Stop::Malformed) => counted(stat::XDP_MALFORMED, XDP_DROP),
@@ -40,52 +48,121 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The same front door at tc ingress, where the driver has no native XDP or
+/// where native XDP costs more than it saves (a veth: its peer loses GSO).
+/// It runs after GRO, so one packet here can be many on the wire (counted as
+/// `gso_segs`). SYN cookies are the kernel's own on this hook. "Pass" is
+/// TCX_NEXT, so `lb_nat`, attached after it, still sees the packet.
+#[classifier]
+pub fn lb_front(ctx: TcContext) -> i32 {
+    count(stat::XDP_SEEN);
+    if ctx.data_end() - ctx.data() < FRONT_PULL as usize {
+        let _ = ctx.pull_data(ctx.len().min(FRONT_PULL));
+    }
+    let skb = ctx.skb.skb;
+    let (ifindex, segs) = unsafe { ((*skb).ingress_ifindex, (*skb).gso_segs.max(1)) };
+    // Parsed through its own `Frame` type: sharing `lb_nat`'s instance of
+    // `parse` changes how LLVM lays out `lb_nat`, whose stack is at the limit.
+    match parse(&FrontFrame(&ctx)) {
+        Ok(tcp) => match front(&tcp, ifindex, segs as u64, ctx.len() as u64) {
+            Door::Drop => TC_ACT_SHOT,
+            Door::Pass | Door::Cookie(_) => TCX_NEXT,
+        },
+        Err(Stop::Other) => TCX_NEXT,
+        Err(Stop::Truncated) => counted(stat::XDP_TRUNCATED, TCX_NEXT),
+        Err(Stop::Malformed) => counted(stat::XDP_MALFORMED, TC_ACT_SHOT),
+        Err(Stop::Fragment) => counted(stat::XDP_FRAGMENT, TCX_NEXT),
+        Err(Stop::ExtDepth) => counted(stat::XDP_EXT_DEPTH, TCX_NEXT),
+    }
+}
+
+struct FrontFrame<'a>(&'a TcContext);
+
+impl Frame for FrontFrame<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+}
+
 #[inline(always)]
-fn counted(idx: u32, action: u32) -> u32 {
+fn counted<T>(idx: u32, action: T) -> T {
     count(idx);
     action
 }
 
-fn try_frontend(ctx: &XdpContext, tcp: &Tcp) -> u32 {
+/// What the front door does with a TCP packet, on either hook.
+enum Door {
+    Pass,
+    Drop,
+    /// A SYN that may be answered with a cookie: the listener's index.
+    Cookie(u32),
+}
+
+#[inline(always)]
+fn try_xdp(ctx: &XdpContext, tcp: &Tcp) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    match front(tcp, ctx.ingress_ifindex() as u32, 1, len) {
+        Door::Pass => XDP_PASS,
+        Door::Drop => XDP_DROP,
+        Door::Cookie(listener) => match syn_cookie(ctx, tcp, listener) {
+            Some(action) => {
+                if let Some(st) = LB_XDP_FE_STATS.get_ptr_mut(listener >> 1) {
+                    // Per-CPU slot: no other writer.
+                    unsafe { (*st).syn_cookies += 1 };
+                }
+                counted(stat::XDP_SYN_COOKIE, action)
+            }
+            None => XDP_PASS,
+        },
+    }
+}
+
+/// Counts a packet to a configured frontend (`packets` of them on the wire,
+/// `bytes` long) and applies its `tcp-request connection` rules and the SYN
+/// rate limit.
+#[inline(always)]
+fn front(tcp: &Tcp, ifindex: u32, packets: u64, bytes: u64) -> Door {
     // The frontend as `lb_dispatch` will steer the packet.
     let mut key = BindKey {
         family: tcp.family,
         port_host: tcp.dport as u32,
         addr_be: tcp.dst,
     };
-    let Some(listener) = bind_lookup(&mut key, ctx.ingress_ifindex() as u32) else {
-        return XDP_PASS;
+    let Some(listener) = bind_lookup(&mut key, ifindex) else {
+        return Door::Pass;
     };
     let fe = listener >> 1;
     let Some(st) = LB_XDP_FE_STATS.get_ptr_mut(fe) else {
-        return XDP_PASS;
+        return Door::Pass;
     };
     // Per-CPU slot: no other writer.
     let st = unsafe { &mut *st };
     count(stat::XDP_FRONTEND);
-    st.packets += 1;
-    st.bytes += (ctx.data_end() - ctx.data()) as u64;
+    st.packets += packets;
+    st.bytes += bytes;
     if tcp.syn {
         st.syns += 1;
     }
     let Some(cfg) = LB_XDP_CFG.get(0) else {
-        return XDP_PASS;
+        return Door::Pass;
     };
     if acl_rejects(cfg.acl_gen, fe, tcp) {
         st.acl_drops += 1;
-        return counted(stat::XDP_ACL_DROP, XDP_DROP);
+        return counted(stat::XDP_ACL_DROP, Door::Drop);
     }
     if tcp.syn && cfg.syn_interval_ns != 0 && !syn_allowed(cfg, tcp) {
         st.syn_drops += 1;
-        return counted(stat::XDP_SYN_DROP, XDP_DROP);
+        return counted(stat::XDP_SYN_DROP, Door::Drop);
     }
     if tcp.syn && cfg.syn_cookies != 0 {
-        if let Some(action) = syn_cookie(ctx, tcp, listener) {
-            st.syn_cookies += 1;
-            return counted(stat::XDP_SYN_COOKIE, action);
-        }
+        return Door::Cookie(listener);
     }
-    XDP_PASS
+    Door::Pass
 }
 
 /// Turns the SYN into the listener's SYN cookie SYN-ACK, in place, when the

@@ -232,3 +232,43 @@ pub fn socat(sock: &Path, input: &str) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Whether TCP segmentation offload is on for `iface` in the current network
+/// namespace (`ETHTOOL_GTSO`, as `ethtool -k` shows it). A veth whose peer
+/// runs native XDP loses it (drivers/net/veth.c, `veth_xdp_set`).
+pub fn tso_on(iface: &str) -> anyhow::Result<bool> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    #[repr(C)]
+    struct Value {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut Value,
+        _pad: [u8; 16],
+    }
+    anyhow::ensure!(
+        !iface.is_empty() && iface.len() < libc::IFNAMSIZ,
+        "bad interface name '{iface}'"
+    );
+    let mut v = Value {
+        cmd: ETHTOOL_GTSO,
+        data: 0,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut v,
+        _pad: [0; 16],
+    };
+    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    anyhow::ensure!(r == 0, "ETHTOOL_GTSO on {iface}: {err}");
+    Ok(v.data != 0)
+}

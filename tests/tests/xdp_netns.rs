@@ -17,10 +17,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// The seed config plus an IPv6 bind, the XDP interface and a deny list.
 fn deny_cfg(extra_global: &str) -> String {
+    deny_cfg_mode("", extra_global)
+}
+
+/// The same with `xdp-interface eth-c MODE`.
+fn deny_cfg_mode(mode: &str, extra_global: &str) -> String {
     SEED_PGSQL
         .replace(
             "global\n",
-            &format!("global\n    xdp-interface eth-c\n{extra_global}"),
+            &format!("global\n    xdp-interface eth-c {mode}\n{extra_global}"),
         )
         .replace(
             "    bind 10.210.1.1:5432\n",
@@ -64,19 +69,40 @@ fn fe_counter(status: &serde_json::Value, key: &str) -> u64 {
     status["frontends"][0][key].as_u64().unwrap_or(0)
 }
 
+/// On a veth the front door runs at tc ingress by default, and the client's
+/// end keeps its segmentation offload.
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn xdp_deny_list_blocks_handshakes() {
+    deny_list("xdpdeny", "", "tc");
+}
+
+/// The same rules from native XDP, asked for by name; the veth's peer loses
+/// TSO then (why `tc` is the default there).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn xdp_deny_list_blocks_handshakes_native() {
+    deny_list("xdpdenyn", "native", "native");
+}
+
+fn deny_list(tag: &str, mode: &str, expect_mode: &str) {
     run_test(|| {
-        let topo = Topology::new("xdpdeny")?;
+        let topo = Topology::new(tag)?;
         add_denied_client(&topo)?;
         let _pgs = pg_trio(&topo, false)?;
-        let lb = topo.start_lb(&deny_cfg(""), &["--metrics", "127.0.0.1:9102"])?;
+        let lb = topo.start_lb(&deny_cfg_mode(mode, ""), &["--metrics", "127.0.0.1:9102"])?;
         wait_all(&lb, &PG_NODES, "UP", Duration::from_secs(10))?;
         let st = lb.xdp_status()?;
         ensure!(
-            st["interfaces"][0]["interface"] == "eth-c" && st["interfaces"][0]["mode"] == "native",
-            "veth has native XDP: {st:#}"
+            st["interfaces"][0]["interface"] == "eth-c"
+                && st["interfaces"][0]["mode"] == expect_mode,
+            "eth-c's front door is {expect_mode}: {st:#}"
+        );
+        let tso = topo.in_client(|| lb_tests::util::tso_on("eth0"))?;
+        ensure!(
+            tso == (expect_mode == "tc"),
+            "the client's veth end has TSO {}, with the front door {expect_mode}",
+            if tso { "on" } else { "off" }
         );
 
         // Allowed clients (the default source addresses) complete and query.
@@ -150,11 +176,11 @@ fn xdp_deny_list_blocks_handshakes() {
             cols.len() == 8 && cols[5].parse::<u64>()? >= denied as u64,
             "show xdp: {api}"
         );
-        // On a veth in native mode, SYN cookies are left to the kernel unless
-        // asked for (the peer end would not take XDP_TX frames).
+        // On a veth, SYN cookies are left to the kernel unless asked for (tc
+        // has no XDP_TX; in native mode the peer end would not take its frames).
         ensure!(
             api.contains("# syn_cookies\noff\n") && st["syn_cookies"] == "off",
-            "SYN cookies from XDP on a native veth by default: {api}"
+            "SYN cookies from XDP on a veth by default: {api}"
         );
         ensure!(
             api.contains("eth-c,"),
@@ -163,12 +189,19 @@ fn xdp_deny_list_blocks_handshakes() {
         // Allowed clients still get through afterwards.
         psql_42_many(&topo.client, LB_V4, 5432, 5)?;
         lb.stop()?;
-        // Detached on exit: no XDP program left on the interface.
+        // Detached on exit: no XDP program left on the interface, and a
+        // denied SYN reaches the kernel, which refuses it (no listener).
         let link = topo.lb.ip(&["-d", "link", "show", "dev", "eth-c"])?;
         ensure!(
             !link.contains("prog/xdp"),
             "XDP still attached after exit: {link}"
         );
+        topo.in_client(|| -> Result<()> {
+            match connect_from("10.210.1.3", LB_V4, 5432, Duration::from_secs(3)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                other => bail!("denied source after lb stopped: expected a refusal, got {other:?}"),
+            }
+        })?;
 
         // --no-xdp: the handshake completes in the kernel, but the daemon
         // closes a denied client at once (no byte of the server reaches it).
@@ -476,7 +509,9 @@ fn cookie_flood(topo: &Topology, attacker: &Attacker, on: bool) -> Result<Cookie
     let cfg = SEED_PGSQL.replace(
         "global\n",
         &format!(
-            "global\n    xdp-interface eth-c\n    xdp-interface eth-a\n    \
+            // Cookies from XDP need native mode (XDP_TX): a veth would get
+            // the tc hook by default.
+            "global\n    xdp-interface eth-c native\n    xdp-interface eth-a native\n    \
              xdp-syn-cookies {}\n",
             if on { "on" } else { "off" }
         ),

@@ -1217,6 +1217,18 @@ fn large_configurations_parse_in_linear_time() {
 }
 
 #[test]
+fn xdp_interface_tc_mode() {
+    let cfg = parse(&format!(
+        "global\n    xdp-interface eth3 tc\n{T}frontend f\n    bind :80\n"
+    ));
+    let i = &cfg.global.xdp_interfaces[0];
+    assert_eq!(
+        (i.value.name.as_str(), i.value.mode),
+        ("eth3", XdpAttach::Tc)
+    );
+}
+
+#[test]
 fn xdp_keywords() {
     let cfg = parse(&format!(
         "global
@@ -1276,7 +1288,7 @@ fn xdp_keywords() {
         ("xdp-syn-cookies on off", "unexpected extra argument"),
         (
             "xdp-interface",
-            "'xdp-interface' expects <interface> [native|skb]",
+            "'xdp-interface' expects <interface> [native|skb|tc]",
         ),
         (
             "xdp-interface eth0 hw",

@@ -76,7 +76,7 @@ pub struct Global {
     /// Other accepted global settings, which only tune HAProxy's own process
     /// (`tune.*`, `ssl-default-*`, `spread-checks`, ...): the keyword.
     pub other: Vec<Located<String>>,
-    /// `xdp-interface IFACE [native|skb]` (lb's own): where the XDP front door
+    /// `xdp-interface IFACE [native|skb|tc]` (lb's own): where the XDP front door
     /// is attached, in order.
     pub xdp_interfaces: Vec<Located<XdpInterface>>,
     /// `xdp-syn-rate N per-source [burst B]` (lb's own): SYNs per second each
@@ -132,14 +132,17 @@ pub enum StateFileName {
 /// How the XDP program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum XdpAttach {
-    /// Native (driver) mode where the driver has it, generic otherwise (with a
-    /// warning).
+    /// tc on a veth; native (driver) mode where the driver has it; tc
+    /// otherwise (with a warning).
     #[default]
     Auto,
     /// `native`: driver mode or fail.
     Native,
     /// `skb`: generic mode.
     Skb,
+    /// `tc`: `lb_front` at tc (tcx) ingress, after GRO. What `Auto` picks
+    /// on a veth, where native XDP takes GSO away from the peer.
+    Tc,
 }
 
 /// One interface the XDP front door attaches to.

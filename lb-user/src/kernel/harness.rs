@@ -111,7 +111,7 @@ impl Runner {
     ) -> Result<(u32, std::time::Duration, Vec<u8>), aya::programs::ProgramError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog = program(&mut self.ebpf).map_err(|e| match e {
-            XdpError::Program { source } => *source,
+            XdpError::Program { source, .. } => *source,
             _ => aya::programs::ProgramError::NotLoaded,
         })?;
         let mut out = vec![0u8; frame.len() + 256];

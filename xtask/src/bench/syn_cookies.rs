@@ -21,8 +21,8 @@ use super::xdp_drop::{cpu0, median};
 
 const CFG: &str = "\
 global
-    xdp-interface eth-c
-    xdp-interface eth-a
+    xdp-interface eth-c native
+    xdp-interface eth-a native
     xdp-syn-cookies on
 defaults
     mode tcp

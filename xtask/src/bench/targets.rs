@@ -311,36 +311,51 @@ fn start_haproxy(net: &Net, cfg: &str) -> Result<ChildGuard> {
 }
 
 /// `lb run` through the harness (waits for the ready file); `no_splice`
-/// adds `--no-splice`. With the splice, lb must say it uses it.
+/// adds `--no-splice`. With the splice, lb must say it uses it. With remote
+/// clients, the front door runs on their veth (at tc ingress, lb's choice on
+/// a veth), as a user would run it.
 fn start_lb(net: &Net, cfg: &str, no_splice: bool) -> Result<Lb> {
     let args: &[&str] = if no_splice { &["--no-splice"] } else { &[] };
-    let lb = Lb::start(net.lb(), net.dir(), cfg, args)?;
-    if !no_splice {
-        let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
-        if !log.contains("data path: in-kernel splice") {
-            bail!(
-                "lb started without the in-kernel splice; --- log ({}) ---\n{}",
-                lb.log_path().display(),
-                lb.log_tail(40)
-            );
-        }
+    let cfg = with_front_door(net, cfg);
+    let lb = Lb::start(net.lb(), net.dir(), &cfg, args)?;
+    let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
+    if net.veth().is_some() && !log.contains("front door on eth-c (tc") {
+        bail!(
+            "lb started without its front door at tc on eth-c; --- log ({}) ---\n{}",
+            lb.log_path().display(),
+            lb.log_tail(40)
+        );
+    }
+    if !no_splice && !log.contains("data path: in-kernel splice") {
+        bail!(
+            "lb started without the in-kernel splice; --- log ({}) ---\n{}",
+            lb.log_path().display(),
+            lb.log_tail(40)
+        );
     }
     Ok(lb)
 }
 
+/// The config with `xdp-interface eth-c` on the netns topology.
+fn with_front_door(net: &Net, cfg: &str) -> String {
+    if net.veth().is_some() {
+        cfg.replacen("global\n", "global\n    xdp-interface eth-c\n", 1)
+    } else {
+        cfg.to_string()
+    }
+}
+
 /// `lb run` with `data-path nat` on every frontend (in `defaults`) and the
 /// client-side veth named for it; lb must say where it attached `lb_nat`.
-/// `--no-xdp`, as the other lb targets run without the front door: any
-/// native XDP program on a veth takes GSO away from its peer (6.18
-/// drivers/net/veth.c, `veth_xdp_set`), which would measure that, not NAT.
+/// The front door runs too, at tc ingress before `lb_nat` (native XDP on a
+/// veth would take GSO away from its peer: drivers/net/veth.c,
+/// `veth_xdp_set`).
 fn start_lb_nat(net: &Net, cfg: &str) -> Result<Lb> {
     if net.veth().is_none() {
         bail!("lb nat needs remote clients: run it on the netns topology");
     }
-    let cfg = cfg
-        .replacen("global\n", "global\n    xdp-interface eth-c\n", 1)
-        .replacen("defaults\n", "defaults\n    data-path nat\n", 1);
-    let lb = Lb::start(net.lb(), net.dir(), &cfg, &["--no-xdp"])?;
+    let cfg = with_front_door(net, cfg).replacen("defaults\n", "defaults\n    data-path nat\n", 1);
+    let lb = Lb::start(net.lb(), net.dir(), &cfg, &[])?;
     let log = std::fs::read_to_string(lb.log_path()).unwrap_or_default();
     if !log.contains("lb_nat attached") {
         bail!(

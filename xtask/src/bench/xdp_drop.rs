@@ -21,7 +21,7 @@ use lb_tests::{flood, Topology};
 
 const CFG: &str = "\
 global
-    xdp-interface eth-c
+    xdp-interface eth-c native
 defaults
     mode tcp
     timeout connect 5s
@@ -110,7 +110,7 @@ fn one(topo: &Topology, v: Variant, conf: &std::path::Path, packets: u64) -> Res
     let xdp = matches!(v, Variant::Xdp | Variant::XdpSkb);
     let args: &[&str] = if xdp { &[] } else { &["--no-xdp"] };
     let cfg = if v == Variant::XdpSkb {
-        CFG.replace("xdp-interface eth-c", "xdp-interface eth-c skb")
+        CFG.replace("xdp-interface eth-c native", "xdp-interface eth-c skb")
     } else {
         CFG.to_string()
     };

@@ -147,19 +147,20 @@ pub(crate) fn check_ifname(name: &str) -> Result<(), String> {
 }
 
 fn g_xdp_interface(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
-    let v = p.arg(l, 0, "<interface> [native|skb]")?;
+    let v = p.arg(l, 0, "<interface> [native|skb|tc]")?;
     check_ifname(&v.text).map_err(|m| p.err(l.no, v, m))?;
     let mode = match l.args.get(1) {
         None => XdpAttach::Auto,
         Some(m) => match m.text.as_str() {
             "native" => XdpAttach::Native,
             "skb" => XdpAttach::Skb,
+            "tc" => XdpAttach::Tc,
             _ => {
                 return Err(p.err(
                     l.no,
                     m,
                     format!(
-                        "invalid mode '{}' for 'xdp-interface': expected 'native' or 'skb'",
+                        "invalid mode '{}' for 'xdp-interface': expected 'native', 'skb' or 'tc'",
                         m.text
                     ),
                 ))
