@@ -7,7 +7,9 @@ use aya::Ebpf;
 
 use lb_common::maps;
 
-use super::xdp::{attach, load, program, syn_cookies_on, FrontDoor, IfaceReq, XdpError, XdpMaps};
+use super::xdp::{
+    attach, load, program, syn_cookies_on, tc_program, FrontDoor, IfaceReq, XdpError, XdpMaps,
+};
 use crate::config::l4acl::Table;
 use crate::config::{Config, Origin, XdpAttach};
 
@@ -22,6 +24,8 @@ pub struct Standalone {
 /// The loaded program and its counters.
 pub struct Runner {
     pub ebpf: Ebpf,
+    /// Packets run through `lb_front` (tc) instead of `lb_xdp`.
+    pub tc: bool,
     stats: aya::maps::PerCpuArray<MapData, u64>,
     fe_stats: aya::maps::PerCpuArray<MapData, lb_common::XdpFeStats>,
 }
@@ -83,6 +87,7 @@ impl Standalone {
         Ok(Self {
             runner: Runner {
                 ebpf,
+                tc: false,
                 stats,
                 fe_stats,
             },
@@ -110,17 +115,22 @@ impl Runner {
         repeat: u32,
     ) -> Result<(u32, std::time::Duration, Vec<u8>), aya::programs::ProgramError> {
         use aya::programs::{TestRun, TestRunOptions};
-        let prog = program(&mut self.ebpf).map_err(|e| match e {
+        let unwrap = |e| match e {
             XdpError::Program { source, .. } => *source,
             _ => aya::programs::ProgramError::NotLoaded,
-        })?;
+        };
         let mut out = vec![0u8; frame.len() + 256];
-        let r = prog.test_run(TestRunOptions {
+        let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
             repeat,
             ..TestRunOptions::new()
-        })?;
+        };
+        let r = if self.tc {
+            tc_program(&mut self.ebpf).map_err(unwrap)?.test_run(opts)?
+        } else {
+            program(&mut self.ebpf).map_err(unwrap)?.test_run(opts)?
+        };
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, r.duration, out))
     }

@@ -156,7 +156,7 @@ pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         })
 }
 
-fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, XdpError> {
+pub(super) fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, XdpError> {
     ebpf.program_mut(progs::FRONT_TC)
         .ok_or(XdpError::MissingProgram {
             name: progs::FRONT_TC,
