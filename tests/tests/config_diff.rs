@@ -21,16 +21,7 @@ const HAPROXY: &str = "/usr/sbin/haproxy";
 const LB_STRICTER: &[(&str, &str)] = &[
     (
         "mode-http",
-        "lb is an L4 balancer: an HTTP-mode proxy is refused, never run as TCP",
-    ),
-    (
-        "http-request-in-tcp",
-        "HAProxy ignores http-request rules in a TCP proxy with a warning; lb refuses \
-         HTTP-mode features by name",
-    ),
-    (
-        "option-forwardfor-in-tcp",
-        "HAProxy ignores HTTP options in a TCP proxy with a warning; lb refuses them by name",
+        "lb is an L4 balancer: a proxy left in HTTP mode is refused, never run as TCP",
     ),
     (
         "acl-http-fetch",

@@ -1145,7 +1145,6 @@ backend quiet
             17,
             "tcp-request connection with a 'src_port' condition (only 'src' is applied) (frontend 'f')",
         ),
-        (18, "use_backend b (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
         (24, "timeout tunnel (backend 'b')"),
         (30, "no port (the client's destination port) (server 'b/u')"),

@@ -107,8 +107,15 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         if let Some(v) = &f.backlog {
             gap(&v.origin, format!("backlog ({scope})"));
         }
-        for u in &f.use_backends {
-            gap(&u.origin, format!("use_backend {} ({scope})", u.backend));
+        if f.connect.is_some() {
+            // lb_connect4/6 pick from the default backend at connect():
+            // a rule would hold for remote clients and not for local ones.
+            for u in &f.use_backends {
+                gap(
+                    &u.origin,
+                    format!("use_backend {} with data-path connect ({scope})", u.backend),
+                );
+            }
         }
         for r in &f.tcp_request_connection {
             if let Some(why) = tcp_request_unsupported(r) {

@@ -15,6 +15,7 @@ mod host;
 pub mod l4acl;
 mod lexer;
 mod limits;
+pub mod matching;
 pub mod nat;
 mod parse;
 mod reload;

@@ -849,23 +849,15 @@ error_cases! {
         "# header\nbind :80\n", "2:1", "unknown keyword 'bind' out of section";
     err_section_typo:
         "frontnd f\n", "1:1", "did you mean 'frontend'?";
-    err_mode_http:
-        "defaults\n    mode http\n", "2:10",
-        "'mode http' is an HTTP-mode feature, which this L4 (TCP) load balancer does not offer, near 'http'";
+    err_mode_http_inherited:
+        "defaults\n    mode http\nfrontend f\n    bind :80\n", "3:10",
+        "frontend 'f' is in HTTP mode ('mode http' at t.cfg:2): this load balancer runs TCP proxies only; give it 'mode tcp'";
+    err_mode_http_own:
+        "frontend f\n    bind :80\n    mode http\n", "1:10", "('mode http' at t.cfg:3)";
     err_mode_unknown:
         "defaults\n    mode tpc\n", "2:10", "unknown proxy mode 'tpc' (expected 'tcp'), near 'tpc'; did you mean 'tcp'?";
-    err_http_request:
-        "frontend f\n    bind :80\n    http-request deny\n", "3:5", "'http-request' is an HTTP-mode feature";
-    err_option_forwardfor:
-        "defaults\n    option forwardfor\n", "2:12", "'option forwardfor' is an HTTP-mode feature";
-    err_option_httplog:
-        "frontend f\n    option  httplog\n", "2:13", "'option httplog' is an HTTP-mode feature";
-    err_redirect:
-        "frontend f\n    redirect prefix http://x\n", "2:5", "HTTP-mode feature";
-    err_stats_enable:
-        "listen stats\n    bind :8404\n    stats enable\n", "3:5", "'stats' is an HTTP-mode feature";
-    err_timeout_http_request:
-        "defaults\n  timeout http-request 10s\n", "2:11", "'timeout http-request' is an HTTP-mode feature";
+    err_timeout_http_request_value:
+        "defaults\n  timeout http-request 10x\n", "2:24", "invalid 'timeout http-request'";
     err_http_errors_section:
         "http-errors e\n", "1:1", "'http-errors' is an HTTP-mode feature";
     err_use_backend_unknown_acl:
@@ -1443,4 +1435,94 @@ fn nat_refuses_what_needs_a_terminated_connection() {
         "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n    default_backend be\n\
          backend be\n    balance leastconn\n    server s0 10.0.0.1:1 maxconn 10 weight 3 check\n    server s1 10.0.0.2:1 backup\n"
     ));
+}
+
+/// A `defaults` in `mode http` with the usual HTTP settings, proxies that all
+/// say `mode tcp`: accepted, with HAProxy 2.6's own warnings (`haproxy -c` on
+/// the same file gave these words), `option httplog` turned into tcplog.
+#[test]
+fn http_defaults_with_tcp_proxies_warn_like_haproxy() {
+    let cfg = parse(
+        "\
+defaults
+    mode http
+    option httplog
+    option forwardfor
+    option http-server-close
+    timeout connect 5s
+    timeout client 50s
+    timeout server 50s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+    errorfile 503 /etc/haproxy/errors/503.http
+frontend pg
+    bind *:5432
+    mode tcp
+    http-request deny if { src 1.2.3.4 }
+    http-request deny if { src 1.2.3.5 }
+    redirect prefix http://x if { src 1.2.3.4 }
+    capture request header Host len 20
+    default_backend pgb
+backend pgb
+    mode tcp
+    cookie SRV insert
+    http-response set-header X a
+    server a 127.0.0.1:5433
+",
+    );
+    assert_eq!(
+        cfg.warnings,
+        [
+            "t.cfg:3: warning: 'option httplog' not usable with frontend 'pg' (needs 'mode \
+             http'). Falling back to 'option tcplog'.",
+            "t.cfg:4: warning: 'option forwardfor' ignored for frontend 'pg' as it requires HTTP \
+             mode.",
+            "t.cfg:15: warning: 'http-request' rules ignored for frontend 'pg' as they require \
+             HTTP mode.",
+            "t.cfg:17: warning: 'redirect' rules ignored for frontend 'pg' as they require HTTP \
+             mode.",
+            "t.cfg:4: warning: 'option forwardfor' ignored for backend 'pgb' as it requires HTTP \
+             mode.",
+            "t.cfg:22: warning: cookie will be ignored for backend 'pgb' (needs 'mode http').",
+            "t.cfg:23: warning: 'http-response' rules ignored for backend 'pgb' as they require \
+             HTTP mode.",
+        ]
+    );
+    assert!(
+        cfg.frontends[0].tcplog.is_some(),
+        "httplog falls back to tcplog"
+    );
+    assert_eq!(
+        cfg.frontends[0].timeout_client,
+        Some(Duration::from_secs(50))
+    );
+}
+
+/// `mode tcp` in a proxy overrides a `mode http` default, silently; `no
+/// option http-keep-alive` is taken (as HAProxy, `no option httplog` is not).
+#[test]
+fn mode_tcp_overrides_a_mode_http_default() {
+    let cfg = parse(
+        "defaults\n    mode http\n    option http-keep-alive\n    timeout connect 5s\n    \
+         timeout client 5s\n    timeout server 5s\nlisten l\n    bind :80\n    mode tcp\n    \
+         no option http-keep-alive\n    server a 127.0.0.1:1\n",
+    );
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert!(cfg.frontends[0].tcplog.is_none());
+}
+
+/// `stats` and `monitor-uri` in a TCP listen: HAProxy's words (`haproxy -c`).
+#[test]
+fn stats_in_a_tcp_listen_is_ignored_with_haproxys_warning() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}listen st\n    bind *:8404\n    mode tcp\n    stats enable\n    stats uri /\n    \
+         monitor-uri /health\n    server a 127.0.0.1:1\n"
+    ));
+    assert_eq!(
+        cfg.warnings,
+        [
+            "t.cfg:8: warning: 'stats' statement ignored for proxy 'st' as it requires HTTP mode.",
+            "t.cfg:10: warning: monitor-uri will be ignored for proxy 'st' (needs 'mode http').",
+        ]
+    );
 }

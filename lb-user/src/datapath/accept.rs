@@ -136,13 +136,9 @@ async fn handle(
     let turn_away = |client: &TcpStream| {
         let _ = sys::clear_linger(client);
     };
-    let Some(be_idx) = fe.default_backend_idx else {
-        turn_away(&client);
-        return;
-    };
     // The local address costs a system call: only asked for when a bind
-    // reads PROXY headers or a server is sent one.
-    let local = if fe.binds.iter().any(|b| b.accept_proxy) {
+    // reads PROXY headers or `use_backend` rules may test it.
+    let local = if fe.binds.iter().any(|b| b.accept_proxy) || !fe.use_backends.is_empty() {
         client.local_addr().ok()
     } else {
         None
@@ -178,6 +174,10 @@ async fn handle(
             }
         }
     }
+    let Some(be_idx) = choose_backend(fe, peer, dst.or(local)) else {
+        turn_away(&client);
+        return;
+    };
     let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
     {
         let f = &ctx.state.frontends[fe_idx];
@@ -282,6 +282,23 @@ async fn handle(
             drop(guard);
         }
     }
+}
+
+/// The backend of a connection: the first `use_backend` rule whose condition
+/// holds for its addresses (those of its PROXY header, if it had one), else
+/// the frontend's default.
+fn choose_backend(fe: &Frontend, src: SocketAddr, dst: Option<SocketAddr>) -> Option<usize> {
+    if let Some(dst) = dst.filter(|_| !fe.use_backends.is_empty()) {
+        let l4 = crate::config::matching::L4 { src, dst };
+        let chosen = fe
+            .use_backends
+            .iter()
+            .find(|u| u.cond.as_ref().is_none_or(|c| c.holds(&l4)));
+        if let Some(u) = chosen {
+            return Some(u.backend_idx);
+        }
+    }
+    fe.default_backend_idx
 }
 
 /// Whether the bind that took this connection (its local address) has

@@ -49,6 +49,7 @@ impl Parser<'_> {
 
         let mut proxies = std::mem::take(&mut self.proxies);
         for p in &mut proxies {
+            self.http_mode_check(p)?;
             self.resolve_servers(p)?;
         }
         let mut backends = Vec::new();
@@ -252,6 +253,74 @@ impl Parser<'_> {
             server_state_file_name: p.s.server_state_file_name.clone(),
             other: other_settings(&p.s, BE),
         }
+    }
+
+    /// A proxy left in `mode http` is refused. A TCP proxy's HTTP-only
+    /// settings (often from a `defaults` in `mode http`) are dropped with
+    /// HAProxy 2.6's warnings, once per proxy and message; `option httplog`
+    /// in a frontend becomes `option tcplog`, as in HAProxy.
+    pub(super) fn http_mode_check(&mut self, p: &mut Proxy) -> Result<(), ConfigError> {
+        if let Some(o) = &p.s.mode_http {
+            return Err(invalid_at(
+                &p.name,
+                format!(
+                    "{} '{}' is in HTTP mode ('mode http' at {o}): this load balancer runs \
+                     TCP proxies only; give it 'mode tcp'",
+                    p.kind(),
+                    p.name.text
+                ),
+                None,
+            ));
+        }
+        let kind = match p.caps {
+            FE => "frontend",
+            BE => "backend",
+            _ => "proxy",
+        };
+        let name = p.name.text.clone();
+        let mut said = HashSet::new();
+        for h in std::mem::take(&mut p.s.http_only) {
+            let msg = match h.note {
+                HttpNote::Rules => format!(
+                    "'{}' rules ignored for {kind} '{name}' as they require HTTP mode.",
+                    h.what
+                ),
+                HttpNote::Ignored => format!(
+                    "'{}' ignored for {kind} '{name}' as it requires HTTP mode.",
+                    h.what
+                ),
+                HttpNote::Cookie if p.caps & BE != 0 => {
+                    format!("cookie will be ignored for {kind} '{name}' (needs 'mode http').")
+                }
+                HttpNote::MonitorUri if p.caps & FE != 0 => {
+                    format!("monitor-uri will be ignored for {kind} '{name}' (needs 'mode http').")
+                }
+                HttpNote::Stats => {
+                    format!(
+                        "'stats' statement ignored for {kind} '{name}' as it requires HTTP mode."
+                    )
+                }
+                HttpNote::Httplog if p.caps & FE != 0 => {
+                    if p.s.option("tcplog").is_none() {
+                        p.s.options.push(OptSet {
+                            name: "tcplog",
+                            origin: h.origin.clone(),
+                            arg: None,
+                        });
+                    }
+                    format!(
+                        "'{}' not usable with {kind} '{name}' (needs 'mode http'). Falling \
+                         back to 'option tcplog'.",
+                        h.what
+                    )
+                }
+                _ => continue,
+            };
+            if said.insert(msg.clone()) {
+                self.warn_at(&h.origin, msg);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn backend_warnings(&mut self, p: &Proxy) {

@@ -439,6 +439,64 @@ pub(crate) struct Settings {
     pub load_server_state: Option<Located<LoadServerState>>,
     pub server_state_file_name: Option<Located<StateFileName>>,
     pub other: Vec<Located<String>>,
+    /// `mode http` in force here (set in this section or inherited): where
+    /// it was set. A proxy that ends up in HTTP mode is refused.
+    pub mode_http: Option<Origin>,
+    /// Settings only an HTTP-mode proxy uses: a TCP proxy ignores them, with
+    /// HAProxy's warning where HAProxy gives one.
+    pub http_only: Vec<HttpOnly>,
+}
+
+/// One setting only HTTP mode uses (`option forwardfor`, `http-request`,
+/// `timeout http-request`, `errorfile`...), kept until the proxy's mode is
+/// known: a `defaults` in `mode http` often carries them for proxies that
+/// all say `mode tcp`.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpOnly {
+    pub what: String,
+    pub origin: Origin,
+    pub note: HttpNote,
+}
+
+/// What HAProxy (2.6) says when a TCP proxy has an [`HttpOnly`] setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpNote {
+    /// "'http-request' rules ignored for frontend 'f' as they require HTTP mode."
+    Rules,
+    /// "'option forwardfor' ignored for backend 'b' as it requires HTTP mode."
+    Ignored,
+    /// "cookie will be ignored for backend 'b' (needs 'mode http')."
+    Cookie,
+    /// "monitor-uri will be ignored for proxy 'l' (needs 'mode http')."
+    MonitorUri,
+    /// "'stats' statement ignored for proxy 'l' as it requires HTTP mode."
+    Stats,
+    /// "'option httplog' not usable with frontend 'f' (needs 'mode http').
+    /// Falling back to 'option tcplog'."
+    Httplog,
+    /// Nothing: HAProxy ignores it without a word (timeouts, error files,
+    /// keep-alive options, captures, compression...).
+    Silent,
+}
+
+impl HttpNote {
+    pub(crate) fn for_keyword(kw: &str) -> Self {
+        match kw {
+            "http-request" | "http-response" | "http-after-response" | "redirect" => Self::Rules,
+            "stats" => Self::Stats,
+            "cookie" => Self::Cookie,
+            "monitor-uri" => Self::MonitorUri,
+            _ => Self::Silent,
+        }
+    }
+
+    pub(crate) fn for_option(name: &str) -> Self {
+        match name {
+            "httplog" | "httpslog" => Self::Httplog,
+            "forwardfor" | "originalto" | "forwarded" => Self::Ignored,
+            _ => Self::Silent,
+        }
+    }
 }
 
 impl Settings {
@@ -1232,7 +1290,7 @@ impl<'s> Parser<'s> {
                 }
                 Ok(())
             }
-            Act::Http => Err(self.http_err(l.no, &l.kw, what)),
+            Act::Http => self.http_only(l, what, HttpNote::for_keyword(what)),
             Act::NotYet(hint) => Err(self.not_yet_err(l.no, &l.kw, what, hint)),
             Act::Removed(by) => Err(self.err(
                 l.no,
@@ -1240,6 +1298,26 @@ impl<'s> Parser<'s> {
                 format!("'{what}' was removed from HAProxy, use '{by}' instead"),
             )),
         }
+    }
+
+    /// Keeps an HTTP-only setting of a `defaults` or proxy section for the
+    /// mode check at the end (see [`HttpOnly`]); anywhere else it is an error.
+    pub(crate) fn http_only(
+        &mut self,
+        l: &Line,
+        what: &str,
+        note: HttpNote,
+    ) -> Result<(), ConfigError> {
+        if !matches!(self.section, Section::Defaults(_) | Section::Proxy(_)) {
+            return Err(self.http_err(l.no, &l.kw, what));
+        }
+        let origin = self.origin(l.no);
+        self.settings(l)?.http_only.push(HttpOnly {
+            what: what.to_string(),
+            origin,
+            note,
+        });
+        Ok(())
     }
 
     pub(crate) fn http_err(&self, line: usize, tok: &Token, what: &str) -> ConfigError {
@@ -1301,7 +1379,9 @@ impl<'s> Parser<'s> {
                 self.no_more(l, 2, &format!("{prefix} option"))?;
                 match k.act {
                     OptAct::Http => {
-                        return Err(self.http_err(l.no, o, &format!("option {}", k.name)))
+                        let what = format!("option {}", k.name);
+                        self.settings(l)?.http_only.retain(|h| h.what != what);
+                        return Ok(());
                     }
                     OptAct::NotYet(_) | OptAct::Check | OptAct::Flag => {}
                 }

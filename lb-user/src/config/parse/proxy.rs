@@ -251,8 +251,17 @@ pub(super) fn p_mode(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let m = p.arg(l, 0, "'tcp' as an argument")?;
     p.no_more(l, 1, "mode")?;
     match m.text.as_str() {
-        "tcp" => Ok(()),
-        "http" => Err(p.http_err(l.no, m, "mode http")),
+        "tcp" => {
+            p.settings(l)?.mode_http = None;
+            Ok(())
+        }
+        "http" => {
+            // Fine in a `defaults` whose proxies all say `mode tcp`: only a
+            // proxy left in HTTP mode is refused, once the file is read.
+            let origin = p.origin(l.no);
+            p.settings(l)?.mode_http = Some(origin);
+            Ok(())
+        }
         "log" | "spop" | "health" => Err(p.err(
             l.no,
             m,
@@ -281,12 +290,12 @@ pub(super) fn p_timeout(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError>
         return Err(p.err_hint(l.no, name, format!("unknown timeout '{}'", name.text), hint));
     };
     let what = format!("timeout {}", k.name);
-    if let TSlot::Http = k.act {
-        return Err(p.http_err(l.no, name, &what));
-    }
     let v = p.arg(l, 1, "a timeout name and a time (e.g. 30s)")?;
     p.no_more(l, 2, &what)?;
     let d = parse_time(&v.text).map_err(|m| p.err(l.no, v, format!("invalid '{what}': {m}")))?;
+    if let TSlot::Http = k.act {
+        return p.http_only(l, &what, super::HttpNote::Silent);
+    }
     if p.warn_caps(l, k.caps, &what) {
         return Ok(());
     }
@@ -605,7 +614,7 @@ pub(super) fn p_option(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> 
     };
     let what = format!("option {}", k.name);
     match k.act {
-        OptAct::Http => return Err(p.http_err(l.no, o, &what)),
+        OptAct::Http => return p.http_only(l, &what, super::HttpNote::for_option(k.name)),
         OptAct::NotYet(hint) => return Err(p.not_yet_err(l.no, o, &what, hint)),
         OptAct::Check => return super::checks::option_check(p, l, k.name),
         OptAct::Flag => {}
