@@ -506,6 +506,16 @@ fn run_table(r: &mut Runner, table: &'static str, rows: &[Row]) -> Result<()> {
     tally.finish()
 }
 
+/// Every table's failures together, so one run shows the whole picture.
+fn all_passed(results: impl IntoIterator<Item = Result<()>>) -> Result<()> {
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    ensure!(failed.is_empty(), "{}", failed.join("\n"));
+    Ok(())
+}
+
 fn load() -> Result<Standalone> {
     lb_tests::util::require_root()?;
     let cfg = lb_user::config::parse_str(CFG, std::path::Path::new("xdp.cfg"))
@@ -542,12 +552,7 @@ fn xdp_fixtures_parse_count_and_act() {
             let (_, per_run) = r.run(&f.build(), 1_000_000)?;
             println!("[lb-tests] lb_xdp {name}: {per_run:?} per packet (BPF_PROG_TEST_RUN x 1M)");
         }
-        let failed: Vec<String> = results
-            .into_iter()
-            .filter_map(|r| r.err().map(|e| e.to_string()))
-            .collect();
-        ensure!(failed.is_empty(), "{}", failed.join("\n"));
-        Ok(())
+        all_passed(results)
     })
 }
 
@@ -582,12 +587,7 @@ fn tc_fixtures_parse_count_and_act() {
         println!(
             "[lb-tests] lb_front denied v4 SYN: {per_run:?} per packet (BPF_PROG_TEST_RUN x 1M)"
         );
-        let failed: Vec<String> = results
-            .into_iter()
-            .filter_map(|r| r.err().map(|e| e.to_string()))
-            .collect();
-        ensure!(failed.is_empty(), "{}", failed.join("\n"));
-        Ok(())
+        all_passed(results)
     })
 }
 
