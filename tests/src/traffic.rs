@@ -566,6 +566,19 @@ pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     TcpStream::connect_timeout(&addr, Duration::from_secs(10))
 }
 
+/// A TCP connect from a chosen source address (`src`, an address of the
+/// calling thread's namespace) to `dst`, within `timeout`.
+pub fn connect_from(src: &str, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let src: std::net::IpAddr = src.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{src}: {e}"))
+    })?;
+    let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.connect_timeout(&dst.into(), timeout)?;
+    Ok(s.into())
+}
+
 /// Run one blast client connection on an already-connected stream.
 pub fn blast_client_on(s: TcpStream, spec: BlastSpec, mode: ClientMode) -> ClientResult {
     let start = Instant::now();

@@ -5,22 +5,12 @@
 //! sees which backend it reached.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use lb_tests::report::run_test;
 use lb_tests::*;
-use socket2::{Domain, Protocol, Socket, Type};
-
-/// A connect from a chosen source address (inside the client namespace).
-fn connect_from(src: &str, dst: SocketAddr) -> std::io::Result<TcpStream> {
-    let src: IpAddr = src.parse().expect("source address");
-    let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
-    s.bind(&SocketAddr::new(src, 0).into())?;
-    s.connect_timeout(&dst.into(), Duration::from_secs(3))?;
-    Ok(s.into())
-}
 
 /// Which server answered (the last byte of its address), and that the
 /// connection then echoes.
@@ -81,8 +71,9 @@ fn use_backend_routes_by_l4_acls() {
                     "PROXY TCP4 198.51.100.1 10.210.1.1 5555 9701\r\n",
                 ),
             ] {
-                let s = connect_from(src, sa(LB_V4, port))
-                    .with_context(|| format!("{src} -> :{port}"))?;
+                let s =
+                    lb_tests::traffic::connect_from(src, sa(LB_V4, port), Duration::from_secs(3))
+                        .with_context(|| format!("{src} -> :{port}"))?;
                 got.push(
                     reached(s, proxy.as_bytes()).with_context(|| format!("{src} -> :{port}"))?,
                 );

@@ -13,7 +13,6 @@ use lb_tests::flood::{self, Attacker};
 use lb_tests::postgres::psql;
 use lb_tests::scenario::*;
 use lb_tests::*;
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// The seed config plus an IPv6 bind, the XDP interface and a deny list.
 fn deny_cfg(extra_global: &str) -> String {
@@ -36,13 +35,8 @@ fn deny_cfg_mode(mode: &str, extra_global: &str) -> String {
 
 /// A TCP connect from a chosen source address (run inside the client netns).
 fn connect_from(src: &str, dst: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
-    let src: IpAddr = src.parse().expect("source address");
     let dst: IpAddr = dst.parse().expect("destination address");
-    let domain = Domain::for_address(SocketAddr::new(dst, 0));
-    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    s.bind(&SocketAddr::new(src, 0).into())?;
-    s.connect_timeout(&SocketAddr::new(dst, port).into(), timeout)?;
-    Ok(s.into())
+    lb_tests::traffic::connect_from(src, SocketAddr::new(dst, port), timeout)
 }
 
 /// A second address on the client's interface (v4 and v6): the denied client.
