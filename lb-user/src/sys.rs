@@ -80,6 +80,21 @@ pub fn outq(s: &impl AsRawFd) -> io::Result<u64> {
     Ok(v.max(0) as u64)
 }
 
+/// Bytes sent that the far end may still acknowledge: [`outq`], but 0 once
+/// the socket is closed (reset by the far end). SIOCOUTQ is
+/// `write_seq - snd_una`, which a reset leaves as it was although the send
+/// queue was purged and nothing will ever be acknowledged: waiting for it to
+/// reach 0 would wait forever.
+pub fn unacked(s: &impl AsRawFd) -> io::Result<u64> {
+    if tcp_counters(s)?.state == TCP_CLOSE {
+        return Ok(0);
+    }
+    outq(s)
+}
+
+/// `tcpi_state` of a closed socket (include/net/tcp_states.h).
+pub const TCP_CLOSE: u8 = 7;
+
 /// Bytes waiting to be read (FIONREAD).
 pub fn inq(s: &impl AsRawFd) -> io::Result<u64> {
     let mut v: libc::c_int = 0;

@@ -260,6 +260,27 @@ impl Template {
             &t.dir.join("data/pg_hba.conf"),
             "\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n",
         )?;
+        // TLS as Debian's own clusters have it (ssl = on with a self-signed
+        // certificate): psql then negotiates TLS unless told not to, and a
+        // TLS session ends differently from a plain one (the server's
+        // close_notify meets a client that already closed).
+        let data = t.dir.join("data");
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--", "openssl", "req", "-x509", "-newkey"])
+            .args([
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=lb-tests",
+            ])
+            .arg("-keyout")
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt")))
+        .context("a self-signed certificate for the test PostgreSQL (is openssl installed?)")?;
+        append(&data.join("postgresql.conf"), "\nssl = on\n")?;
         println!("[lb-tests] initdb took {:?}", start.elapsed());
         Ok(t)
     }
@@ -291,8 +312,14 @@ pub struct PsqlResult {
 }
 
 /// `psql -h HOST -p PORT -U postgres -X -tA -c SQL postgres` inside `ns`
-/// (connect timeout 5 s). Never errors on a failed query: look at `ok`.
+/// (connect timeout 5 s), without TLS. Never errors on a failed query: look
+/// at `ok`.
 pub fn psql(ns: &Netns, host: &str, port: u16, sql: &str) -> Result<PsqlResult> {
+    psql_ssl(ns, host, port, sql, "disable")
+}
+
+/// [`psql`] with `PGSSLMODE` = `sslmode` (`require`: over TLS).
+pub fn psql_ssl(ns: &Netns, host: &str, port: u16, sql: &str, sslmode: &str) -> Result<PsqlResult> {
     let bin = client_tool("psql")?;
     let mut c = ns.cmd(&bin);
     c.args([
@@ -307,7 +334,7 @@ pub fn psql(ns: &Netns, host: &str, port: u16, sql: &str) -> Result<PsqlResult> 
     ])
     .args(["-v", "ON_ERROR_STOP=1", "-c", sql, "postgres"])
     .env("PGCONNECT_TIMEOUT", "5")
-    .env("PGSSLMODE", "disable");
+    .env("PGSSLMODE", sslmode);
     let start = Instant::now();
     let out = util::output(&mut c)?;
     Ok(PsqlResult {

@@ -18,6 +18,26 @@ fn pgsql_seed_config() {
         let out = psql_ok(&topo.client, LB_V4, 5432, "select 42")?;
         assert_eq!(out, "42");
 
+        // psql negotiates TLS with these servers (ssl = on, as Debian sets
+        // up its clusters) unless told not to. A TLS session must end when
+        // psql exits: the server's close_notify meets a client that already
+        // closed, and lb once kept such sessions until `timeout client`.
+        for round in 0..3 {
+            let r =
+                lb_tests::postgres::psql_ssl(&topo.client, LB_V4, 5432, "select 42", "require")?;
+            anyhow::ensure!(
+                r.ok && r.stdout == "42",
+                "psql over TLS, round {round}: {r:?}"
+            );
+        }
+        let took = lb_tests::util::wait_until(
+            "the TLS sessions to end",
+            Duration::from_secs(2),
+            Duration::from_millis(20),
+            || Ok(lb.show_servers()?.iter().all(|r| r.cur_conns == 0)),
+        )?;
+        println!("[lb-tests] 3 psql sessions over TLS: all ended {took:?} after the last one");
+
         // pgbench tables on every backend, initialized directly from the lb ns.
         for b in BACKENDS_V4 {
             pgbench(&topo.lb, &["-i", "-q", "-s", "1", "-h", b, "-p", "5432"])?;

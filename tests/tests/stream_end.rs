@@ -590,6 +590,59 @@ fn small_budget(tag: &str, port: u16, budget: &str, extra: &[&str]) -> anyhow::R
     Ok(())
 }
 
+/// Case 5: the client leaves (its FIN after a last request); the server
+/// answers that request and then resets, as PostgreSQL does over TLS (its
+/// `close_notify` meets a closed socket). Both sockets of lb end reset: the
+/// client's because it had closed when the answer came, the server's by its
+/// own RST. Nothing is left to deliver to anyone, so the session must end at
+/// once, not at the inactivity timeout (30 s here). Run after 300 ms of
+/// traffic, past the promotion to the kernel path.
+fn answer_after_client_left(tag: &str, port: u16, extra: &[&str]) -> anyhow::Result<()> {
+    const ENDED_WITHIN: Duration = Duration::from_secs(2);
+    let topo = Topology::new(tag)?;
+    let backend = Backend::start(&topo, sa(BACKENDS_V4[0], port), None)?;
+    let mut lb = topo.start_lb(&config(port, "30s", None), extra)?;
+    require_kernel_path(&lb, extra)?;
+    for round in 0..3 {
+        let mut c = topo.in_client(|| connect(sa(LB_V4, port)))?;
+        c.write_all(b"hello")?;
+        let mut b = backend.next()?;
+        b.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut k = [0u8; 5];
+        b.read_exact(&mut k)?;
+        b.write_all(b"HELLO")?;
+        c.read_exact(&mut k)?;
+        std::thread::sleep(Duration::from_millis(300));
+        c.write_all(b"bye")?;
+        drop(c);
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest)?;
+        anyhow::ensure!(rest == b"bye", "round {round}: the backend got {rest:?}");
+        // TLS's close_notify, then the close with it unread on the far side.
+        b.write_all(&[0x15; 24])?;
+        lb_tests::traffic::set_linger_zero(&b)?;
+        drop(b);
+        let t = Instant::now();
+        let took = lb_tests::util::wait_until(
+            "the session to end",
+            ENDED_WITHIN,
+            Duration::from_millis(20),
+            || Ok(lb.server("s1")?.cur_conns == 0),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "round {round}: {e} (still open after {:?}); log tail:\n{}",
+                t.elapsed(),
+                lb.log_tail(20)
+            )
+        })?;
+        println!("[lb-tests] {tag} round {round}: session ended {took:?} after the server's reset");
+    }
+    lb.assert_alive()?;
+    lb.stop()?;
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn idle_timeout_ends_splice() {
@@ -646,4 +699,16 @@ fn budget_one_byte_exact_no_splice() {
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn budget_64k_byte_exact_splice() {
     run_test(|| small_budget("sbud64", 9509, "64k", &[]));
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn answer_after_client_left_splice() {
+    run_test(|| answer_after_client_left("sleft", 9511, &[]));
+}
+
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn answer_after_client_left_no_splice() {
+    run_test(|| answer_after_client_left("sleftns", 9512, &["--no-splice"]));
 }

@@ -64,6 +64,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("socat", "simple TCP clients and servers in tests"),
     (
+        "openssl",
+        "a self-signed certificate for the test PostgreSQL servers (psql over TLS)",
+    ),
+    (
         "netsniff-ng",
         "trafgen: the bounded spoofed SYN flood of the XDP tests",
     ),

@@ -55,10 +55,11 @@ enum End {
 }
 
 /// Waits until the target acknowledged every byte written to it (its send
-/// queue is empty), at most until `deadline`.
+/// queue is empty) or can no longer acknowledge any (it was reset: a client
+/// that left before the answer came), at most until `deadline`.
 async fn delivered(w: &OwnedWriteHalf, deadline: tokio::time::Instant) {
     while tokio::time::Instant::now() < deadline {
-        match sys::outq(w.as_ref()) {
+        match sys::unacked(w.as_ref()) {
             Ok(0) | Err(_) => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
         }

@@ -902,9 +902,10 @@ impl Manager {
         if !self.passed_on(id, s, fin)? {
             return Ok(false);
         }
-        // And acknowledged: the RST that follows discards the send queue.
+        // And acknowledged (the RST that follows discards the send queue),
+        // unless the other side was reset too and never will.
         let c = self.conns[id as usize].as_ref().expect("live conn");
-        Ok(sys::outq(&c.socks[1 - s])? == 0)
+        Ok(sys::unacked(&c.socks[1 - s])? == 0)
     }
 
     /// Returns the step and whether this direction needs a timed re-check.
