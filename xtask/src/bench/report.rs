@@ -111,7 +111,7 @@ pub const ROWS: &[RowSpec] = &[
     row(
         W::Pgbench8,
         fig::TPS_SPREAD,
-        "pgbench -S, 8 clients spread over the 3 servers directly (loopback), tps",
+        "pgbench -S, 8 clients spread over the 3 servers directly, tps",
         false,
         None,
     ),
@@ -121,6 +121,13 @@ pub const ROWS: &[RowSpec] = &[
         "pgbench -S, 64 clients, tps",
         false,
         Some("pgbench -S 64 tps"),
+    ),
+    row(
+        W::Pgbench64,
+        fig::TPS_SPREAD,
+        "pgbench -S, 64 clients spread over the 3 servers directly, tps",
+        false,
+        None,
     ),
     row(
         W::PgbenchConnect,
@@ -423,6 +430,13 @@ fn find<'a>(rows: &'a [Row], w: Workload, figure: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.workload == w && r.figure == figure)
 }
 
+/// From the table's spec, so that a goal reads the same when its figure
+/// was not measured (a partial run).
+fn lower_is_better(w: Workload, figure: &str) -> bool {
+    ROWS.iter()
+        .any(|r| r.workload == w && r.figure == figure && r.lower_is_better)
+}
+
 /// The goals issue #14 sets for lb, evaluated on this run's medians (the
 /// share of skbs copied by userspace from lb's counters in `samples`).
 pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
@@ -434,7 +448,7 @@ pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
             Target::Direct => r.lb_over_direct,
             _ => r.lb_over_haproxy,
         });
-        let lower = row.is_some_and(|r| r.lower_is_better);
+        let lower = lower_is_better(w, figure);
         let rel = if lower { "≤" } else { "≥" };
         out.push(Goal {
             goal: format!("{what}: lb {rel} {bound}× {}", vs.label()),
@@ -547,52 +561,70 @@ pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
 /// direct connection and the kernel's own NAT (nftables).
 fn nat_goals(rows: &[Row]) -> Vec<Goal> {
     let mut out = Vec::new();
-    let mut vs = |w: Workload, figure: &str, what: &str, peer: Target, bound: f64| {
+    let vs = |w: Workload, figure: &str, what: &str, peer: Target, bound: f64| {
         let row = find(rows, w, figure);
         let r = row.and_then(|r| Some(r.median(Target::LbNat)? / r.median(peer)?));
-        let lower = row.is_some_and(|r| r.lower_is_better);
+        let lower = lower_is_better(w, figure);
         let rel = if lower { "≤" } else { "≥" };
-        out.push(Goal {
+        Goal {
             goal: format!("{what}: lb nat {rel} {bound}× {}", peer.label()),
             measured: r.map_or("–".into(), |r| format!("{r:.2}×")),
             met: r.map(|r| if lower { r <= bound } else { r >= bound }),
-        });
+        }
     };
+    // Direct to one server is not what a balancer that adds nothing would
+    // reach: three PostgreSQL instances on this machine serve fewer
+    // transactions than one (a run: 44.4k spread against 53.8k one). The goal
+    // is taken against the same spread, directly; the one-server ratio is
+    // shown beside it.
     for (w, what) in [
         (W::Pgbench8, "pgbench -S 8 clients"),
         (W::Pgbench64, "pgbench -S 64 clients"),
     ] {
-        vs(w, fig::TPS, what, Target::Direct, 0.95);
-        vs(w, fig::TPS, what, Target::Nftables, 1.0);
+        let tps = find(rows, w, fig::TPS);
+        let nat = tps.and_then(|r| r.median(Target::LbNat));
+        let one = tps.and_then(|r| r.median(Target::Direct));
+        let spread = find(rows, w, fig::TPS_SPREAD).and_then(|r| r.median(Target::Direct));
+        let r = nat.zip(spread).map(|(l, d)| l / d);
+        out.push(Goal {
+            goal: format!("{what}: lb nat ≥ 0.95× direct (spread over the same 3 servers)"),
+            measured: match (r, nat.zip(one).map(|(l, d)| l / d)) {
+                (Some(r), Some(o)) => format!("{r:.2}× ({o:.2}× one server)"),
+                (Some(r), None) => format!("{r:.2}×"),
+                _ => "–".into(),
+            },
+            met: r.map(|r| r >= 0.95),
+        });
+        out.push(vs(w, fig::TPS, what, Target::Nftables, 1.0));
     }
-    vs(
+    out.push(vs(
         W::Iperf1,
         fig::GBIT_S,
         "iperf3 1 stream",
         Target::Direct,
         0.9,
-    );
-    vs(
+    ));
+    out.push(vs(
         W::Iperf4,
         fig::GBIT_S,
         "iperf3 4 streams",
         Target::Direct,
         0.9,
-    );
-    vs(
+    ));
+    out.push(vs(
         W::Iperf1,
         fig::CPU_S_PER_GB,
         "CPU per GB, iperf3 1 stream",
         Target::Direct,
         1.3,
-    );
-    vs(
+    ));
+    out.push(vs(
         W::ShortConns,
         fig::CONNS_PER_S,
         "short connections/s",
         Target::Direct,
         0.9,
-    );
+    ));
     let row = find(rows, W::LatencyPinned, fig::P50_US);
     let added = |t: Target| Some(row?.median(t)? - row?.median(Target::Direct)?);
     let (nat, nft) = (added(Target::LbNat), added(Target::Nftables));
@@ -1047,7 +1079,10 @@ fn docs_text(record: &Record, counters: &str, shortfalls: &str) -> String {
          Workloads, in this order against each target ({secs} s each where timed):\n\n\
          - `pgbench -n -S -j 2` with 8 and 64 clients, and with `-C` (a new connection per \
          transaction, 8 clients). `direct` talks to one PostgreSQL server, the balancers \
-         spread over three.\n\
+         spread over three; `direct` is also run with the clients split over the three \
+         (one pgbench per server, at once), the figure the `lb nat` and `lb connect` \
+         goals are taken against: three PostgreSQL instances on this machine serve fewer \
+         transactions than one.\n\
          - `iperf3` with 1 and 4 streams (`-P 4`), a fresh one-off server each run; Gbit/s \
          received.\n\
          - `sockperf ping-pong --tcp -m 64 --full-rtt`: round-trip percentiles, once with \

@@ -250,7 +250,7 @@ fn pgbench(ctx: &Ctx, clients: u32, connect: bool) -> Result<Measurement> {
     // Three PostgreSQL servers on this host do not serve what one does: the
     // figure a balancer that adds nothing would reach is the clients spread
     // over the three, directly.
-    if ctx.target == Target::Direct && ctx.net.veth().is_none() && !connect {
+    if ctx.target == Target::Direct && !connect {
         m.figures
             .insert(fig::TPS_SPREAD, pgbench_spread(ctx, clients)?);
     }
