@@ -185,6 +185,31 @@ pub fn recv(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     Ok(Some(r as usize))
 }
 
+/// Nonblocking `recv(MSG_PEEK)`: the bytes stay queued. Ok(None) on EAGAIN,
+/// Ok(Some(0)) at end of stream with nothing queued.
+pub fn peek(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let r = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as usize))
+}
+
+/// `tcpi_state` of a socket that received the peer's FIN and has not
+/// closed (include/net/tcp_states.h).
+pub const TCP_CLOSE_WAIT: u8 = 8;
+
 /// Nonblocking send without SIGPIPE; Ok(None) on EAGAIN.
 pub fn send(s: &impl AsRawFd, buf: &[u8]) -> io::Result<Option<usize>> {
     let r = unsafe {

@@ -297,6 +297,7 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
                     f.bytes_in.store(0, Ordering::Relaxed);
                     f.bytes_out.store(0, Ordering::Relaxed);
                     f.denied.store(0, Ordering::Relaxed);
+                    f.denied_req.store(0, Ordering::Relaxed);
                 }
             }
             if *all {

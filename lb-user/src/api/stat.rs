@@ -535,6 +535,7 @@ pub fn rows(inp: &Inputs<'_>) -> Vec<Row> {
             }
             r.num("bin", bin);
             r.num("bout", bout);
+            r.num("dreq", st.denied_req.load(Ordering::Relaxed));
             r.str("status", "OPEN");
             out.push(r);
         } else {

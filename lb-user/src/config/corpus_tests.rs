@@ -544,6 +544,8 @@ fn acls_and_routing() {
         acl("high_ports").tests[0],
         AclTest {
             fetch: Fetch::DstPort,
+            method: Match::Int,
+            icase: false,
             patterns: vec![Pattern::Int { lo: 6005, hi: 6010 }],
             files: vec![],
             origin: o(F, 15),

@@ -139,7 +139,7 @@ fn acl_flags_and_files() {
     );
     let e = err_text("frontend f\n    acl a src -m reg x\n");
     assert!(
-        e.contains("'-m reg with 'src'' is not supported yet"),
+        e.contains("matching method '-m reg' is not compatible with the sample of 'src'"),
         "{e}"
     );
     let e = err_text("frontend f\n    acl a src -x 1.2.3.4\n");
@@ -168,8 +168,8 @@ fn acl_fetch_families() {
         ("url_beg", "'url_beg' is an HTTP-mode feature"),
         ("ssl_fc_sni", "'ssl_fc_sni' is a TLS feature"),
         (
-            "req.ssl_sni",
-            "'req.ssl_sni' is not supported yet in ACLs (it needs 'tcp-request content'",
+            "req.rdp_cookie",
+            "'req.rdp_cookie' is not supported yet in ACLs (offered: src, dst",
         ),
         ("nbsrv(b)", "'nbsrv' is not supported yet in ACLs"),
         (
@@ -245,7 +245,7 @@ backend x
         ("if METH_GET", "is an HTTP-mode feature"),
         (
             "if RDP_COOKIE",
-            "is not supported yet (it needs 'tcp-request content' inspection)",
+            "'predefined ACL 'RDP_COOKIE'' is not supported yet",
         ),
         ("if TRUEE", "did you mean 'TRUE'?"),
     ] {
@@ -309,8 +309,12 @@ backend b
         ),
         ("tcp-request connection rejct", "did you mean 'reject'?"),
         (
-            "tcp-request inspect-delay 5s",
-            "'tcp-request inspect-delay' is not supported yet",
+            "tcp-request session accept",
+            "'tcp-request session' is not supported yet",
+        ),
+        (
+            "tcp-request content track-sc0 src",
+            "'tcp-request content track-sc0' is not supported yet (only 'accept' and 'reject' are)",
         ),
         ("tcp-request foo", "unknown 'tcp-request' rule set 'foo'"),
     ] {

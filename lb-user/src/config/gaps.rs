@@ -64,9 +64,12 @@ pub fn tcp_request_unsupported(rule: &TcpRequestRule) -> Option<String> {
         for t in term.tests.iter() {
             let name = match t.fetch {
                 Fetch::Src | Fetch::AlwaysTrue | Fetch::AlwaysFalse => continue,
+                // Never match here, as in HAProxy (warned when parsed).
+                f if f.needs_content() => continue,
                 Fetch::Dst => "dst",
                 Fetch::SrcPort => "src_port",
                 Fetch::DstPort => "dst_port",
+                _ => continue,
             };
             return Some(format!(
                 "tcp-request connection with a '{name}' condition (only 'src' is applied)"
@@ -114,6 +117,14 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                 gap(
                     &u.origin,
                     format!("use_backend {} with data-path connect ({scope})", u.backend),
+                );
+            }
+            // Local clients are connected straight to the server: nothing
+            // reads their first bytes.
+            for r in &f.tcp_request_content {
+                gap(
+                    &r.origin,
+                    format!("tcp-request content with data-path connect ({scope})"),
                 );
             }
         }

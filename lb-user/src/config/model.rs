@@ -355,6 +355,11 @@ pub struct Frontend {
     /// `tcp-request connection` rules, in order (a named defaults section's
     /// first).
     pub tcp_request_connection: Vec<TcpRequestRule>,
+    /// `tcp-request inspect-delay`: how long the content rules may wait for
+    /// the client's first bytes (None: they decide on what is there at once).
+    pub inspect_delay: Option<Duration>,
+    /// `tcp-request content accept|reject` rules, in order.
+    pub tcp_request_content: Vec<TcpRequestRule>,
     /// ACLs declared in this section.
     pub acls: Vec<Acl>,
     /// `backlog N`: listen backlog of the binds without their own.
@@ -849,7 +854,8 @@ pub enum HttpCheckRule {
     Var(String),
 }
 
-/// An L4 sample an ACL tests.
+/// A sample an ACL tests: a connection's layer-4 facts, or (content
+/// inspection) the bytes the client sent first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fetch {
     /// The client's address.
@@ -862,7 +868,94 @@ pub enum Fetch {
     AlwaysTrue,
     /// `always_false` / `FALSE`.
     AlwaysFalse,
+    /// `req.len`: bytes received so far.
+    ReqLen,
+    /// `req.payload(off,len)`: `len` 0 takes the rest of what was received.
+    ReqPayload {
+        off: u32,
+        len: u32,
+    },
+    /// `req.payload_lv(off1,len1[,off2])`: a block whose big-endian length
+    /// (`len1` bytes, 1 to 4) is at `off1`; it starts at `off2` (absolute,
+    /// or relative to the end of the length with a sign) or right after it.
+    ReqPayloadLv {
+        off: u32,
+        size: u8,
+        start: LvStart,
+    },
+    /// `req.ssl_hello_type`: the handshake type of a TLS handshake record.
+    ReqSslHelloType,
+    /// `req.ssl_ver`: the TLS version the client announces, `major << 16 | minor`.
+    ReqSslVer,
+    /// `req.ssl_sni`: the server name of a TLS ClientHello.
+    ReqSslSni,
+    /// `wait_end` / `WAIT_END`: true once the inspection may wait no more
+    /// (the delay expired, the client closed, the buffer is full).
+    WaitEnd,
 }
+
+impl Fetch {
+    /// Whether it reads the request's contents (`tcp-request content`
+    /// inspection), not only the connection's addresses.
+    pub fn needs_content(&self) -> bool {
+        matches!(
+            self,
+            Fetch::ReqLen
+                | Fetch::ReqPayload { .. }
+                | Fetch::ReqPayloadLv { .. }
+                | Fetch::ReqSslHelloType
+                | Fetch::ReqSslVer
+                | Fetch::ReqSslSni
+                | Fetch::WaitEnd
+        )
+    }
+}
+
+/// Where the block of a `req.payload_lv` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LvStart {
+    AfterLength,
+    At(u32),
+    /// Relative to the end of the length field.
+    Shift(i32),
+}
+
+/// How an ACL compares its sample with its patterns (`-m`), or the fetch's
+/// own method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    Ip,
+    Int,
+    /// A fetch that is a boolean by itself (`always_true`).
+    Bool,
+    /// `found`: the sample exists, whatever it is.
+    Found,
+    Str,
+    Beg,
+    End,
+    Sub,
+    /// `dom`: a patterns' words delimited by '/', '?', '.' or ':' in the sample.
+    Dom,
+    /// `dir`: the same with '/' and '?' only.
+    Dir,
+    Reg,
+    /// `len`: the sample's length against integer patterns.
+    Len,
+    /// `bin`: the sample's bytes against hexadecimal patterns.
+    Bin,
+}
+
+/// A compiled regular expression pattern, compared by its source.
+#[derive(Clone, Debug)]
+pub struct AclRegex(pub regex::bytes::Regex);
+
+impl PartialEq for AclRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for AclRegex {}
 
 /// An IP network pattern: `addr/prefix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -882,12 +975,19 @@ pub enum Pattern {
         lo: i64,
         hi: i64,
     },
+    /// Bytes for `str`, `beg`, `end`, `sub`, `dom`, `dir` (lower-cased
+    /// with `-i`) and `bin` (decoded from hexadecimal).
+    Bytes(Vec<u8>),
+    Regex(AclRegex),
 }
 
 /// One `acl` line (or inline `{ }` ACL): a fetch and its patterns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclTest {
     pub fetch: Fetch,
+    pub method: Match,
+    /// `-i`: patterns and samples compared case-insensitively.
+    pub icase: bool,
     /// Patterns, from the line and then from `-f` files in their order.
     pub patterns: Vec<Pattern>,
     /// `-f` files the patterns were read from.

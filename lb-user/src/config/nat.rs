@@ -28,6 +28,13 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 why("'use_backend' rules choose after the connection is accepted"),
             ));
         }
+        if let Some(r) = f.tcp_request_content.first() {
+            return Err(at(
+                &r.origin,
+                "tcp-request",
+                why("'tcp-request content' rules read the client's first bytes on an accepted connection"),
+            ));
+        }
         if let Some(o) = &f.maxconn_origin {
             return Err(at(o, "maxconn", why("a frontend 'maxconn' needs a queue of accepted connections (use 'maxconn' on the servers: a SYN beyond it is refused)")));
         }

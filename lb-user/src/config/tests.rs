@@ -865,7 +865,7 @@ error_cases! {
     err_acl_http_fetch:
         "frontend f\n    acl x path_beg /api\n", "2:11", "'path_beg' is an HTTP-mode feature";
     err_tcp_request_content:
-        "frontend f\n\ttcp-request content accept\n", "2:14", "'tcp-request content' is not supported yet";
+        "backend b\n\ttcp-request content accept\n", "2:14", "'tcp-request content in a 'backend' section' is not supported yet";
     err_balance_hash:
         "backend b\n    balance hash src\n", "2:13", "'balance hash' is not supported yet";
     err_balance_uri:

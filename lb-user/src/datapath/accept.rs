@@ -13,6 +13,7 @@ use super::connect::connect_with_retries;
 use super::copy;
 use super::splice::NewConn;
 use super::Live as Ctx;
+use crate::config::matching::{content_rules, Content, L4};
 use crate::config::Frontend;
 use crate::state::State;
 use crate::sys;
@@ -138,11 +139,17 @@ async fn handle(
     };
     // The local address costs a system call: only asked for when a bind
     // reads PROXY headers or `use_backend` rules may test it.
-    let local = if fe.binds.iter().any(|b| b.accept_proxy) || !fe.use_backends.is_empty() {
-        client.local_addr().ok()
-    } else {
-        None
-    };
+    let inspects = !fe.tcp_request_content.is_empty()
+        || fe
+            .use_backends
+            .iter()
+            .any(|u| u.cond.as_ref().is_some_and(|c| c.needs_content()));
+    let local =
+        if fe.binds.iter().any(|b| b.accept_proxy) || !fe.use_backends.is_empty() || inspects {
+            client.local_addr().ok()
+        } else {
+            None
+        };
     let mut peer = peer;
     let mut dst = None;
     // Client bytes read before the pair is spliced, to be sent to the server first.
@@ -174,7 +181,36 @@ async fn handle(
             }
         }
     }
-    let Some(be_idx) = choose_backend(fe, peer, dst.or(local)) else {
+    // The client's first bytes, for `tcp-request content` rules and content
+    // conditions of `use_backend`: peeked, so they stay in the socket and
+    // reach the server as they came.
+    let mut content = Vec::new();
+    if let Some(to) = dst.or(local).filter(|_| inspects) {
+        let l4 = L4 { src: peer, dst: to };
+        match inspect(fe, &client, &l4, &early).await {
+            Ok(Some(bytes)) => content = bytes,
+            Ok(None) => {
+                // HAProxy's `tcp-request content reject`: the bytes are
+                // read, so the close sends a FIN, not a reset.
+                ctx.state.frontends[fe_idx]
+                    .denied_req
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    "frontend '{}': client {peer}: rejected by tcp-request content",
+                    fe.name
+                );
+                let _ = drain_queued(&client);
+                turn_away(&client);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("frontend '{}': client {peer}: inspecting: {e}", fe.name);
+                turn_away(&client);
+                return;
+            }
+        }
+    }
+    let Some(be_idx) = choose_backend(fe, peer, dst.or(local), &content) else {
         turn_away(&client);
         return;
     };
@@ -287,18 +323,85 @@ async fn handle(
 /// The backend of a connection: the first `use_backend` rule whose condition
 /// holds for its addresses (those of its PROXY header, if it had one), else
 /// the frontend's default.
-fn choose_backend(fe: &Frontend, src: SocketAddr, dst: Option<SocketAddr>) -> Option<usize> {
+fn choose_backend(
+    fe: &Frontend,
+    src: SocketAddr,
+    dst: Option<SocketAddr>,
+    content: &[u8],
+) -> Option<usize> {
     if let Some(dst) = dst.filter(|_| !fe.use_backends.is_empty()) {
-        let l4 = crate::config::matching::L4 { src, dst };
+        let l4 = L4 { src, dst };
         let chosen = fe
             .use_backends
             .iter()
-            .find(|u| u.cond.as_ref().is_none_or(|c| c.holds(&l4)));
+            .find(|u| u.cond.as_ref().is_none_or(|c| c.holds_on(&l4, content)));
         if let Some(u) = chosen {
             return Some(u.backend_idx);
         }
     }
     fe.default_backend_idx
+}
+
+/// HAProxy's inspection buffer: `tune.bufsize` less `tune.maxrewrite`. A
+/// client that sent this much is inspected as is (the rules may wait no
+/// more).
+const INSPECT_MAX: usize = 16384 - 1024;
+
+/// Runs the frontend's `tcp-request content` rules on the client's first
+/// bytes (after `early`, those read with a PROXY header), waiting for more
+/// while a rule cannot decide yet, at most `tcp-request inspect-delay`.
+/// Ok(Some(bytes seen)) to go on, Ok(None) when a rule rejects. The bytes
+/// are peeked: they stay queued in the socket.
+async fn inspect(
+    fe: &Frontend,
+    client: &TcpStream,
+    l4: &L4,
+    early: &[u8],
+) -> std::io::Result<Option<Vec<u8>>> {
+    let deadline = fe.inspect_delay.map(|d| tokio::time::Instant::now() + d);
+    let mut buf = vec![0u8; INSPECT_MAX.saturating_sub(early.len()).max(1)];
+    let mut seen = 0usize;
+    let mut eof = false;
+    loop {
+        // Readiness cleared first, then a peek: bytes that came before the
+        // clear are in the peek, bytes after it set the readiness again.
+        // The peek leaves the queue as it was, so without the clear the
+        // wait below would return at once for bytes already seen.
+        let _ = client.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+        match sys::peek(client, &mut buf)? {
+            None => {}
+            Some(0) => eof = true,
+            Some(n) => {
+                seen = n;
+                // Bytes queued before a FIN are peeked, not the FIN.
+                eof |= sys::tcp_counters(client)?.state == sys::TCP_CLOSE_WAIT;
+            }
+        }
+        let mut bytes = Vec::with_capacity(early.len() + seen);
+        bytes.extend_from_slice(early);
+        bytes.extend_from_slice(&buf[..seen]);
+        let expired = deadline.is_none_or(|d| tokio::time::Instant::now() >= d);
+        let c = Content {
+            bytes: &bytes,
+            last: eof || expired || bytes.len() >= INSPECT_MAX,
+            capacity: INSPECT_MAX,
+        };
+        match content_rules(&fe.tcp_request_content, l4, &c) {
+            Some(true) => return Ok(Some(bytes)),
+            Some(false) => return Ok(None),
+            None => {}
+        }
+        let Some(d) = deadline else {
+            // Undecided is only possible while the inspection may wait.
+            return Ok(Some(bytes));
+        };
+        tokio::select! {
+            r = client.readable() => r?,
+            () = tokio::time::sleep_until(d) => {}
+        }
+    }
 }
 
 /// Whether the bind that took this connection (its local address) has

@@ -172,6 +172,9 @@ pub struct FrontendStats {
     pub bytes_out: AtomicU64,
     /// Sessions closed because no server could take them.
     pub denied: AtomicU64,
+    /// Connections a `tcp-request content reject` rule closed (HAProxy's
+    /// `dreq`).
+    pub denied_req: AtomicU64,
     /// Ended sessions by data path (kernel splice, userspace copy).
     pub ended_spliced: AtomicU64,
     pub ended_userspace: AtomicU64,

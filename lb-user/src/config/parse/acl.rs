@@ -18,12 +18,17 @@ use crate::config::values::{near, parse_int, parse_ipv4_loose, suggest};
 /// Most patterns in one ACL test (line and files together).
 const MAX_PATTERNS: usize = 1 << 20;
 
-/// The fetches offered, and their pattern kind.
+/// The sample type of a fetch, which decides its default matching method
+/// and how its patterns parse.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ip,
     Int,
     Bool,
+    /// A TLS version: `3.1`-style patterns, `major << 16 | minor`.
+    Ver,
+    Str,
+    Bin,
 }
 
 const FETCHES: &[(&str, Fetch, Kind)] = &[
@@ -33,7 +38,21 @@ const FETCHES: &[(&str, Fetch, Kind)] = &[
     ("dst_port", Fetch::DstPort, Kind::Int),
     ("always_true", Fetch::AlwaysTrue, Kind::Bool),
     ("always_false", Fetch::AlwaysFalse, Kind::Bool),
+    ("req.len", Fetch::ReqLen, Kind::Int),
+    ("req_len", Fetch::ReqLen, Kind::Int),
+    ("req.ssl_hello_type", Fetch::ReqSslHelloType, Kind::Int),
+    ("req_ssl_hello_type", Fetch::ReqSslHelloType, Kind::Int),
+    ("req.ssl_ver", Fetch::ReqSslVer, Kind::Ver),
+    ("req_ssl_ver", Fetch::ReqSslVer, Kind::Ver),
+    ("req.ssl_sni", Fetch::ReqSslSni, Kind::Str),
+    ("req_ssl_sni", Fetch::ReqSslSni, Kind::Str),
+    ("wait_end", Fetch::WaitEnd, Kind::Bool),
 ];
+
+/// Fetches with arguments in parentheses: `req.payload(off,len)`,
+/// `req.payload_lv(off1,len1[,off2])` (`payload` and `payload_lv` are their
+/// older names).
+const ARG_FETCHES: &[&str] = &["req.payload", "payload", "req.payload_lv", "payload_lv"];
 
 /// HAProxy fetches (and ACL derivatives) that need HTTP.
 const HTTP_FETCHES: &[&str] = &[
@@ -85,24 +104,13 @@ const HTTP_FETCHES: &[&str] = &[
     "req_proto_http",
 ];
 
-/// HAProxy fetches that need to inspect the payload (tcp-request content).
+/// HAProxy fetches that need to inspect the payload (tcp-request content),
+/// not offered yet.
 const CONTENT_FETCHES: &[&str] = &[
-    "req.len",
-    "req_len",
-    "req.payload",
-    "req.payload_lv",
-    "payload",
-    "payload_lv",
     "req.rdp_cookie",
     "req.rdp_cookie_cnt",
     "rdp_cookie",
     "rdp_cookie_cnt",
-    "req.ssl_sni",
-    "req_ssl_sni",
-    "req.ssl_hello_type",
-    "req_ssl_hello_type",
-    "req.ssl_ver",
-    "req_ssl_ver",
     "req.ssl_alpn",
     "req.ssl_ec_ext",
     "req.ssl_st_ext",
@@ -113,7 +121,6 @@ const CONTENT_FETCHES: &[&str] = &[
     "res.payload_lv",
     "distcc_body",
     "distcc_param",
-    "wait_end",
 ];
 
 /// Other HAProxy fetches (internal states, layer 4/5): known, not offered yet.
@@ -302,8 +309,9 @@ fn parse_test(
         ));
     };
     let (fetch, kind) = fetch_of(p, l, crit)?;
-    let mut patterns = Vec::new();
-    let mut files = Vec::new();
+    let mut method = default_method(kind);
+    let mut icase = false;
+    let mut file_args: Vec<&Token> = Vec::new();
     let mut i = 1;
     // Flags.
     while let Some(t) = words.get(i) {
@@ -318,7 +326,8 @@ fn parse_test(
         };
         match t.text.as_str() {
             "--" => break,
-            "-i" | "-n" => {}
+            "-i" => icase = true,
+            "-n" => {}
             "-u" => {
                 let v = value(i)?;
                 parse_int(&v.text, 0, i64::from(i32::MAX))
@@ -327,80 +336,15 @@ fn parse_test(
             }
             "-m" => {
                 let v = value(i)?;
-                let default = match kind {
-                    Kind::Ip => "ip",
-                    Kind::Int => "int",
-                    Kind::Bool => "bool",
-                };
-                match v.text.as_str() {
-                    m if m == default => {}
-                    "found" | "bool" | "int" | "ip" | "bin" | "len" | "str" | "sub" | "reg"
-                    | "beg" | "end" | "dir" | "dom" => {
-                        return Err(p.not_yet_err(
-                            l.no,
-                            v,
-                            &format!("-m {} with '{}'", v.text, crit.text),
-                            " (only the fetch's own matching method is)",
-                        ))
-                    }
-                    _ => {
-                        return Err(p.err(
-                            l.no,
-                            v,
-                            format!("unknown ACL matching method '{}'", v.text),
-                        ))
-                    }
-                }
+                method = match_method(p, l, v, kind, &crit.text)?;
                 i += 1;
             }
             "-M" => {
                 return Err(p.not_yet_err(l.no, t, "ACL flag -M (map files)", ""));
             }
             "-f" => {
-                let v = value(i)?;
+                file_args.push(value(i)?);
                 i += 1;
-                let path = PathBuf::from(&v.text);
-                let text = p.sys.read(&path).map_err(|e| {
-                    p.err(
-                        l.no,
-                        v,
-                        format!("failed to open pattern file '{}': {e}", path.display()),
-                    )
-                })?;
-                for (n, raw) in text.split('\n').enumerate() {
-                    if raw.starts_with('#') {
-                        continue;
-                    }
-                    let pat = raw
-                        .trim_start_matches([' ', '\t'])
-                        .trim_end_matches(['\r', ' ', '\t']);
-                    if pat.is_empty() {
-                        continue;
-                    }
-                    let col = raw.len() - raw.trim_start_matches([' ', '\t']).len() + 1;
-                    let pat =
-                        parse_pattern(p, kind, None, pat).map_err(|m| ConfigError::Invalid {
-                            file: path.clone(),
-                            line: n + 1,
-                            col,
-                            msg: format!(
-                                "invalid pattern in file loaded by {}:{}: {m}",
-                                p.file.display(),
-                                l.no
-                            ),
-                            near: near(pat),
-                            hint: None,
-                        })?;
-                    patterns.push(pat);
-                    if patterns.len() > MAX_PATTERNS {
-                        return Err(p.err(
-                            l.no,
-                            v,
-                            format!("too many patterns (at most {MAX_PATTERNS})"),
-                        ));
-                    }
-                }
-                files.push(path);
             }
             _ => {
                 return Err(p.err_hint(
@@ -412,17 +356,66 @@ fn parse_test(
             }
         }
     }
+    let takes_patterns = !matches!(method, Match::Bool | Match::Found);
+    let mut patterns = Vec::new();
+    let mut files = Vec::new();
+    for v in file_args {
+        let path = PathBuf::from(&v.text);
+        let text = p.sys.read(&path).map_err(|e| {
+            p.err(
+                l.no,
+                v,
+                format!("failed to open pattern file '{}': {e}", path.display()),
+            )
+        })?;
+        for (n, raw) in text.split('\n').enumerate() {
+            if raw.starts_with('#') {
+                continue;
+            }
+            let pat = raw
+                .trim_start_matches([' ', '\t'])
+                .trim_end_matches(['\r', ' ', '\t']);
+            if pat.is_empty() || !takes_patterns {
+                continue;
+            }
+            let col = raw.len() - raw.trim_start_matches([' ', '\t']).len() + 1;
+            let pat = parse_pattern(p, kind, method, icase, None, pat).map_err(|m| {
+                ConfigError::Invalid {
+                    file: path.clone(),
+                    line: n + 1,
+                    col,
+                    msg: format!(
+                        "invalid pattern in file loaded by {}:{}: {m}",
+                        p.file.display(),
+                        l.no
+                    ),
+                    near: near(pat),
+                    hint: None,
+                }
+            })?;
+            patterns.push(pat);
+            if patterns.len() > MAX_PATTERNS {
+                return Err(p.err(
+                    l.no,
+                    v,
+                    format!("too many patterns (at most {MAX_PATTERNS})"),
+                ));
+            }
+        }
+        files.push(path);
+    }
     // Values.
+    let int_like = matches!(method, Match::Int | Match::Len);
     let mut op: Option<&str> = None;
     for t in &words[i.min(words.len())..] {
-        if kind == Kind::Int && matches!(t.text.as_str(), "eq" | "ge" | "gt" | "le" | "lt") {
+        if int_like && matches!(t.text.as_str(), "eq" | "ge" | "gt" | "le" | "lt") {
             op = Some(t.text.as_str());
             continue;
         }
-        if kind == Kind::Bool {
-            return Err(p.err(l.no, t, format!("'{}' takes no pattern", crit.text)));
+        if !takes_patterns {
+            return Err(p.err(l.no, t, format!("'{}' takes no pattern here", crit.text)));
         }
-        let pat = parse_pattern(p, kind, op, &t.text)
+        let pat = parse_pattern(p, kind, method, icase, op, &t.text)
             .map_err(|m| p.err(l.no, t, format!("invalid pattern for '{}': {m}", crit.text)))?;
         patterns.push(pat);
         if patterns.len() > MAX_PATTERNS {
@@ -433,7 +426,7 @@ fn parse_test(
             ));
         }
     }
-    if patterns.is_empty() && kind != Kind::Bool {
+    if patterns.is_empty() && takes_patterns {
         p.warn(
             l.no,
             format_args!(
@@ -444,10 +437,87 @@ fn parse_test(
     }
     Ok(AclTest {
         fetch,
+        method,
+        icase,
         patterns,
         files,
         origin: p.origin(l.no),
     })
+}
+
+fn default_method(kind: Kind) -> Match {
+    match kind {
+        Kind::Ip => Match::Ip,
+        Kind::Int | Kind::Ver => Match::Int,
+        Kind::Bool => Match::Bool,
+        Kind::Str => Match::Str,
+        Kind::Bin => Match::Bin,
+    }
+}
+
+/// `-m <method>`: the methods HAProxy allows for the fetch's sample type.
+fn match_method(
+    p: &Parser<'_>,
+    l: &Line,
+    v: &Token,
+    kind: Kind,
+    crit: &str,
+) -> Result<Match, ConfigError> {
+    let m = match v.text.as_str() {
+        "found" => Match::Found,
+        "bool" => Match::Bool,
+        "int" => Match::Int,
+        "ip" => Match::Ip,
+        "bin" => Match::Bin,
+        "len" => Match::Len,
+        "str" => Match::Str,
+        "sub" => Match::Sub,
+        "reg" => Match::Reg,
+        "beg" => Match::Beg,
+        "end" => Match::End,
+        "dir" => Match::Dir,
+        "dom" => Match::Dom,
+        _ => {
+            return Err(p.err_hint(
+                l.no,
+                v,
+                format!("unknown ACL matching method '{}'", v.text),
+                suggest(
+                    &v.text,
+                    [
+                        "found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg", "beg",
+                        "end", "dir", "dom",
+                    ],
+                ),
+            ))
+        }
+    };
+    let textual = matches!(
+        m,
+        Match::Str
+            | Match::Beg
+            | Match::End
+            | Match::Sub
+            | Match::Reg
+            | Match::Dir
+            | Match::Dom
+            | Match::Len
+            | Match::Bin
+    );
+    let ok = m == Match::Found
+        || m == default_method(kind)
+        || (matches!(kind, Kind::Str | Kind::Bin) && textual);
+    if !ok {
+        return Err(p.err(
+            l.no,
+            v,
+            format!(
+                "matching method '-m {}' is not compatible with the sample of '{crit}'",
+                v.text
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 fn fetch_of(p: &Parser<'_>, l: &Line, crit: &Token) -> Result<(Fetch, Kind), ConfigError> {
@@ -463,29 +533,27 @@ fn fetch_of(p: &Parser<'_>, l: &Line, crit: &Token) -> Result<(Fetch, Kind), Con
         }
         return Ok((*f, *k));
     }
+    if ARG_FETCHES.contains(&base) {
+        return payload_fetch(p, l, crit, base).map(|f| (f, Kind::Bin));
+    }
     if matches_family(base, HTTP_FETCHES) {
         return Err(p.http_err(l.no, crit, base));
     }
     if base.starts_with("ssl_") {
         return Err(p.tls_err(l.no, crit, base));
     }
-    if matches_family(base, CONTENT_FETCHES) {
-        return Err(p.not_yet_err(
-            l.no,
-            crit,
-            base,
-            " in ACLs (it needs 'tcp-request content' inspection; only src, dst, src_port and dst_port are offered)",
-        ));
+    let offered = " in ACLs (offered: src, dst, src_port, dst_port, req.len, req.payload, \
+                   req.payload_lv, req.ssl_hello_type, req.ssl_ver, req.ssl_sni)";
+    if matches_family(base, CONTENT_FETCHES) || matches_family(base, OTHER_FETCHES) {
+        return Err(p.not_yet_err(l.no, crit, base, offered));
     }
-    if matches_family(base, OTHER_FETCHES) {
-        return Err(p.not_yet_err(
-            l.no,
-            crit,
-            base,
-            " in ACLs (only src, dst, src_port and dst_port are offered)",
-        ));
-    }
-    let hint = suggest(base, FETCHES.iter().map(|(n, _, _)| *n));
+    let hint = suggest(
+        base,
+        FETCHES
+            .iter()
+            .map(|(n, _, _)| *n)
+            .chain(ARG_FETCHES.iter().copied()),
+    );
     Err(with_hint(
         p.err(
             l.no,
@@ -496,13 +564,139 @@ fn fetch_of(p: &Parser<'_>, l: &Line, crit: &Token) -> Result<(Fetch, Kind), Con
     ))
 }
 
-/// One pattern: an IP network or an integer (range), after an optional operator.
-fn parse_pattern(p: &Parser<'_>, kind: Kind, op: Option<&str>, s: &str) -> Result<Pattern, String> {
-    match kind {
-        Kind::Ip => parse_net(p, s).map(Pattern::Net),
-        Kind::Int => parse_int_pattern(op, s),
-        Kind::Bool => Err("takes no pattern".into()),
+/// `req.payload(off,len)` and `req.payload_lv(off1,len1[,off2])`.
+fn payload_fetch(p: &Parser<'_>, l: &Line, crit: &Token, base: &str) -> Result<Fetch, ConfigError> {
+    let lv = base.ends_with("_lv");
+    let usage = if lv {
+        format!("'{base}(<offset1>,<length>[,<offset2>])'")
+    } else {
+        format!("'{base}(<offset>,<length>)'")
+    };
+    let bad = |m: String| p.err(l.no, crit, format!("{m}: expected {usage}"));
+    let rest = &crit.text[base.len()..];
+    let Some(inner) = rest.strip_prefix('(') else {
+        return Err(bad(format!("'{base}' expects arguments")));
+    };
+    let Some((inner, after)) = inner.split_once(')') else {
+        return Err(bad(format!("missing ')' after '{base}' arguments")));
+    };
+    if !after.is_empty() {
+        return Err(p.not_yet_err(
+            l.no,
+            crit,
+            &format!("converter '{}'", after.trim_start_matches(',')),
+            &format!(" ('{base}(...)' is, without converters)"),
+        ));
     }
+    let args: Vec<&str> = inner.split(',').map(str::trim).collect();
+    let num = |s: &str, what: &str| -> Result<u32, ConfigError> {
+        parse_int(s, 0, i64::from(i32::MAX))
+            .map(|n| n as u32)
+            .map_err(|_| bad(format!("invalid {what} '{}'", near(s))))
+    };
+    if !lv {
+        if args.len() != 2 {
+            return Err(bad(format!("'{base}' takes 2 arguments")));
+        }
+        return Ok(Fetch::ReqPayload {
+            off: num(args[0], "offset")?,
+            len: num(args[1], "length")?,
+        });
+    }
+    if !(2..=3).contains(&args.len()) {
+        return Err(bad(format!("'{base}' takes 2 or 3 arguments")));
+    }
+    let off = num(args[0], "offset")?;
+    let size = num(args[1], "length")?;
+    if !(1..=4).contains(&size) {
+        return Err(bad(format!(
+            "the length field of '{base}' is 1 to 4 bytes, not {size}"
+        )));
+    }
+    let start = match args.get(2) {
+        None => LvStart::AfterLength,
+        Some(a) if a.starts_with(['+', '-']) => {
+            let n = parse_int(a, -i64::from(i32::MAX), i64::from(i32::MAX))
+                .map_err(|_| bad(format!("invalid offset '{}'", near(a))))?;
+            LvStart::Shift(n as i32)
+        }
+        Some(a) => LvStart::At(num(a, "offset")?),
+    };
+    Ok(Fetch::ReqPayloadLv {
+        off,
+        size: size as u8,
+        start,
+    })
+}
+
+/// One pattern, parsed as the matching method reads it.
+fn parse_pattern(
+    p: &Parser<'_>,
+    kind: Kind,
+    method: Match,
+    icase: bool,
+    op: Option<&str>,
+    s: &str,
+) -> Result<Pattern, String> {
+    match method {
+        Match::Ip => parse_net(p, s).map(Pattern::Net),
+        Match::Int if kind == Kind::Ver => parse_ver_pattern(op, s),
+        Match::Int | Match::Len => parse_int_pattern(op, s),
+        Match::Bool | Match::Found => Err("takes no pattern".into()),
+        Match::Bin => parse_hex(s).map(Pattern::Bytes),
+        Match::Reg => regex::bytes::RegexBuilder::new(s)
+            .case_insensitive(icase)
+            .build()
+            .map(|r| Pattern::Regex(AclRegex(r)))
+            .map_err(|e| format!("invalid regular expression '{}': {e}", near(s))),
+        Match::Str | Match::Beg | Match::End | Match::Sub | Match::Dir | Match::Dom => {
+            let b = s.as_bytes();
+            Ok(Pattern::Bytes(if icase {
+                b.to_ascii_lowercase()
+            } else {
+                b.to_vec()
+            }))
+        }
+    }
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "'{}' is not an even number of hexadecimal digits",
+            near(s)
+        ));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// `3.1`, `3.0:3.3`, `ge 3.3`: TLS versions as `major << 16 | minor`.
+fn parse_ver_pattern(op: Option<&str>, s: &str) -> Result<Pattern, String> {
+    let ver = |t: &str| -> Result<String, String> {
+        let (maj, min) = t.split_once('.').unwrap_or((t, "0"));
+        let maj: i64 = maj
+            .parse()
+            .map_err(|_| format!("'{}' is not a version (major.minor)", near(s)))?;
+        let min: i64 = min
+            .parse()
+            .map_err(|_| format!("'{}' is not a version (major.minor)", near(s)))?;
+        if !(0..=0xffff).contains(&maj) || !(0..=0xffff).contains(&min) {
+            return Err(format!("'{}' is not a version (major.minor)", near(s)));
+        }
+        Ok(((maj << 16) | min).to_string())
+    };
+    let as_ints = match s.split_once(':') {
+        Some((a, b)) => {
+            let a = if a.is_empty() { String::new() } else { ver(a)? };
+            let b = if b.is_empty() { String::new() } else { ver(b)? };
+            format!("{a}:{b}")
+        }
+        None => ver(s)?,
+    };
+    parse_int_pattern(op, &as_ints).map_err(|_| format!("'{}' is not a version range", near(s)))
 }
 
 fn parse_net(p: &Parser<'_>, s: &str) -> Result<IpNet, String> {
@@ -709,6 +903,12 @@ fn named_term(
     let origin = p.origin(l.no);
     let test = |fetch, patterns| AclTest {
         fetch,
+        method: if fetch == Fetch::Src {
+            Match::Ip
+        } else {
+            Match::Bool
+        },
+        icase: false,
         patterns,
         files: Vec::new(),
         origin: origin.clone(),
@@ -729,13 +929,19 @@ fn named_term(
                 }),
             ],
         )],
-        "RDP_COOKIE" | "REQ_CONTENT" | "WAIT_END" => {
-            return Err(p.not_yet_err(
-                l.no,
-                t,
-                &format!("predefined ACL '{word}'"),
-                " (it needs 'tcp-request content' inspection)",
-            ))
+        "REQ_CONTENT" => vec![AclTest {
+            method: Match::Int,
+            ..test(
+                Fetch::ReqLen,
+                vec![Pattern::Int {
+                    lo: 1,
+                    hi: i64::MAX / 2,
+                }],
+            )
+        }],
+        "WAIT_END" => vec![test(Fetch::WaitEnd, Vec::new())],
+        "RDP_COOKIE" => {
+            return Err(p.not_yet_err(l.no, t, &format!("predefined ACL '{word}'"), ""))
         }
         w if PREDEFINED.contains(&w) => {
             return Err(p.http_err(l.no, t, &format!("predefined ACL '{w}'")))
@@ -743,10 +949,13 @@ fn named_term(
         _ => {
             let hint = suggest(
                 word,
-                declared
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .chain(["TRUE", "FALSE", "LOCALHOST"]),
+                declared.iter().map(|a| a.name.as_str()).chain([
+                    "TRUE",
+                    "FALSE",
+                    "LOCALHOST",
+                    "REQ_CONTENT",
+                    "WAIT_END",
+                ]),
             );
             return Err(with_hint(
                 p.err(
@@ -790,6 +999,7 @@ pub(crate) fn resolve_proxy(px: &mut Proxy) {
         let cond = match pc {
             PendingCond::UseBackend(i) => px.use_backends.get_mut(i).and_then(|u| u.cond.as_mut()),
             PendingCond::TcpRequest(i) => px.tcp_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
+            PendingCond::TcpContent(i) => px.content_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
         };
         if let Some(c) = cond {
             fill(c, &acls);
@@ -811,21 +1021,24 @@ pub(crate) fn resolve_defaults(d: &mut Defaults) {
     }
 }
 
-/// `tcp-request connection <action> [if|unless <cond>]`.
+/// `tcp-request connection|content <action> [if|unless <cond>]`,
+/// `tcp-request inspect-delay <time>`.
 pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let what = p.arg(
         l,
         0,
         "'connection', 'content', 'session' or 'inspect-delay' as an argument",
     )?;
-    match what.text.as_str() {
-        "connection" => {}
-        "content" | "session" | "inspect-delay" => {
+    let content = match what.text.as_str() {
+        "connection" => false,
+        "content" => true,
+        "inspect-delay" => return p_inspect_delay(p, l),
+        "session" => {
             return Err(p.not_yet_err(
                 l.no,
                 what,
-                &format!("tcp-request {}", what.text),
-                " (only 'tcp-request connection' is)",
+                "tcp-request session",
+                " (only 'tcp-request connection', 'content' and 'inspect-delay' are)",
             ))
         }
         _ => {
@@ -839,9 +1052,18 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
                 ),
             ))
         }
-    }
+    };
+    let set = format!("tcp-request {}", what.text);
     let caps = p.caps();
     if caps == DEF {
+        if content {
+            return Err(p.not_yet_err(
+                l.no,
+                what,
+                "tcp-request content in a 'defaults' section",
+                " (in 'frontend' and 'listen' sections it is)",
+            ));
+        }
         if let Section::Defaults(d) = &p.section {
             if d.name.is_none() {
                 return Err(p.err(
@@ -852,6 +1074,14 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
             }
         }
     } else if caps & FE == 0 {
+        if content {
+            return Err(p.not_yet_err(
+                l.no,
+                what,
+                "tcp-request content in a 'backend' section",
+                " (in 'frontend' and 'listen' sections it is)",
+            ));
+        }
         return Err(p.err(
             l.no,
             what,
@@ -863,10 +1093,15 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
         1,
         "an action ('accept', 'reject', 'expect-proxy layer4'...)",
     )?;
+    let offered = if content {
+        " (only 'accept' and 'reject' are)"
+    } else {
+        " (only 'accept', 'reject' and 'expect-proxy layer4' are)"
+    };
     let (action, next) = match act.text.as_str() {
         "accept" => (TcpRequestAction::Accept, 2),
         "reject" => (TcpRequestAction::Reject, 2),
-        "expect-proxy" => {
+        "expect-proxy" if !content => {
             let v = p.arg(l, 2, "'layer4' after 'expect-proxy'")?;
             if v.text != "layer4" {
                 return Err(p.err(l.no, v, "'expect-proxy' expects 'layer4'"));
@@ -877,30 +1112,51 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
             || a.starts_with("track-sc")
             || a.starts_with("set-")
             || a.starts_with("unset-var")
-            || a == "silent-drop"
-            || a == "expect-netscaler-cip"
-            || a == "capture" =>
+            || a.starts_with("do-resolve")
+            || a.starts_with("lua.")
+            || matches!(
+                a,
+                "silent-drop"
+                    | "expect-netscaler-cip"
+                    | "capture"
+                    | "switch-mode"
+                    | "use-service"
+                    | "send-spoe-group"
+                    | "attach-srv"
+            ) =>
         {
-            return Err(p.not_yet_err(
-                l.no,
-                act,
-                &format!("tcp-request connection {}", act.text),
-                " (only 'accept', 'reject' and 'expect-proxy layer4' are)",
-            ))
+            return Err(p.not_yet_err(l.no, act, &format!("{set} {}", act.text), offered))
         }
         _ => {
             return Err(p.err_hint(
                 l.no,
                 act,
-                format!("unknown 'tcp-request connection' action '{}'", act.text),
+                format!("unknown '{set}' action '{}'", act.text),
                 suggest(&act.text, ["accept", "reject", "expect-proxy"]),
             ))
         }
     };
     let cond = match l.args.get(next) {
         None => None,
-        Some(_) => Some(parse_condition(p, l, next, "tcp-request connection")?),
+        Some(_) => Some(parse_condition(p, l, next, &set)?),
     };
+    if !content {
+        // HAProxy's words: the fetch runs before any byte was read.
+        let inline = cond.iter().flat_map(|c| c.any_of.iter().flatten());
+        let late = inline
+            .flat_map(|t| t.tests.iter())
+            .find(|t| t.fetch.needs_content())
+            .map(|t| fetch_name(t.fetch));
+        if let Some(name) = late {
+            p.warn(
+                l.no,
+                format_args!(
+                    "anonymous acl will never match in 'tcp-request connection' because it uses \
+                     keyword '{name}' which is incompatible with 'frontend tcp-request connection rule'"
+                ),
+            );
+        }
+    }
     let rule = TcpRequestRule {
         action,
         cond,
@@ -911,6 +1167,11 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
             d.pending.push(PendingCond::TcpRequest(d.tcp_rules.len()));
             d.tcp_rules.push(rule);
         }
+        Section::Proxy(px) if content => {
+            px.pending
+                .push(PendingCond::TcpContent(px.content_rules.len()));
+            px.content_rules.push(rule);
+        }
         Section::Proxy(px) => {
             px.pending.push(PendingCond::TcpRequest(px.tcp_rules.len()));
             px.tcp_rules.push(rule);
@@ -918,4 +1179,35 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
         _ => return Err(p.internal(l, "tcp-request out of a proxy")),
     }
     Ok(())
+}
+
+/// `tcp-request inspect-delay <time>` (defaults, frontend, listen, backend).
+fn p_inspect_delay(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 1, "a time after 'inspect-delay' (e.g. 5s)")?;
+    p.no_more(l, 2, "tcp-request inspect-delay")?;
+    let d = crate::config::values::parse_time(&v.text)
+        .map_err(|m| p.err(l.no, v, format!("invalid 'tcp-request inspect-delay': {m}")))?;
+    let origin = p.origin(l.no);
+    let s = p.settings(l)?;
+    s.inspect_delay = (!d.is_zero()).then_some(Located { value: d, origin });
+    Ok(())
+}
+
+/// The name HAProxy's messages use for a fetch.
+pub(crate) fn fetch_name(f: Fetch) -> &'static str {
+    match f {
+        Fetch::Src => "src",
+        Fetch::Dst => "dst",
+        Fetch::SrcPort => "src_port",
+        Fetch::DstPort => "dst_port",
+        Fetch::AlwaysTrue => "always_true",
+        Fetch::AlwaysFalse => "always_false",
+        Fetch::ReqLen => "req.len",
+        Fetch::ReqPayload { .. } => "req.payload",
+        Fetch::ReqPayloadLv { .. } => "req.payload_lv",
+        Fetch::ReqSslHelloType => "req.ssl_hello_type",
+        Fetch::ReqSslVer => "req.ssl_ver",
+        Fetch::ReqSslSni => "req.ssl_sni",
+        Fetch::WaitEnd => "wait_end",
+    }
 }

@@ -163,6 +163,8 @@ impl Parser<'_> {
                 maxconn_origin: p.s.maxconn_origin.clone(),
                 use_backends,
                 tcp_request_connection: p.tcp_rules.clone(),
+                inspect_delay: p.s.inspect_delay.as_ref().map(|d| d.value),
+                tcp_request_content: p.content_rules.clone(),
                 acls: p.acls.clone(),
                 backlog: p.s.backlog.clone(),
                 timeout_client_fin: p.s.timeout_client_fin.clone(),

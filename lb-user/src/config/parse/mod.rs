@@ -413,6 +413,8 @@ pub(crate) struct Settings {
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,
     pub timeout_client_fin: Option<Located<Duration>>,
+    /// `tcp-request inspect-delay`: how long content rules may wait for data.
+    pub inspect_delay: Option<Located<Duration>>,
     pub timeout_server_fin: Option<Located<Duration>>,
     pub timeout_queue: Option<Located<Duration>>,
     pub timeout_check: Option<Located<Duration>>,
@@ -527,6 +529,7 @@ pub(crate) struct Defaults {
 pub(crate) enum PendingCond {
     UseBackend(usize),
     TcpRequest(usize),
+    TcpContent(usize),
 }
 
 /// How a proxy got its defaults.
@@ -569,6 +572,8 @@ pub(crate) struct Proxy {
     pub acl_index: HashMap<String, usize>,
     pub use_backends: Vec<UseDraft>,
     pub tcp_rules: Vec<TcpRequestRule>,
+    /// `tcp-request content` rules.
+    pub content_rules: Vec<TcpRequestRule>,
     pub pending: Vec<PendingCond>,
     pub defaults_ref: DefaultsRef,
     pub id: Option<(Located<u32>, usize)>,
@@ -1092,6 +1097,7 @@ impl<'s> Parser<'s> {
                     } else {
                         Vec::new()
                     },
+                    content_rules: Vec::new(),
                     pending: Vec::new(),
                     defaults_ref,
                     id: None,
