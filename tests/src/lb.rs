@@ -268,6 +268,33 @@ impl Lb {
         Ok(util::run(&mut cmd)?.trim().to_string())
     }
 
+    /// `lb show stat --instance X`: HAProxy's `show stat` CSV.
+    pub fn show_stat_csv(&self) -> Result<String> {
+        let mut cmd = ns_cmd(&self.ns_path, &self.bin);
+        cmd.args(["show", "stat", "--instance", &self.instance]);
+        util::run(&mut cmd)
+    }
+
+    /// One column of one row of `show stat` (`svname` FRONTEND, BACKEND or
+    /// a server's name).
+    pub fn stat_field(&self, pxname: &str, svname: &str, field: &str) -> Result<String> {
+        let csv = self.show_stat_csv()?;
+        let mut lines = csv.lines();
+        let header = lines.next().unwrap_or_default().trim_start_matches("# ");
+        let cols: Vec<&str> = header.split(',').collect();
+        let col = cols
+            .iter()
+            .position(|c| *c == field)
+            .ok_or_else(|| anyhow!("no column {field} in show stat: {header}"))?;
+        for l in lines {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.first() == Some(&pxname) && f.get(1) == Some(&svname) {
+                return Ok(f.get(col).copied().unwrap_or_default().to_string());
+            }
+        }
+        bail!("no row {pxname}/{svname} in show stat:\n{csv}")
+    }
+
     /// `lb maps dump NAME --instance X --json`, parsed: the pinned map read
     /// straight from bpffs (works while the daemon is stopped).
     pub fn maps_dump(&self, name: &str) -> Result<serde_json::Value> {

@@ -272,3 +272,33 @@ pub fn tso_on(iface: &str) -> anyhow::Result<bool> {
     anyhow::ensure!(r == 0, "ETHTOOL_GTSO on {iface}: {err}");
     Ok(v.data != 0)
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `ss -Hltn` in `ns` (every 20 ms, at most `timeout`) until every
+/// address of `addrs` has a listener.
+pub fn wait_listening(
+    ns: &crate::netns::Netns,
+    addrs: &[std::net::SocketAddr],
+    timeout: Duration,
+) -> Result<Duration> {
+    wait_until(
+        &format!("listeners on {addrs:?}"),
+        timeout,
+        Duration::from_millis(20),
+        || {
+            let out = ns.run("ss", &["-Hltn"])?;
+            Ok(addrs
+                .iter()
+                .all(|a| out.split_whitespace().any(|w| w == a.to_string())))
+        },
+    )
+}

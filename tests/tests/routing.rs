@@ -102,3 +102,222 @@ fn use_backend_routes_by_l4_acls() {
         Ok(())
     })
 }
+
+/// `reached` for a connection whose first bytes decided its backend: the
+/// server's id, then `msg` echoed back whole (the bytes lb peeked reached
+/// the server once, in order), then a ping.
+fn reached_with(mut s: TcpStream, msg: &[&[u8]], gap: Duration) -> Result<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    for (i, part) in msg.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(gap);
+        }
+        s.write_all(part)?;
+    }
+    let mut id = [0u8; 1];
+    s.read_exact(&mut id)?;
+    let sent: Vec<u8> = msg.concat();
+    let mut back = vec![0u8; sent.len()];
+    s.read_exact(&mut back)?;
+    ensure!(
+        back == sent,
+        "the server echoed {back:?}, the client sent {sent:?}"
+    );
+    s.write_all(b"ping")?;
+    let mut pong = [0u8; 4];
+    s.read_exact(&mut pong)?;
+    ensure!(&pong == b"ping", "echo came back as {pong:?}");
+    Ok(id[0])
+}
+
+/// The client sends `msg`; lb must close the connection with a FIN and
+/// nothing from any server.
+fn rejected(mut s: TcpStream, msg: &[u8]) -> Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(msg)?;
+    let mut got = Vec::new();
+    let r = s.read_to_end(&mut got);
+    ensure!(
+        r.is_ok() && got.is_empty(),
+        "expected a clean close with nothing read, got {r:?} after {got:?}"
+    );
+    Ok(())
+}
+
+/// A self-signed certificate and key for `cn` in `dir`: (cert, key).
+fn cert(dir: &std::path::Path, cn: &str) -> Result<(String, String)> {
+    let (c, k) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", &format!("/CN={cn}"), "-keyout"])
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output()
+        .context("openssl req (is openssl installed?)")?;
+    ensure!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((c.display().to_string(), k.display().to_string()))
+}
+
+/// `tcp-request content` end to end: payload rules that reject, accept and
+/// wait (a request in two segments, a client that stays silent until the
+/// inspect-delay ends), `use_backend` on the payload, a backend's own rules
+/// once it is chosen, and TLS passthrough
+/// routed by SNI with real TLS clients and servers (openssl s_client and
+/// s_server, each server with its own certificate).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn tcp_request_content_routes_by_payload_and_sni() {
+    run_test(|| {
+        const DELAY: Duration = Duration::from_millis(1500);
+        let topo = Topology::new("content")?;
+        let addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, 9710)).collect();
+        let _stops = lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)?;
+        // Two TLS servers: the certificate a client sees names the server.
+        let dir = topo.dir.path();
+        let mut tls_servers = Vec::new();
+        for (b, cn) in [(BACKENDS_V4[0], "lb-test-a"), (BACKENDS_V4[1], "lb-test-b")] {
+            let (c, k) = cert(dir, cn)?;
+            let log = std::fs::File::create(dir.join(format!("{cn}.log")))?;
+            let child = topo
+                .srv
+                .cmd("openssl")
+                .args([
+                    "s_server",
+                    "-accept",
+                    &format!("{b}:9711"),
+                    "-cert",
+                    &c,
+                    "-key",
+                    &k,
+                ])
+                .args(["-naccept", "20", "-quiet"])
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("openssl s_server")?;
+            tls_servers.push(lb_tests::util::KillOnDrop(child));
+        }
+        for b in &BACKENDS_V4[..2] {
+            lb_tests::util::wait_listening(&topo.srv, &[sa(b, 9711)], Duration::from_secs(5))?;
+        }
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend fe\n    bind {lb}:9710\n    tcp-request inspect-delay {delay}ms\n\
+             \x20   tcp-request content reject if {{ req.payload(0,4) -m str QUIT }}\n\
+             \x20   tcp-request content accept if {{ req.len ge 4 }}\n\
+             \x20   use_backend two if {{ req.payload(0,4) -m str PONG }}\n\
+             \x20   use_backend three if {{ req.payload(0,2) -m str -i ab }}\n\
+             \x20   default_backend one\n\
+             frontend tls\n    bind {lb}:9711\n    tcp-request inspect-delay {delay}ms\n\
+             \x20   tcp-request content accept if {{ req_ssl_hello_type 1 }}\n\
+             \x20   tcp-request content reject\n\
+             \x20   use_backend tls_b if {{ req.ssl_sni -i b.example.com }}\n\
+             \x20   use_backend tls_a if {{ req.ssl_sni -m end .a.example.com }}\n\
+             backend one\n    server s1 {b1}:9710\n\
+             backend two\n    server s2 {b2}:9710\n\
+             backend three\n    tcp-request inspect-delay 1s\n\
+             \x20   tcp-request content reject if {{ req.payload(2,2) -m str XX }}\n\
+             \x20   server s3 {b3}:9710\n\
+             backend tls_a\n    server ta {b1}:9711\n\
+             backend tls_b\n    server tb {b2}:9711\n",
+            lb = LB_V4,
+            delay = DELAY.as_millis(),
+            b1 = BACKENDS_V4[0],
+            b2 = BACKENDS_V4[1],
+            b3 = BACKENDS_V4[2],
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let to = sa(LB_V4, 9710);
+        let c = |s: &str| {
+            lb_tests::traffic::connect_from(CLIENT_V4, to, Duration::from_secs(3))
+                .context(s.to_string())
+        };
+        let short = Duration::from_millis(300);
+        topo.in_client(|| -> Result<()> {
+            let cases: [(&str, &[&[u8]], u8); 4] = [
+                ("PONG", &[b"PONG"], 12),
+                ("HELO", &[b"HELO"], 11),
+                ("aB.. (-i)", &[b"aBcd"], 13),
+                // The rules wait for the second segment.
+                ("PO + NG", &[b"PO", b"NG"], 12),
+            ];
+            for (what, msg, want) in cases {
+                let got = reached_with(c(what)?, msg, short).context(what)?;
+                ensure!(got == want, "{what}: reached server {got}, expected {want}");
+            }
+            rejected(c("QUIT")?, b"QUIT").context("QUIT")?;
+            // The backend's own rules, once `ab` chose it.
+            rejected(c("abXX")?, b"abXX").context("abXX")?;
+            // Two bytes and silence: nothing decides until the delay ends,
+            // then the default backend takes it.
+            let t = std::time::Instant::now();
+            let got = reached_with(c("PO")?, &[b"PO"], short).context("PO")?;
+            let took = t.elapsed();
+            ensure!(
+                got == 11,
+                "a silent 'PO': reached server {got}, expected 11"
+            );
+            ensure!(
+                took >= DELAY - Duration::from_millis(100),
+                "a silent 'PO' was routed after {took:?}, before the inspect-delay ({DELAY:?})"
+            );
+            println!(
+                "[lb-tests] content: payload routes right; a silent client routed after {took:?}"
+            );
+            // Not TLS on the TLS frontend: rejected at once.
+            let s = lb_tests::traffic::connect_from(
+                CLIENT_V4,
+                sa(LB_V4, 9711),
+                Duration::from_secs(3),
+            )?;
+            rejected(s, b"GET / HTTP/1.0\r\n\r\n").context("plain text to the TLS frontend")?;
+            Ok(())
+        })?;
+        for (sni, cn) in [
+            ("db.a.example.com", "lb-test-a"),
+            ("B.Example.COM", "lb-test-b"),
+            ("x.a.example.com", "lb-test-a"),
+        ] {
+            let out = topo
+                .client
+                .cmd("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("{LB_V4}:9711"),
+                    "-servername",
+                    sni,
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .context("openssl s_client")?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let subject = text
+                .lines()
+                .find(|l| l.starts_with("subject="))
+                .unwrap_or_default()
+                .to_string();
+            ensure!(
+                subject.contains(cn),
+                "SNI {sni}: expected the certificate of {cn}, got {subject:?}\n{text}"
+            );
+            println!("[lb-tests] content: TLS with SNI {sni} reached {cn}");
+        }
+        // Rejections are HAProxy's denied requests of the frontend.
+        for (fe, want) in [("fe", "2"), ("tls", "1")] {
+            let dreq = lb.stat_field(fe, "FRONTEND", "dreq")?;
+            ensure!(dreq == want, "frontend {fe}: dreq {dreq}, expected {want}");
+        }
+        lb.stop()?;
+        Ok(())
+    })
+}

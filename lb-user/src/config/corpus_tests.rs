@@ -1001,3 +1001,69 @@ fn misplaced_keywords_are_ignored_with_warnings() {
     );
     assert!(runtime_gaps(&cfg).is_empty());
 }
+
+#[test]
+fn tls_sni_passthrough_and_protocol_sniffing() {
+    const F: &str = "tls-sni-passthrough.cfg";
+    let cfg = corpus(F);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert!(gaps(&cfg).is_empty(), "{:?}", gaps(&cfg));
+    let tls = &cfg.frontends[0];
+    // From the named defaults it follows.
+    assert_eq!(tls.inspect_delay, Some(secs(5)));
+    let actions: Vec<(TcpRequestAction, usize)> = tls
+        .tcp_request_content
+        .iter()
+        .map(|r| (r.action.clone(), r.origin.line))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (TcpRequestAction::Accept, 24),
+            (TcpRequestAction::Reject, 25),
+            (TcpRequestAction::Reject, 29),
+        ]
+    );
+    let acl = |name: &str| tls.acls.iter().find(|a| a.name == name).unwrap();
+    let api = &acl("is_api").tests[0];
+    assert_eq!(
+        (api.fetch, api.method, api.icase),
+        (Fetch::ReqSslSni, Match::Str, true)
+    );
+    assert_eq!(api.patterns, [Pattern::Bytes(b"api.example.com".to_vec())]);
+    let web = &acl("is_web").tests[0];
+    assert_eq!((web.fetch, web.method), (Fetch::ReqSslSni, Match::End));
+    // TLS 1.0 is 3.1: `lt 3.1` is every version below.
+    assert_eq!(
+        acl("old_tls").tests[0].patterns,
+        [Pattern::Int {
+            lo: i64::MIN / 2,
+            hi: (3 << 16 | 1) - 1
+        }]
+    );
+    let sniff = &cfg.frontends[1];
+    assert_eq!(sniff.inspect_delay, Some(secs(2)));
+    let fetches: Vec<Fetch> = sniff
+        .use_backends
+        .iter()
+        .map(|u| u.cond.as_ref().unwrap().any_of[0][0].tests[0].fetch)
+        .collect();
+    assert_eq!(
+        fetches,
+        [
+            Fetch::ReqPayload { off: 0, len: 6 },
+            Fetch::ReqPayload { off: 0, len: 8 },
+            Fetch::ReqPayloadLv {
+                off: 0,
+                size: 4,
+                start: LvStart::AfterLength
+            },
+        ]
+    );
+    let redis = &sniff.use_backends[0].cond.as_ref().unwrap().any_of[0][0].tests[0];
+    assert_eq!(redis.patterns, [Pattern::Bytes(b"*1\r\n$4".to_vec())]);
+    // `accept if A || WAIT_END`: two alternatives.
+    let accept = sniff.tcp_request_content[0].cond.as_ref().unwrap();
+    assert_eq!(accept.any_of.len(), 2);
+    assert_eq!(accept.any_of[1][0].tests[0].fetch, Fetch::WaitEnd);
+}

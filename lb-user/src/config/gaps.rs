@@ -121,7 +121,11 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             }
             // Local clients are connected straight to the server: nothing
             // reads their first bytes.
-            for r in &f.tcp_request_content {
+            let be_rules = f
+                .default_backend_idx
+                .map(|b| &cfg.backends[b].tcp_request_content[..])
+                .unwrap_or_default();
+            for r in f.tcp_request_content.iter().chain(be_rules) {
                 gap(
                     &r.origin,
                     format!("tcp-request content with data-path connect ({scope})"),

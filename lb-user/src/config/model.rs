@@ -437,6 +437,11 @@ pub struct Backend {
     pub servers: Vec<Server>,
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,
+    /// `tcp-request inspect-delay` for this backend's content rules.
+    pub inspect_delay: Option<Duration>,
+    /// `tcp-request content` rules run once the backend is chosen (a
+    /// `listen` section's run as frontend rules).
+    pub tcp_request_content: Vec<TcpRequestRule>,
     pub origin: Origin,
     /// Where `balance` was set (None: the default round robin).
     pub balance_origin: Option<Origin>,

@@ -76,6 +76,13 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 format!("more than {MAX_NAT_BACKENDS} backends behind 'data-path nat' frontends"),
             ));
         }
+        if let Some(r) = b.tcp_request_content.first() {
+            return Err(at(
+                &r.origin,
+                "tcp-request",
+                why(&format!("backend '{}': 'tcp-request content' rules read the client's first bytes on an accepted connection", b.name)),
+            ));
+        }
         let scans = matches!(b.balance, Balance::LeastConn | Balance::First);
         if scans && b.servers.len() > MAX_SCAN_SERVERS {
             let o = b.balance_origin.as_ref().unwrap_or(&b.origin);

@@ -865,7 +865,7 @@ error_cases! {
     err_acl_http_fetch:
         "frontend f\n    acl x path_beg /api\n", "2:11", "'path_beg' is an HTTP-mode feature";
     err_tcp_request_content:
-        "backend b\n\ttcp-request content accept\n", "2:14", "'tcp-request content in a 'backend' section' is not supported yet";
+        "defaults d\n\ttcp-request content accept\n", "2:14", "'tcp-request content in a 'defaults' section' is not supported yet";
     err_balance_hash:
         "backend b\n    balance hash src\n", "2:13", "'balance hash' is not supported yet";
     err_balance_uri:
@@ -1402,6 +1402,18 @@ fn nat_refuses_what_needs_a_terminated_connection() {
             11,
         ),
         ("    maxconn 100\n", "", "a frontend 'maxconn'", 11),
+        (
+            "    tcp-request content reject if { req.len lt 4 }\n",
+            "",
+            "'tcp-request content' rules read the client's first bytes",
+            11,
+        ),
+        (
+            "",
+            "\n    tcp-request content reject if { req.len lt 4 }",
+            "backend 'be': 'tcp-request content' rules",
+            15,
+        ),
     ] {
         let text = format!(
             "{head}frontend a\n    bind 10.0.0.9:7001\n    data-path nat\n{fe_extra}    default_backend be\n\

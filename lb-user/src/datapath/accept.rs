@@ -14,7 +14,7 @@ use super::copy;
 use super::splice::NewConn;
 use super::Live as Ctx;
 use crate::config::matching::{content_rules, Content, L4};
-use crate::config::Frontend;
+use crate::config::{Frontend, TcpRequestRule};
 use crate::state::State;
 use crate::sys;
 
@@ -187,22 +187,10 @@ async fn handle(
     let mut content = Vec::new();
     if let Some(to) = dst.or(local).filter(|_| inspects) {
         let l4 = L4 { src: peer, dst: to };
-        match inspect(fe, &client, &l4, &early).await {
+        let rules = (&fe.tcp_request_content[..], fe.inspect_delay);
+        match inspect(rules, &client, &l4, &early).await {
             Ok(Some(bytes)) => content = bytes,
-            Ok(None) => {
-                // HAProxy's `tcp-request content reject`: the bytes are
-                // read, so the close sends a FIN, not a reset.
-                ctx.state.frontends[fe_idx]
-                    .denied_req
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    "frontend '{}': client {peer}: rejected by tcp-request content",
-                    fe.name
-                );
-                let _ = drain_queued(&client);
-                turn_away(&client);
-                return;
-            }
+            Ok(None) => return reject(&ctx, fe_idx, &client, peer),
             Err(e) => {
                 tracing::debug!("frontend '{}': client {peer}: inspecting: {e}", fe.name);
                 turn_away(&client);
@@ -214,6 +202,25 @@ async fn handle(
         turn_away(&client);
         return;
     };
+    // The backend's own content rules, once it is chosen (its own delay).
+    let be = &ctx.cfg.backends[be_idx];
+    if !be.tcp_request_content.is_empty() {
+        let to = dst
+            .or(local)
+            .or_else(|| client.local_addr().ok())
+            .unwrap_or(peer);
+        let l4 = L4 { src: peer, dst: to };
+        let rules = (&be.tcp_request_content[..], be.inspect_delay);
+        match inspect(rules, &client, &l4, &early).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return reject(&ctx, fe_idx, &client, peer),
+            Err(e) => {
+                tracing::debug!("backend '{}': client {peer}: inspecting: {e}", be.name);
+                turn_away(&client);
+                return;
+            }
+        }
+    }
     let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
     {
         let f = &ctx.state.frontends[fe_idx];
@@ -347,18 +354,33 @@ fn choose_backend(
 /// more).
 const INSPECT_MAX: usize = 16384 - 1024;
 
-/// Runs the frontend's `tcp-request content` rules on the client's first
-/// bytes (after `early`, those read with a PROXY header), waiting for more
-/// while a rule cannot decide yet, at most `tcp-request inspect-delay`.
-/// Ok(Some(bytes seen)) to go on, Ok(None) when a rule rejects. The bytes
-/// are peeked: they stay queued in the socket.
+/// HAProxy's `tcp-request content reject`: counted as a denied request of
+/// the frontend; the bytes are read first, so the close sends a FIN, not a
+/// reset.
+fn reject(ctx: &Ctx, fe_idx: usize, client: &TcpStream, peer: SocketAddr) {
+    ctx.state.frontends[fe_idx]
+        .denied_req
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        "frontend '{}': client {peer}: rejected by tcp-request content",
+        ctx.cfg.frontends[fe_idx].name
+    );
+    let _ = drain_queued(client);
+    let _ = sys::clear_linger(client);
+}
+
+/// Runs `tcp-request content` rules (with their `tcp-request inspect-delay`)
+/// on the client's first bytes (after `early`, those read with a PROXY
+/// header), waiting for more while a rule cannot decide yet, at most the
+/// delay. Ok(Some(bytes seen)) to go on, Ok(None) when a rule rejects. The
+/// bytes are peeked: they stay queued in the socket.
 async fn inspect(
-    fe: &Frontend,
+    (rules, delay): (&[TcpRequestRule], Option<Duration>),
     client: &TcpStream,
     l4: &L4,
     early: &[u8],
 ) -> std::io::Result<Option<Vec<u8>>> {
-    let deadline = fe.inspect_delay.map(|d| tokio::time::Instant::now() + d);
+    let deadline = delay.map(|d| tokio::time::Instant::now() + d);
     let mut buf = vec![0u8; INSPECT_MAX.saturating_sub(early.len()).max(1)];
     let mut seen = 0usize;
     let mut eof = false;
@@ -388,7 +410,7 @@ async fn inspect(
             last: eof || expired || bytes.len() >= INSPECT_MAX,
             capacity: INSPECT_MAX,
         };
-        match content_rules(&fe.tcp_request_content, l4, &c) {
+        match content_rules(rules, l4, &c) {
             Some(true) => return Ok(Some(bytes)),
             Some(false) => return Ok(None),
             None => {}

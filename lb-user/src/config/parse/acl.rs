@@ -1061,7 +1061,7 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
                 l.no,
                 what,
                 "tcp-request content in a 'defaults' section",
-                " (in 'frontend' and 'listen' sections it is)",
+                " (in 'frontend', 'listen' and 'backend' sections it is)",
             ));
         }
         if let Section::Defaults(d) = &p.section {
@@ -1073,15 +1073,7 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
                 ));
             }
         }
-    } else if caps & FE == 0 {
-        if content {
-            return Err(p.not_yet_err(
-                l.no,
-                what,
-                "tcp-request content in a 'backend' section",
-                " (in 'frontend' and 'listen' sections it is)",
-            ));
-        }
+    } else if caps & FE == 0 && !content {
         return Err(p.err(
             l.no,
             what,
@@ -1183,6 +1175,15 @@ pub(crate) fn p_tcp_request(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
 
 /// `tcp-request inspect-delay <time>` (defaults, frontend, listen, backend).
 fn p_inspect_delay(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    if let Section::Defaults(d) = &p.section {
+        if d.name.is_none() {
+            return Err(p.err(
+                l.no,
+                &l.kw,
+                "tcp-request inspect-delay is not allowed in anonymous 'defaults' sections",
+            ));
+        }
+    }
     let v = p.arg(l, 1, "a time after 'inspect-delay' (e.g. 5s)")?;
     p.no_more(l, 2, "tcp-request inspect-delay")?;
     let d = crate::config::values::parse_time(&v.text)

@@ -223,6 +223,12 @@ impl Parser<'_> {
             servers: p.servers.iter().map(|d| d.server.clone()).collect(),
             timeout_connect: p.s.timeout_connect,
             timeout_server: p.s.timeout_server,
+            inspect_delay: p.s.inspect_delay.as_ref().map(|d| d.value),
+            tcp_request_content: if p.caps & super::FE == 0 {
+                p.content_rules.clone()
+            } else {
+                Vec::new()
+            },
             origin: p.name.origin.clone(),
             balance_origin: p.s.balance_origin.clone(),
             hash_type: p.s.hash_type.clone(),
