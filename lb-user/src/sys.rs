@@ -240,6 +240,16 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The soft open-files limit.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
+    Ok(rl.rlim_cur)
+}
+
 /// Raises the soft open-files limit to the hard limit; returns the new limit.
 pub fn raise_nofile() -> io::Result<u64> {
     let mut rl = libc::rlimit {

@@ -65,8 +65,13 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("socat", "simple TCP clients and servers in tests"),
     (
         "openssl",
-        "a self-signed certificate for the test PostgreSQL servers (psql over TLS)",
+        "certificates, TLS clients and servers (psql over TLS, SNI routing)",
     ),
+    (
+        "chromium",
+        "a real browser (headless) looks at the stats page in a test",
+    ),
+    ("curl", "HTTP requests to the stats page in tests"),
     (
         "netsniff-ng",
         "trafgen: the bounded spoofed SYN flood of the XDP tests",

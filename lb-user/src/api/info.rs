@@ -25,15 +25,7 @@ pub fn fields(live: &Live) -> Vec<Field> {
     use super::stat::Val::{Num, Str};
     let now = crate::sys::monotonic_ns();
     let up = now.saturating_sub(live.start_ns) / 1_000_000_000;
-    let nofile = {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct it is given.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-        r.rlim_cur
-    };
+    let nofile = crate::sys::nofile_limit().unwrap_or(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let sessions = live.state.sessions.len() as u64;
     let listeners: u64 = live

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod info;
 pub mod metrics;
 pub mod stat;
+pub mod stats_page;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

@@ -102,6 +102,7 @@ fn seed_pgsql() {
         ..Default::default()
     };
     let expected = Config {
+        stats_pages: Vec::new(),
         global: Global {
             maxconn: Some(4096),
             maxconn_origin: Some(o(F, 3)),
@@ -1066,4 +1067,20 @@ fn tls_sni_passthrough_and_protocol_sniffing() {
     let accept = sniff.tcp_request_content[0].cond.as_ref().unwrap();
     assert_eq!(accept.any_of.len(), 2);
     assert_eq!(accept.any_of[1][0].tests[0].fetch, Fetch::WaitEnd);
+}
+
+#[test]
+fn stats_page_beside_tcp_proxies() {
+    const F: &str = "stats-page.cfg";
+    let cfg = corpus(F);
+    assert_eq!(cfg.stats_pages.len(), 1);
+    let page = &cfg.stats_pages[0];
+    assert_eq!(page.origin, o(F, 16));
+    assert_eq!(page.uri(), "/");
+    assert_eq!(page.realm(), "Haproxy Statistics");
+    assert_eq!(page.stats.refresh, Some(secs(10)));
+    assert_eq!(page.monitor_uri.as_deref(), Some("/healthz"));
+    assert!(page.stats.show_legends);
+    let names: Vec<&str> = cfg.frontends.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["primary"]);
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub global: Global,
     pub frontends: Vec<Frontend>,
     pub backends: Vec<Backend>,
+    /// HTTP-mode proxies whose only job is HAProxy's stats page (or
+    /// `monitor-uri`): served by lb itself, they carry no traffic.
+    pub stats_pages: Vec<StatsPage>,
     /// Warnings HAProxy would print (missing timeouts, ...), already formatted
     /// with file:line.
     pub warnings: Vec<String>,
@@ -1054,4 +1057,50 @@ pub struct TcpRequestRule {
     pub action: TcpRequestAction,
     pub cond: Option<Condition>,
     pub origin: Origin,
+}
+
+/// `stats ...` settings of a proxy (HAProxy's `stats` keyword family).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StatsConf {
+    /// `stats enable` (or any other `stats` line, which implies it).
+    pub enabled: Option<Origin>,
+    /// `stats uri PREFIX` (HAProxy's default `/haproxy?stats`).
+    pub uri: Option<String>,
+    /// `stats refresh T`: the page reloads itself.
+    pub refresh: Option<Duration>,
+    /// `stats realm R` (default `HAProxy Statistics`).
+    pub realm: Option<String>,
+    /// `stats auth USER:PASS`, in order.
+    pub auth: Vec<(String, String)>,
+    /// `stats admin if|unless COND`: who may change server states.
+    pub admin: Option<Condition>,
+    pub hide_version: bool,
+    pub show_legends: bool,
+    /// `stats show-node [NAME]`: Some("") for the host name.
+    pub show_node: Option<String>,
+    pub show_desc: Option<String>,
+    /// `stats scope NAME`: only these proxies (all when empty).
+    pub scope: Vec<String>,
+}
+
+/// An HTTP-mode `listen`/`frontend` that serves HAProxy's stats page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsPage {
+    pub name: String,
+    pub binds: Vec<Bind>,
+    pub stats: StatsConf,
+    /// `monitor-uri PATH`: answers 200 while lb runs.
+    pub monitor_uri: Option<String>,
+    pub origin: Origin,
+}
+
+impl StatsPage {
+    /// The page's path prefix.
+    pub fn uri(&self) -> &str {
+        self.stats.uri.as_deref().unwrap_or("/haproxy?stats")
+    }
+
+    pub fn realm(&self) -> &str {
+        self.stats.realm.as_deref().unwrap_or("HAProxy Statistics")
+    }
 }

@@ -26,6 +26,9 @@ pub fn reload_pending(old: &Config, new: &Config) -> Vec<String> {
             out.push(format!("frontend '{}'", fb.name));
         }
     }
+    if text(&a.stats_pages) != text(&b.stats_pages) {
+        out.push("the stats pages".to_string());
+    }
     if a.frontends.len() != b.frontends.len() {
         out.push("the list of frontends".to_string());
     }

@@ -128,6 +128,7 @@ fn seed_example_exact_model() {
         ..Default::default()
     };
     let expected = Config {
+        stats_pages: Vec::new(),
         global: Global {
             maxconn: None,
             splice_budget: 4 * 1024 * 1024,
@@ -1537,4 +1538,42 @@ fn stats_in_a_tcp_listen_is_ignored_with_haproxys_warning() {
             "t.cfg:10: warning: monitor-uri will be ignored for proxy 'st' (needs 'mode http').",
         ]
     );
+}
+
+/// An HTTP-mode listen whose only job is the stats page is served by lb;
+/// HTTP rules there, or servers, keep it an HTTP proxy, which is refused.
+#[test]
+fn http_listen_serving_only_stats_is_a_stats_page() {
+    let cfg = parse(&format!(
+        "{TIMEOUTS}listen stats\n    mode http\n    bind :7000\n    stats enable\n    stats uri /\n    \
+         stats realm Haproxy\\ Statistics\n    stats auth u:p\n    stats admin if TRUE\n    stats hide-version\n\
+         frontend fe\n    bind :80\n    default_backend be\nbackend be\n    server a 127.0.0.1:1\n"
+    ));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.frontends.len(), 1);
+    let page = &cfg.stats_pages[0];
+    assert_eq!(
+        (page.name.as_str(), page.uri(), page.realm()),
+        ("stats", "/", "Haproxy Statistics")
+    );
+    assert_eq!(page.stats.auth, [("u".to_string(), "p".to_string())]);
+    assert!(page.stats.hide_version && page.stats.admin.is_some());
+    assert_eq!(page.binds[0].port_first, 7000);
+    let e = parse_err(&format!(
+        "{TIMEOUTS}listen stats\n    mode http\n    bind :7000\n    stats enable\n    \
+         http-request deny if {{ src 10.0.0.0/8 }}\nlisten x\n    bind :80\n    server a 127.0.0.1:1\n"
+    ))
+    .to_string();
+    assert!(
+        e.contains("lb serves that page only, without HTTP rules: 'http-request'")
+            && e.contains(":9:"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{TIMEOUTS}listen web\n    mode http\n    bind :7000\n    stats enable\n    server a 127.0.0.1:1\n"
+    ))
+    .to_string();
+    assert!(e.contains("is in HTTP mode"), "{e}");
+    let e = parse_err("listen s\n    mode http\n    bind :1\n    stats foo\n").to_string();
+    assert!(e.contains("unknown stats parameter 'foo'"), "{e}");
 }

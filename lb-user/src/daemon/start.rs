@@ -111,6 +111,9 @@ pub(super) async fn start(
     if let Some(addr) = opts.metrics {
         crate::api::metrics::serve(ctx.clone(), addr)?;
     }
+    for i in 0..ctx.cfg.stats_pages.len() {
+        crate::api::stats_page::serve(ctx.clone(), i).await?;
+    }
     start_accepting(&ctx, accept_sockets)?;
     announce_ready(&ctx, opts, &loaded)?;
     Ok(Running {

@@ -1000,6 +1000,7 @@ pub(crate) fn resolve_proxy(px: &mut Proxy) {
             PendingCond::UseBackend(i) => px.use_backends.get_mut(i).and_then(|u| u.cond.as_mut()),
             PendingCond::TcpRequest(i) => px.tcp_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
             PendingCond::TcpContent(i) => px.content_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
+            PendingCond::StatsAdmin => px.s.stats.admin.as_mut(),
         };
         if let Some(c) = cond {
             fill(c, &acls);

@@ -48,10 +48,17 @@ impl Parser<'_> {
         self.check_ids()?;
 
         let mut proxies = std::mem::take(&mut self.proxies);
-        for p in &mut proxies {
-            self.http_mode_check(p)?;
-            self.resolve_servers(p)?;
+        let mut stats_pages = Vec::new();
+        let mut keep = Vec::new();
+        for mut p in proxies.drain(..) {
+            if let Some(page) = self.http_mode_check(&mut p)? {
+                stats_pages.push(page);
+                continue;
+            }
+            self.resolve_servers(&mut p)?;
+            keep.push(p);
         }
+        let proxies = keep;
         let mut backends = Vec::new();
         let mut backend_idx: HashMap<&str, usize> = HashMap::new();
         for p in proxies.iter().filter(|p| p.caps & BE != 0) {
@@ -205,6 +212,7 @@ impl Parser<'_> {
         }
 
         let cfg = Config {
+            stats_pages,
             global: self.global,
             frontends,
             backends,
@@ -267,8 +275,48 @@ impl Parser<'_> {
     /// settings (often from a `defaults` in `mode http`) are dropped with
     /// HAProxy 2.6's warnings, once per proxy and message; `option httplog`
     /// in a frontend becomes `option tcplog`, as in HAProxy.
-    pub(super) fn http_mode_check(&mut self, p: &mut Proxy) -> Result<(), ConfigError> {
-        if let Some(o) = &p.s.mode_http {
+    /// A proxy left in HTTP mode is refused, unless all it does is serve
+    /// HAProxy's stats page (or `monitor-uri`): then it is returned as one.
+    /// A TCP proxy gets HAProxy's warnings for its HTTP-only settings.
+    pub(super) fn http_mode_check(
+        &mut self,
+        p: &mut Proxy,
+    ) -> Result<Option<StatsPage>, ConfigError> {
+        if let Some(o) = p.s.mode_http.clone() {
+            let serves = p.s.stats.enabled.is_some() || p.s.monitor_uri.is_some();
+            let carries = !p.servers.is_empty()
+                || !p.use_backends.is_empty()
+                || p.s.default_backend.is_some()
+                || !p.content_rules.is_empty();
+            if p.caps & FE != 0 && serves && !carries && !p.binds.is_empty() {
+                if let Some(h) =
+                    p.s.http_only
+                        .iter()
+                        .find(|h| matches!(h.note, HttpNote::Rules | HttpNote::Cookie))
+                {
+                    return Err(ConfigError::Invalid {
+                        file: h.origin.file.clone(),
+                        line: h.origin.line,
+                        col: 1,
+                        msg: format!(
+                            "{} '{}' serves the stats page in HTTP mode ('mode http' at {o}); \
+                             lb serves that page only, without HTTP rules: '{}' is not supported there",
+                            p.kind(),
+                            p.name.text,
+                            h.what
+                        ),
+                        near: h.what.clone(),
+                        hint: None,
+                    });
+                }
+                return Ok(Some(StatsPage {
+                    name: p.name.text.clone(),
+                    binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
+                    stats: p.s.stats.clone(),
+                    monitor_uri: p.s.monitor_uri.clone(),
+                    origin: p.name.origin.clone(),
+                }));
+            }
             return Err(invalid_at(
                 &p.name,
                 format!(
@@ -328,7 +376,7 @@ impl Parser<'_> {
                 self.warn_at(&h.origin, msg);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     pub(super) fn backend_warnings(&mut self, p: &Proxy) {

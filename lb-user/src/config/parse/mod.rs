@@ -31,6 +31,7 @@ mod cond;
 mod global;
 mod proxy;
 mod server;
+mod stats;
 
 use bind::*;
 use proxy::*;
@@ -447,6 +448,10 @@ pub(crate) struct Settings {
     /// Settings only an HTTP-mode proxy uses: a TCP proxy ignores them, with
     /// HAProxy's warning where HAProxy gives one.
     pub http_only: Vec<HttpOnly>,
+    /// `stats ...`: used by an HTTP-mode proxy that serves the stats page.
+    pub stats: StatsConf,
+    /// `monitor-uri PATH`.
+    pub monitor_uri: Option<String>,
 }
 
 /// One setting only HTTP mode uses (`option forwardfor`, `http-request`,
@@ -530,6 +535,7 @@ pub(crate) enum PendingCond {
     UseBackend(usize),
     TcpRequest(usize),
     TcpContent(usize),
+    StatsAdmin,
 }
 
 /// How a proxy got its defaults.
