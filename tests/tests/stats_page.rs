@@ -1,8 +1,9 @@
 //! HAProxy's stats page from an HTTP-mode `listen` whose only job it is:
 //! basic auth and realm, the HTML report, `;csv` (the runtime API's `show
 //! stat`, column for column) and `;json`, an admin action through the page's
-//! form, `monitor-uri`, a path it does not serve, and a look at the page in a
-//! real browser (headless Chromium: a screenshot and the DOM it built).
+//! form, `monitor-uri`, a path it does not serve, the Prometheus endpoint
+//! (`--metrics`, the same HTTP server), and a look at the page in a real
+//! browser (headless Chromium: a screenshot and the DOM it built).
 
 use std::time::Duration;
 
@@ -68,7 +69,8 @@ fn stats_page_serves_report_csv_json_admin_and_a_browser() {
             b1 = BACKENDS_V4[0],
             b2 = BACKENDS_V4[1],
         );
-        let lb = topo.start_lb(&cfg, &[])?;
+        let metrics = format!("{LB_V4}:9101");
+        let lb = topo.start_lb(&cfg, &["--metrics", &metrics])?;
         lb.wait_state("s1", "UP", Duration::from_secs(10))?;
         lb.wait_state("s2", "UP", Duration::from_secs(10))?;
         let base = format!("http://{LB_V4}:8404/stats");
@@ -152,6 +154,16 @@ fn stats_page_serves_report_csv_json_admin_and_a_browser() {
         );
         let (st, _, _) = curl(&topo, &[&format!("http://{LB_V4}:8404/other")])?;
         ensure!(st == 503, "a path the page does not serve: {st}");
+
+        // The Prometheus endpoint, on the same HTTP server code.
+        let (st, _, body) = curl(&topo, &[&format!("http://{metrics}/metrics")])?;
+        ensure!(
+            st == 200 && body.contains("haproxy_server_sessions_total{proxy=\"be\",server=\"s1\"}"),
+            "metrics: {st}\n{}",
+            &body[..body.len().min(400)]
+        );
+        let (st, _, _) = curl(&topo, &[&format!("http://{metrics}/other")])?;
+        ensure!(st == 404, "metrics, another path: {st}");
 
         // A real browser: the page it renders, and what it built of it.
         let dir = topo.dir.path();

@@ -545,42 +545,80 @@ pub fn render(live: &Live) -> Result<String> {
     Ok(out)
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own (scrapes never
-/// wait behind the data path). Errors name the address.
-pub fn serve(live: Arc<Live>, addr: SocketAddr) -> Result<()> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("binding the metrics endpoint {addr}: {e}"))?;
+/// Serves `GET /metrics` on `addr` with hyper on the daemon's runtime (the
+/// stats page's server). Errors name the address.
+pub async fn serve(live: Arc<Live>, addr: SocketAddr) -> Result<()> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
     tracing::info!("Prometheus metrics on http://{addr}/metrics");
-    std::thread::Builder::new()
-        .name("lb-metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let path = req.url().split('?').next().unwrap_or("");
-                let resp = if req.method() != &tiny_http::Method::Get {
-                    tiny_http::Response::from_string("only GET\n").with_status_code(405)
-                } else if path != "/metrics" {
-                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                } else {
-                    match render(&live) {
-                        Ok(body) => tiny_http::Response::from_string(body).with_header(
-                            tiny_http::Header::from_bytes(
-                                &b"Content-Type"[..],
-                                &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                            )
-                            .expect("static header"),
-                        ),
-                        Err(e) => {
-                            tracing::error!("metrics: {e:#}");
-                            tiny_http::Response::from_string(format!("{e:#}\n"))
-                                .with_status_code(500)
-                        }
-                    }
-                };
-                let _ = req.respond(resp);
-            }
-        })
-        .context("spawning the metrics thread")?;
+    tokio::spawn(async move {
+        loop {
+            let stream = match l.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("metrics: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let live = live.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let live = live.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&live, &req)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
     Ok(())
+}
+
+fn answer<B>(
+    live: &Live,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use hyper::StatusCode;
+    let (status, ctype, body) = if req.method() != hyper::Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_string(),
+        )
+    } else if req.uri().path() != "/metrics" {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "see /metrics\n".to_string(),
+        )
+    } else {
+        match render(live) {
+            Ok(body) => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            ),
+            Err(e) => {
+                tracing::error!("metrics: {e:#}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{e:#}\n"),
+                )
+            }
+        }
+    };
+    let mut r = hyper::Response::new(http_body_util::Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    r
 }
 
 #[cfg(test)]

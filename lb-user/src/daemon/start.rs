@@ -109,7 +109,7 @@ pub(super) async fn start(
     spawn_path_stats(&ctx);
     let sockets = crate::api::start_sockets(ctx.clone()).await?;
     if let Some(addr) = opts.metrics {
-        crate::api::metrics::serve(ctx.clone(), addr)?;
+        crate::api::metrics::serve(ctx.clone(), addr).await?;
     }
     for i in 0..ctx.cfg.stats_pages.len() {
         crate::api::stats_page::serve(ctx.clone(), i).await?;
