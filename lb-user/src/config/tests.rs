@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::host::Sys;
 use super::parse::{parse_with, MAX_CONFIG_SIZE, MAX_LINE_LEN};
-use super::values::{parse_size, parse_time};
+use super::values::{parse_size, parse_time, time_trailing};
 use super::*;
 
 pub(super) const FILE: &str = "t.cfg";
@@ -593,7 +593,15 @@ fn time_units() {
         .contains("unknown time unit 'x'"));
     assert!(parse_time("1.5s")
         .unwrap_err()
-        .contains("unknown time unit"));
+        .contains("fractions are not allowed"));
+    // After the unit, HAProxy 2.6 ignores the rest (with a warning).
+    assert_eq!(parse_time("30min"), Ok(ms(1_800_000)));
+    assert_eq!(parse_time("5sec"), Ok(ms(5_000)));
+    assert!(time_trailing("5sec")
+        .unwrap()
+        .contains("unexpected character 'e'"));
+    assert_eq!(time_trailing("5s"), None);
+    assert_eq!(time_trailing("500"), None);
     assert!(parse_time("s").is_err());
     assert!(parse_time("").is_err());
     assert!(parse_time("-1").is_err());
@@ -941,9 +949,9 @@ error_cases! {
         "frontend f\n    bind :80\n    default_backend g\nfrontend g\n    bind :81\n", "3:21", "unknown backend 'g'";
     err_duplicate_frontend:
         "frontend f\n    bind :80\nfrontend f\n    bind :81\n", "3:10",
-        "frontend 'f' has the same name as another frontend declared at t.cfg:1";
+        "frontend 'f' has the same name as frontend 'f' declared at t.cfg:1";
     err_duplicate_backend:
-        "backend b\nlisten b\n", "2:8", "listen 'b' has the same name as another backend declared at t.cfg:1";
+        "backend b\nlisten b\n", "2:8", "listen 'b' has the same name as backend 'b' declared at t.cfg:1";
     err_duplicate_server:
         "backend b\n    server s 10.0.0.1:80\n    server s 10.0.0.2:80\n", "3:12",
         "backend 'b': server name 's' is already used at t.cfg:2";
@@ -1576,4 +1584,63 @@ fn http_listen_serving_only_stats_is_a_stats_page() {
     assert!(e.contains("is in HTTP mode"), "{e}");
     let e = parse_err("listen s\n    mode http\n    bind :1\n    stats foo\n").to_string();
     assert!(e.contains("unknown stats parameter 'foo'"), "{e}");
+}
+
+/// What HAProxy 2.6 accepts or says on these, lb accepts or says too.
+#[test]
+fn haproxy_26_differences() {
+    // `bind *:P` and `bind :::P` in one frontend: both listen, the IPv6
+    // wildcard takes IPv6 only.
+    let cfg = parse(&format!(
+        "{TIMEOUTS}frontend f\n    bind *:81\n    bind :::81\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n"
+    ));
+    let binds = &cfg.frontends[0].binds;
+    assert!(!binds[0].v6only && binds[1].v6only, "{binds:?}");
+    // Alone, `:::P` still takes IPv4 too.
+    let cfg = parse(&format!(
+        "{TIMEOUTS}frontend f\n    bind :::81\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n"
+    ));
+    assert!(!cfg.frontends[0].binds[0].v6only);
+    // `30min`: read as 30m, with HAProxy's warning.
+    let cfg = parse(&format!(
+        "{TIMEOUTS}frontend f\n    bind :82\n    timeout client 30min\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n"
+    ));
+    assert_eq!(
+        cfg.frontends[0].timeout_client,
+        Some(Duration::from_secs(1800))
+    );
+    assert!(
+        cfg.warnings[0].contains("unexpected character 'i' after the timer value '30min'"),
+        "{:?}",
+        cfg.warnings
+    );
+    // `1.5s`: no fractions.
+    let e = parse_err(&format!(
+        "{TIMEOUTS}frontend f\n    bind :82\n    timeout client 1.5s\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n"
+    ))
+    .to_string();
+    assert!(e.contains("fractions are not allowed"), "{e}");
+    // `maxconn -1`: no limit.
+    let cfg = parse(&format!(
+        "{TIMEOUTS}frontend f\n    bind :83\n    maxconn -1\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n"
+    ));
+    assert_eq!(cfg.frontends[0].maxconn, None);
+    // An address on the listen line.
+    let e = parse_err(&format!(
+        "{TIMEOUTS}listen l 0.0.0.0:84\n    server s 127.0.0.1:1\n"
+    ))
+    .to_string();
+    assert!(
+        e.contains("please use the 'bind' keyword for listening addresses"),
+        "{e}"
+    );
+    // A duplicate names the earlier section's kind.
+    let e = parse_err(&format!(
+        "{TIMEOUTS}listen x\n    bind :85\n    server s 127.0.0.1:1\nbackend x\n    server s 127.0.0.1:1\n"
+    ))
+    .to_string();
+    assert!(
+        e.contains("backend 'x' has the same name as listen 'x' declared at"),
+        "{e}"
+    );
 }

@@ -77,20 +77,20 @@ pub(crate) fn parse_time(s: &str) -> Result<Duration, String> {
             near(s)
         ));
     }
-    let micros_per_unit: u64 = match unit {
-        "" | "ms" => 1_000,
-        "us" => 1,
-        "s" => 1_000_000,
-        "m" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
-        _ => {
-            return Err(format!(
-                "unknown time unit '{}' (expected us, ms, s, m, h or d)",
-                near(unit)
-            ))
-        }
-    };
+    if unit.starts_with('.') {
+        return Err(format!(
+            "'{}': fractions are not allowed (write 1500ms, not 1.5s)",
+            near(s)
+        ));
+    }
+    // As HAProxy 2.6: the unit is read, whatever follows it is ignored with
+    // a warning (`time_trailing`).
+    let (micros_per_unit, _) = time_unit(unit).ok_or_else(|| {
+        format!(
+            "unknown time unit '{}' (expected us, ms, s, m, h or d)",
+            near(unit)
+        )
+    })?;
     let overflow = || {
         format!(
             "timer overflow in '{}' (the maximum is {MAX_TIMER_MS} ms, about 24.8 days)",
@@ -107,6 +107,37 @@ pub(crate) fn parse_time(s: &str) -> Result<Duration, String> {
         return Err(overflow());
     }
     Ok(Duration::from_micros(micros))
+}
+
+/// The unit at the start of `u`: (microseconds per unit, its length).
+fn time_unit(u: &str) -> Option<(u64, usize)> {
+    let b = u.as_bytes();
+    Some(match (b.first(), b.get(1)) {
+        (None, _) => (1_000, 0),
+        (Some(b'u'), Some(b's')) => (1, 2),
+        (Some(b'm'), Some(b's')) => (1_000, 2),
+        (Some(b's'), _) => (1_000_000, 1),
+        (Some(b'm'), _) => (60_000_000, 1),
+        (Some(b'h'), _) => (3_600_000_000, 1),
+        (Some(b'd'), _) => (86_400_000_000, 1),
+        _ => return None,
+    })
+}
+
+/// HAProxy 2.6's warning for characters after a time's unit (`30min`:
+/// read as 30m), or None.
+pub(crate) fn time_trailing(s: &str) -> Option<String> {
+    let (digits, unit) = split_number(s);
+    let (_, len) = time_unit(unit)?;
+    let rest = &unit[len..];
+    let c = rest.chars().next()?;
+    (!digits.is_empty()).then(|| {
+        format!(
+            "unexpected character '{c}' after the timer value '{s}', only \
+             (us=microseconds,ms=milliseconds,s=seconds,m=minutes,h=hours,d=days) are supported. \
+             This will be reported as an error in next versions."
+        )
+    })
 }
 
 /// An HAProxy size: a number with an optional `k`, `m` or `g` suffix (any case,

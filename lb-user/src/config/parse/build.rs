@@ -131,7 +131,30 @@ impl Parser<'_> {
                 };
                 self.warn_at(&p.name.origin, msg);
             }
-            for (b, col, text) in &p.binds {
+            // `bind *:P` beside `bind :::P`: HAProxy listens on both, the
+            // IPv4 wildcard taking IPv4. So the `::` bind is IPv6 only here
+            // (its socket too), instead of conflicting with its neighbour.
+            let v4_any = |b: &Bind| {
+                p.binds.iter().any(|(o, _, _)| {
+                    o.addr
+                        .is_none_or(|a| a == IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                        && o.interface == b.interface
+                        && o.port_first <= b.port_last
+                        && b.port_first <= o.port_last
+                })
+            };
+            let binds: Vec<(Bind, usize, String)> = p
+                .binds
+                .iter()
+                .map(|(b, col, text)| {
+                    let mut b = b.clone();
+                    if b.addr.is_some_and(|a| a.is_ipv6() && a.is_unspecified()) && v4_any(&b) {
+                        b.v6only = true;
+                    }
+                    (b, *col, text.clone())
+                })
+                .collect();
+            for (b, col, text) in &binds {
                 let mut push = |key: BindKey, dual: bool| {
                     slots.push(BindSlot {
                         key,
@@ -161,7 +184,7 @@ impl Parser<'_> {
                 name: p.name.text.clone(),
                 data_path: p.s.data_path.clone(),
                 connect: p.s.connect.clone(),
-                binds: p.binds.iter().map(|(b, _, _)| b.clone()).collect(),
+                binds: binds.iter().map(|(b, _, _)| b.clone()).collect(),
                 default_backend: target.map(|t| t.text),
                 default_backend_idx: idx,
                 timeout_client: p.s.timeout_client,

@@ -1148,6 +1148,14 @@ impl<'s> Parser<'s> {
             }
         }
         if let Some(extra) = args.next() {
+            // HAProxy 1.x put listening addresses there.
+            if matches!(l.kw.text.as_str(), "listen" | "frontend") && extra.text.contains(':') {
+                return Err(self.err(
+                    l.no,
+                    extra,
+                    "please use the 'bind' keyword for listening addresses",
+                ));
+            }
             return Err(self.err(
                 l.no,
                 extra,
@@ -1213,14 +1221,21 @@ impl<'s> Parser<'s> {
 
     fn check_duplicate_proxy(&self, l: &Line, caps: u8, name: &Token) -> Result<(), ConfigError> {
         let clash = |lines: &HashMap<String, Origin>, what: &str| match lines.get(&name.text) {
-            Some(prev) => Err(self.err(
-                l.no,
-                name,
-                format!(
-                    "{} '{}' has the same name as another {what} declared at {prev}",
-                    l.kw.text, name.text
-                ),
-            )),
+            Some(prev) => {
+                // The earlier section's own kind: a name in both tables at
+                // one line was a listen.
+                let both = self.frontend_lines.get(&name.text) == Some(prev)
+                    && self.backend_lines.get(&name.text) == Some(prev);
+                let kind = if both { "listen" } else { what };
+                Err(self.err(
+                    l.no,
+                    name,
+                    format!(
+                        "{} '{}' has the same name as {kind} '{}' declared at {prev}",
+                        l.kw.text, name.text, name.text
+                    ),
+                ))
+            }
             None => Ok(()),
         };
         if caps & FE != 0 {

@@ -293,6 +293,9 @@ pub(super) fn p_timeout(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError>
     let v = p.arg(l, 1, "a timeout name and a time (e.g. 30s)")?;
     p.no_more(l, 2, &what)?;
     let d = parse_time(&v.text).map_err(|m| p.err(l.no, v, format!("invalid '{what}': {m}")))?;
+    if let Some(w) = time_trailing(&v.text) {
+        p.warn(l.no, w);
+    }
     if let TSlot::Http = k.act {
         return p.http_only(l, &what, super::HttpNote::Silent);
     }
@@ -599,6 +602,17 @@ pub(super) fn p_backlog(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError>
 }
 
 pub(super) fn p_maxconn(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    // HAProxy reads a negative maxconn as an int that the unsigned session
+    // count never reaches: no limit.
+    if let Some(t) = l.args.first().filter(|t| t.text.starts_with('-')) {
+        if parse_int(&t.text, i64::from(i32::MIN), -1).is_ok() {
+            p.no_more(l, 1, "maxconn")?;
+            let s = p.settings(l)?;
+            s.maxconn = None;
+            s.maxconn_origin = None;
+            return Ok(());
+        }
+    }
     let v = located_u32(p, l, 1, "maxconn")?;
     let s = p.settings(l)?;
     s.maxconn = Some(v.value);
