@@ -321,3 +321,62 @@ fn tcp_request_content_routes_by_payload_and_sni() {
         Ok(())
     })
 }
+
+/// The connection ends (FIN or RST) before any server byte arrives.
+fn turned_away(mut s: TcpStream) -> Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let _ = s.write_all(b"x");
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        other => anyhow::bail!("expected the connection to be closed, got {other:?} {b:?}"),
+    }
+}
+
+/// `tcp-request connection` rules beyond the client address, run at accept:
+/// a reject on the destination port, and `expect-proxy layer4` for one
+/// client address (a PROXY header read from it, none from the others).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn tcp_request_connection_on_ports_and_expect_proxy() {
+    run_test(|| {
+        let topo = Topology::new("connrule")?;
+        topo.client
+            .ip(&["addr", "add", "10.210.1.3/24", "dev", "eth0"])?;
+        let addrs = [sa(BACKENDS_V4[0], 9730)];
+        let _stops = lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)?;
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend fe\n    bind {lb}:9730\n    bind {lb}:9731\n\
+             \x20   tcp-request connection expect-proxy layer4 if {{ src 10.210.1.3 }}\n\
+             \x20   tcp-request connection reject if {{ dst_port 9731 }} !{{ src 10.210.1.3 }}\n\
+             \x20   default_backend one\n\
+             backend one\n    server s1 {b1}:9730\n",
+            lb = LB_V4,
+            b1 = BACKENDS_V4[0],
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        topo.in_client(|| -> Result<()> {
+            let c = |src: &str, port: u16| {
+                lb_tests::traffic::connect_from(src, sa(LB_V4, port), Duration::from_secs(3))
+                    .with_context(|| format!("{src} -> :{port}"))
+            };
+            ensure!(
+                reached(c(CLIENT_V4, 9730)?, b"")? == 11,
+                "plain client, :9730"
+            );
+            turned_away(c(CLIENT_V4, 9731)?).context("plain client, :9731 (dst_port rule)")?;
+            let hdr = "PROXY TCP4 192.0.2.9 10.210.1.1 5555 9731\r\n";
+            ensure!(
+                reached(c("10.210.1.3", 9731)?, hdr.as_bytes())? == 11,
+                "PROXY client, :9731"
+            );
+            // Told to expect a header and sent none: closed.
+            turned_away(c("10.210.1.3", 9730)?).context("PROXY client without a header")?;
+            Ok(())
+        })?;
+        lb.stop()?;
+        Ok(())
+    })
+}

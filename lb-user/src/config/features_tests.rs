@@ -1145,10 +1145,6 @@ backend quiet
         (3, "maxsessrate (global)"),
         (14, "option clitcpka/tcpka (frontend 'f')"),
         (16, "option nolinger (frontend 'f')"),
-        (
-            17,
-            "tcp-request connection with a 'src_port' condition (only 'src' is applied) (frontend 'f')",
-        ),
         (19, "disabled (frontend 'f')"),
         (24, "timeout tunnel (backend 'b')"),
         (30, "no port (the client's destination port) (server 'b/u')"),

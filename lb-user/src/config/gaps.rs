@@ -52,33 +52,6 @@ const IGNORED_OTHER: &[&str] = &[
 /// Accepted global settings that change traffic.
 const GAP_GLOBAL_OTHER: &[&str] = &["maxconnrate", "maxsessrate"];
 
-/// Why `lb run` cannot apply a `tcp-request connection` rule, or None: the XDP
-/// front door and the accept check compile conditions on `src` only
-/// (`crate::config::l4acl`), and `expect-proxy` is not implemented.
-pub fn tcp_request_unsupported(rule: &TcpRequestRule) -> Option<String> {
-    if rule.action == TcpRequestAction::ExpectProxy {
-        return Some("tcp-request connection expect-proxy layer4".into());
-    }
-    let cond = rule.cond.as_ref()?;
-    for term in cond.any_of.iter().flatten() {
-        for t in term.tests.iter() {
-            let name = match t.fetch {
-                Fetch::Src | Fetch::AlwaysTrue | Fetch::AlwaysFalse => continue,
-                // Never match here, as in HAProxy (warned when parsed).
-                f if f.needs_content() => continue,
-                Fetch::Dst => "dst",
-                Fetch::SrcPort => "src_port",
-                Fetch::DstPort => "dst_port",
-                _ => continue,
-            };
-            return Some(format!(
-                "tcp-request connection with a '{name}' condition (only 'src' is applied)"
-            ));
-        }
-    }
-    None
-}
-
 /// Configured features `lb run` does not apply yet, with where they were set.
 pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
     let mut out = Vec::new();
@@ -130,11 +103,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                     &r.origin,
                     format!("tcp-request content with data-path connect ({scope})"),
                 );
-            }
-        }
-        for r in &f.tcp_request_connection {
-            if let Some(why) = tcp_request_unsupported(r) {
-                gap(&r.origin, format!("{why} ({scope})"));
             }
         }
         if let Some(v) = &f.timeout_client_fin {

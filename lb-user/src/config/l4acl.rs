@@ -12,6 +12,10 @@
 //! that did not pass through the XDP program (another interface, loopback,
 //! `--no-xdp`, fragments) get the same verdict.
 //!
+//! Rules that test more (`dst`, `src_port`, `dst_port`) or read a PROXY
+//! header (`expect-proxy layer4`) make the frontend's table an empty one for
+//! XDP and are run as written at accept ([`Table::verdict`]).
+//!
 //! Addresses live in one 128-bit space: IPv4 as `::ffff:a.b.c.d`, so an IPv4
 //! pattern also matches its v4-mapped IPv6 form and the other way round.
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -21,10 +25,6 @@ use crate::config::{AclTest, Fetch, Pattern, TcpRequestAction, TcpRequestRule};
 
 /// `::ffff:0:0/96`, the IPv4 part of the address space.
 const V4_MAPPED: u128 = 0xffff << 32;
-
-/// Why a rule cannot be compiled (it then stays a runtime gap), or None. Lives
-/// in the config module, which must build on its own (the fuzz target).
-pub use crate::config::tcp_request_unsupported as unsupported;
 
 fn to_u128(ip: IpAddr) -> u128 {
     match ip {
@@ -105,6 +105,32 @@ pub struct Table {
     by_net: HashMap<(u8, u128), bool>,
     /// Number of rules compiled.
     pub rules: usize,
+    /// Rules that test more than the client address (`dst`, `src_port`,
+    /// `dst_port`) or read a PROXY header (`expect-proxy layer4`): run as
+    /// they are at accept, with nothing for the XDP program (it would have
+    /// to drop a SYN on a verdict it cannot reach).
+    pub at_accept: Option<Vec<TcpRequestRule>>,
+}
+
+/// What `tcp-request connection` rules decide for one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnVerdict {
+    pub reject: bool,
+    /// `expect-proxy layer4` applied: read a PROXY header first.
+    pub expect_proxy: bool,
+}
+
+/// Whether a rule needs more than the client address.
+fn needs_accept(r: &TcpRequestRule) -> bool {
+    r.action == TcpRequestAction::ExpectProxy
+        || r.cond
+            .iter()
+            .flat_map(|c| c.any_of.iter().flatten())
+            .any(|t| {
+                t.tests
+                    .iter()
+                    .any(|t| matches!(t.fetch, Fetch::Dst | Fetch::SrcPort | Fetch::DstPort))
+            })
 }
 
 /// Compiles a frontend's rules; None when it has none (everything is accepted).
@@ -112,6 +138,15 @@ pub struct Table {
 pub fn compile(rules: &[TcpRequestRule]) -> Option<Table> {
     if rules.is_empty() {
         return None;
+    }
+    if rules.iter().any(needs_accept) {
+        return Some(Table {
+            entries: Vec::new(),
+            lens: Vec::new(),
+            by_net: HashMap::new(),
+            rules: rules.len(),
+            at_accept: Some(rules.to_vec()),
+        });
     }
     let mut tests: Vec<Test> = Vec::new();
     let mut compiled = Vec::new();
@@ -177,10 +212,46 @@ pub fn compile(rules: &[TcpRequestRule]) -> Option<Table> {
         entries,
         lens: lens.into_iter().rev().collect(),
         rules: rules.len(),
+        at_accept: None,
     })
 }
 
 impl Table {
+    /// The rules' verdict on a connection from `src` to `dst`; `dst` is
+    /// asked for (a `getsockname`) only by rules that test it.
+    pub fn verdict(
+        &self,
+        src: std::net::SocketAddr,
+        dst: impl FnOnce() -> Option<std::net::SocketAddr>,
+    ) -> ConnVerdict {
+        let Some(rules) = &self.at_accept else {
+            return ConnVerdict {
+                reject: self.rejects(src.ip()),
+                expect_proxy: false,
+            };
+        };
+        let l4 = crate::config::matching::L4 {
+            src,
+            dst: dst().unwrap_or(src),
+        };
+        let mut v = ConnVerdict::default();
+        for r in rules {
+            if !r.cond.as_ref().is_none_or(|c| c.holds(&l4)) {
+                continue;
+            }
+            match r.action {
+                // Not a final action in HAProxy: the next rules still run.
+                TcpRequestAction::ExpectProxy => v.expect_proxy = true,
+                TcpRequestAction::Accept => return v,
+                TcpRequestAction::Reject => {
+                    v.reject = true;
+                    return v;
+                }
+            }
+        }
+        v
+    }
+
     /// Whether a connection from `ip` is rejected: the longest entry decides.
     pub fn rejects(&self, ip: IpAddr) -> bool {
         let a = to_u128(ip);
@@ -371,13 +442,29 @@ mod tests {
     }
 
     #[test]
-    fn other_fetches_are_refused() {
-        let r = rules(" tcp-request connection reject if { dst_port 80 }");
-        assert!(unsupported(&r[0]).unwrap().contains("dst_port"));
-        let r = rules(" tcp-request connection expect-proxy layer4");
-        assert!(unsupported(&r[0]).is_some());
-        let r = rules(" tcp-request connection reject if { src 1.2.3.4 }");
-        assert!(unsupported(&r[0]).is_none());
+    fn rules_beyond_the_source_run_at_accept() {
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let t = compile(&rules(
+            " tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 }\n\
+             tcp-request connection reject if { dst_port 8080 } !{ src 10.0.0.0/8 }\n\
+             tcp-request connection accept if { src_port 1024: }\n\
+             tcp-request connection reject",
+        ))
+        .unwrap();
+        // Nothing for the XDP program, which decides on the source alone.
+        assert!(t.is_empty() && t.at_accept.is_some());
+        let v = |src: &str, dst: &str| t.verdict(sa(src), || Some(sa(dst)));
+        let (acc, rej) = (false, true);
+        assert_eq!(v("10.1.1.1:2000", "10.9.9.9:8080").reject, acc);
+        assert!(v("10.1.1.1:2000", "10.9.9.9:8080").expect_proxy);
+        assert_eq!(v("192.0.2.1:2000", "10.9.9.9:8080").reject, rej);
+        assert_eq!(v("192.0.2.1:2000", "10.9.9.9:80").reject, acc);
+        assert_eq!(v("192.0.2.1:999", "10.9.9.9:80").reject, rej);
+        assert!(!v("192.0.2.1:2000", "10.9.9.9:80").expect_proxy);
+        // Source-only rules stay XDP tables.
+        let t = compile(&rules(" tcp-request connection reject if { src 1.2.3.4 }")).unwrap();
+        assert!(t.at_accept.is_none() && !t.is_empty());
+        assert!(t.verdict(sa("1.2.3.4:1"), || None).reject);
         assert!(compile(&[]).is_none());
     }
 }

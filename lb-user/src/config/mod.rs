@@ -29,7 +29,7 @@ mod features_tests;
 mod tests;
 
 pub use binds::always_local;
-pub use gaps::{runtime_gaps, runtime_ignored, tcp_request_unsupported};
+pub use gaps::{runtime_gaps, runtime_ignored};
 pub use limits::{self_steering, MAX_SERVERS};
 pub use model::*;
 pub use parse::{expand_paths, parse_file, parse_files, parse_str, ConfigError};

@@ -85,11 +85,13 @@ pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
         let permits = take_slots(&ctx, fe_idx).await;
         match l.accept().await {
             Ok((client, peer)) => {
-                let rejected = {
+                let verdict = {
                     let acls = ctx.acls.read().unwrap_or_else(|e| e.into_inner());
-                    crate::kernel::xdp::rejects(acls[fe_idx].as_ref(), peer.ip())
+                    acls[fe_idx].as_ref().map_or_else(Default::default, |t| {
+                        t.verdict(peer, || client.local_addr().ok())
+                    })
                 };
-                if rejected {
+                if verdict.reject {
                     // As HAProxy's `tcp-request connection reject`: closed at
                     // once, without lingering. A connection only gets here when
                     // the XDP program did not see it (loopback, another
@@ -99,7 +101,10 @@ pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
                     continue;
                 }
                 let ctx = ctx.clone();
-                tokio::spawn(async move { handle(ctx, fe_idx, client, peer, permits).await });
+                let expect_proxy = verdict.expect_proxy;
+                tokio::spawn(async move {
+                    handle(ctx, fe_idx, client, peer, permits, expect_proxy).await
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -130,6 +135,7 @@ async fn handle(
     client: TcpStream,
     peer: SocketAddr,
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    expect_proxy: bool,
 ) {
     let fe = &ctx.cfg.frontends[fe_idx];
     // The client inherited the listener's SO_LINGER{1,0}: one turned away
@@ -154,7 +160,7 @@ async fn handle(
     let mut dst = None;
     // Client bytes read before the pair is spliced, to be sent to the server first.
     let mut early = Vec::new();
-    if local.is_some_and(|l| accepts_proxy(fe, l)) {
+    if expect_proxy || local.is_some_and(|l| accepts_proxy(fe, l)) {
         let wait = fe.timeout_client.unwrap_or(Duration::from_secs(5));
         match read_proxy_header(&client, wait).await {
             Ok(Some((src, to))) => {

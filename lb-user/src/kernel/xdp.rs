@@ -1,6 +1,5 @@
 //! The XDP front door: attaching `lb_xdp`, compiling its settings and ACL
 //! tables into maps, and reading its counters back for `lb xdp status`.
-use std::net::IpAddr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData};
@@ -554,12 +553,6 @@ fn action(reject: bool) -> u32 {
     } else {
         ACL_ACCEPT
     }
-}
-
-/// Whether the compiled rules reject a client, for connections the XDP program
-/// did not see.
-pub fn rejects(t: Option<&Table>, ip: IpAddr) -> bool {
-    t.is_some_and(|t| t.rejects(ip))
 }
 
 #[cfg(test)]
