@@ -121,7 +121,7 @@ pub struct ConnVerdict {
 }
 
 /// Whether a rule needs more than the client address.
-fn needs_accept(r: &TcpRequestRule) -> bool {
+pub(crate) fn needs_accept(r: &TcpRequestRule) -> bool {
     r.action == TcpRequestAction::ExpectProxy
         || r.cond
             .iter()

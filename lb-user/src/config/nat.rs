@@ -28,6 +28,17 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 why("'use_backend' rules choose after the connection is accepted"),
             ));
         }
+        if let Some(r) = f
+            .tcp_request_connection
+            .iter()
+            .find(|r| super::l4acl::needs_accept(r))
+        {
+            return Err(at(
+                &r.origin,
+                "tcp-request",
+                why("'tcp-request connection' rules on more than the client address ('dst', ports, 'expect-proxy') run on an accepted connection"),
+            ));
+        }
         if let Some(r) = f.tcp_request_content.first() {
             return Err(at(
                 &r.origin,

@@ -1418,6 +1418,12 @@ fn nat_refuses_what_needs_a_terminated_connection() {
             11,
         ),
         (
+            "    tcp-request connection reject if { dst_port 7001 }\n",
+            "",
+            "rules on more than the client address",
+            11,
+        ),
+        (
             "",
             "\n    tcp-request content reject if { req.len lt 4 }",
             "backend 'be': 'tcp-request content' rules",
