@@ -1127,3 +1127,56 @@ fn checks_agent_weight_drain_down_maint() {
         Ok(())
     })
 }
+
+/// `option ssl-hello-chk` against a real TLS server (openssl s_server,
+/// which answers an SSLv3 hello with an alert: the TLS layer answered, so
+/// L6OK) and a plain TCP server that speaks first (L6RSP).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn checks_ssl_hello_chk() {
+    run_test(|| {
+        let topo = Topology::new("chkssl")?;
+        let dir = topo.dir.path().to_path_buf();
+        let (crt, key) = (dir.join("s.crt"), dir.join("s.key"));
+        lb_tests::util::run(
+            std::process::Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                ])
+                .args(["-subj", "/CN=lb-test"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&crt),
+        )
+        .context("openssl req")?;
+        let (ip1, ip2) = (BACKENDS_V4[0], BACKENDS_V4[1]);
+        let _tls = Kill(spawn_server(
+            &topo.srv,
+            "openssl",
+            &[
+                "s_server",
+                "-accept",
+                &format!("{ip1}:9443"),
+                "-cert",
+                &crt.display().to_string(),
+                "-key",
+                &key.display().to_string(),
+                "-quiet",
+            ],
+            &dir.join("s_server.log"),
+        )?);
+        // Speaks first with one byte that is no TLS record type.
+        let _plain = lb_tests::traffic::named_echo_servers(topo.srv.name(), &[sa(ip2, 9443)])?;
+        let cfg = format!(
+            "{HEAD}listen tls\n    bind {LB_V4}:9443\n    option ssl-hello-chk\n\
+             \x20   server s1 {ip1}:9443 check inter 300ms rise 1 fall 1\n\
+             \x20   server s2 {ip2}:9443 check inter 300ms rise 1 fall 1\n"
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        assert_check(&lb, "s1", "UP", "L6OK", "")?;
+        assert_check(&lb, "s2", "DOWN", "L6RSP", "")?;
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -383,6 +383,25 @@ pub fn compile(
                 post41: *post41,
             }));
         }
+        Some((HealthCheck::SslHelloChk, _)) => {
+            // HAProxy's check: an SSLv3 ClientHello, then any TLS record
+            // back (an alert from a server that refuses SSLv3 counts: the
+            // TLS layer answered) within 5 bytes.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32);
+            steps.push(Step::Send(super::proto::sslv3_client_hello(now)));
+            let mut e = Expect::new(
+                false,
+                Matcher::HexRegex(regex::Regex::new("(?i)^1[56]").expect("built-in pattern")),
+                "a TLS record",
+            );
+            e.min_recv = 5;
+            e.ok_status = chk::L6OK;
+            e.error_status = chk::L6RSP;
+            e.tout_status = chk::L6TOUT;
+            steps.push(Step::Expect(e));
+        }
         Some((HealthCheck::LdapCheck, _)) => {
             steps.push(Step::Send(super::proto::LDAP_BIND.to_vec()));
             steps.push(Step::Proto(Proto::LdapBind));

@@ -863,3 +863,45 @@ mod tests {
         assert_eq!(ldap_bind_result(&long), Some(0));
     }
 }
+
+/// `option ssl-hello-chk`'s probe: an SSLv3 ClientHello record (client
+/// version 3.0, `unix_time` in the random's first 4 bytes, no session,
+/// 39 classic cipher suites, null compression). Any server with a TLS stack
+/// answers it with a record: a ServerHello or, these days, an alert.
+pub fn sslv3_client_hello(unix_time: u32) -> Vec<u8> {
+    let ciphers: Vec<u16> = (0x0001..=0x001b).chain(0x002f..=0x003a).collect();
+    let mut hello = vec![0x03, 0x00];
+    hello.extend_from_slice(&unix_time.to_be_bytes());
+    // The rest of the 32-byte random: any bytes; these say who asked.
+    hello.extend_from_slice(b"lb ssl-hello-chk, lb ssl-hc\n");
+    hello.push(0); // no session id
+    hello.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
+    for c in ciphers {
+        hello.extend_from_slice(&c.to_be_bytes());
+    }
+    hello.extend_from_slice(&[0x01, 0x00]); // one method: null
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&hello);
+    let mut rec = vec![0x16, 0x03, 0x00];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+#[cfg(test)]
+mod ssl_hello_tests {
+    #[test]
+    fn sslv3_hello_is_a_well_formed_record() {
+        let r = super::sslv3_client_hello(0x5f00_0000);
+        // HAProxy's probe has the same lengths: 0x79 after the record
+        // header, 0x75 after the handshake header, 78 bytes of suites.
+        assert_eq!(&r[..5], &[0x16, 0x03, 0x00, 0x00, 0x79]);
+        assert_eq!(&r[5..9], &[0x01, 0x00, 0x00, 0x75]);
+        assert_eq!(r.len(), 5 + 0x79);
+        assert_eq!(&r[11..15], &[0x5f, 0, 0, 0]);
+        assert_eq!(r[43], 0);
+        assert_eq!(&r[44..46], &[0x00, 0x4e]);
+        assert_eq!(&r[r.len() - 2..], &[0x01, 0x00]);
+    }
+}
