@@ -1180,3 +1180,104 @@ fn checks_ssl_hello_chk() {
         Ok(())
     })
 }
+
+/// `http-check disable-on-404` and `http-check send-state` against a
+/// scripted HTTP server: each check carries `X-Haproxy-Server-State`
+/// (HAProxy's format, the state and the server's name in it); a 404 puts
+/// the UP server in NOLB (no new sessions, still UP), a 200 takes it out.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn checks_http_disable_on_404_and_send_state() {
+    run_test(|| {
+        let topo = Topology::new("chk404")?;
+        let stop = Stop(Arc::new(AtomicBool::new(false)));
+        let code = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (c2, s2) = (code.clone(), seen.clone());
+        serve(
+            topo.srv.name(),
+            &[sa(BACKENDS_V4[0], 9480)],
+            stop.0.clone(),
+            move |mut s, _| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = Vec::new();
+                let mut b = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(l) = text
+                    .lines()
+                    .find(|l| l.starts_with("X-Haproxy-Server-State:"))
+                {
+                    s2.lock().unwrap().push(l.to_string());
+                }
+                let c = c2.load(Ordering::Relaxed);
+                let _ =
+                    s.write_all(format!("HTTP/1.0 {c} X\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            },
+        )?;
+        let cfg = format!(
+            "{HEAD}listen web\n    bind {LB_V4}:9480\n    option httpchk GET /health\n\
+             \x20   http-check disable-on-404\n    http-check send-state\n\
+             \x20   server s1 {}:9480 check inter 200ms rise 2 fall 2\n",
+            BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        lb.wait_state("s1", "UP", Duration::from_secs(5))?;
+        let status = || lb.stat_field("web", "s1", "status");
+        wait_until(
+            "s1 running (UP)",
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            || Ok(status()? == "UP"),
+        )?;
+        code.store(404, Ordering::Relaxed);
+        wait_until(
+            "s1 NOLB after a 404",
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            || Ok(status()? == "NOLB"),
+        )?;
+        ensure_up(&lb)?;
+        code.store(200, Ordering::Relaxed);
+        wait_until(
+            "s1 UP after a 200",
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            || Ok(status()? == "UP"),
+        )?;
+        let seen = seen.lock().unwrap().clone();
+        println!(
+            "[lb-tests] send-state headers (first, last): {:?}",
+            (seen.first(), seen.last())
+        );
+        if !seen
+            .iter()
+            .any(|l| l.contains("X-Haproxy-Server-State: NOLB;"))
+        {
+            bail!("no check said NOLB in its state header: {seen:?}");
+        }
+        let last = seen.last().cloned().unwrap_or_default();
+        if !(last.contains("name=web/s1;")
+            && last.contains("port=9480;")
+            && last.contains("scur=0/0"))
+        {
+            bail!("state header: {last:?}");
+        }
+        lb.stop()?;
+        Ok(())
+    })
+}
+
+/// A NOLB server is still UP for `lb show servers`.
+fn ensure_up(lb: &Lb) -> Result<()> {
+    let r = lb.server("s1")?;
+    if r.state != "UP" {
+        bail!("s1 in NOLB should stay UP: {r:?}");
+    }
+    Ok(())
+}

@@ -229,7 +229,13 @@ pub fn spawn_all(
                     continue;
                 }
                 let start = Instant::now();
-                let o = engine::run(&plan.steps, &conn, &plan.timeouts).await;
+                let steps = if plan.send_state {
+                    let hdr = server_state_header(&state, &state.servers[idx], &plan);
+                    std::borrow::Cow::Owned(with_state(&plan.steps, &hdr))
+                } else {
+                    std::borrow::Cow::Borrowed(&plan.steps)
+                };
+                let o = engine::run(&steps, &conn, &plan.timeouts).await;
                 let took = start.elapsed();
                 count = count.wrapping_add(1);
                 let s = &state.servers[idx];
@@ -249,7 +255,27 @@ pub fn spawn_all(
                 publisher.check(s.idx, &to_map(&o, took, count));
                 s.check_status.store(o.status, Ordering::Relaxed);
                 s.check_code.store(o.code, Ordering::Relaxed);
-                let changed = apply_check(s, o.passed(), &params);
+                let mut passed = o.passed();
+                if plan.disable_on_404 {
+                    // HAProxy: a 404 soft-stops a running server (NOLB), a
+                    // stopped one stays stopped; 2xx/3xx puts it back.
+                    let nolb = o.status == lb_common::chk::L7OKC;
+                    if nolb && !s.is_up() {
+                        passed = false;
+                    } else if passed && s.admin.stopping.swap(nolb, Ordering::Relaxed) != nolb {
+                        s.touch();
+                        changed_by_check(&*publisher, s);
+                        tracing::warn!(
+                            "Server {}/{} is {} (http-check disable-on-404: {} {}).",
+                            s.backend,
+                            s.name(),
+                            if nolb { "stopping" } else { "running again" },
+                            o.code,
+                            o.info
+                        );
+                    }
+                }
+                let changed = apply_check(s, passed, &params);
                 let now = (o.status, o.passed());
                 if plan.log_checks && changed.is_none() && prev.is_some_and(|p| p != now) {
                     tracing::info!("{}", check_line(s, &o, took, plan.rise, plan.fall));
@@ -273,6 +299,84 @@ pub fn spawn_all(
             }
         });
     }
+}
+
+/// HAProxy's `X-Haproxy-Server-State` value (`http-check send-state`):
+/// the state with the health count, address, port, names, node, effective
+/// and backend weights, sessions of the server and of its backend, queue.
+pub fn server_state_header(state: &State, s: &Server, plan: &Plan) -> String {
+    let (rise, fall) = (plan.rise, plan.fall);
+    let h = s.health.load(Ordering::Relaxed);
+    let up = s.is_up();
+    let nolb = s.admin.stopping.load(Ordering::Relaxed);
+    let word = if s.admin.checks_disabled.load(Ordering::Relaxed) {
+        "no check".to_string()
+    } else if up {
+        let kind = if nolb { "NOLB" } else { "UP" };
+        if h == rise + fall - 1 {
+            kind.to_string()
+        } else {
+            format!("{kind} {}/{fall}", (h + 1).saturating_sub(rise))
+        }
+    } else if h > 0 {
+        format!("DOWN {h}/{rise}")
+    } else {
+        "DOWN".to_string()
+    };
+    let peers: Vec<&Server> = state
+        .backend_of(s.idx)
+        .map(|b| {
+            b.servers
+                .iter()
+                .map(|&i| &state.servers[i as usize])
+                .collect()
+        })
+        .unwrap_or_default();
+    let tot_weight: u32 = peers
+        .iter()
+        .filter(|p| p.is_up())
+        .map(|p| p.effective_weight())
+        .sum();
+    let be_conns: u32 = peers
+        .iter()
+        .map(|p| p.cur_conns.load(Ordering::Relaxed))
+        .sum();
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut v = format!(
+        "{word}; address={}; port={}; name={}/{}; node={}; weight={}/{tot_weight}; scur={}/{be_conns}; qcur=0",
+        s.conf.addr.ip(),
+        s.conf.addr.port(),
+        s.backend,
+        s.name(),
+        node.trim(),
+        s.effective_weight(),
+        s.cur_conns.load(Ordering::Relaxed),
+    );
+    let ramp = s.ramp();
+    if up && ramp < 1.0 {
+        v.push_str(&format!("; throttle={}%", ((ramp * 100.0) as u32).max(1)));
+    }
+    v
+}
+
+/// The plan's steps with the state header filled in.
+fn with_state(steps: &[engine::Step], hdr: &str) -> Vec<engine::Step> {
+    let mark = plan::STATE_MARK.as_bytes();
+    steps
+        .iter()
+        .map(|st| match st {
+            engine::Step::Send(b) => match b.windows(mark.len()).position(|w| w == mark) {
+                Some(i) => {
+                    let mut out = b[..i].to_vec();
+                    out.extend_from_slice(hdr.as_bytes());
+                    out.extend_from_slice(&b[i + mark.len()..]);
+                    engine::Step::Send(out)
+                }
+                None => st.clone(),
+            },
+            _ => st.clone(),
+        })
+        .collect()
 }
 
 /// One agent exchange: connect, send `agent-send`, read a line (up to

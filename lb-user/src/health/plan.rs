@@ -62,7 +62,16 @@ pub struct Plan {
     /// `option log-health-checks`: log every change of check result, not
     /// only state changes.
     pub log_checks: bool,
+    /// `http-check disable-on-404`: a 404 puts an UP server in NOLB, a 2xx
+    /// or 3xx takes it out.
+    pub disable_on_404: bool,
+    /// `http-check send-state`: the request carries [`STATE_MARK`], replaced
+    /// before each check by the server's `X-Haproxy-Server-State` value.
+    pub send_state: bool,
 }
+
+/// Stands in a check request for the server's state (`send-state`).
+pub const STATE_MARK: &str = "\u{0}lb-server-state\u{0}";
 
 impl Plan {
     /// HAProxy's srv_getinter(): `inter` at full health, `downinter` at zero
@@ -321,6 +330,8 @@ pub fn compile(
         ..Connect::default()
     };
     let mut steps = vec![Step::Connect(default_connect.clone())];
+    // `http-check disable-on-404` and `send-state` (httpchk only).
+    let (mut disable_on_404, mut send_state) = (false, false);
     let hc = b.health_check.as_ref();
     match hc.map(|h| (&h.value, &h.origin)) {
         None => {}
@@ -509,12 +520,8 @@ pub fn compile(
                             kind,
                         });
                     }
-                    HttpCheckRule::DisableOn404 => {
-                        return Err(PlanError::unsupported(o, "http-check disable-on-404"))
-                    }
-                    HttpCheckRule::SendState => {
-                        return Err(PlanError::unsupported(o, "http-check send-state"))
-                    }
+                    HttpCheckRule::DisableOn404 => disable_on_404 = true,
+                    HttpCheckRule::SendState => send_state = true,
                     HttpCheckRule::Var(v) => {
                         return Err(PlanError::unsupported(o, format!("http-check {v}")))
                     }
@@ -524,13 +531,16 @@ pub fn compile(
             for (k, v) in &headers {
                 req.push_str(&format!("{k}: {v}\r\n"));
             }
+            if send_state {
+                req.push_str(&format!("X-Haproxy-Server-State: {STATE_MARK}\r\n"));
+            }
             if !body.is_empty() {
                 req.push_str(&format!("Content-Length: {}\r\n", body.len()));
             }
             req.push_str("Connection: close\r\n\r\n");
             req.push_str(&body);
             steps.push(Step::Send(req.into_bytes()));
-            steps.push(Step::Proto(Proto::Http(expects)));
+            steps.push(Step::Proto(Proto::Http(expects, disable_on_404)));
         }
         Some((other, origin)) => {
             return Err(PlanError::unsupported(
@@ -552,6 +562,8 @@ pub fn compile(
         fastinter: s.params.fastinter.unwrap_or(inter),
         downinter: s.params.downinter.unwrap_or(inter),
         log_checks: b.log_health_checks.is_some(),
+        disable_on_404,
+        send_state,
     })
 }
 

@@ -21,8 +21,10 @@ pub enum Proto {
     PgsqlReply,
     /// `option pgsql-role-check`: log in, query the role, compare.
     PgRole(Box<RoleSpec>),
-    /// `option httpchk` response, checked against the `http-check expect` rules.
-    Http(Vec<HttpExpect>),
+    /// `option httpchk` response, checked against the `http-check expect`
+    /// rules; `true`: `http-check disable-on-404` (a 404 is L7OKC, a soft
+    /// stop, before any rule).
+    Http(Vec<HttpExpect>, bool),
     /// `option mysql-check`: the greeting, then with a user the reply to the
     /// login packet sent here (and a QUIT).
     Mysql { user: Option<String>, post41: bool },
@@ -38,7 +40,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     match p {
         Proto::PgsqlReply => pgsql_reply(s, step).await,
         Proto::PgRole(spec) => pg_role(spec, s, step).await,
-        Proto::Http(expects) => http(expects, s, step).await,
+        Proto::Http(expects, on404) => http(expects, *on404, s, step).await,
         Proto::Mysql { user, post41 } => mysql(user.as_deref(), *post41, s, step).await,
         Proto::LdapBind => ldap(s, step).await,
     }
@@ -391,6 +393,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 async fn http<S: AsyncRead + AsyncWrite + Unpin + Send>(
     expects: &[HttpExpect],
+    disable_on_404: bool,
     s: &mut Session<S>,
     step: usize,
 ) -> Result<Outcome, Outcome> {
@@ -419,6 +422,9 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     let reason = reason.trim().to_string();
     let code32 = u32::from(code);
+    if disable_on_404 && code == 404 {
+        return Ok(Outcome::new(chk::L7OKC, reason).with_code(code32));
+    }
     if expects.is_empty() {
         // HAProxy's default: 2xx and 3xx pass.
         return if (200..400).contains(&code) {
@@ -767,7 +773,7 @@ mod tests {
         let steps = [
             Step::Connect(Connect::default()),
             Step::Send(b"OPTIONS /primary HTTP/1.0\r\n\r\n".to_vec()),
-            Step::Proto(Proto::Http(expects)),
+            Step::Proto(Proto::Http(expects, false)),
         ];
         run(&steps, &p, &t(2000)).await
     }
