@@ -445,10 +445,14 @@ pub mod chk {
     pub const L7OK: u32 = 11;
     pub const L7OKC: u32 = 12;
     pub const L7STS: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// `option external-check`: the command failed, timed out, or passed.
+    pub const PROCERR: u32 = 14;
+    pub const PROCTOUT: u32 = 15;
+    pub const PROCOK: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const NAMES: [&str; COUNT as usize] = [
         "UNK", "INI", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT",
-        "L7RSP", "L7OK", "L7OKC", "L7STS",
+        "L7RSP", "L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
     ];
 
     /// HAProxy's description of a status (`show stat`'s `check_desc`).
@@ -467,6 +471,9 @@ pub mod chk {
             L7OK => "Layer7 check passed",
             L7OKC => "Layer7 check conditionally passed",
             L7STS => "Layer7 wrong status",
+            PROCERR => "External check error",
+            PROCTOUT => "External check timeout",
+            PROCOK => "External check passed",
             _ => "Unknown",
         }
     }

@@ -1281,3 +1281,54 @@ fn ensure_up(lb: &Lb) -> Result<()> {
     }
     Ok(())
 }
+
+/// `option external-check`: lb runs the command with HAProxy's arguments
+/// and environment; exit 0 keeps the server UP, anything else takes it DOWN
+/// (PROCERR), and back.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn checks_external_check() {
+    run_test(|| {
+        let topo = Topology::new("chkext")?;
+        let dir = topo.dir.path().to_path_buf();
+        let flag = dir.join("fail");
+        let seen = dir.join("env");
+        let script = dir.join("check.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$1 $2 $3 $4 $HAPROXY_PROXY_NAME $HAPROXY_SERVER_NAME \
+                 $HAPROXY_SERVER_ADDR $HAPROXY_SERVER_PORT $HAPROXY_SERVER_CURCONN $PATH\" > {}\n\
+                 test ! -e {}\n",
+                seen.display(),
+                flag.display()
+            ),
+        )?;
+        lb_tests::util::run(std::process::Command::new("chmod").arg("755").arg(&script))?;
+        let cfg = format!(
+            "global\n    external-check\n    insecure-fork-wanted\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             listen app\n    bind {LB_V4}:9490\n    option external-check\n\
+             \x20   external-check path \"/usr/bin:/bin\"\n    external-check command {}\n\
+             \x20   server s1 {}:9490 check inter 200ms rise 1 fall 1\n",
+            script.display(),
+            BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        assert_check(&lb, "s1", "UP", "PROCOK", "")?;
+        let env = std::fs::read_to_string(&seen)?;
+        let want = format!(
+            "{LB_V4} 9490 {b} 9490 app s1 {b} 9490 0 /usr/bin:/bin",
+            b = BACKENDS_V4[0]
+        );
+        if env.trim() != want {
+            bail!("the command saw {env:?}, expected {want:?}");
+        }
+        std::fs::write(&flag, "")?;
+        assert_check(&lb, "s1", "DOWN", "PROCERR", "exit code 1")?;
+        std::fs::remove_file(&flag)?;
+        assert_check(&lb, "s1", "UP", "PROCOK", "")?;
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -358,12 +358,15 @@ pub fn check_status_numbers(st: u32) -> (u32, u32) {
         chk::L7OK => 14,
         chk::L7OKC => 15,
         chk::L7STS => 16,
+        chk::PROCERR => 17,
+        chk::PROCTOUT => 18,
+        chk::PROCOK => 19,
         _ => 0,
     };
     // CHK_RES_UNKNOWN 0, FAILED 2, PASSED 3, CONDPASS 4.
     let result = match st {
         chk::INI | chk::UNK => 0,
-        chk::L4OK | chk::L6OK | chk::L7OK => 3,
+        chk::L4OK | chk::L6OK | chk::L7OK | chk::PROCOK => 3,
         chk::L7OKC => 4,
         _ => 2,
     };

@@ -680,7 +680,10 @@ fn debian_global_section() {
         assert!(gaps.iter().any(|g| g == want), "{want} not in {gaps:?}");
     }
     // Checked now.
-    assert!(!gaps.iter().any(|g| g.contains("ssl-hello-chk")), "{gaps:?}");
+    assert!(
+        !gaps.iter().any(|g| g.contains("ssl-hello-chk")),
+        "{gaps:?}"
+    );
 }
 
 #[test]

@@ -226,8 +226,12 @@ pub fn runtime_ignored(cfg: &Config) -> Vec<(Origin, String)> {
             );
         }
     }
+    // Applied (it enables `option external-check`), or what HAProxy asks
+    // for forking the check commands, which lb does by design.
+    const APPLIED: &[&str] = &["external-check", "insecure-fork-wanted"];
     for o in &g.other {
-        if !GAP_GLOBAL_OTHER.contains(&o.value.as_str()) {
+        let v = o.value.as_str();
+        if !GAP_GLOBAL_OTHER.contains(&v) && !APPLIED.contains(&v) {
             note(&o.origin, format!("{} (global)", o.value));
         }
     }

@@ -440,6 +440,12 @@ pub struct Backend {
     pub servers: Vec<Server>,
     pub timeout_connect: Option<Duration>,
     pub timeout_server: Option<Duration>,
+    /// `external-check command` (with `option external-check`).
+    pub external_check_command: Option<String>,
+    /// `external-check path`: the command's PATH.
+    pub external_check_path: Option<String>,
+    /// A `listen` section's first bind (its external checks are told it).
+    pub first_listener: Option<SocketAddr>,
     /// `tcp-request inspect-delay` for this backend's content rules.
     pub inspect_delay: Option<Duration>,
     /// `tcp-request content` rules run once the backend is chosen (a

@@ -51,7 +51,10 @@ impl Outcome {
     }
 
     pub fn passed(&self) -> bool {
-        matches!(self.status, chk::L4OK | chk::L6OK | chk::L7OK | chk::L7OKC)
+        matches!(
+            self.status,
+            chk::L4OK | chk::L6OK | chk::L7OK | chk::L7OKC | chk::PROCOK
+        )
     }
 }
 
@@ -122,8 +125,21 @@ impl Expect {
     }
 }
 
+/// `option external-check`: the command HAProxy would run, its arguments
+/// and environment.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Step {
+    /// Runs a command instead of a connection: exit 0 passes (PROCOK),
+    /// another code or a signal fails (PROCERR), the check timeout kills it
+    /// (PROCTOUT).
+    Exec(Exec),
     Connect(Connect),
     Send(Vec<u8>),
     Expect(Expect),
@@ -286,7 +302,36 @@ fn eval(e: &Expect, buf: &[u8], last_read: bool) -> Eval {
     }
 }
 
-/// Runs `steps` (the first must be a connect). `ruleset`: name shown in info
+/// Runs an external check command with a deadline; killed (and reaped)
+/// past it. HAProxy's statuses and texts.
+async fn exec(x: &Exec, deadline: Instant) -> Outcome {
+    let mut cmd = tokio::process::Command::new(&x.command);
+    cmd.args(&x.args)
+        .env_clear()
+        .envs(x.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::new(chk::PROCERR, format!("{}: {e}", x.command)),
+    };
+    match tokio::time::timeout_at(deadline, child.wait()).await {
+        Err(_) => {
+            let _ = child.kill().await;
+            Outcome::new(chk::PROCTOUT, "")
+        }
+        Ok(Err(e)) => Outcome::new(chk::PROCERR, e.to_string()),
+        Ok(Ok(st)) => match st.code() {
+            Some(0) => Outcome::new(chk::PROCOK, ""),
+            Some(c) => Outcome::new(chk::PROCERR, format!("exit code {c}")),
+            None => Outcome::new(chk::PROCERR, "killed by a signal"),
+        },
+    }
+}
+
+/// Runs `steps` (the first must be a connect, or an exec). `ruleset`: name shown in info
 /// texts ("tcp-check"); a plain connect check (one step) gets none.
 pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcome {
     let start = Instant::now();
@@ -415,6 +460,7 @@ pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcom
                         },
                     }
                 },
+                Step::Exec(x) => break 'steps exec(x, overall).await,
                 Step::Proto(p) => match proto::run(p, &mut s, n).await {
                     Ok(o) => ok = o,
                     Err(o) => break 'steps o,
@@ -653,5 +699,37 @@ pub(crate) mod tests {
         ];
         let o = run(&steps, &p, &t(2000)).await;
         assert_eq!(o.status, chk::L7OK, "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn external_check_exit_codes_timeout_and_environment() {
+        let sh = |script: &str| Exec {
+            command: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("HAPROXY_SERVER_NAME".into(), "s1".into())],
+        };
+        let soon = || Instant::now() + Duration::from_secs(5);
+        assert_eq!(exec(&sh("exit 0"), soon()).await.status, chk::PROCOK);
+        let o = exec(&sh("exit 3"), soon()).await;
+        assert_eq!((o.status, o.info.as_str()), (chk::PROCERR, "exit code 3"));
+        let o = exec(&sh("test \"$HAPROXY_SERVER_NAME\" = s1"), soon()).await;
+        assert_eq!(o.status, chk::PROCOK);
+        // The environment is only what the check is given.
+        let o = exec(&sh("test -z \"$HOME\""), soon()).await;
+        assert_eq!(o.status, chk::PROCOK);
+        let t = Instant::now();
+        let o = exec(&sh("sleep 5"), Instant::now() + Duration::from_millis(200)).await;
+        assert_eq!(o.status, chk::PROCTOUT);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let o = exec(
+            &Exec {
+                command: "/nonexistent".into(),
+                args: vec![],
+                env: vec![],
+            },
+            soon(),
+        )
+        .await;
+        assert_eq!(o.status, chk::PROCERR);
     }
 }

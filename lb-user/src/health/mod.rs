@@ -229,9 +229,16 @@ pub fn spawn_all(
                     continue;
                 }
                 let start = Instant::now();
-                let steps = if plan.send_state {
-                    let hdr = server_state_header(&state, &state.servers[idx], &plan);
-                    std::borrow::Cow::Owned(with_state(&plan.steps, &hdr))
+                let exec = matches!(plan.steps.first(), Some(engine::Step::Exec(_)));
+                let steps = if plan.send_state || exec {
+                    let s = &state.servers[idx];
+                    let hdr = if plan.send_state {
+                        server_state_header(&state, s, &plan)
+                    } else {
+                        String::new()
+                    };
+                    let cur = s.cur_conns.load(Ordering::Relaxed).to_string();
+                    std::borrow::Cow::Owned(with_state(&plan.steps, &hdr, &cur))
                 } else {
                     std::borrow::Cow::Borrowed(&plan.steps)
                 };
@@ -359,12 +366,20 @@ pub fn server_state_header(state: &State, s: &Server, plan: &Plan) -> String {
     v
 }
 
-/// The plan's steps with the state header filled in.
-fn with_state(steps: &[engine::Step], hdr: &str) -> Vec<engine::Step> {
+/// The plan's steps with the state header (`send-state`) and an external
+/// check's `HAPROXY_SERVER_CURCONN` filled in.
+fn with_state(steps: &[engine::Step], hdr: &str, curconn: &str) -> Vec<engine::Step> {
     let mark = plan::STATE_MARK.as_bytes();
     steps
         .iter()
         .map(|st| match st {
+            engine::Step::Exec(x) => {
+                let mut x = x.clone();
+                for (_, v) in x.env.iter_mut().filter(|(_, v)| v == plan::STATE_MARK) {
+                    *v = curconn.to_string();
+                }
+                engine::Step::Exec(x)
+            }
             engine::Step::Send(b) => match b.windows(mark.len()).position(|w| w == mark) {
                 Some(i) => {
                     let mut out = b[..i].to_vec();

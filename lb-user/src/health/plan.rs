@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lb_common::chk;
 
-use super::engine::{Connect, Expect, Matcher, Step, Timeouts};
+use super::engine::{Connect, Exec, Expect, Matcher, Step, Timeouts};
 use super::proto::{HttpExpect, HttpMatch, Proto, Role, RoleSpec, Secret};
 use crate::config::{
     Backend, CheckExpect, ExpectMatch, HealthCheck, HttpCheckRule, Origin, PasswordSource, PgRole,
@@ -307,6 +307,20 @@ impl Ctx<'_> {
     }
 }
 
+/// A server's numeric id: `id`, else its position in the backend.
+fn server_id(b: &Backend, s: &Server) -> String {
+    s.params
+        .id
+        .or_else(|| {
+            b.servers
+                .iter()
+                .position(|x| x.name == s.name)
+                .map(|i| i as u32 + 1)
+        })
+        .unwrap_or(0)
+        .to_string()
+}
+
 fn rx(p: &str) -> regex::bytes::Regex {
     regex::bytes::Regex::new(p).expect("built-in pattern")
 }
@@ -541,6 +555,47 @@ pub fn compile(
             req.push_str(&body);
             steps.push(Step::Send(req.into_bytes()));
             steps.push(Step::Proto(Proto::Http(expects, disable_on_404)));
+        }
+        Some((HealthCheck::ExternalCheck, origin)) => {
+            let command = b.external_check_command.clone().ok_or_else(|| {
+                PlanError::unsupported(origin, "option external-check without a command")
+            })?;
+            // HAProxy's arguments: the proxy's first listener (NOT_USED for
+            // a backend, which has none), then the server.
+            let (paddr, pport) = match b.first_listener {
+                Some(a) => (a.ip().to_string(), a.port().to_string()),
+                None => ("NOT_USED".to_string(), "NOT_USED".to_string()),
+            };
+            let (saddr, sport) = (target.ip().to_string(), target.port().to_string());
+            let env = vec![
+                (
+                    "PATH".into(),
+                    b.external_check_path.clone().unwrap_or_default(),
+                ),
+                ("HAPROXY_PROXY_ADDR".into(), paddr.clone()),
+                (
+                    "HAPROXY_PROXY_ID".into(),
+                    b.id.as_ref().map_or(String::new(), |i| i.value.to_string()),
+                ),
+                ("HAPROXY_PROXY_NAME".into(), b.name.clone()),
+                ("HAPROXY_PROXY_PORT".into(), pport.clone()),
+                ("HAPROXY_SERVER_ADDR".into(), saddr.clone()),
+                ("HAPROXY_SERVER_CURCONN".into(), STATE_MARK.into()),
+                ("HAPROXY_SERVER_ID".into(), server_id(b, s)),
+                (
+                    "HAPROXY_SERVER_MAXCONN".into(),
+                    s.params.maxconn.unwrap_or(0).to_string(),
+                ),
+                ("HAPROXY_SERVER_NAME".into(), s.name.clone()),
+                ("HAPROXY_SERVER_PORT".into(), sport.clone()),
+                ("HAPROXY_SERVER_SSL".into(), "0".into()),
+                ("HAPROXY_SERVER_PROTO".into(), "tcp".into()),
+            ];
+            steps = vec![Step::Exec(Exec {
+                command,
+                args: vec![paddr, pport, saddr, sport],
+                env,
+            })];
         }
         Some((other, origin)) => {
             return Err(PlanError::unsupported(

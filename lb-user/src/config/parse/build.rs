@@ -56,6 +56,7 @@ impl Parser<'_> {
                 continue;
             }
             self.resolve_servers(&mut p)?;
+            self.external_check_needs(&p)?;
             keep.push(p);
         }
         let proxies = keep;
@@ -254,6 +255,14 @@ impl Parser<'_> {
             servers: p.servers.iter().map(|d| d.server.clone()).collect(),
             timeout_connect: p.s.timeout_connect,
             timeout_server: p.s.timeout_server,
+            external_check_command: p.s.external_check_command.clone(),
+            external_check_path: p.s.external_check_path.clone(),
+            first_listener: p.binds.first().map(|(b, _, _)| {
+                std::net::SocketAddr::new(
+                    b.addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                    b.port_first,
+                )
+            }),
             inspect_delay: p.s.inspect_delay.as_ref().map(|d| d.value),
             tcp_request_content: if p.caps & super::FE == 0 {
                 p.content_rules.clone()
@@ -400,6 +409,48 @@ impl Parser<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// `option external-check` needs `external-check` in global and a
+    /// command; without `insecure-fork-wanted` HAProxy warns. Its words.
+    fn external_check_needs(&mut self, p: &Proxy) -> Result<(), ConfigError> {
+        let uses = p.caps & BE != 0
+            && matches!(
+                p.s.health_check.as_ref().map(|h| &h.value),
+                Some(HealthCheck::ExternalCheck)
+            );
+        if !uses {
+            return Ok(());
+        }
+        let has = |k: &str| self.global.other.iter().any(|o| o.value == k);
+        let missing = if !has("external-check") {
+            Some("global.external-check")
+        } else if p.s.external_check_command.is_none() {
+            Some("external-check command")
+        } else {
+            None
+        };
+        if let Some(m) = missing {
+            return Err(invalid_at(
+                &p.name,
+                format!(
+                    "Proxy '{}' : 'option external-check' unable to find required '{m}'.",
+                    p.name.text
+                ),
+                None,
+            ));
+        }
+        if !has("insecure-fork-wanted") {
+            self.warn_at(
+                &p.name.origin,
+                format!(
+                    "Proxy '{}' : 'insecure-fork-wanted' not enabled in the global section, \
+                     'option external-check' will likely fail.",
+                    p.name.text
+                ),
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn backend_warnings(&mut self, p: &Proxy) {

@@ -44,6 +44,10 @@ pub(crate) fn option_check(p: &mut Parser<'_>, l: &Line, name: &str) -> Result<(
             extra(0)?;
             HealthCheck::SpopCheck
         }
+        "external-check" => {
+            extra(0)?;
+            HealthCheck::ExternalCheck
+        }
         "httpchk" => {
             extra(3)?;
             let a: Vec<&str> = args.iter().map(|t| t.text.as_str()).collect();

@@ -81,7 +81,7 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("unix-bind", ALL, Act::Other),
     kw("server-state-base", ALL, Act::Run(g_server_state_base)),
     kw("server-state-file", ALL, Act::Run(g_server_state_file)),
-    kw("external-check", ALL, Act::NotYet("")),
+    kw("external-check", ALL, Act::Other),
     kw("lua-*", ALL, Act::NotYet("")),
     kw("set-var", ALL, Act::NotYet("")),
     kw("cluster-secret", ALL, Act::NotYet("")),

@@ -452,6 +452,9 @@ pub(crate) struct Settings {
     pub stats: StatsConf,
     /// `monitor-uri PATH`.
     pub monitor_uri: Option<String>,
+    /// `external-check command` and `path`.
+    pub external_check_command: Option<String>,
+    pub external_check_path: Option<String>,
 }
 
 /// One setting only HTTP mode uses (`option forwardfor`, `http-request`,

@@ -53,7 +53,7 @@ pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     kw("bind-process", ANY, Act::Ignore),
     // TCP features not implemented yet.
     kw("tcp-response", DEF | BE, Act::NotYet("")),
-    kw("external-check", DEF | BE, Act::NotYet("")),
+    kw("external-check", DEF | BE, Act::Run(p_external_check)),
     kw("use-server", BE, Act::NotYet("")),
     kw("server-template", BE, Act::NotYet("")),
     kw("stick-table", LISTEN, Act::NotYet("")),
@@ -167,7 +167,7 @@ pub(crate) const OPTION_KWS: &[OptKw] = &[
     opt("redis-check", DEF | BE, OptAct::Check, false),
     opt("ldap-check", DEF | BE, OptAct::Check, false),
     opt("spop-check", DEF | BE, OptAct::Check, false),
-    opt("external-check", DEF | BE, OptAct::NotYet(""), false),
+    opt("external-check", DEF | BE, OptAct::Check, false),
     opt("forwardfor", ANY, OptAct::Http, false),
     opt("forwarded", ANY, OptAct::Http, false),
     opt("originalto", ANY, OptAct::Http, false),
@@ -757,4 +757,27 @@ pub(super) fn p_tcp_check(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigErro
 
 pub(super) fn p_http_check(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     super::checks::p_http_check(p, l)
+}
+
+/// `external-check command <cmd>` / `external-check path <PATH>`.
+pub(super) fn p_external_check(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let what = p.arg(l, 0, "'command' or 'path' as an argument")?;
+    let which = what.text.clone();
+    let v = p.arg(l, 1, &format!("a value after 'external-check {which}'"))?;
+    let v = v.text.clone();
+    p.no_more(l, 2, "external-check")?;
+    let s = p.settings(l)?;
+    match which.as_str() {
+        "command" => s.external_check_command = Some(v),
+        "path" => s.external_check_path = Some(v),
+        _ => {
+            return Err(p.err_hint(
+                l.no,
+                what,
+                format!("'external-check' expects 'command' or 'path', not '{which}'"),
+                suggest(&which, ["command", "path"]),
+            ))
+        }
+    }
+    Ok(())
 }
