@@ -412,10 +412,12 @@ fn health_check_options() {
         ),
         (
             "option external-check",
-            "'option external-check' is not supported yet",
+            "'option external-check' unable to find required 'global.external-check'",
         ),
     ] {
-        let e = err_text(&format!("backend b\n    {opt}\n"));
+        let e = err_text(&format!(
+            "frontend f\n    bind :80\n    default_backend b\nbackend b\n    {opt}\n"
+        ));
         assert!(e.contains(frag), "{opt}: {e}");
     }
 }
