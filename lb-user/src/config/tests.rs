@@ -1650,3 +1650,11 @@ fn haproxy_26_differences() {
         "{e}"
     );
 }
+
+/// A file with only a stats page has nothing to balance (found by the
+/// fuzzer: the rest of lb assumes one frontend at least).
+#[test]
+fn stats_page_alone_is_nothing_to_do() {
+    let e = parse_err("listen s\n    mode http\n    bind :1\n    stats enable\n").to_string();
+    assert!(e.contains("only stats pages"), "{e}");
+}

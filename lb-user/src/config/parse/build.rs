@@ -60,6 +60,14 @@ impl Parser<'_> {
             keep.push(p);
         }
         let proxies = keep;
+        if !proxies.iter().any(|p| p.caps & FE != 0) {
+            return Err(ConfigError::File {
+                file: self.file.clone(),
+                msg: "no 'frontend' or 'listen' section carries traffic (only stats pages): \
+                      nothing to do"
+                    .into(),
+            });
+        }
         let mut backends = Vec::new();
         let mut backend_idx: HashMap<&str, usize> = HashMap::new();
         for p in proxies.iter().filter(|p| p.caps & BE != 0) {
