@@ -167,14 +167,11 @@ pub fn shutdown_write(s: &impl AsRawFd) -> io::Result<()> {
 
 /// Nonblocking recv; Ok(None) on EAGAIN.
 pub fn recv(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    let r = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
+    recv_flags(s, buf, libc::MSG_DONTWAIT)
+}
+
+fn recv_flags(s: &impl AsRawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Option<usize>> {
+    let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
@@ -188,22 +185,7 @@ pub fn recv(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 /// Nonblocking `recv(MSG_PEEK)`: the bytes stay queued. Ok(None) on EAGAIN,
 /// Ok(Some(0)) at end of stream with nothing queued.
 pub fn peek(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    let r = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_PEEK,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    Ok(Some(r as usize))
+    recv_flags(s, buf, libc::MSG_DONTWAIT | libc::MSG_PEEK)
 }
 
 /// `tcpi_state` of a socket that received the peer's FIN and has not

@@ -634,23 +634,11 @@ mod tests {
             std::path::Path::new("t.cfg"),
         )
         .unwrap();
-        let state = Arc::new(crate::state::State::from_config(&cfg));
-        state.servers[0].total_conns.store(3, Ordering::Relaxed);
-        let live = Live {
-            acls: Default::default(),
-            global_limit: crate::datapath::limits::Limit::new(None),
-            frontend_limits: vec![crate::datapath::limits::Limit::new(Some(10))],
-            cfg,
-            state,
-            splicer: None,
-            publisher: Arc::new(crate::state::NoPublish),
-            kernel: None,
-            instance: "t".into(),
-            splice_on: true,
-            start_unix: 1,
-            start_ns: 0,
-            tcplog: vec![None],
-        };
+        let mut live = Live::for_tests(cfg);
+        live.frontend_limits = vec![crate::datapath::limits::Limit::new(Some(10))];
+        live.state.servers[0]
+            .total_conns
+            .store(3, Ordering::Relaxed);
         let out = render(&live).unwrap();
         assert!(
             out.contains("haproxy_server_sessions_total{proxy=\"be\",server=\"s1\"} 3\n"),

@@ -603,27 +603,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn live(text: &str) -> Live {
-        let cfg = crate::config::parse_str(text, std::path::Path::new("t.cfg")).unwrap();
-        let state = Arc::new(crate::state::State::from_config(&cfg));
-        Live {
-            acls: Default::default(),
-            global_limit: crate::datapath::limits::Limit::new(None),
-            frontend_limits: cfg
-                .frontends
-                .iter()
-                .map(|_| crate::datapath::limits::Limit::new(None))
-                .collect(),
-            cfg,
-            state,
-            splicer: None,
-            publisher: Arc::new(crate::state::NoPublish),
-            kernel: None,
-            instance: "t".into(),
-            splice_on: true,
-            start_unix: 1,
-            start_ns: 0,
-            tcplog: vec![None],
-        }
+        Live::for_tests(crate::config::parse_str(text, std::path::Path::new("t.cfg")).unwrap())
     }
 
     const CFG: &str = "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n\

@@ -516,6 +516,11 @@ mod tests {
 
     /// The backend `use_backend` picks in frontend f of `rules`, or the default.
     fn pick(rules: &str, c: &L4) -> String {
+        pick_on(rules, c, b"")
+    }
+
+    /// The same, on a connection whose client sent `bytes`.
+    fn pick_on(rules: &str, c: &L4, bytes: &[u8]) -> String {
         let cfg = parse(&format!(
             "defaults\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\n\
              frontend f\n    bind :80\n{rules}    default_backend dflt\n\
@@ -526,7 +531,7 @@ mod tests {
         let idx = f
             .use_backends
             .iter()
-            .find(|u| u.cond.as_ref().is_none_or(|cond| cond.holds(c)))
+            .find(|u| u.cond.as_ref().is_none_or(|cond| cond.holds_on(c, bytes)))
             .map(|u| u.backend_idx)
             .or(f.default_backend_idx)
             .unwrap();
@@ -784,23 +789,7 @@ mod tests {
     fn use_backend_by_sni() {
         let r = "    use_backend a if { req.ssl_sni -m end .a.example.com }\n    use_backend b if { req_ssl_sni -i B.example.com }\n";
         let c = l4("10.0.0.1:1", "10.0.0.2:443");
-        let pick_on = |bytes: &[u8]| {
-            let cfg = parse(&format!(
-                "defaults\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\n\
-                 frontend f\n    bind :80\n{r}    default_backend dflt\n\
-                 backend dflt\n    server s 10.9.9.9:1\nbackend a\n    server s 10.9.9.9:1\n\
-                 backend b\n    server s 10.9.9.9:1\n"
-            ));
-            let f = &cfg.frontends[0];
-            let idx = f
-                .use_backends
-                .iter()
-                .find(|u| u.cond.as_ref().is_none_or(|cond| cond.holds_on(&c, bytes)))
-                .map(|u| u.backend_idx)
-                .or(f.default_backend_idx)
-                .unwrap();
-            cfg.backends[idx].name.clone()
-        };
+        let pick_on = |bytes: &[u8]| pick_on(r, &c, bytes);
         assert_eq!(pick_on(&client_hello(Some("x.a.example.com"))), "a");
         assert_eq!(pick_on(&client_hello(Some("b.example.com"))), "b");
         assert_eq!(pick_on(&client_hello(Some("c.example.com"))), "dflt");

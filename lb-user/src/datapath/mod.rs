@@ -68,3 +68,31 @@ pub fn shutdown_sessions(state: &State, splicer: Option<&Splicer>, idx: u32) {
     }
     state.kill_kernel_sessions(idx);
 }
+
+#[cfg(test)]
+impl Live {
+    /// A context over `cfg` with no kernel, splicer or limits, for tests of
+    /// what reads it (metrics, stats page).
+    pub fn for_tests(cfg: crate::config::Config) -> Self {
+        let state = Arc::new(crate::state::State::from_config(&cfg));
+        Live {
+            acls: Default::default(),
+            global_limit: limits::Limit::new(None),
+            frontend_limits: cfg
+                .frontends
+                .iter()
+                .map(|_| limits::Limit::new(None))
+                .collect(),
+            cfg,
+            state,
+            splicer: None,
+            publisher: Arc::new(crate::state::NoPublish),
+            kernel: None,
+            instance: "t".into(),
+            splice_on: true,
+            start_unix: 1,
+            start_ns: 0,
+            tcplog: vec![None],
+        }
+    }
+}
