@@ -363,6 +363,9 @@ pub struct Frontend {
     pub inspect_delay: Option<Duration>,
     /// `tcp-request content accept|reject` rules, in order.
     pub tcp_request_content: Vec<TcpRequestRule>,
+    /// Content rules, or `use_backend` conditions on the first bytes: the
+    /// accept path peeks at them (worked out once, not per connection).
+    pub inspects: bool,
     /// ACLs declared in this section.
     pub acls: Vec<Acl>,
     /// `backlog N`: listen backlog of the binds without their own.

@@ -145,11 +145,7 @@ async fn handle(
     };
     // The local address costs a system call: only asked for when a bind
     // reads PROXY headers or `use_backend` rules may test it.
-    let inspects = !fe.tcp_request_content.is_empty()
-        || fe
-            .use_backends
-            .iter()
-            .any(|u| u.cond.as_ref().is_some_and(|c| c.needs_content()));
+    let inspects = fe.inspects;
     let local =
         if fe.binds.iter().any(|b| b.accept_proxy) || !fe.use_backends.is_empty() || inspects {
             client.local_addr().ok()

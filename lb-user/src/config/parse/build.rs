@@ -189,6 +189,10 @@ impl Parser<'_> {
                 }
             }
             let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
+            let inspects = !p.content_rules.is_empty()
+                || use_backends
+                    .iter()
+                    .any(|u| u.cond.as_ref().is_some_and(|c| c.needs_content()));
             frontends.push(Frontend {
                 name: p.name.text.clone(),
                 data_path: p.s.data_path.clone(),
@@ -204,6 +208,7 @@ impl Parser<'_> {
                 tcp_request_connection: p.tcp_rules.clone(),
                 inspect_delay: p.s.inspect_delay.as_ref().map(|d| d.value),
                 tcp_request_content: p.content_rules.clone(),
+                inspects,
                 acls: p.acls.clone(),
                 backlog: p.s.backlog.clone(),
                 timeout_client_fin: p.s.timeout_client_fin.clone(),
