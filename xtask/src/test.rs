@@ -158,11 +158,31 @@ pub fn test(args: &TestArgs) -> Result<()> {
     }
 
     r.summary();
+    disk_report(&util::target_dir());
     if r.failed {
         bail!("tests failed");
     }
     println!("all steps passed");
     Ok(())
+}
+
+/// Free space where cargo writes: a linker that dies with SIGBUS or "No space
+/// left on device" in a CI log is explained by this one line.
+fn disk_report(dir: &Path) {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: statvfs only writes into `st`, which is sized for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let gib = free as f64 / (1u64 << 30) as f64;
+    println!("  free disk under {}: {gib:.1} GiB", dir.display());
+    if gib < 2.0 {
+        eprintln!("  warning: under 2 GiB free; a build step that failed may have run out of disk");
+    }
 }
 
 /// Normal cargo in the workspace root. LB_EBPF_OBJ is set for every
