@@ -165,6 +165,25 @@ pub fn shutdown_write(s: &impl AsRawFd) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
+/// SO_KEEPALIVE with the probes' timing where given (`option clitcpka`,
+/// `srvtcpka`); what is not given keeps the kernel's default.
+pub fn set_keepalive(
+    s: &impl std::os::fd::AsFd,
+    ka: &crate::config::TcpKeepalive,
+) -> io::Result<()> {
+    let mut k = socket2::TcpKeepalive::new();
+    if let Some(t) = ka.idle_s {
+        k = k.with_time(std::time::Duration::from_secs(t.into()));
+    }
+    if let Some(t) = ka.intvl_s {
+        k = k.with_interval(std::time::Duration::from_secs(t.into()));
+    }
+    if let Some(n) = ka.cnt {
+        k = k.with_retries(n);
+    }
+    socket2::SockRef::from(s).set_tcp_keepalive(&k)
+}
+
 /// Nonblocking recv; Ok(None) on EAGAIN.
 pub fn recv(s: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     recv_flags(s, buf, libc::MSG_DONTWAIT)
@@ -370,6 +389,67 @@ pub fn driver_name(iface: &str) -> io::Result<String> {
     r?;
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// Switches the whole process (glibc applies set*id calls to every thread)
+/// to `gid` (supplementary groups dropped, or those of `user` when named)
+/// and `uid`. Leaving root this way clears every capability: lb keeps none.
+pub fn switch_ids(uid: Option<u32>, user: Option<&str>, gid: Option<u32>) -> io::Result<()> {
+    if let Some(g) = gid {
+        cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+        cvt(unsafe { libc::setresgid(g, g, g) })?;
+    }
+    if let Some(u) = uid {
+        if let Some(name) = user {
+            let c = std::ffi::CString::new(name).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the user name")
+            })?;
+            let g = gid.unwrap_or_else(|| unsafe { libc::getgid() });
+            cvt(unsafe { libc::initgroups(c.as_ptr(), g) })?;
+        }
+        cvt(unsafe { libc::setresuid(u, u, u) })?;
+    }
+    Ok(())
+}
+
+/// What every thread of this process runs as: (real, effective, saved uid;
+/// the same of gid; effective capabilities), or the first thread that
+/// differs from the others.
+pub fn thread_credentials() -> io::Result<String> {
+    let mut seen: Option<String> = None;
+    for t in std::fs::read_dir("/proc/self/task")? {
+        let t = t?;
+        let status = match std::fs::read_to_string(t.path().join("status")) {
+            Ok(s) => s,
+            // A thread that ended meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
+                .unwrap_or_default()
+        };
+        let creds = format!(
+            "uid {} gid {} caps {}",
+            field("Uid:"),
+            field("Gid:"),
+            field("CapEff:")
+        );
+        match &seen {
+            None => seen = Some(creds),
+            Some(s) if *s != creds => {
+                return Err(io::Error::other(format!(
+                    "thread {} runs as {creds}, another as {s}",
+                    t.file_name().to_string_lossy()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    seen.ok_or_else(|| io::Error::other("no threads in /proc/self/task"))
 }
 
 #[cfg(test)]

@@ -1332,3 +1332,119 @@ fn checks_external_check() {
         Ok(())
     })
 }
+
+/// `check-ssl` with `option httpchk` (a Kubernetes API server's `/healthz`
+/// behind HAProxy): checks over TLS to `openssl s_server -www` (which answers
+/// any GET with 200) with a certificate for `api.test` signed by a CA of the
+/// test. `verify none`: L7OK. `verify required` with the CA and `check-sni
+/// api.test`: L7OK. The same with `check-sni other.test` (the certificate is
+/// not for that name): L6RSP, DOWN. With another CA: L6RSP. A plain TCP
+/// server behind `check-ssl`: L6RSP.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn checks_check_ssl() {
+    run_test(|| {
+        let topo = Topology::new("chkcssl")?;
+        let dir = topo.dir.path().to_path_buf();
+        let p = |n: &str| dir.join(n).display().to_string();
+        let openssl = |args: &[&str]| -> Result<()> {
+            lb_tests::util::run(std::process::Command::new("openssl").args(args))
+                .map(|_| ())
+                .with_context(|| format!("openssl {args:?}"))
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN=lb test {ca}"),
+                "-keyout",
+                &p(&format!("{ca}.key")),
+                "-out",
+                &p(&format!("{ca}.crt")),
+            ])?;
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=api.test",
+            "-keyout",
+            &p("srv.key"),
+            "-out",
+            &p("srv.csr"),
+        ])?;
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:api.test\n")?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p("srv.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &p("san.ext"),
+            "-out",
+            &p("srv.crt"),
+        ])?;
+        let (ip1, ip2) = (BACKENDS_V4[0], BACKENDS_V4[1]);
+        let _tls = Kill(spawn_server(
+            &topo.srv,
+            "openssl",
+            &[
+                "s_server",
+                "-accept",
+                &format!("{ip1}:9444"),
+                "-cert",
+                &p("srv.crt"),
+                "-key",
+                &p("srv.key"),
+                "-www",
+                "-quiet",
+            ],
+            &dir.join("s_server.log"),
+        )?);
+        let _plain = lb_tests::traffic::named_echo_servers(topo.srv.name(), &[sa(ip2, 9444)])?;
+        let opts = "check inter 300ms rise 1 fall 1 check-ssl";
+        let head = HEAD.replacen(
+            "global\n",
+            &format!("global\n    ca-base {}\n", dir.display()),
+            1,
+        );
+        let cfg = format!(
+            "{head}listen api\n    bind {LB_V4}:9444\n    \
+             option httpchk GET /healthz\n\
+             \x20   server none {ip1}:9444 {opts} verify none\n\
+             \x20   server ca {ip1}:9444 {opts} verify required ca-file ca.crt check-sni api.test\n\
+             \x20   server badname {ip1}:9444 {opts} ca-file ca.crt check-sni other.test\n\
+             \x20   server otherca {ip1}:9444 {opts} ca-file {dir}/other-ca.crt check-sni api.test\n\
+             \x20   server plain {ip2}:9444 {opts} verify none\n",
+            dir = dir.display()
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        assert_check(&lb, "none", "UP", "L7OK", "")?;
+        assert_check(&lb, "ca", "UP", "L7OK", "")?;
+        let bad = assert_check(&lb, "badname", "DOWN", "L6RSP", "")?;
+        let other = assert_check(&lb, "otherca", "DOWN", "L6RSP", "")?;
+        assert_check(&lb, "plain", "DOWN", "L6RSP", "")?;
+        println!(
+            "[lb-tests] check-ssl: verify none and verify required (CA, SNI api.test) L7OK; \
+             wrong name: {:?}; other CA: {:?}",
+            bad.check_info, other.check_info
+        );
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -380,3 +380,74 @@ fn tcp_request_connection_on_ports_and_expect_proxy() {
         Ok(())
     })
 }
+
+/// `use-server NAME if COND` as HAProxy's `process_server_rules`: the first
+/// rule that holds picks its server (weight 0 keeps it out of the
+/// balancing) while that server is UP; a server in maintenance is skipped
+/// (the balancing picks), unless a `force-persist` rule held first.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn use_server_and_force_persist() {
+    run_test(|| {
+        let topo = Topology::new("usesrv")?;
+        let addrs: Vec<SocketAddr> = BACKENDS_V4.iter().map(|b| sa(b, 9710)).collect();
+        let _stops = lb_tests::traffic::named_echo_servers(topo.srv.name(), &addrs)?;
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend fe\n    bind {lb}:9710\n    bind {lb}:9711\n    bind {lb}:9712\n\
+             \x20   use_backend forced if {{ dst_port 9712 }}\n    default_backend b\n\
+             backend b\n    balance roundrobin\n\
+             \x20   use-server s3 if {{ dst_port 9711 }}\n\
+             \x20   use-server s1 unless {{ dst_port 9710 9711 }}\n\
+             \x20   server s1 {b1}:9710\n    server s2 {b2}:9710\n    server s3 {b3}:9710 weight 0\n\
+             backend forced\n\
+             \x20   force-persist if {{ dst_port 9712 }}\n\
+             \x20   use-server f3 if TRUE\n\
+             \x20   server f1 {b1}:9710\n    server f3 {b3}:9710\n",
+            lb = LB_V4,
+            b1 = BACKENDS_V4[0],
+            b2 = BACKENDS_V4[1],
+            b3 = BACKENDS_V4[2],
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let round = |port: u16, n: usize| -> Result<Vec<u8>> {
+            topo.in_client(|| {
+                (0..n)
+                    .map(|_| {
+                        let s = lb_tests::traffic::connect(sa(LB_V4, port))?;
+                        reached(s, b"")
+                    })
+                    .collect()
+            })
+        };
+        let id = |ip: &str| ip.rsplit('.').next().unwrap().parse::<u8>().unwrap();
+        let (s1, s2, s3) = (id(BACKENDS_V4[0]), id(BACKENDS_V4[1]), id(BACKENDS_V4[2]));
+        // Port 9711: s3, every time, though its weight is 0.
+        assert_eq!(round(9711, 4)?, vec![s3; 4]);
+        // Port 9710: no rule holds (the second is `unless` on 9710):
+        // round robin over s1 and s2, never s3.
+        let rr = round(9710, 4)?;
+        assert!(rr.iter().all(|&x| x == s1 || x == s2), "{rr:?}");
+        assert!(rr.contains(&s1) && rr.contains(&s2), "{rr:?}");
+        let api = |args: &[&str]| -> Result<()> {
+            let mut c = lb_tests::netns::ns_cmd(&topo.lb.path(), lb_tests::lb::lb_bin()?);
+            c.args(args).args(["--instance", lb.instance()]);
+            ensure!(c.status()?.success(), "{args:?} failed");
+            Ok(())
+        };
+        // s3 in maintenance: its rule is skipped, the balancing picks.
+        api(&["set", "server", "b/s3", "state", "maint"])?;
+        lb.wait_state("s3", "MAINT", Duration::from_secs(2))?;
+        let skipped = round(9711, 4)?;
+        assert!(skipped.iter().all(|&x| x == s1 || x == s2), "{skipped:?}");
+        // force-persist held first: f3 is used in maintenance too.
+        api(&["set", "server", "forced/f3", "state", "maint"])?;
+        lb.wait_state("f3", "MAINT", Duration::from_secs(2))?;
+        assert_eq!(round(9712, 3)?, vec![s3; 3]);
+        println!(
+            "[lb-tests] use-server: :9711 -> s3 x4 (weight 0), :9710 -> {rr:?}, \
+             s3 in maint -> {skipped:?}, force-persist -> f3 in maint x3"
+        );
+        Ok(())
+    });
+}

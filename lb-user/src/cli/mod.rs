@@ -31,7 +31,8 @@ enum Cmd {
         /// Instance name: maps are pinned under /sys/fs/bpf/lb/INSTANCE.
         #[arg(long, default_value = "default", value_parser = parse_instance)]
         instance: String,
-        /// Create this file once the balancer serves (for scripts and tests).
+        /// Create this file once the balancer serves (for scripts and tests);
+        /// as the configured `user`, when the configuration sets one.
         #[arg(long)]
         ready_file: Option<PathBuf>,
         /// Copy every connection in userspace instead of splicing it in the kernel.

@@ -1143,12 +1143,9 @@ backend quiet
     ));
     assert_eq!(runtime_gaps(&applied), vec![]);
     let want: Vec<(usize, &str)> = vec![
-        (2, "pidfile"),
         (3, "maxsessrate (global)"),
-        (14, "option clitcpka/tcpka (frontend 'f')"),
         (16, "option nolinger (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
-        (24, "timeout tunnel (backend 'b')"),
         (30, "no port (the client's destination port) (server 'b/u')"),
     ];
     let mut got = gaps.clone();
@@ -1330,4 +1327,64 @@ fn xdp_keywords() {
     }
     let e = err_text("global\n    xdp-interface eth0\n    xdp-interface eth0 skb\n");
     assert!(e.contains("t.cfg:3") && e.contains("already named"), "{e}");
+}
+
+#[test]
+fn use_server_force_persist_and_tcpka_settings() {
+    let cfg = parse(&format!(
+        "{T}frontend f\n    bind :80\n    clitcpka-idle 30\n    clitcpka-intvl 1500ms\n    default_backend b\n\
+         backend b\n    srvtcpka-cnt 4\n    srvtcpka-idle 2m\n    force-persist if {{ dst_port 81 }}\n    \
+         ignore-persist unless {{ dst_port 81 }}\n    use-server s2 if {{ dst_port 80 }}\n    \
+         server s1 10.0.0.1:80\n    server s2 10.0.0.2:80\n"
+    ));
+    let b = &cfg.backends[0];
+    assert_eq!(b.use_servers.len(), 1);
+    assert_eq!(
+        (
+            b.use_servers[0].server.as_str(),
+            b.use_servers[0].server_pos
+        ),
+        ("s2", 1)
+    );
+    assert_eq!(
+        b.persist_rules.iter().map(|r| r.force).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert!(b.persist_rules[1].cond.unless);
+    let f = &cfg.frontends[0];
+    assert_eq!(
+        f.clitcpka_tune,
+        TcpKeepalive {
+            idle_s: Some(30),
+            intvl_s: Some(2),
+            cnt: None
+        }
+    );
+    assert_eq!(
+        b.srvtcpka_tune,
+        TcpKeepalive {
+            idle_s: Some(120),
+            intvl_s: None,
+            cnt: Some(4)
+        }
+    );
+    let e = err_text(&format!(
+        "{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    use-server s9 if TRUE\n    server s1 10.0.0.1:80\n"
+    ));
+    assert!(
+        e.contains(":9:")
+            && e.contains("unable to find server 's9' referenced in a 'use-server' rule"),
+        "{e}"
+    );
+    let e = err_text(&format!(
+        "{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    use-server s1\n    server s1 10.0.0.1:80\n"
+    ));
+    assert!(e.contains("requires either 'if' or 'unless'"), "{e}");
+    let e = err_text(&format!(
+        "{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    force-persist\n    server s1 10.0.0.1:80\n"
+    ));
+    assert!(
+        e.contains("'force-persist' requires either 'if' or 'unless'"),
+        "{e}"
+    );
 }

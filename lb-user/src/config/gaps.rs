@@ -21,13 +21,17 @@
 //! `crate::health::compile` accepts (it lists what it refuses) (`option
 //! tcp-check` with rules, `pgsql-check`, `pgsql-role-check`, `redis-check`,
 //! `mysql-check`, `ldap-check`, `smtpchk`, `httpchk` with `http-check`),
-//! `timeout connect|client|server`, `tune.lb.splice-budget`, `bind ...
+//! `timeout connect|client|server|tunnel|client-fin|server-fin`,
+//! `option tcpka|clitcpka|srvtcpka` with `clitcpka-*`/`srvtcpka-*`,
+//! `tune.lb.splice-budget`, `bind ...
 //! interface`, `tcp-request connection accept|reject` on `src` conditions,
 //! lb's own `xdp-interface`, `xdp-syn-rate` and `xdp-syn-cookies`, `stats socket` (with `mode`,
 //! `uid`/`gid`, `level`), `stats timeout`, `stats maxconn`, `option tcplog`
 //! with the frontend's `log` targets, `server-state-file`,
 //! `server-state-base`, `load-server-state-from-file`,
-//! `server-state-file-name` (`crate::state::persist`). Keep this list and
+//! `server-state-file-name` (`crate::state::persist`), `user`/`uid`,
+//! `group`/`gid` (the daemon leaves root once set up), `pidfile`, `backlog`
+//! (frontend and bind: `Frontend::listen_backlog`). Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
 
@@ -57,17 +61,15 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
     let mut out = Vec::new();
     let mut gap = |o: &Origin, what: String| out.push((o.clone(), what));
     let g = &cfg.global;
-    if let Some(v) = &g.user {
-        gap(&v.origin, "user (dropping privileges)".into());
-    }
-    if let Some(v) = &g.group {
-        gap(&v.origin, "group (dropping privileges)".into());
-    }
     if let Some(v) = &g.chroot {
-        gap(&v.origin, "chroot".into());
-    }
-    if let Some(v) = &g.pidfile {
-        gap(&v.origin, "pidfile".into());
+        // lb reads files after start-up (the configuration on SIGHUP, the
+        // server-state file, its pinned maps); systemd's RootDirectory= or
+        // ProtectSystem= confine it from outside instead.
+        gap(
+            &v.origin,
+            "chroot (lb reads its files after start; confine it with systemd's ProtectSystem=/RootDirectory= instead)"
+                .into(),
+        );
     }
     for o in &g.other {
         if GAP_GLOBAL_OTHER.contains(&o.value.as_str()) {
@@ -79,9 +81,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         let scope = format!("frontend '{}'", f.name);
         if let Some(o) = &f.disabled {
             gap(o, format!("disabled ({scope})"));
-        }
-        if let Some(v) = &f.backlog {
-            gap(&v.origin, format!("backlog ({scope})"));
         }
         if f.connect.is_some() {
             // lb_connect4/6 pick from the default backend at connect():
@@ -98,18 +97,20 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                 .default_backend_idx
                 .map(|b| &cfg.backends[b].tcp_request_content[..])
                 .unwrap_or_default();
+            if let Some(b) = f.default_backend_idx.map(|b| &cfg.backends[b]) {
+                for u in &b.use_servers {
+                    gap(
+                        &u.origin,
+                        format!("use-server with data-path connect ({scope})"),
+                    );
+                }
+            }
             for r in f.tcp_request_content.iter().chain(be_rules) {
                 gap(
                     &r.origin,
                     format!("tcp-request content with data-path connect ({scope})"),
                 );
             }
-        }
-        if let Some(v) = &f.timeout_client_fin {
-            gap(&v.origin, format!("timeout client-fin ({scope})"));
-        }
-        if let Some(o) = &f.clitcpka {
-            gap(o, format!("option clitcpka/tcpka ({scope})"));
         }
         for o in &f.other {
             if !IGNORED_OTHER.contains(&o.value.as_str()) {
@@ -118,9 +119,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         }
         for b in &f.binds {
             let mut setting = |what: &str| gap(&b.origin, format!("bind {what} ({scope})"));
-            if let Some(n) = b.backlog.filter(|&n| n > 0) {
-                setting(&format!("backlog {n}"));
-            }
             if let Some(n) = b.maxconn.filter(|&n| n > 0) {
                 setting(&format!("maxconn {n}"));
             }
@@ -134,15 +132,6 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
         let scope = format!("backend '{}'", b.name);
         if let Some(o) = &b.disabled {
             gap(o, format!("disabled ({scope})"));
-        }
-        if let Some(o) = &b.srvtcpka {
-            gap(o, format!("option srvtcpka/tcpka ({scope})"));
-        }
-        if let Some(v) = &b.timeout_tunnel {
-            gap(&v.origin, format!("timeout tunnel ({scope})"));
-        }
-        if let Some(v) = &b.timeout_server_fin {
-            gap(&v.origin, format!("timeout server-fin ({scope})"));
         }
         let minconn = b.servers.iter().any(|s| s.params.minconn.is_some());
         if let (Some(v), true) = (&b.fullconn, minconn) {

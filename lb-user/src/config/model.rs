@@ -60,6 +60,10 @@ pub struct Global {
     pub nbthread: Option<Located<u32>>,
     /// `spread-checks P`: each check interval moves by up to ±P/2 % at random.
     pub spread_checks: Option<Located<u32>>,
+    /// `ca-base DIR`: where a relative `ca-file` is looked for.
+    pub ca_base: Option<PathBuf>,
+    /// `ssl-server-verify none|required` (true: required, HAProxy's default).
+    pub ssl_server_verify: Option<Located<bool>>,
     /// `user NAME` / `uid N`, resolved to a uid.
     pub user: Option<Located<Account>>,
     /// `group NAME` / `gid N`, resolved to a gid.
@@ -173,6 +177,8 @@ impl Default for Global {
             daemon: None,
             nbthread: None,
             spread_checks: None,
+            ca_base: None,
+            ssl_server_verify: None,
             user: None,
             group: None,
             pidfile: None,
@@ -327,12 +333,60 @@ pub struct ConnectPath {
 }
 
 impl Frontend {
+    /// The accept queue of this frontend's listeners: `backlog`, else the
+    /// largest `bind ... backlog` (the binds of a frontend share its
+    /// listeners, so one queue), else 4096; the kernel caps it at
+    /// `net.core.somaxconn`.
+    pub fn listen_backlog(&self) -> u32 {
+        let binds = self
+            .binds
+            .iter()
+            .filter_map(|b| b.backlog)
+            .filter(|&n| n > 0)
+            .max();
+        self.backlog
+            .as_ref()
+            .map(|b| b.value)
+            .filter(|&n| n > 0)
+            .or(binds)
+            .unwrap_or(4096)
+    }
+
     /// The frontend's data path (`splice` unless `data-path` says).
     pub fn path(&self) -> DataPath {
         self.data_path
             .as_ref()
             .map_or(DataPath::Splice, |d| d.value)
     }
+}
+
+/// The TLS of a server's health checks (`check-ssl`, `verify`, `ca-file`,
+/// `check-sni`, `verifyhost`, `no-verifyhost`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CheckTls {
+    /// `check-ssl` (`no-check-ssl` clears it).
+    pub enabled: bool,
+    /// `verify required|none`; None: global `ssl-server-verify`.
+    pub verify: Option<bool>,
+    /// `ca-file FILE`, as written (relative to `ca-base`).
+    pub ca_file: Option<PathBuf>,
+    /// `check-sni NAME`: the name sent in the ClientHello.
+    pub sni: Option<String>,
+    /// `verifyhost NAME`: the name the certificate must hold (else the SNI;
+    /// neither: the chain is verified, not the name).
+    pub verifyhost: Option<String>,
+    /// `no-verifyhost`.
+    pub no_verifyhost: bool,
+}
+
+/// TCP keepalive timing of one side (`clitcpka-*`, `srvtcpka-*`): seconds
+/// of idleness before the first probe, seconds between probes, probes
+/// unanswered before the connection is dropped. None: the kernel's default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpKeepalive {
+    pub idle_s: Option<u32>,
+    pub intvl_s: Option<u32>,
+    pub cnt: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -374,6 +428,9 @@ pub struct Frontend {
     pub timeout_client_fin: Option<Located<Duration>>,
     /// `option clitcpka` (or `option tcpka`): SO_KEEPALIVE on client sockets.
     pub clitcpka: Option<Origin>,
+    /// `clitcpka-idle`/`-intvl`/`-cnt`: the probes' timing (else the
+    /// kernel's `net.ipv4.tcp_keepalive_*`).
+    pub clitcpka_tune: TcpKeepalive,
     /// `log` lines (`no log` clears them).
     pub logs: Vec<Located<ProxyLog>>,
     /// `option tcplog`.
@@ -467,6 +524,8 @@ pub struct Backend {
     pub allbackups: Option<Origin>,
     /// `option srvtcpka` (or `option tcpka`).
     pub srvtcpka: Option<Origin>,
+    /// `srvtcpka-idle`/`-intvl`/`-cnt`.
+    pub srvtcpka_tune: TcpKeepalive,
     pub timeout_queue: Option<Located<Duration>>,
     pub timeout_check: Option<Located<Duration>>,
     pub timeout_tunnel: Option<Located<Duration>>,
@@ -497,6 +556,10 @@ pub struct Backend {
     /// Other accepted settings in effect, not modelled by a field (see
     /// [`Frontend::other`]).
     pub other: Vec<Located<String>>,
+    /// `use-server` rules, in order.
+    pub use_servers: Vec<UseServer>,
+    /// `force-persist`/`ignore-persist` rules, in order.
+    pub persist_rules: Vec<PersistRule>,
 }
 
 impl Backend {
@@ -655,6 +718,8 @@ pub struct ServerParams {
     pub downinter: Option<Duration>,
     pub send_proxy: Option<ProxyProtocol>,
     pub check_send_proxy: bool,
+    /// `check-ssl` and what the TLS of the checks verifies.
+    pub check_tls: CheckTls,
     pub on_marked_down_shutdown: bool,
     pub on_marked_up_shutdown_backup: bool,
     pub observe_layer4: bool,
@@ -684,6 +749,7 @@ impl Default for ServerParams {
             downinter: None,
             send_proxy: None,
             check_send_proxy: false,
+            check_tls: CheckTls::default(),
             on_marked_down_shutdown: false,
             on_marked_up_shutdown_backup: false,
             observe_layer4: false,
@@ -1039,6 +1105,26 @@ pub struct Condition {
     pub unless: bool,
     /// Alternatives (OR) of conjunctions (AND) of terms.
     pub any_of: Vec<Vec<CondTerm>>,
+}
+
+/// `use-server <name> if|unless <cond>` in a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UseServer {
+    pub server: String,
+    /// Index into the backend's `servers`.
+    pub server_pos: usize,
+    pub cond: Condition,
+    pub origin: Origin,
+}
+
+/// `force-persist|ignore-persist if|unless <cond>`: the first whose
+/// condition holds decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistRule {
+    /// `force-persist` (else `ignore-persist`).
+    pub force: bool,
+    pub cond: Condition,
+    pub origin: Origin,
 }
 
 /// `use_backend <name> [if|unless <cond>]`.

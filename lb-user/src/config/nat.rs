@@ -94,6 +94,13 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 why(&format!("backend '{}': 'tcp-request content' rules read the client's first bytes on an accepted connection", b.name)),
             ));
         }
+        if let Some(u) = b.use_servers.first() {
+            return Err(at(
+                &u.origin,
+                "use-server",
+                why(&format!("backend '{}': 'use-server' rules choose the server after the connection is accepted", b.name)),
+            ));
+        }
         let scans = matches!(b.balance, Balance::LeastConn | Balance::First);
         if scans && b.servers.len() > MAX_SCAN_SERVERS {
             let o = b.balance_origin.as_ref().unwrap_or(&b.origin);

@@ -109,6 +109,19 @@ pub(crate) fn parse_time(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros(micros))
 }
 
+/// A time in whole seconds, seconds when no unit is given (HAProxy's
+/// `TIME_UNIT_S`, for the `*tcpka-idle|intvl` settings); a part of a second
+/// counts as a whole one.
+pub(crate) fn parse_time_secs(s: &str) -> Result<u32, String> {
+    let (digits, unit) = split_number(s);
+    let d = if unit.is_empty() && !digits.is_empty() {
+        parse_time(&format!("{digits}s"))?
+    } else {
+        parse_time(s)?
+    };
+    Ok(u32::try_from(d.as_micros().div_ceil(1_000_000)).unwrap_or(u32::MAX))
+}
+
 /// The unit at the start of `u`: (microseconds per unit, its length).
 fn time_unit(u: &str) -> Option<(u64, usize)> {
     let b = u.as_bytes();

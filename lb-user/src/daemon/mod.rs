@@ -36,7 +36,7 @@ pub struct RunOpts {
 /// A listening socket on loopback with an ephemeral port: sk_lookup hands it the
 /// connections for the configured addresses, so no address in the config has to
 /// be bindable (and specific and wildcard binds on one port never conflict).
-pub(super) fn listener(family: u32) -> Result<std::net::TcpListener> {
+pub(super) fn listener(family: u32, backlog: u32) -> Result<std::net::TcpListener> {
     let (domain, addr) = if family == AF_INET {
         (Domain::IPV4, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
     } else {
@@ -59,7 +59,8 @@ pub(super) fn listener(family: u32) -> Result<std::net::TcpListener> {
     s.set_nodelay(true).context("TCP_NODELAY")?;
     s.set_linger(Some(std::time::Duration::ZERO))
         .context("SO_LINGER")?;
-    s.listen(4096).context("listen")?;
+    s.listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+        .context("listen")?;
     s.set_nonblocking(true).context("O_NONBLOCK")?;
     Ok(s.into())
 }

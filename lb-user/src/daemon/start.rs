@@ -93,15 +93,13 @@ pub(super) async fn start(
         srv_check: std::sync::Mutex::new(srv_check),
         splicer: splicer.clone(),
     });
-    spawn_health_checks(&cfg, &state, plans, agents, &publisher);
-    spawn_state_refresh(&state, &publisher);
     attach_front_door(&mut loaded, &mut front, &xdp_reqs, opts)?;
     let ctx = shared_context(
         cfg,
         &state,
         acls,
         splicer,
-        publisher,
+        publisher.clone(),
         Counters { srv_kstats, stats },
         opts,
         splice_on,
@@ -114,6 +112,13 @@ pub(super) async fn start(
     for i in 0..ctx.cfg.stats_pages.len() {
         crate::api::stats_page::serve(ctx.clone(), i).await?;
     }
+    write_pidfile(&ctx.cfg.global)?;
+    // Everything that needs root is done (programs attached, listeners and
+    // sockets bound): the rest runs as the configuration's user, checks
+    // (an external-check command) included.
+    drop_privileges(&ctx.cfg.global, &loaded)?;
+    spawn_health_checks(&ctx.cfg, &state, plans, agents, &publisher);
+    spawn_state_refresh(&state, &publisher);
     start_accepting(&ctx, accept_sockets)?;
     announce_ready(&ctx, opts, &loaded)?;
     Ok(Running {
@@ -358,7 +363,7 @@ async fn open_listeners(
                 continue;
             }
             let idx = (fe_idx * 2 + (family == AF_INET6) as usize) as u32;
-            let l = listener(family)
+            let l = listener(family, fe.listen_backlog())
                 .with_context(|| format!("creating the listener of frontend '{}'", fe.name))?;
             set_listener(listeners, idx, &l)?;
             accept_sockets.push((fe_idx, l));
@@ -504,6 +509,51 @@ fn shared_context(
         start_ns: sys::monotonic_ns(),
         tcplog,
     }))
+}
+
+/// `pidfile`: written as HAProxy does (replaced, mode 0644, lb's pid), and
+/// left in place at exit.
+fn write_pidfile(g: &crate::config::Global) -> Result<()> {
+    let Some(p) = &g.pidfile else {
+        return Ok(());
+    };
+    let _ = std::fs::remove_file(&p.value);
+    std::fs::write(&p.value, format!("{}\n", std::process::id()))
+        .with_context(|| format!("{}: writing the pidfile {}", p.origin, p.value.display()))
+}
+
+/// `user`/`uid` and `group`/`gid`: the process leaves root for them, and
+/// with it every capability. What lb does afterwards needs none: map
+/// updates go through the map descriptors it holds (6.18 checks
+/// `CAP_BPF` when a map or program is created, not when one is written),
+/// and its links detach when their descriptors close. The pinned maps of
+/// this run are handed to the user, so that a clean stop still removes
+/// them (their directory, in root's `/sys/fs/bpf/lb`, stays, empty).
+fn drop_privileges(g: &crate::config::Global, loaded: &Loaded) -> Result<()> {
+    let uid = g.user.as_ref().map(|u| u.value.id).filter(|&u| u != 0);
+    let gid = g.group.as_ref().map(|u| u.value.id).filter(|&u| u != 0);
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    let owner = |p: &std::path::Path| std::os::unix::fs::chown(p, uid, gid);
+    owner(&loaded.pin_dir).with_context(|| {
+        format!(
+            "handing {} to the configured user",
+            loaded.pin_dir.display()
+        )
+    })?;
+    for e in std::fs::read_dir(&loaded.pin_dir)
+        .with_context(|| format!("reading {}", loaded.pin_dir.display()))?
+    {
+        let path = e?.path();
+        owner(&path)
+            .with_context(|| format!("handing {} to the configured user", path.display()))?;
+    }
+    let name = g.user.as_ref().and_then(|u| u.value.name.as_deref());
+    sys::switch_ids(uid, name, gid).context("switching to the configured user and group")?;
+    let creds = sys::thread_credentials().context("checking every thread's credentials")?;
+    tracing::info!("running as {creds} from now on (user/group of the configuration)");
+    Ok(())
 }
 
 /// One accept loop per listener.

@@ -122,11 +122,15 @@ pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
     }
 }
 
-fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> Option<copy::Idle> {
-    copy::Idle::new(
-        ctx.cfg.frontends[fe_idx].timeout_client,
-        ctx.cfg.backends[be_idx].timeout_server,
-    )
+fn idle_timeout(ctx: &Ctx, fe_idx: usize, be_idx: usize) -> copy::IdleLimits {
+    let (fe, be) = (&ctx.cfg.frontends[fe_idx], &ctx.cfg.backends[be_idx]);
+    copy::IdleLimits::new(copy::SessionTimeouts {
+        client: fe.timeout_client,
+        server: be.timeout_server,
+        tunnel: be.timeout_tunnel.as_ref().map(|t| t.value),
+        client_fin: fe.timeout_client_fin.as_ref().map(|t| t.value),
+        server_fin: be.timeout_server_fin.as_ref().map(|t| t.value),
+    })
 }
 
 async fn handle(
@@ -143,6 +147,9 @@ async fn handle(
     let turn_away = |client: &TcpStream| {
         let _ = sys::clear_linger(client);
     };
+    if fe.clitcpka.is_some() {
+        let _ = sys::set_keepalive(&client, &fe.clitcpka_tune);
+    }
     // The local address costs a system call: only asked for when a bind
     // reads PROXY headers or `use_backend` rules may test it.
     let inspects = fe.inspects;
@@ -190,38 +197,39 @@ async fn handle(
     if let Some(to) = dst.or(local).filter(|_| inspects) {
         let l4 = L4 { src: peer, dst: to };
         let rules = (&fe.tcp_request_content[..], fe.inspect_delay);
-        match inspect(rules, &client, &l4, &early).await {
-            Ok(Some(bytes)) => content = bytes,
-            Ok(None) => return reject(&ctx, fe_idx, &client, peer),
-            Err(e) => {
-                tracing::debug!("frontend '{}': client {peer}: inspecting: {e}", fe.name);
-                turn_away(&client);
-                return;
-            }
-        }
+        let Some(bytes) = content_stage(&ctx, fe_idx, &fe.name, rules, &client, &l4, &early).await
+        else {
+            return;
+        };
+        content = bytes;
     }
     let Some(be_idx) = choose_backend(fe, peer, dst.or(local), &content) else {
         turn_away(&client);
         return;
     };
-    // The backend's own content rules, once it is chosen (its own delay).
+    // The backend's own content rules, once it is chosen (its own delay),
+    // then its `use-server` rules.
     let be = &ctx.cfg.backends[be_idx];
-    if !be.tcp_request_content.is_empty() {
+    let mut forced = None;
+    if !be.tcp_request_content.is_empty() || !be.use_servers.is_empty() {
         let to = dst
             .or(local)
             .or_else(|| client.local_addr().ok())
             .unwrap_or(peer);
         let l4 = L4 { src: peer, dst: to };
+        // Without rules of its own the backend sees what is there now (one
+        // peek), as HAProxy's server rules see the buffer as it stands.
         let rules = (&be.tcp_request_content[..], be.inspect_delay);
-        match inspect(rules, &client, &l4, &early).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return reject(&ctx, fe_idx, &client, peer),
-            Err(e) => {
-                tracing::debug!("backend '{}': client {peer}: inspecting: {e}", be.name);
-                turn_away(&client);
-                return;
-            }
-        }
+        let Some(seen) = content_stage(&ctx, fe_idx, &be.name, rules, &client, &l4, &early).await
+        else {
+            return;
+        };
+        let bytes = if seen.len() >= content.len() {
+            &seen
+        } else {
+            &content
+        };
+        forced = use_server(&ctx, be_idx, &l4, bytes);
     }
     let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
     {
@@ -239,7 +247,7 @@ async fn handle(
     };
     sess.bytes_in
         .fetch_add(early.len() as u64, Ordering::Relaxed);
-    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess).await else {
+    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess, forced).await else {
         // No server could take it: close at once, as HAProxy does.
         ctx.state.frontends[fe_idx]
             .denied
@@ -253,6 +261,10 @@ async fn handle(
     // that ends cleanly disarms it first.
     let _ = server.set_nodelay(true);
     let _ = sys::set_linger_reset(&server);
+    let be = &ctx.cfg.backends[be_idx];
+    if be.srvtcpka.is_some() {
+        let _ = sys::set_keepalive(&server, &be.srvtcpka_tune);
+    }
     let mut server = server;
     if let Some(version) = srv.conf.params.send_proxy {
         // The address the client connected to, unless a PROXY header said.
@@ -351,6 +363,28 @@ fn choose_backend(
     fe.default_backend_idx
 }
 
+/// The server the backend's `use-server` rules name, as HAProxy's
+/// `process_server_rules`: the first rule whose condition holds and whose
+/// server is UP, or whatever its state when a `force-persist` rule held
+/// first (an `ignore-persist` one holding first does not force it).
+fn use_server(ctx: &Ctx, be_idx: usize, l4: &L4, bytes: &[u8]) -> Option<u32> {
+    let be = &ctx.cfg.backends[be_idx];
+    if be.use_servers.is_empty() {
+        return None;
+    }
+    let force = be
+        .persist_rules
+        .iter()
+        .find(|r| r.cond.holds_on(l4, bytes))
+        .is_some_and(|r| r.force);
+    let servers = &ctx.state.backends[be_idx].servers;
+    be.use_servers
+        .iter()
+        .filter(|u| u.cond.holds_on(l4, bytes))
+        .map(|u| servers[u.server_pos])
+        .find(|&i| force || ctx.state.servers[i as usize].is_up())
+}
+
 /// HAProxy's inspection buffer: `tune.bufsize` less `tune.maxrewrite`. A
 /// client that sent this much is inspected as is (the rules may wait no
 /// more).
@@ -369,6 +403,32 @@ fn reject(ctx: &Ctx, fe_idx: usize, client: &TcpStream, peer: SocketAddr) {
     );
     let _ = drain_queued(client);
     let _ = sys::clear_linger(client);
+}
+
+/// One proxy's `tcp-request content` stage (the frontend's, then the chosen
+/// backend's): Some(bytes seen) to go on; None when the connection was
+/// rejected (counted) or failed while inspected, and is already turned away.
+async fn content_stage(
+    ctx: &Ctx,
+    fe_idx: usize,
+    proxy: &str,
+    rules: (&[TcpRequestRule], Option<Duration>),
+    client: &TcpStream,
+    l4: &L4,
+    early: &[u8],
+) -> Option<Vec<u8>> {
+    match inspect(rules, client, l4, early).await {
+        Ok(Some(bytes)) => Some(bytes),
+        Ok(None) => {
+            reject(ctx, fe_idx, client, l4.src);
+            None
+        }
+        Err(e) => {
+            tracing::debug!("'{proxy}': client {}: inspecting: {e}", l4.src);
+            let _ = sys::clear_linger(client);
+            None
+        }
+    }
 }
 
 /// Runs `tcp-request content` rules (with their `tcp-request inspect-delay`)

@@ -21,7 +21,7 @@ pub fn redispatch_on(retry: u32, retries: u32, interval: Option<i32>) -> bool {
     }
 }
 
-/// Picks a server and connects, with `retries` (default 3) more attempts after a
+/// Picks a server (the one `use-server` forced, if any) and connects, with `retries` (default 3) more attempts after a
 /// failure: after min(timeout connect, 1 s) to the same server, or at once to
 /// another one when `option redispatch` says so. Counts the connection on the
 /// server it lands on.
@@ -30,6 +30,7 @@ pub(super) async fn connect_with_retries<'a>(
     be_idx: usize,
     peer: SocketAddr,
     sess: &crate::state::admin::Session,
+    forced: Option<u32>,
 ) -> Option<(&'a crate::state::Server, TcpStream)> {
     let be = &ctx.cfg.backends[be_idx];
     let connect_timeout = be.timeout_connect.unwrap_or(Duration::from_secs(5));
@@ -44,7 +45,12 @@ pub(super) async fn connect_with_retries<'a>(
     let b = &ctx.state.backends[be_idx];
     sess.backend_queue
         .store(b.queued.load(Ordering::Relaxed), Ordering::Relaxed);
-    let Some(mut srv) = queue_for_slot(ctx, be_idx, peer, None, queue_timeout).await else {
+    // `use-server`: that server, through its own queue when it is full.
+    let first = match forced {
+        Some(i) => queue_for_server(ctx, &ctx.state.servers[i as usize], queue_timeout).await,
+        None => queue_for_slot(ctx, be_idx, peer, None, queue_timeout).await,
+    };
+    let Some(mut srv) = first else {
         let waited = sys::monotonic_ns().saturating_sub(queue_start);
         // A queue timeout (sQ) or no server able to take it (SC).
         sess.set_term(if waited >= queue_timeout.as_nanos() as u64 {

@@ -38,6 +38,46 @@ impl Idle {
     }
 }
 
+/// A session's inactivity limits while both directions flow (`timeout
+/// client`/`server`, both replaced by `timeout tunnel` when set) and once
+/// either direction ended (`timeout client-fin`/`server-fin` in place of the
+/// side's own), as HAProxy runs a TCP stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdleLimits {
+    pub open: Option<Idle>,
+    pub half_closed: Option<Idle>,
+}
+
+/// The timeouts of a frontend/backend pair that bound a session's idle time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionTimeouts {
+    pub client: Option<Duration>,
+    pub server: Option<Duration>,
+    pub tunnel: Option<Duration>,
+    pub client_fin: Option<Duration>,
+    pub server_fin: Option<Duration>,
+}
+
+impl IdleLimits {
+    pub fn new(t: SessionTimeouts) -> Self {
+        let client = t.tunnel.or(t.client);
+        let server = t.tunnel.or(t.server);
+        IdleLimits {
+            open: Idle::new(client, server),
+            half_closed: Idle::new(t.client_fin.or(client), t.server_fin.or(server)),
+        }
+    }
+
+    /// The limit that applies: `half_closed` once a direction ended.
+    pub fn at(&self, half_closed: bool) -> Option<Idle> {
+        if half_closed {
+            self.half_closed
+        } else {
+            self.open
+        }
+    }
+}
+
 /// How one direction ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -278,7 +318,7 @@ pub async fn proxy(
     server: TcpStream,
     state: Arc<State>,
     server_idx: u32,
-    idle: Option<Idle>,
+    idle: IdleLimits,
     session: Option<Arc<Session>>,
     promote: Option<Promote>,
 ) -> Option<(std::net::TcpStream, std::net::TcpStream)> {
@@ -295,7 +335,7 @@ pub async fn proxy(
         // lb's stop went over the sessions before this one started copying.
         sess.end(END_STOPPING);
     }
-    let deliver_for = idle.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
+    let deliver_for = idle.open.map_or(super::DELIVER_BEFORE_RESET, |i| i.after);
     let broken = AtomicBool::new(false);
     let finished = AtomicU8::new(0);
     let failed = AtomicBool::new(false);
@@ -358,7 +398,8 @@ pub async fn proxy(
                 sess.wake.notify_waiters();
                 promote_at = None;
             }
-            let idle_at = idle.map(|i| {
+            let half = finished.load(Ordering::Relaxed) > 0;
+            let idle_at = idle.at(half).map(|i| {
                 let at = last.load(Ordering::Relaxed) + i.after.as_nanos() as u64;
                 (at, i.term)
             });
@@ -367,10 +408,20 @@ pub async fn proxy(
                     return term;
                 }
             }
-            let next = match (idle_at.map(|(at, _)| at), promote_at) {
-                (None, None) => std::future::pending::<u64>().await,
-                (Some(a), None) | (None, Some(a)) => a,
-                (Some(a), Some(b)) => a.min(b),
+            // A direction that ends does not wake this timer: while open, it
+            // looks again within the half-closed limit, if that is shorter.
+            let recheck = match (half, idle.half_closed, idle.open) {
+                (false, Some(h), o) if o.is_none_or(|o| h.after < o.after) => {
+                    Some(now + h.after.as_nanos() as u64)
+                }
+                _ => None,
+            };
+            let next = [idle_at.map(|(at, _)| at), promote_at, recheck]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else {
+                return std::future::pending().await;
             };
             tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now))).await;
         }

@@ -17,6 +17,7 @@ use lb_common::{
     USER_BIT,
 };
 
+use crate::datapath::copy::Idle;
 use crate::kernel::FlowTable;
 use crate::state::State;
 use crate::sys;
@@ -26,8 +27,8 @@ pub struct NewConn {
     pub client: TcpStream,
     pub server: TcpStream,
     pub server_idx: u32,
-    /// min(timeout client, timeout server); None: no inactivity timeout.
-    pub idle: Option<crate::datapath::copy::Idle>,
+    /// The session's inactivity limits.
+    pub idle: crate::datapath::copy::IdleLimits,
     /// Frontend/global `maxconn` slots, returned when the connection ends.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// The session's entry (runtime API, tcplog): ends when the pair closes.
@@ -223,9 +224,10 @@ struct Conn {
     socks: [TcpStream; 2],
     cookies: [u64; 2],
     server: u32,
-    idle_ns: u64,
-    /// What an inactivity timeout logs (`cD` or `sD`).
-    idle_term: [u8; 2],
+    /// Inactivity limit (0: none) and what its expiry logs (`cD` or `sD`):
+    /// [0] while both directions flow, [1] once one ended.
+    idle_ns: [u64; 2],
+    idle_term: [[u8; 2]; 2],
     /// The side whose socket failed (an RST), and until when the bytes it
     /// received before may take to reach the other side before both are reset.
     failed: Option<(usize, u64)>,
@@ -458,7 +460,7 @@ impl Manager {
             client: b,
             server: d,
             server_idx: lb_common::MAX_SERVERS - 1,
-            idle: None,
+            idle: Default::default(),
             permits: Vec::new(),
             session: None,
         };
@@ -544,8 +546,11 @@ impl Manager {
             Ok((server_spliced, rx_base)) => {
                 self.state.paths.spliced.fetch_add(1, Ordering::Relaxed);
                 self.next_gen = self.next_gen.wrapping_add(1);
-                let idle_ns = nc.idle.map_or(0, |i| i.after.as_nanos() as u64);
-                let idle_term = nc.idle.map_or(*b"cD", |i| i.term);
+                let ns = |i: Option<Idle>| i.map_or(0, |i| i.after.as_nanos() as u64);
+                let term = |i: Option<Idle>| i.map_or(*b"cD", |i| i.term);
+                let (open, half) = (nc.idle.open, nc.idle.half_closed);
+                let idle_ns = [ns(open), ns(half)];
+                let idle_term = [term(open), term(half)];
                 let mut c = Conn {
                     socks: [nc.client, nc.server],
                     cookies: [0; 2],
@@ -847,8 +852,8 @@ impl Manager {
             return;
         };
         if c.failed.is_none() {
-            let grace = if c.idle_ns > 0 {
-                c.idle_ns
+            let grace = if c.idle_ns[0] > 0 {
+                c.idle_ns[0]
             } else {
                 super::DELIVER_BEFORE_RESET.as_nanos() as u64
             };
@@ -1237,8 +1242,9 @@ impl Manager {
                     passing.push(id);
                 }
             }
-            if c.idle_ns > 0 && now.saturating_sub(last) > c.idle_ns {
-                expired.push(id);
+            let half = usize::from(c.dirs.iter().any(|d| d.eof));
+            if c.idle_ns[half] > 0 && now.saturating_sub(last) > c.idle_ns[half] {
+                expired.push((id, half));
             }
             for d in 0..2 {
                 let dir = &c.dirs[d];
@@ -1279,13 +1285,13 @@ impl Manager {
             tracing::debug!("splice conn {id}: bytes before a reset not delivered in time");
             self.close(id, End::Failed(side));
         }
-        for id in expired {
+        for (id, half) in expired {
             tracing::debug!("splice conn {id}: inactivity timeout");
             let Some(c) = self.conns[id as usize].as_ref() else {
                 continue;
             };
             if let Some(g) = &c.session {
-                g.session.set_term(c.idle_term);
+                g.session.set_term(c.idle_term[half]);
             }
             // A FIN would pass for a complete stream: bytes still on their
             // way are dropped with the pair, so the peers get a reset.

@@ -75,6 +75,10 @@ pub struct Connect {
     pub send_proxy: Option<crate::datapath::proxy_proto::Version>,
     /// Close with a FIN instead of an RST.
     pub linger: bool,
+    /// TLS over the connection (`check-ssl`): a handshake failure is L6RSP,
+    /// one that outlasts the check timeout L6TOUT; a plain connect check
+    /// that shook hands is L6OK.
+    pub tls: bool,
 }
 
 /// How an `expect` matches the received bytes.
@@ -150,6 +154,10 @@ pub enum Step {
 pub trait Connector: Sync {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send;
     fn connect(&self, c: &Connect) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Starts TLS on a connected stream (`Connect::tls`).
+    fn start_tls(&self, s: Self::Stream) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        async { Ok(s) }
+    }
     /// Closes a check connection; `linger`: gracefully, else with an RST.
     fn close(&self, s: Self::Stream, linger: bool) {
         let _ = linger;
@@ -378,7 +386,6 @@ pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcom
                             );
                         }
                         Ok(Ok(stream)) => {
-                            s.stream = Some(stream);
                             s.buf.clear();
                             s.eof = false;
                             s.deadline = match t.check {
@@ -386,6 +393,29 @@ pub async fn run<C: Connector>(steps: &[Step], conn: &C, t: &Timeouts) -> Outcom
                                 None => overall,
                             };
                             linger = c.linger;
+                            if !c.tls {
+                                s.stream = Some(stream);
+                                continue;
+                            }
+                            match tokio::time::timeout_at(s.deadline, conn.start_tls(stream)).await
+                            {
+                                Err(_) => {
+                                    let info = format!("SSL handshake timeout{}", at(n, "connect"));
+                                    break 'steps Outcome::new(chk::L6TOUT, info);
+                                }
+                                Ok(Err(e)) => {
+                                    break 'steps Outcome::new(
+                                        chk::L6RSP,
+                                        format!("SSL handshake failure ({e}){}", at(n, "connect")),
+                                    );
+                                }
+                                Ok(Ok(stream)) => {
+                                    s.stream = Some(stream);
+                                    if ok.status == chk::L4OK {
+                                        ok = Outcome::new(chk::L6OK, "");
+                                    }
+                                }
+                            }
                         }
                     }
                 }

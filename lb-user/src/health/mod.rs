@@ -6,6 +6,7 @@ pub mod agent;
 pub mod engine;
 pub mod plan;
 pub mod proto;
+pub mod tls;
 
 pub use plan::*;
 
@@ -27,15 +28,78 @@ use agent::{Admin, AgentPlan};
 use engine::{status_desc, Connect, Connector, Outcome};
 
 /// Opens check connections over TCP to the plan's target (or a `connect`
-/// rule's port/address), with an optional PROXY header.
+/// rule's port/address), with an optional PROXY header, and TLS when the
+/// plan has it (`check-ssl`).
 pub struct TcpConnector {
     pub target: SocketAddr,
+    pub tls: Option<tls::TlsSetup>,
+}
+
+/// A check connection: plain, or TLS over TCP.
+pub enum CheckStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl CheckStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            CheckStream::Plain(s) => s,
+            CheckStream::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CheckStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            CheckStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            CheckStream::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for CheckStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            CheckStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            CheckStream::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            CheckStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            CheckStream::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            CheckStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            CheckStream::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 impl Connector for TcpConnector {
-    type Stream = TcpStream;
+    type Stream = CheckStream;
 
-    async fn connect(&self, c: &Connect) -> std::io::Result<TcpStream> {
+    async fn connect(&self, c: &Connect) -> std::io::Result<CheckStream> {
         let addr = SocketAddr::new(
             c.addr.unwrap_or(self.target.ip()),
             c.port.unwrap_or(self.target.port()),
@@ -45,13 +109,21 @@ impl Connector for TcpConnector {
             let h = crate::datapath::proxy_proto::encode(v, s.local_addr()?, s.peer_addr()?);
             s.write_all(&h).await?;
         }
-        Ok(s)
+        Ok(CheckStream::Plain(s))
     }
 
-    fn close(&self, s: TcpStream, linger: bool) {
+    async fn start_tls(&self, s: CheckStream) -> std::io::Result<CheckStream> {
+        let (CheckStream::Plain(tcp), Some(t)) = (s, &self.tls) else {
+            return Err(std::io::Error::other("no TLS set up for this check"));
+        };
+        let tls = t.connector.connect(t.name.clone(), tcp).await?;
+        Ok(CheckStream::Tls(Box::new(tls)))
+    }
+
+    fn close(&self, s: CheckStream, linger: bool) {
         // HAProxy closes checks with an RST so that they leave no TIME_WAIT.
         if !linger {
-            let _ = sys::set_linger_reset(&s);
+            let _ = sys::set_linger_reset(s.tcp());
         }
         drop(s);
     }
@@ -212,6 +284,7 @@ pub fn spawn_all(
             };
             let conn = TcpConnector {
                 target: plan.target,
+                tls: plan.tls.clone(),
             };
             let mut next = Instant::now() + offset;
             let mut count = 0u32;

@@ -19,6 +19,8 @@ use crate::config::{
 pub enum PlanError {
     #[error("{origin}: {what} is not supported by lb's health checks")]
     Unsupported { origin: Origin, what: String },
+    #[error("{0}: check-ssl: {1}")]
+    Tls(Origin, String),
     #[error("{origin}: invalid regular expression '{pattern}': {reason}")]
     Regex {
         origin: Origin,
@@ -68,6 +70,8 @@ pub struct Plan {
     /// `http-check send-state`: the request carries [`STATE_MARK`], replaced
     /// before each check by the server's `X-Haproxy-Server-State` value.
     pub send_state: bool,
+    /// `check-ssl`: how the connections marked `tls` start TLS.
+    pub tls: Option<super::tls::TlsSetup>,
 }
 
 /// Stands in a check request for the server's state (`send-state`).
@@ -239,6 +243,8 @@ impl Ctx<'_> {
             send_proxy: (c.send_proxy || (c.default && self.s.params.check_send_proxy))
                 .then(|| self.proxy_version()),
             linger: c.linger,
+            // `default`: the server's settings, `check-ssl` among them.
+            tls: c.default && self.s.params.check_tls.enabled,
         })
     }
 
@@ -341,7 +347,16 @@ pub fn compile(
     let inter = s.params.check_params.inter;
     let default_connect = Connect {
         send_proxy: s.params.check_send_proxy.then(|| cx.proxy_version()),
+        tls: s.params.check_tls.enabled,
         ..Connect::default()
+    };
+    let tls = if s.params.check_tls.enabled {
+        Some(
+            super::tls::setup(&s.params.check_tls, target.ip())
+                .map_err(|e| PlanError::Tls(s.origin.clone(), e))?,
+        )
+    } else {
+        None
     };
     let mut steps = vec![Step::Connect(default_connect.clone())];
     // `http-check disable-on-404` and `send-state` (httpchk only).
@@ -619,6 +634,7 @@ pub fn compile(
         log_checks: b.log_health_checks.is_some(),
         disable_on_404,
         send_state,
+        tls,
     })
 }
 

@@ -998,6 +998,8 @@ pub(crate) fn resolve_proxy(px: &mut Proxy) {
     for pc in std::mem::take(&mut px.pending) {
         let cond = match pc {
             PendingCond::UseBackend(i) => px.use_backends.get_mut(i).and_then(|u| u.cond.as_mut()),
+            PendingCond::UseServer(i) => px.use_servers.get_mut(i).map(|u| &mut u.1),
+            PendingCond::Persist(i) => px.persist_rules.get_mut(i).map(|r| &mut r.cond),
             PendingCond::TcpRequest(i) => px.tcp_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
             PendingCond::TcpContent(i) => px.content_rules.get_mut(i).and_then(|r| r.cond.as_mut()),
             PendingCond::StatsAdmin => px.s.stats.admin.as_mut(),

@@ -72,7 +72,7 @@ impl Parser<'_> {
         let mut backend_idx: HashMap<&str, usize> = HashMap::new();
         for p in proxies.iter().filter(|p| p.caps & BE != 0) {
             backend_idx.insert(&p.name.text, backends.len());
-            backends.push(self.backend(p));
+            backends.push(self.backend(p)?);
         }
 
         let mut frontends = Vec::new();
@@ -213,6 +213,7 @@ impl Parser<'_> {
                 backlog: p.s.backlog.clone(),
                 timeout_client_fin: p.s.timeout_client_fin.clone(),
                 clitcpka: opt("clitcpka").or_else(|| opt("tcpka")),
+                clitcpka_tune: p.s.clitcpka,
                 logs: p.s.logs.clone(),
                 tcplog: opt("tcplog"),
                 dontlognull: opt("dontlognull"),
@@ -260,12 +261,79 @@ impl Parser<'_> {
         Ok(cfg)
     }
 
-    pub(super) fn backend(&self, p: &Proxy) -> Backend {
+    /// The servers of `p`, their `check-ssl` settings resolved against the
+    /// global ones (`ssl-server-verify`, `ca-base`), refused as HAProxy
+    /// refuses them: verifying without a CA file to verify against.
+    fn check_tls_resolved(&self, p: &Proxy) -> Result<Vec<Server>, ConfigError> {
+        let mut out = Vec::new();
+        for d in &p.servers {
+            let mut s = d.server.clone();
+            let tls = &mut s.params.check_tls;
+            if tls.enabled {
+                let verify = tls
+                    .verify
+                    .or(self.global.ssl_server_verify.as_ref().map(|v| v.value))
+                    .unwrap_or(true);
+                tls.verify = Some(verify);
+                if let (Some(base), Some(f)) = (&self.global.ca_base, &tls.ca_file) {
+                    if f.is_relative() {
+                        tls.ca_file = Some(base.join(f));
+                    }
+                }
+                if verify && tls.ca_file.is_none() {
+                    return Err(ConfigError::Invalid {
+                        file: s.origin.file.clone(),
+                        line: s.origin.line,
+                        col: 1,
+                        msg: format!(
+                            "Proxy '{}', server '{}': verify is enabled by default but no CA \
+                             file specified. If you're running on a LAN where you're certain \
+                             to trust the server's certificate, please set an explicit 'verify \
+                             none' statement on the 'server' line, or use 'ssl-server-verify \
+                             none' in the global section to disable server-side verifications \
+                             by default",
+                            p.name.text, s.name
+                        ),
+                        near: "check-ssl".into(),
+                        hint: None,
+                    });
+                }
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn backend(&self, p: &Proxy) -> Result<Backend, ConfigError> {
         let opt = |name: &str| p.s.option(name).map(|o| o.origin.clone());
-        Backend {
+        let mut use_servers = Vec::new();
+        for (name, cond, origin) in &p.use_servers {
+            let Some(pos) = p.servers.iter().position(|d| d.server.name == name.text) else {
+                let hint = suggest(&name.text, p.servers.iter().map(|d| d.server.name.as_str()));
+                return Err(invalid_at(
+                    name,
+                    format!(
+                        "{} '{}' : unable to find server '{}' referenced in a 'use-server' rule",
+                        p.kind(),
+                        p.name.text,
+                        name.text
+                    ),
+                    hint,
+                ));
+            };
+            use_servers.push(UseServer {
+                server: name.text.clone(),
+                server_pos: pos,
+                cond: cond.clone(),
+                origin: origin.clone(),
+            });
+        }
+        Ok(Backend {
+            use_servers,
+            persist_rules: p.persist_rules.clone(),
             name: p.name.text.clone(),
             balance: p.s.balance,
-            servers: p.servers.iter().map(|d| d.server.clone()).collect(),
+            servers: self.check_tls_resolved(p)?,
             timeout_connect: p.s.timeout_connect,
             timeout_server: p.s.timeout_server,
             external_check_command: p.s.external_check_command.clone(),
@@ -292,6 +360,7 @@ impl Parser<'_> {
             }),
             allbackups: opt("allbackups"),
             srvtcpka: opt("srvtcpka").or_else(|| opt("tcpka")),
+            srvtcpka_tune: p.s.srvtcpka,
             timeout_queue: p.s.timeout_queue.clone(),
             timeout_check: p.s.timeout_check.clone(),
             timeout_tunnel: p.s.timeout_tunnel.clone(),
@@ -313,7 +382,7 @@ impl Parser<'_> {
             load_server_state: p.s.load_server_state.clone(),
             server_state_file_name: p.s.server_state_file_name.clone(),
             other: other_settings(&p.s, BE),
-        }
+        })
     }
 
     /// A proxy left in `mode http` is refused. A TCP proxy's HTTP-only

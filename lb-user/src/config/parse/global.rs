@@ -39,7 +39,8 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("node", ALL, Act::Other),
     kw("log-tag", ALL, Act::Other),
     kw("log-send-hostname", ALL, Act::Other),
-    kw("ca-base", ALL, Act::Other),
+    kw("ca-base", ALL, Act::Run(g_ca_base)),
+    kw("ssl-server-verify", ALL, Act::Run(g_ssl_server_verify)),
     kw("crt-base", ALL, Act::Other),
     kw("ssl-*", ALL, Act::Other),
     kw("issuers-chain-path", ALL, Act::Other),
@@ -290,6 +291,37 @@ fn g_spread_checks(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     p.global.spread_checks = Some(Located {
         // At most 50.
         value: n as u32,
+        origin: p.origin(l.no),
+    });
+    Ok(())
+}
+
+fn g_ca_base(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "a directory as an argument")?;
+    p.no_more(l, 1, "ca-base")?;
+    p.global.ca_base = Some(PathBuf::from(&v.text));
+    Ok(())
+}
+
+fn g_ssl_server_verify(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "'none' or 'required' as an argument")?;
+    p.no_more(l, 1, "ssl-server-verify")?;
+    let value = match v.text.as_str() {
+        "required" => true,
+        "none" => false,
+        _ => {
+            return Err(p.err(
+                l.no,
+                v,
+                format!(
+                    "'ssl-server-verify' expects 'none' or 'required' as argument, not '{}'",
+                    v.text
+                ),
+            ))
+        }
+    };
+    p.global.ssl_server_verify = Some(Located {
+        value,
         origin: p.origin(l.no),
     });
     Ok(())

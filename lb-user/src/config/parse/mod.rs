@@ -426,6 +426,8 @@ pub(crate) struct Settings {
     pub maxconn: Option<u32>,
     pub maxconn_origin: Option<Origin>,
     pub backlog: Option<Located<u32>>,
+    pub clitcpka: TcpKeepalive,
+    pub srvtcpka: TcpKeepalive,
     pub retries: Option<Located<u32>>,
     pub fullconn: Option<Located<u32>>,
     pub default_backend: Option<Spanned>,
@@ -536,6 +538,8 @@ pub(crate) struct Defaults {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum PendingCond {
     UseBackend(usize),
+    UseServer(usize),
+    Persist(usize),
     TcpRequest(usize),
     TcpContent(usize),
     StatsAdmin,
@@ -580,6 +584,9 @@ pub(crate) struct Proxy {
     /// ACL name -> index in `acls`.
     pub acl_index: HashMap<String, usize>,
     pub use_backends: Vec<UseDraft>,
+    /// `use-server NAME COND`: the name is checked once every server line is read.
+    pub use_servers: Vec<(Spanned, Condition, Origin)>,
+    pub persist_rules: Vec<PersistRule>,
     pub tcp_rules: Vec<TcpRequestRule>,
     /// `tcp-request content` rules.
     pub content_rules: Vec<TcpRequestRule>,
@@ -1101,6 +1108,8 @@ impl<'s> Parser<'s> {
                     acls: Vec::new(),
                     acl_index: HashMap::new(),
                     use_backends: Vec::new(),
+                    use_servers: Vec::new(),
+                    persist_rules: Vec::new(),
                     tcp_rules: if caps & FE != 0 {
                         tcp_rules
                     } else {

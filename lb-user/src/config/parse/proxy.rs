@@ -44,17 +44,17 @@ pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     kw("log-format-sd", DEF | FE, Act::Other),
     kw("error-log-format", DEF | FE, Act::Other),
     kw("log-tag", ANY, Act::Other),
-    kw("clitcpka-cnt", DEF | FE, Act::Other),
-    kw("clitcpka-idle", DEF | FE, Act::Other),
-    kw("clitcpka-intvl", DEF | FE, Act::Other),
-    kw("srvtcpka-cnt", DEF | BE, Act::Other),
-    kw("srvtcpka-idle", DEF | BE, Act::Other),
-    kw("srvtcpka-intvl", DEF | BE, Act::Other),
+    kw("clitcpka-cnt", DEF | FE, Act::Run(p_tcpka)),
+    kw("clitcpka-idle", DEF | FE, Act::Run(p_tcpka)),
+    kw("clitcpka-intvl", DEF | FE, Act::Run(p_tcpka)),
+    kw("srvtcpka-cnt", DEF | BE, Act::Run(p_tcpka)),
+    kw("srvtcpka-idle", DEF | BE, Act::Run(p_tcpka)),
+    kw("srvtcpka-intvl", DEF | BE, Act::Run(p_tcpka)),
     kw("bind-process", ANY, Act::Ignore),
     // TCP features not implemented yet.
     kw("tcp-response", DEF | BE, Act::NotYet("")),
     kw("external-check", DEF | BE, Act::Run(p_external_check)),
-    kw("use-server", BE, Act::NotYet("")),
+    kw("use-server", BE, Act::Run(p_use_server)),
     kw("server-template", BE, Act::NotYet("")),
     kw("stick-table", LISTEN, Act::NotYet("")),
     kw("stick", BE, Act::NotYet("")),
@@ -65,8 +65,8 @@ pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     kw("transparent", DEF | BE, Act::NotYet("")),
     kw("rate-limit", DEF | FE, Act::NotYet("")),
     kw("email-alert", ANY, Act::NotYet("")),
-    kw("force-persist", BE, Act::NotYet("")),
-    kw("ignore-persist", BE, Act::NotYet("")),
+    kw("force-persist", BE, Act::Run(p_persist)),
+    kw("ignore-persist", BE, Act::Run(p_persist)),
     kw("filter", LISTEN, Act::NotYet("")),
     // HTTP mode only.
     kw("http-request", ANY, Act::Http),
@@ -595,6 +595,33 @@ pub(super) fn p_data_path(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// `clitcpka-idle|intvl <time>` (seconds unless a unit says otherwise) and
+/// `clitcpka-cnt <n>`, and the `srvtcpka-*` ones.
+pub(super) fn p_tcpka(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let name = l.kw.text.as_str();
+    let v = p.arg(l, 0, "a value")?;
+    p.no_more(l, 1, name)?;
+    let n = if name.ends_with("-cnt") {
+        parse_u32(&v.text, 0).map_err(|m| p.err(l.no, v, format!("invalid '{name}': {m}")))?
+    } else {
+        parse_time_secs(&v.text).map_err(|m| p.err(l.no, v, format!("invalid '{name}': {m}")))?
+    };
+    let s = p.settings(l)?;
+    let ka = if name.starts_with("cli") {
+        &mut s.clitcpka
+    } else {
+        &mut s.srvtcpka
+    };
+    let slot = match name.rsplit('-').next() {
+        Some("idle") => &mut ka.idle_s,
+        Some("intvl") => &mut ka.intvl_s,
+        _ => &mut ka.cnt,
+    };
+    // 0 leaves the kernel's default, as HAProxy skips the setsockopt.
+    *slot = (n > 0).then_some(n);
+    Ok(())
+}
+
 pub(super) fn p_backlog(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let v = located_u32(p, l, 0, "backlog")?;
     p.settings(l)?.backlog = Some(v);
@@ -693,6 +720,66 @@ pub(super) fn p_use_backend(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigEr
         origin,
     });
     proxy.pending.push(PendingCond::UseBackend(idx));
+    Ok(())
+}
+
+/// `use-server <server> if|unless <condition>` (a condition is required).
+pub(super) fn p_use_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let srv = p.arg(l, 0, "a server name")?;
+    if srv.text.contains('%') {
+        return Err(p.not_yet_err(
+            l.no,
+            srv,
+            "use-server with a log-format (dynamic) server name",
+            "",
+        ));
+    }
+    if !matches!(
+        l.args.get(1).map(|t| t.text.as_str()),
+        Some("if" | "unless")
+    ) {
+        let at = l.args.get(1).unwrap_or(srv);
+        return Err(p.err(
+            l.no,
+            at,
+            "'use-server' requires either 'if' or 'unless' followed by a condition".to_string(),
+        ));
+    }
+    let cond = super::acl::parse_condition(p, l, 1, "use-server")?;
+    let name = p.spanned(l.no, srv);
+    let origin = p.origin(l.no);
+    let proxy = p.proxy(l)?;
+    proxy
+        .pending
+        .push(PendingCond::UseServer(proxy.use_servers.len()));
+    proxy.use_servers.push((name, cond, origin));
+    Ok(())
+}
+
+/// `force-persist|ignore-persist if|unless <condition>`.
+pub(super) fn p_persist(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let what = l.kw.text.clone();
+    if !matches!(
+        l.args.first().map(|t| t.text.as_str()),
+        Some("if" | "unless")
+    ) {
+        return Err(p.err(
+            l.no,
+            l.args.first().unwrap_or(&l.kw),
+            format!("'{what}' requires either 'if' or 'unless' followed by a condition"),
+        ));
+    }
+    let cond = super::acl::parse_condition(p, l, 0, &what)?;
+    let origin = p.origin(l.no);
+    let proxy = p.proxy(l)?;
+    proxy
+        .pending
+        .push(PendingCond::Persist(proxy.persist_rules.len()));
+    proxy.persist_rules.push(PersistRule {
+        force: what == "force-persist",
+        cond,
+        origin,
+    });
     Ok(())
 }
 

@@ -66,6 +66,32 @@ impl Parser<'_> {
                 SrvAct::SendProxyV2 => sd.send_proxy = Some(ProxyProtocol::V2),
                 SrvAct::NoSendProxy | SrvAct::NoSendProxyV2 => sd.send_proxy = None,
                 SrvAct::CheckSendProxy => sd.check_send_proxy = true,
+                SrvAct::CheckTls0 => match t.text.as_str() {
+                    "check-ssl" => sd.check_tls.enabled = true,
+                    "no-check-ssl" => sd.check_tls.enabled = false,
+                    _ => sd.check_tls.no_verifyhost = true,
+                },
+                SrvAct::CheckTls1 => {
+                    let v = value()?;
+                    let tls = &mut sd.check_tls;
+                    match t.text.as_str() {
+                        "verify" => {
+                            tls.verify = Some(match v.text.as_str() {
+                                "required" => true,
+                                "none" => false,
+                                _ => {
+                                    return Err(invalid(v, "expected 'none' or 'required'".into()))
+                                }
+                            })
+                        }
+                        "ca-file" => tls.ca_file = Some(PathBuf::from(&v.text)),
+                        "check-sni" => tls.sni = Some(v.text.clone()),
+                        _ => {
+                            tls.verifyhost = Some(v.text.clone());
+                            tls.no_verifyhost = false;
+                        }
+                    }
+                }
                 SrvAct::AgentCheck => sd.agent.enabled = true,
                 SrvAct::NoAgentCheck => sd.agent.enabled = false,
                 SrvAct::Weight => {
