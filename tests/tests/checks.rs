@@ -1448,3 +1448,133 @@ fn checks_check_ssl() {
         Ok(())
     })
 }
+
+/// `resolvers` + `server-template`: three servers from one name that a real
+/// DNS server (dnsmasq in the servers' namespace, its hosts file rewritten
+/// and reloaded with SIGHUP) answers. Two records: two servers take them,
+/// the third waits in maintenance ("No IP"); traffic reaches the two. The
+/// records move: a server moves with them, traffic follows. No record: past
+/// `hold`, every server is in maintenance. One record back: one server UP.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn resolvers_and_server_template() {
+    run_test(|| {
+        let topo = Topology::new("chkdns")?;
+        let dir = topo.dir.path().to_path_buf();
+        let addrs: Vec<(std::net::SocketAddr, &str)> = vec![
+            (sa(BACKENDS_V4[0], 9720), "s1"),
+            (sa(BACKENDS_V4[1], 9720), "s2"),
+            (sa(BACKENDS_V4[2], 9720), "s3"),
+        ];
+        let _servers = lb_tests::traffic::NameServers::start(topo.srv.name(), &addrs)?;
+        let hosts = dir.join("hosts");
+        let records = |ips: &[&str]| -> Result<()> {
+            let text: String = ips.iter().map(|ip| format!("{ip} app.test\n")).collect();
+            std::fs::write(&hosts, text)?;
+            Ok(())
+        };
+        records(&[BACKENDS_V4[0], BACKENDS_V4[1]])?;
+        let dns = Kill(spawn_server(
+            &topo.srv,
+            "dnsmasq",
+            &[
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                &format!("--addn-hosts={}", hosts.display()),
+                &format!("--listen-address={}", BACKENDS_V4[0]),
+                "--bind-interfaces",
+                "--port=5300",
+                "--local-ttl=0",
+                &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+                "--user=root",
+                "--log-queries",
+                "--log-facility=-",
+            ],
+            &dir.join("dnsmasq.log"),
+        )?);
+        let reload_dns = |ips: &[&str]| -> Result<()> {
+            records(ips)?;
+            // SAFETY: kill(2) on our child's pid.
+            if unsafe { libc::kill(dns.0.id() as i32, libc::SIGHUP) } != 0 {
+                bail!("SIGHUP to dnsmasq: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        let cfg = format!(
+            "{HEAD}resolvers dns\n    nameserver d1 {}:5300\n    timeout resolve 200ms\n    \
+             timeout retry 200ms\n    hold nx 600ms\n    hold refused 600ms\n    hold other 600ms\n\
+             listen app\n    bind {LB_V4}:9720\n    balance roundrobin\n    \
+             server-template app 3 app.test:9720 resolvers dns init-addr none resolve-prefer ipv4 \
+             check inter 200ms rise 1 fall 1\n",
+            BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let by_state = |want: &[&str]| -> Result<()> {
+            let mut last = String::new();
+            wait_until(
+                &format!("servers {want:?}"),
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || {
+                    let rows = lb.show_servers()?;
+                    let got: Vec<String> = rows
+                        .iter()
+                        .map(|r| format!("{} {} {}", r.name, r.state, r.addr))
+                        .collect();
+                    last = got.join(", ");
+                    Ok(want.iter().zip(&got).all(|(w, g)| g.starts_with(w)) && got.len() == 3)
+                },
+            )
+            .with_context(|| format!("last seen: {last}"))?;
+            println!("[lb-tests] dns: {last}");
+            Ok(())
+        };
+        let reached = |n: usize| -> Result<Vec<String>> {
+            let mut seen: Vec<String> = topo.in_client(|| {
+                (0..n)
+                    .map(|_| -> Result<String> {
+                        let s = lb_tests::traffic::connect(sa(LB_V4, 9720))?;
+                        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                        let mut line = String::new();
+                        std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
+                        Ok(line.trim().to_string())
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            seen.sort();
+            seen.dedup();
+            Ok(seen)
+        };
+        let ip = |i: usize| format!("{}:9720", BACKENDS_V4[i]);
+        by_state(&[
+            &format!("app1 UP {}", ip(0)),
+            &format!("app2 UP {}", ip(1)),
+            "app3 MAINT",
+        ])?;
+        assert_eq!(reached(6)?, ["s1", "s2"]);
+        // The first record goes, a third one comes: app1 moves to it.
+        reload_dns(&[BACKENDS_V4[1], BACKENDS_V4[2]])?;
+        by_state(&[
+            &format!("app1 UP {}", ip(2)),
+            &format!("app2 UP {}", ip(1)),
+            "app3 MAINT",
+        ])?;
+        assert_eq!(reached(6)?, ["s2", "s3"]);
+        // No record: once `hold` passed, every server is in maintenance.
+        reload_dns(&[])?;
+        by_state(&["app1 MAINT", "app2 MAINT", "app3 MAINT"])?;
+        // One back: one server UP again.
+        reload_dns(&[BACKENDS_V4[0]])?;
+        by_state(&[&format!("app1 UP {}", ip(0)), "app2 MAINT", "app3 MAINT"])?;
+        assert_eq!(reached(3)?, ["s1"]);
+        let log = std::fs::read_to_string(lb.log_path())?;
+        anyhow::ensure!(
+            log.contains("Server app/app1 ('app.test') changed its IP from"),
+            "no address change logged"
+        );
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -59,6 +59,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("iperf3", "bulk TCP traffic through the load balancer"),
     (
+        "dnsmasq-base",
+        "a DNS server in the test's namespace for `resolvers` and `server-template`",
+    ),
+    (
         "nftables",
         "the kernel's own NAT, the benchmark's peer of lb's NAT path",
     ),

@@ -380,7 +380,8 @@ fn op_state(s: &Server) -> SrvState {
 fn set_admin_state(live: &Live, s: &Server, st: AdminState) {
     let cur = s.state.get();
     let leave_maint = |s: &Server| {
-        if cur == SrvState::Maint {
+        // Without an address (DNS has none for it) it stays in maintenance.
+        if cur == SrvState::Maint && !s.no_addr.load(Ordering::Relaxed) {
             let new = op_state(s);
             if new == SrvState::Up {
                 s.up_since_ns

@@ -102,6 +102,7 @@ fn seed_pgsql() {
         ..Default::default()
     };
     let expected = Config {
+        resolvers: vec![],
         stats_pages: Vec::new(),
         global: Global {
             maxconn: Some(4096),
@@ -1115,4 +1116,32 @@ fn tcp_service_settings_all_applied() {
     assert_eq!(b.timeout_server_fin, Some(at(secs(10), F, 24)));
     assert_eq!(b.use_servers[0].server_pos, 0);
     assert!(b.persist_rules[0].force);
+}
+
+#[test]
+fn consul_dns_discovery() {
+    const F: &str = "consul-dns-discovery.cfg";
+    let cfg = corpus(F);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(gaps(&cfg), vec![]);
+    let r = &cfg.resolvers[0];
+    assert_eq!(r.name, "consul");
+    assert_eq!(r.nameservers, [("consul".into(), sa("127.0.0.1:8600"))]);
+    assert_eq!(r.payload_size, 8192);
+    assert_eq!(r.hold.nx, secs(10));
+    let redis = &cfg.backends[0];
+    assert_eq!(redis.servers.len(), 5);
+    assert!(redis.servers.iter().all(|s| s.unresolved
+        && s.params.resolvers.as_deref() == Some("consul")
+        && s.fqdn.as_deref() == Some("redis.service.consul")));
+    let api: Vec<&str> = cfg.backends[1]
+        .servers
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(api, ["api1", "api2", "api3"]);
+    let groups = crate::health::resolve::groups(&cfg);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].servers, [0, 1, 2, 3, 4]);
+    assert_eq!(groups[1].servers, [5, 6, 7]);
 }

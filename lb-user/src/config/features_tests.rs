@@ -1388,3 +1388,73 @@ fn use_server_force_persist_and_tcpka_settings() {
         "{e}"
     );
 }
+
+#[test]
+fn resolvers_sections_and_server_templates() {
+    let cfg = parse(&format!(
+        "resolvers dns\n    nameserver a 10.0.0.53\n    nameserver b [fd00::53]:5353\n    \
+         resolve_retries 5\n    timeout resolve 2s\n    timeout retry 500ms\n    hold nx 10s\n    \
+         hold obsolete 5s\n    accepted_payload_size 4096\n\
+         {T}frontend f\n    bind :80\n    default_backend b\n\
+         backend b\n    server-template web 2-4 app.test:8080 resolvers dns init-addr none resolve-prefer ipv4 check\n"
+    ));
+    let r = &cfg.resolvers[0];
+    assert_eq!(r.name, "dns");
+    assert_eq!(
+        r.nameservers,
+        [
+            ("a".to_string(), "10.0.0.53:53".parse().unwrap()),
+            ("b".to_string(), "[fd00::53]:5353".parse().unwrap())
+        ]
+    );
+    assert_eq!((r.resolve_retries, r.payload_size), (5, 4096));
+    assert_eq!(r.timeout_resolve, Duration::from_secs(2));
+    assert_eq!(r.timeout_retry, Duration::from_millis(500));
+    assert_eq!(r.hold.nx, Duration::from_secs(10));
+    assert_eq!(r.hold.obsolete, Duration::from_secs(5));
+    assert_eq!(r.hold.other, Duration::from_secs(30));
+    let names: Vec<&str> = cfg.backends[0]
+        .servers
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["web2", "web3", "web4"]);
+    let s = &cfg.backends[0].servers[1];
+    assert_eq!(s.fqdn.as_deref(), Some("app.test"));
+    assert_eq!(s.params.resolvers.as_deref(), Some("dns"));
+    assert!(s.params.resolve_prefer_v4 && s.unresolved && s.params.check);
+    assert_eq!(s.addr.port(), 8080);
+    assert_eq!(runtime_gaps(&cfg), vec![]);
+    for (text, want) in [
+        (
+            "resolvers dns\n    nameserver a 10.0.0.53\nresolvers dns\n    nameserver a 10.0.0.53\n",
+            "has the same name as another resolvers section",
+        ),
+        ("resolvers dns\n    timeout resolve 1s\n", "resolvers 'dns': no nameserver found"),
+        ("resolvers dns\n    nameserver a tcp@10.0.0.53:53\n", "only UDP name servers"),
+        ("resolvers dns\n    nameserver a 10.0.0.53\n    hold nxx 1s\n", "did you mean 'nx'"),
+    ] {
+        let e = err_text(&format!("{text}{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n"));
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let e = err_text(&format!(
+        "{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    server s app.test:80 resolvers nope init-addr none\n"
+    ));
+    assert!(
+        e.contains("unable to find required resolvers 'nope'"),
+        "{e}"
+    );
+    let e = err_text(&format!(
+        "resolvers dns\n    nameserver a 10.0.0.53\n{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    \
+         server-template s 0 app.test:80 resolvers dns init-addr none\n"
+    ));
+    assert!(
+        e.contains("'server-template' expects a number or a range"),
+        "{e}"
+    );
+    let e = err_text(&format!(
+        "resolvers dns\n    nameserver a 10.0.0.53\n{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    \
+         server-template s 2 _http._tcp.app.test resolvers dns init-addr none\n"
+    ));
+    assert!(e.contains("SRV records"), "{e}");
+}

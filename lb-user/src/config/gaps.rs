@@ -98,6 +98,12 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                 .map(|b| &cfg.backends[b].tcp_request_content[..])
                 .unwrap_or_default();
             if let Some(b) = f.default_backend_idx.map(|b| &cfg.backends[b]) {
+                for sv in b.servers.iter().filter(|s| s.params.resolvers.is_some()) {
+                    gap(
+                        &sv.origin,
+                        format!("server with resolvers behind data-path connect ({scope})"),
+                    );
+                }
                 for u in &b.use_servers {
                     gap(
                         &u.origin,
@@ -160,8 +166,8 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             if s.addr_from_client {
                 setting("address 0.0.0.0/:: (the client's destination address)".into());
             }
-            if s.unresolved {
-                setting("init-addr none (no address at start-up)".into());
+            if s.unresolved && s.params.resolvers.is_none() {
+                setting("init-addr none without resolvers (no address ever)".into());
             }
             if s.params.observe_layer4 {
                 setting("observe layer4".into());

@@ -237,3 +237,7 @@ mod tests {
         }
     }
 }
+
+/// The most servers one `server-template` line may declare (the maps hold
+/// `MAX_SERVERS` in all anyway).
+pub const MAX_SERVERS_PER_TEMPLATE: u32 = 1024;

@@ -41,6 +41,8 @@ pub struct Config {
     /// Warnings HAProxy would print (missing timeouts, ...), already formatted
     /// with file:line.
     pub warnings: Vec<String>,
+    /// `resolvers` sections.
+    pub resolvers: Vec<Resolvers>,
 }
 
 /// Default per-connection in-flight budget of the kernel path, per direction.
@@ -377,6 +379,62 @@ pub struct CheckTls {
     pub verifyhost: Option<String>,
     /// `no-verifyhost`.
     pub no_verifyhost: bool,
+}
+
+/// A `resolvers` section: the name servers asked at run time for the
+/// addresses of the servers that name it, and HAProxy's timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolvers {
+    pub name: String,
+    pub origin: Origin,
+    /// `nameserver <name> <addr>[:port]` (UDP), `parse-resolv-conf`'s.
+    pub nameservers: Vec<(String, SocketAddr)>,
+    /// `resolve_retries` (3): queries sent before giving up.
+    pub resolve_retries: u32,
+    /// `timeout resolve` (1s): between two resolutions of a name.
+    pub timeout_resolve: Duration,
+    /// `timeout retry` (1s): before asking again when no valid answer came.
+    pub timeout_retry: Duration,
+    pub hold: Hold,
+    /// `accepted_payload_size` (512): the EDNS0 size announced.
+    pub payload_size: u16,
+}
+
+/// `hold <status> <period>`: how long a server keeps its address after a
+/// failed resolution (since the last valid one); `obsolete`: how long an
+/// address missing from the answers is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub nx: Duration,
+    pub refused: Duration,
+    pub timeout: Duration,
+    pub other: Duration,
+    pub valid: Duration,
+    pub obsolete: Duration,
+}
+
+impl Resolvers {
+    /// HAProxy's defaults.
+    pub fn new(name: &str, origin: Origin) -> Self {
+        let s30 = Duration::from_secs(30);
+        Resolvers {
+            name: name.to_string(),
+            origin,
+            nameservers: Vec::new(),
+            resolve_retries: 3,
+            timeout_resolve: Duration::from_secs(1),
+            timeout_retry: Duration::from_secs(1),
+            hold: Hold {
+                nx: s30,
+                refused: s30,
+                timeout: s30,
+                other: s30,
+                valid: Duration::from_secs(10),
+                obsolete: Duration::ZERO,
+            },
+            payload_size: 512,
+        }
+    }
 }
 
 /// TCP keepalive timing of one side (`clitcpka-*`, `srvtcpka-*`): seconds
@@ -728,6 +786,11 @@ pub struct ServerParams {
     pub agent: AgentCheck,
     pub init_addr: Option<Vec<InitAddr>>,
     pub other: Vec<String>,
+    /// `resolvers NAME`: the address follows that section's answers for
+    /// the server's host name at run time.
+    pub resolvers: Option<String>,
+    /// `resolve-prefer ipv4|ipv6` (HAProxy's default: ipv6): true for ipv4.
+    pub resolve_prefer_v4: bool,
 }
 
 impl Default for ServerParams {
@@ -750,6 +813,8 @@ impl Default for ServerParams {
             send_proxy: None,
             check_send_proxy: false,
             check_tls: CheckTls::default(),
+            resolvers: None,
+            resolve_prefer_v4: false,
             on_marked_down_shutdown: false,
             on_marked_up_shutdown_backup: false,
             observe_layer4: false,

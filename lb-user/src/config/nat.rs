@@ -130,6 +130,11 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 ))
             } else if s.unresolved || s.addr.ip().is_unspecified() {
                 Some(("server", "the server has no address yet"))
+            } else if s.params.resolvers.is_some() {
+                Some((
+                    "resolvers",
+                    "the server's address follows DNS, which the kernel's flow table does not",
+                ))
             } else {
                 None
             };

@@ -128,6 +128,7 @@ fn seed_example_exact_model() {
         ..Default::default()
     };
     let expected = Config {
+        resolvers: vec![],
         stats_pages: Vec::new(),
         global: Global {
             maxconn: None,

@@ -118,6 +118,7 @@ pub(super) async fn start(
     // (an external-check command) included.
     drop_privileges(&ctx.cfg.global, &loaded)?;
     spawn_health_checks(&ctx.cfg, &state, plans, agents, &publisher);
+    crate::health::resolve::spawn_all(&state, crate::health::resolve::groups(&ctx.cfg), &publisher);
     spawn_state_refresh(&state, &publisher);
     start_accepting(&ctx, accept_sockets)?;
     announce_ready(&ctx, opts, &loaded)?;

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod engine;
 pub mod plan;
 pub mod proto;
+pub mod resolve;
 pub mod tls;
 
 pub use plan::*;
@@ -282,10 +283,13 @@ pub fn spawn_all(
                 rise: plan.rise,
                 fall: plan.fall,
             };
-            let conn = TcpConnector {
+            let mut conn = TcpConnector {
                 target: plan.target,
                 tls: plan.tls.clone(),
             };
+            // Checks follow the server's address (DNS may change it) unless
+            // `addr` sets their own.
+            let follows = state.servers[idx].conf.params.check_addr.is_none();
             let mut next = Instant::now() + offset;
             let mut count = 0u32;
             let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -300,6 +304,15 @@ pub fn spawn_all(
                     // `disable health`: the state stays as it is until enabled.
                     next = Instant::now() + params.inter;
                     continue;
+                }
+                let srv = &state.servers[idx];
+                if srv.no_addr.load(Ordering::Relaxed) {
+                    // Nothing to check until DNS gives it an address.
+                    next = Instant::now() + params.inter;
+                    continue;
+                }
+                if follows {
+                    conn.target.set_ip(srv.addr().ip());
                 }
                 let start = Instant::now();
                 let exec = matches!(plan.steps.first(), Some(engine::Step::Exec(_)));
@@ -424,8 +437,8 @@ pub fn server_state_header(state: &State, s: &Server, plan: &Plan) -> String {
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut v = format!(
         "{word}; address={}; port={}; name={}/{}; node={}; weight={}/{tot_weight}; scur={}/{be_conns}; qcur=0",
-        s.conf.addr.ip(),
-        s.conf.addr.port(),
+        s.addr().ip(),
+        s.addr().port(),
         s.backend,
         s.name(),
         node.trim(),

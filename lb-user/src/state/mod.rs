@@ -178,6 +178,12 @@ pub struct Server {
     pub agent_down: std::sync::atomic::AtomicBool,
     /// Runtime API flags and counters (drain, maxconn override, smax, ...).
     pub admin: crate::state::admin::ServerAdmin,
+    /// Where connections go: the configured address, or the last one DNS
+    /// gave (`resolvers`).
+    pub live_addr: std::sync::RwLock<SocketAddr>,
+    /// No address (`init-addr none`, or DNS has none for it): in
+    /// maintenance until one comes (HAProxy's "resolution" MAINT).
+    pub no_addr: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -234,7 +240,59 @@ impl Server {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.conf.addr
+        *self.live_addr.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new address from DNS (`None`: none for this server). Leaving or
+    /// entering the no-address maintenance changes the state: back to what
+    /// the checks say (DOWN until they pass; UP without checks), or MAINT.
+    /// Returns what changed, for the log; None when nothing did.
+    pub fn set_addr(&self, addr: Option<std::net::IpAddr>) -> Option<String> {
+        let old = self.addr();
+        let had = !self.no_addr.load(Ordering::Relaxed);
+        let change = match (had, addr) {
+            (true, Some(ip)) if ip == old.ip() => return None,
+            (false, None) => return None,
+            (_, Some(ip)) => {
+                *self.live_addr.write().unwrap_or_else(|e| e.into_inner()) =
+                    SocketAddr::new(ip, old.port());
+                if had {
+                    format!("changed its IP from {} to {ip}", old.ip())
+                } else {
+                    self.no_addr.store(false, Ordering::Relaxed);
+                    // `init-addr none` marks the server disabled until it
+                    // has an address; a `disabled` one stays in MAINT.
+                    let disabled = self.conf.params.disabled && !self.conf.unresolved;
+                    if self.state.get() == SrvState::Maint && !disabled {
+                        let up = self.check().is_none();
+                        if !up {
+                            self.health.store(0, Ordering::Relaxed);
+                        } else {
+                            self.up_since_ns
+                                .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+                        }
+                        self.state
+                            .set(if up { SrvState::Up } else { SrvState::Down });
+                        self.state_changes.fetch_add(1, Ordering::Relaxed);
+                        self.admin.note_change(up);
+                    }
+                    format!("is given the IP {ip} and leaves maintenance")
+                }
+            }
+            (true, None) => {
+                self.no_addr.store(true, Ordering::Relaxed);
+                if self.state.get() != SrvState::Maint {
+                    self.state.set(SrvState::Maint);
+                    self.state_changes.fetch_add(1, Ordering::Relaxed);
+                    self.admin
+                        .last_change_ns
+                        .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+                }
+                "is going DOWN for maintenance (No IP for server )".to_string()
+            }
+        };
+        self.touch();
+        Some(change)
     }
 
     /// The health-check settings, when `check` is on.
@@ -465,7 +523,7 @@ impl State {
             for (pos, s) in b.servers.iter().enumerate() {
                 let idx = servers.len() as u32;
                 idxs.push(idx);
-                let (state, health) = if s.params.disabled {
+                let (state, health) = if s.params.disabled || s.unresolved {
                     (SrvState::Maint, 0)
                 } else {
                     // HAProxy starts servers UP with health = rise: up, but the
@@ -497,6 +555,8 @@ impl State {
                     state_changes: AtomicU64::new(0),
                     agent_down: std::sync::atomic::AtomicBool::new(false),
                     admin: crate::state::admin::ServerAdmin::new(s.params.weight),
+                    live_addr: std::sync::RwLock::new(s.addr),
+                    no_addr: std::sync::atomic::AtomicBool::new(s.unresolved),
                 });
             }
             backends.push(BackendState {
@@ -882,5 +942,36 @@ mod tests {
         let mut b = [0u8; 4];
         copy_str(&mut b, "aé€");
         assert_eq!(read_str(&b), "aé");
+    }
+}
+
+#[cfg(test)]
+mod addr_tests {
+    use super::*;
+
+    #[test]
+    fn an_address_from_dns_takes_a_server_out_of_maintenance_and_back() {
+        let c = crate::config::parse_str(
+            "defaults\n    timeout client 1s\n    timeout server 1s\n    timeout connect 1s\n\
+             resolvers dns\n    nameserver a 127.0.0.1:53\n\
+             frontend f\n    bind :80\n    default_backend b\n\
+             backend b\n    server s app.test:80 resolvers dns init-addr none check\n    \
+             server t app.test:80 resolvers dns init-addr none\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let st = State::from_config(&c);
+        let (s, t) = (&st.servers[0], &st.servers[1]);
+        assert_eq!(s.state.get(), SrvState::Maint);
+        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        assert!(s.set_addr(Some(ip)).is_some());
+        assert_eq!(s.addr(), "10.0.0.7:80".parse().unwrap());
+        // Checked: DOWN until the checks pass; unchecked: UP.
+        assert_eq!(s.state.get(), SrvState::Down);
+        assert!(t.set_addr(Some(ip)).is_some());
+        assert_eq!(t.state.get(), SrvState::Up);
+        assert!(s.set_addr(Some(ip)).is_none());
+        assert!(s.set_addr(None).is_some());
+        assert_eq!(s.state.get(), SrvState::Maint);
     }
 }

@@ -126,6 +126,8 @@ pub(crate) enum SrvAct {
     Other0,
     /// Same, one value.
     Other1,
+    /// `resolvers NAME`, `resolve-prefer ipv4|ipv6`.
+    Resolvers,
     /// `check-ssl`, `no-check-ssl`, `no-verifyhost`.
     CheckTls0,
     /// `verify`, `ca-file`, `check-sni`, `verifyhost`.
@@ -216,8 +218,8 @@ pub(crate) const SERVER_KWS: &[Kw<SrvAct>] = &[
     kw("proxy-v2-options", ALL, SrvAct::Tls1),
     kw("check-proto", ALL, SrvAct::Tls1),
     kw("socks4", ALL, SrvAct::NotYet),
-    kw("resolvers", ALL, SrvAct::NotYet),
-    kw("resolve-prefer", ALL, SrvAct::NotYet),
+    kw("resolvers", ALL, SrvAct::Resolvers),
+    kw("resolve-prefer", ALL, SrvAct::Resolvers),
     kw("resolve-net", ALL, SrvAct::NotYet),
     kw("resolve-opts", ALL, SrvAct::NotYet),
     kw("track", ALL, SrvAct::NotYet),

@@ -254,6 +254,7 @@ impl Parser<'_> {
             global: self.global,
             frontends,
             backends,
+            resolvers: self.resolvers,
             warnings: self.warnings,
         };
         crate::config::limits::self_steering(&cfg, &crate::config::always_local)?;
@@ -261,13 +262,46 @@ impl Parser<'_> {
         Ok(cfg)
     }
 
-    /// The servers of `p`, their `check-ssl` settings resolved against the
+    /// The servers of `p`, their `resolvers` checked, their `check-ssl`
+    /// settings resolved against the
     /// global ones (`ssl-server-verify`, `ca-base`), refused as HAProxy
     /// refuses them: verifying without a CA file to verify against.
-    fn check_tls_resolved(&self, p: &Proxy) -> Result<Vec<Server>, ConfigError> {
+    fn servers_resolved(&self, p: &Proxy) -> Result<Vec<Server>, ConfigError> {
         let mut out = Vec::new();
         for d in &p.servers {
             let mut s = d.server.clone();
+            if let (Some(_), Some(f)) = (&s.params.resolvers, &s.fqdn) {
+                if f.starts_with('_') {
+                    return Err(ConfigError::Invalid {
+                        file: s.origin.file.clone(),
+                        line: s.origin.line,
+                        col: 1,
+                        msg: format!(
+                            "server '{}': SRV records ('{f}') are not supported yet: name the service's A/AAAA records",
+                            s.name
+                        ),
+                        near: f.clone(),
+                        hint: None,
+                    });
+                }
+            }
+            if let Some(r) = &s.params.resolvers {
+                if !self.resolvers.iter().any(|x| x.name == *r) {
+                    return Err(ConfigError::Invalid {
+                        file: s.origin.file.clone(),
+                        line: s.origin.line,
+                        col: 1,
+                        msg: format!(
+                            "{} '{}', server '{}': unable to find required resolvers '{r}'",
+                            p.kind(),
+                            p.name.text,
+                            s.name
+                        ),
+                        near: r.clone(),
+                        hint: suggest(r, self.resolvers.iter().map(|x| x.name.as_str())),
+                    });
+                }
+            }
             let tls = &mut s.params.check_tls;
             if tls.enabled {
                 let verify = tls
@@ -333,7 +367,7 @@ impl Parser<'_> {
             persist_rules: p.persist_rules.clone(),
             name: p.name.text.clone(),
             balance: p.s.balance,
-            servers: self.check_tls_resolved(p)?,
+            servers: self.servers_resolved(p)?,
             timeout_connect: p.s.timeout_connect,
             timeout_server: p.s.timeout_server,
             external_check_command: p.s.external_check_command.clone(),

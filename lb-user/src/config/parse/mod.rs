@@ -30,6 +30,7 @@ mod checks;
 mod cond;
 mod global;
 mod proxy;
+mod resolvers;
 mod server;
 mod stats;
 
@@ -355,6 +356,7 @@ enum SecAct {
     Defaults,
     /// A proxy section with these capabilities.
     Proxy(u8),
+    Resolvers,
     NotYet,
     Http,
 }
@@ -366,7 +368,7 @@ const SECTIONS: &[Kw<SecAct>] = &[
     kw("backend", ALL, SecAct::Proxy(BE)),
     kw("listen", ALL, SecAct::Proxy(LISTEN)),
     kw("peers", ALL, SecAct::NotYet),
-    kw("resolvers", ALL, SecAct::NotYet),
+    kw("resolvers", ALL, SecAct::Resolvers),
     kw("userlist", ALL, SecAct::NotYet),
     kw("mailers", ALL, SecAct::NotYet),
     kw("program", ALL, SecAct::NotYet),
@@ -616,6 +618,7 @@ pub(crate) enum Section {
     Global,
     Defaults(Box<Defaults>),
     Proxy(Box<Proxy>),
+    Resolvers(Box<Resolvers>),
 }
 
 /// State of one `.if` block.
@@ -650,6 +653,7 @@ pub(crate) struct Parser<'s> {
     pub proxies: Vec<Proxy>,
     pub frontend_lines: HashMap<String, Origin>,
     pub backend_lines: HashMap<String, Origin>,
+    pub resolvers: Vec<Resolvers>,
     conds: Vec<CondFrame>,
 }
 
@@ -670,6 +674,7 @@ impl<'s> Parser<'s> {
             proxies: Vec::new(),
             frontend_lines: HashMap::new(),
             backend_lines: HashMap::new(),
+            resolvers: Vec::new(),
             conds: Vec::new(),
         }
     }
@@ -696,6 +701,7 @@ impl<'s> Parser<'s> {
             Section::Global => "global".into(),
             Section::Defaults(d) => d.name.clone().unwrap_or_else(|| "defaults".into()),
             Section::Proxy(p) => p.name.text.clone(),
+            Section::Resolvers(r) => r.name.clone(),
         }
     }
 
@@ -929,7 +935,7 @@ impl<'s> Parser<'s> {
         match &self.section {
             Section::Defaults(_) => DEF,
             Section::Proxy(p) => p.caps,
-            Section::None | Section::Global => 0,
+            Section::None | Section::Global | Section::Resolvers(_) => 0,
         }
     }
 
@@ -942,7 +948,7 @@ impl<'s> Parser<'s> {
         match &mut self.section {
             Section::Defaults(d) => Ok(&mut d.s),
             Section::Proxy(p) => Ok(&mut p.s),
-            Section::None | Section::Global => Err(err),
+            Section::None | Section::Global | Section::Resolvers(_) => Err(err),
         }
     }
 
@@ -963,6 +969,7 @@ impl<'s> Parser<'s> {
                 None => "defaults section".into(),
             },
             Section::Global => "global section".into(),
+            Section::Resolvers(r) => format!("resolvers '{}'", r.name),
             Section::None => "no section".into(),
         }
     }
@@ -983,6 +990,19 @@ impl<'s> Parser<'s> {
             Section::Proxy(mut p) => {
                 acl::resolve_proxy(&mut p);
                 self.proxies.push(*p);
+            }
+            Section::Resolvers(r) => {
+                if r.nameservers.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        file: r.origin.file.clone(),
+                        line: r.origin.line,
+                        col: 1,
+                        msg: format!("resolvers '{}': no nameserver found", r.name),
+                        near: r.name.clone(),
+                        hint: None,
+                    });
+                }
+                self.resolvers.push(*r);
             }
             Section::None | Section::Global => {}
         }
@@ -1015,6 +1035,7 @@ impl<'s> Parser<'s> {
                 ))
             }
             Section::Global => global::global_line(self, l),
+            Section::Resolvers(_) => resolvers::resolvers_line(self, l),
             Section::Defaults(_) | Section::Proxy(_) => self.proxy_line(l),
         }
     }
@@ -1121,6 +1142,22 @@ impl<'s> Parser<'s> {
                     id: None,
                     description: None,
                 }));
+            }
+            SecAct::Resolvers => {
+                let name = self.arg(l, 0, "<name> as an argument")?;
+                self.no_more(l, 1, "resolvers")?;
+                if let Some(r) = self.resolvers.iter().find(|r| r.name == name.text) {
+                    return Err(self.err(
+                        l.no,
+                        name,
+                        format!(
+                            "resolvers section '{}' has the same name as another resolvers section declared at {}",
+                            name.text, r.origin
+                        ),
+                    ));
+                }
+                self.section =
+                    Section::Resolvers(Box::new(Resolvers::new(&name.text, self.origin(l.no))));
             }
             SecAct::NotYet => {
                 return Err(self.err(
@@ -1325,7 +1362,7 @@ impl<'s> Parser<'s> {
                     Section::Global => self.global.other.push(value),
                     Section::Defaults(d) => d.s.other.push(value),
                     Section::Proxy(p) => p.s.other.push(value),
-                    Section::None => {}
+                    Section::None | Section::Resolvers(_) => {}
                 }
                 Ok(())
             }

@@ -55,7 +55,7 @@ pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     kw("tcp-response", DEF | BE, Act::NotYet("")),
     kw("external-check", DEF | BE, Act::Run(p_external_check)),
     kw("use-server", BE, Act::Run(p_use_server)),
-    kw("server-template", BE, Act::NotYet("")),
+    kw("server-template", BE, Act::Run(p_server_template)),
     kw("stick-table", LISTEN, Act::NotYet("")),
     kw("stick", BE, Act::NotYet("")),
     kw("source", DEF | BE, Act::NotYet("")),

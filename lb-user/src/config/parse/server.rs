@@ -66,6 +66,18 @@ impl Parser<'_> {
                 SrvAct::SendProxyV2 => sd.send_proxy = Some(ProxyProtocol::V2),
                 SrvAct::NoSendProxy | SrvAct::NoSendProxyV2 => sd.send_proxy = None,
                 SrvAct::CheckSendProxy => sd.check_send_proxy = true,
+                SrvAct::Resolvers => {
+                    let v = value()?;
+                    if t.text == "resolvers" {
+                        sd.resolvers = Some(v.text.clone());
+                    } else {
+                        sd.resolve_prefer_v4 = match v.text.as_str() {
+                            "ipv4" => true,
+                            "ipv6" => false,
+                            _ => return Err(invalid(v, "expected 'ipv4' or 'ipv6'".into())),
+                        };
+                    }
+                }
                 SrvAct::CheckTls0 => match t.text.as_str() {
                     "check-ssl" => sd.check_tls.enabled = true,
                     "no-check-ssl" => sd.check_tls.enabled = false,
@@ -313,6 +325,56 @@ pub(super) fn server_addr(p: &Parser<'_>, s: &str) -> Result<ServerAddr, String>
 pub(super) fn p_server(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     let name = p.arg(l, 0, "<name> and <address>:<port> as arguments")?;
     p.check_name(l.no, name, "server")?;
+    add_server(p, l, name)
+}
+
+/// `server-template <prefix> <num | low-high> <fqdn>[:<port>] [params*]`:
+/// servers `<prefix><n>`, each as a `server` line with that address.
+pub(super) fn p_server_template(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let prefix = p.arg(l, 0, "<prefix> <num | range> <fqdn>[:<port>]")?;
+    let n = p.arg(l, 1, "<prefix> <num | range> <fqdn>[:<port>]")?;
+    p.arg(l, 2, "<prefix> <num | range> <fqdn>[:<port>]")?;
+    if l.args.get(3).is_some_and(|t| t.text == "from") {
+        return Err(p.not_yet_err(l.no, &l.args[3], "server-template ... from", ""));
+    }
+    let bad = || {
+        p.err(
+            l.no,
+            n,
+            format!(
+                "'server-template' expects a number or a range 'low-high' of at most {} servers, not '{}'",
+                crate::config::limits::MAX_SERVERS_PER_TEMPLATE,
+                n.text
+            ),
+        )
+    };
+    let (low, high) = match n.text.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        ),
+        None => (1, n.text.parse::<u32>().map_err(|_| bad())?),
+    };
+    if low == 0 || high < low || high - low >= crate::config::limits::MAX_SERVERS_PER_TEMPLATE {
+        return Err(bad());
+    }
+    // The same line with `<prefix><i> <fqdn> params...` for each server.
+    for i in low..=high {
+        let mut line = Line {
+            no: l.no,
+            kw: l.kw.clone(),
+            args: l.args[2..].to_vec(),
+        };
+        let mut name = prefix.clone();
+        name.text = format!("{}{i}", prefix.text);
+        line.args.insert(0, name.clone());
+        p.check_name(l.no, &name, "server")?;
+        add_server(p, &line, &name)?;
+    }
+    Ok(())
+}
+
+fn add_server(p: &mut Parser<'_>, l: &Line, name: &Token) -> Result<(), ConfigError> {
     let a = p.arg(l, 1, "<name> and <address>:<port> as arguments")?;
     let expanded = p.expand(&a.text);
     let (addr, port_mode, host, from_client) = server_addr(p, &expanded)
