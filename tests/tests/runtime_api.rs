@@ -439,6 +439,53 @@ fn runtime_api_steers_connections_and_logs() {
         );
         socat(&sock, "set weight be/s1 10\n")?;
 
+        // set server addr: s1's new connections go to s3's address; a
+        // session opened before goes on; back again.
+        let (first, mut before) = loop {
+            let (n, s) = who(&topo)?;
+            if n == "s1" {
+                break (n, s);
+            }
+        };
+        let out = socat(
+            &sock,
+            &format!("set server be/s1 addr {}\n", BACKENDS_V4[2]),
+        )?;
+        assert_eq!(
+            out.trim(),
+            format!(
+                "IP changed from '{}' to '{}' by 'stats socket command'",
+                BACKENDS_V4[0], BACKENDS_V4[2]
+            )
+        );
+        let d = spread(&topo, 10)?;
+        assert_eq!((d.get("s3"), d.get("s2")), (Some(&5), Some(&5)), "{d:?}");
+        before.write_all(b"old address\n")?;
+        let mut rb = BufReader::new(before.try_clone()?);
+        let mut e = String::new();
+        rb.read_line(&mut e)?;
+        assert_eq!((first.as_str(), e.as_str()), ("s1", "old address\n"));
+        assert_eq!(
+            socat(
+                &sock,
+                &format!("set server be/s1 addr {}\n", BACKENDS_V4[2])
+            )?,
+            "no need to change the addr\n\n"
+        );
+        assert!(socat(&sock, "set server be/s1 addr nope\n")?.contains("Invalid addr 'nope'"));
+        let mut c = lb_tests::netns::ns_cmd(&topo.lb.path(), lb_bin()?);
+        c.args([
+            "set",
+            "server",
+            "be/s1",
+            "addr",
+            &format!("{}:{PORT}", BACKENDS_V4[0]),
+        ])
+        .args(["--socket", &sock.to_string_lossy()]);
+        anyhow::ensure!(c.status()?.success(), "lb set server addr failed");
+        let d = spread(&topo, 10)?;
+        assert_eq!((d.get("s1"), d.get("s2")), (Some(&5), Some(&5)), "{d:?}");
+
         // set maxconn frontend: lowered below what is open, a new client waits
         // in the backlog until the limit is raised again.
         socat(&sock, "set maxconn frontend fe 1\n")?;

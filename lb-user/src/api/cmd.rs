@@ -76,6 +76,8 @@ pub enum Command {
     ShowXdp(Format),
     SetServerState(SrvRef, AdminState),
     SetServerWeight(SrvRef, Weight),
+    /// `set server <b>/<s> addr <ip> [port <port>]`.
+    SetServerAddr(SrvRef, std::net::IpAddr, Option<u16>),
     SetServerHealth(SrvRef, Health),
     GetWeight(SrvRef),
     EnableServer(SrvRef),
@@ -152,6 +154,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "set server <bk>/<srv> weight <w>[%]",
         "change a server's weight",
+    ),
+    (
+        "set server <bk>/<srv> addr <ip> [port <p>]",
+        "change a server's address (and port)",
     ),
     (
         "set server <bk>/<srv> health <h>",
@@ -374,7 +380,25 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
                         },
                     )
                 }
-                "addr" | "agent" | "agent-addr" | "agent-port" | "agent-send" | "check-addr"
+                "addr" => {
+                    let ip = w(4)
+                        .parse()
+                        .map_err(|_| format!("Invalid addr '{}'.", w(4)))?;
+                    let port = match w(5) {
+                        "" => None,
+                        "port" => Some(
+                            w(6).parse()
+                                .ok()
+                                .filter(|&p: &u16| p > 0)
+                                .ok_or_else(|| format!("Invalid port '{}'.", w(6)))?,
+                        ),
+                        other => {
+                            return Err(format!("'set server addr' expects 'port', not '{other}'."))
+                        }
+                    };
+                    SetServerAddr(s, ip, port)
+                }
+                "agent" | "agent-addr" | "agent-port" | "agent-send" | "check-addr"
                 | "check-port" | "fqdn" | "ssl" => {
                     return Err(format!(
                         "'set server <srv> {}' is not supported by lb.",

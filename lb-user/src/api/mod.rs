@@ -183,6 +183,10 @@ fn run(live: &Live, cli: &mut Cli, c: &Command) -> Result<String, String> {
             set_weight(live, s, *w)?;
             String::new()
         }
+        Command::SetServerAddr(r, ip, port) => {
+            let s = live.server(r)?;
+            set_addr(live, s, *ip, *port)?
+        }
         Command::SetServerState(r, st) => {
             let s = live.server(r)?;
             set_admin_state(live, s, *st);
@@ -375,6 +379,44 @@ fn op_state(s: &Server) -> SrvState {
         Some(p) if s.health.load(Ordering::Relaxed) < p.rise => SrvState::Down,
         _ => SrvState::Up,
     }
+}
+
+/// `set server addr`: new connections and checks go to the new address;
+/// sessions on the old one continue. Refused for a server the kernel
+/// balances to (`data-path nat`/`connect`), whose maps hold the address.
+fn set_addr(
+    live: &Live,
+    s: &Server,
+    ip: std::net::IpAddr,
+    port: Option<u16>,
+) -> Result<String, String> {
+    let in_kernel = live.cfg.frontends.iter().any(|f| {
+        (f.path() == crate::config::DataPath::Nat || f.connect.is_some())
+            && f.default_backend_idx == Some(s.backend_idx as usize)
+    });
+    if in_kernel {
+        return Err(format!(
+            "server {}/{} is balanced to by the kernel (data-path nat or connect), whose maps hold its address: change it in the configuration.",
+            s.backend,
+            s.name()
+        ));
+    }
+    let old = s.addr();
+    let mut parts = Vec::new();
+    if s.set_addr(Some(ip)).is_some() {
+        parts.push(format!("IP changed from '{}' to '{ip}'", old.ip()));
+    }
+    if let Some(p) = port.filter(|&p| p != old.port()) {
+        s.set_port(p);
+        parts.push(format!("port changed from '{}' to '{p}'", old.port()));
+    }
+    if parts.is_empty() {
+        return Ok("no need to change the addr\n".into());
+    }
+    let msg = format!("{} by 'stats socket command'", parts.join(", "));
+    tracing::warn!("Server {}/{}: {msg}.", s.backend, s.name());
+    live.publisher.changed(s.idx);
+    Ok(format!("{msg}\n"))
 }
 
 fn set_admin_state(live: &Live, s: &Server, st: AdminState) {

@@ -49,7 +49,15 @@ pub fn read(sock: &Path, line: &str) -> Result<String> {
 pub fn command(sock: &Path, line: &str) -> Result<()> {
     let out = request(sock, line)?;
     let text = out.trim();
-    if !text.is_empty() {
+    // HAProxy answers a change of address with what changed: not an error.
+    let report = [
+        "IP changed from",
+        "port changed from",
+        "no need to change the addr",
+    ];
+    if report.iter().any(|r| text.starts_with(r)) {
+        println!("{text}");
+    } else if !text.is_empty() {
         bail!("{text}");
     }
     Ok(())

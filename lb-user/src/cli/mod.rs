@@ -229,14 +229,14 @@ enum ShowWhat {
 
 #[derive(Subcommand)]
 enum SetWhat {
-    /// Change a server: `lb set server BACKEND/SERVER state|weight|health VALUE`.
+    /// Change a server: `lb set server BACKEND/SERVER state|weight|health|addr VALUE`.
     Server {
         /// BACKEND/SERVER.
         server: String,
         /// What to change.
         #[arg(value_enum)]
         setting: ServerSetting,
-        /// state: ready|drain|maint; weight: N or N%; health: up|stopping|down.
+        /// state: ready|drain|maint; weight: N or N%; health: up|stopping|down; addr: IP or IP:PORT.
         value: String,
         #[command(flatten)]
         target: Target,
@@ -252,6 +252,9 @@ enum ServerSetting {
     Weight,
     /// Force the health: up, stopping (no new sessions) or down.
     Health,
+    /// A new address: IP, or IP:PORT ([IPv6]:PORT) to change the port too.
+    /// New connections and checks go there; sessions continue.
+    Addr,
 }
 
 #[derive(Subcommand)]
@@ -444,11 +447,6 @@ fn real_main() -> Result<()> {
                     target,
                 },
         } => {
-            let what = match setting {
-                ServerSetting::State => "state",
-                ServerSetting::Weight => "weight",
-                ServerSetting::Health => "health",
-            };
             for arg in [&server, &value] {
                 // One command per request: nothing that would split it.
                 if arg.is_empty()
@@ -457,6 +455,18 @@ fn real_main() -> Result<()> {
                     anyhow::bail!("invalid argument '{arg}': no blanks, ';' or '\\' allowed");
                 }
             }
+            let (what, value) = match setting {
+                ServerSetting::State => ("state", value),
+                ServerSetting::Weight => ("weight", value),
+                ServerSetting::Health => ("health", value),
+                ServerSetting::Addr => (
+                    "addr",
+                    match value.parse::<std::net::SocketAddr>() {
+                        Ok(a) => format!("{} port {}", a.ip(), a.port()),
+                        Err(_) => value,
+                    },
+                ),
+            };
             // The daemon validates the value and answers HAProxy's error text.
             client::command(
                 &target.socket(),

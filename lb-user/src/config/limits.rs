@@ -144,6 +144,10 @@ pub fn self_steering(cfg: &Config, is_local: &dyn Fn(IpAddr) -> bool) -> Result<
     Ok(())
 }
 
+/// The most servers one `server-template` line may declare (the maps hold
+/// `MAX_SERVERS` in all anyway).
+pub const MAX_SERVERS_PER_TEMPLATE: u32 = 1024;
+
 #[cfg(test)]
 mod tests {
     use crate::config::parse_str;
@@ -237,7 +241,3 @@ mod tests {
         }
     }
 }
-
-/// The most servers one `server-template` line may declare (the maps hold
-/// `MAX_SERVERS` in all anyway).
-pub const MAX_SERVERS_PER_TEMPLATE: u32 = 1024;

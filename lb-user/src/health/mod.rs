@@ -289,7 +289,11 @@ pub fn spawn_all(
             };
             // Checks follow the server's address (DNS may change it) unless
             // `addr` sets their own.
-            let follows = state.servers[idx].conf.params.check_addr.is_none();
+            let params_of = &state.servers[idx].conf.params;
+            let (follows, follows_port) = (
+                params_of.check_addr.is_none(),
+                params_of.check_port.is_none(),
+            );
             let mut next = Instant::now() + offset;
             let mut count = 0u32;
             let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -313,6 +317,9 @@ pub fn spawn_all(
                 }
                 if follows {
                     conn.target.set_ip(srv.addr().ip());
+                }
+                if follows_port {
+                    conn.target.set_port(srv.addr().port());
                 }
                 let start = Instant::now();
                 let exec = matches!(plan.steps.first(), Some(engine::Step::Exec(_)));

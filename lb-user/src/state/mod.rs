@@ -243,7 +243,17 @@ impl Server {
         *self.live_addr.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new address from DNS (`None`: none for this server). Leaving or
+    /// A new port (`set server addr ... port`).
+    pub fn set_port(&self, port: u16) {
+        self.live_addr
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_port(port);
+        self.touch();
+    }
+
+    /// A new address from DNS or the runtime API (`None`: none for this
+    /// server). Leaving or
     /// entering the no-address maintenance changes the state: back to what
     /// the checks say (DOWN until they pass; UP without checks), or MAINT.
     /// Returns what changed, for the log; None when nothing did.
