@@ -1128,6 +1128,28 @@ fn checks_agent_weight_drain_down_maint() {
     })
 }
 
+/// A path in the test's directory, as text for command lines.
+fn p(dir: &std::path::Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn openssl(args: &[&str]) -> Result<()> {
+    lb_tests::util::run(std::process::Command::new("openssl").args(args))
+        .map(|_| ())
+        .with_context(|| format!("openssl {args:?}"))
+}
+
+/// `openssl s_server` in the servers' namespace on `addr` with a
+/// certificate, and `extra` options (`-www`: answers GETs with 200).
+fn s_server(topo: &Topology, addr: &str, crt: &str, key: &str, extra: &[&str]) -> Result<Kill> {
+    let mut args = vec![
+        "s_server", "-accept", addr, "-cert", crt, "-key", key, "-quiet",
+    ];
+    args.extend_from_slice(extra);
+    let log = topo.dir.path().join(format!("s_server-{addr}.log"));
+    Ok(Kill(spawn_server(&topo.srv, "openssl", &args, &log)?))
+}
+
 /// `option ssl-hello-chk` against a real TLS server (openssl s_server,
 /// which answers an SSLv3 hello with an alert: the TLS layer answered, so
 /// L6OK) and a plain TCP server that speaks first (L6RSP).
@@ -1137,35 +1159,24 @@ fn checks_ssl_hello_chk() {
     run_test(|| {
         let topo = Topology::new("chkssl")?;
         let dir = topo.dir.path().to_path_buf();
-        let (crt, key) = (dir.join("s.crt"), dir.join("s.key"));
-        lb_tests::util::run(
-            std::process::Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                ])
-                .args(["-subj", "/CN=lb-test"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&crt),
-        )
-        .context("openssl req")?;
+        let (crt, key) = (p(&dir, "s.crt"), p(&dir, "s.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=lb-test",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+        ])?;
         let (ip1, ip2) = (BACKENDS_V4[0], BACKENDS_V4[1]);
-        let _tls = Kill(spawn_server(
-            &topo.srv,
-            "openssl",
-            &[
-                "s_server",
-                "-accept",
-                &format!("{ip1}:9443"),
-                "-cert",
-                &crt.display().to_string(),
-                "-key",
-                &key.display().to_string(),
-                "-quiet",
-            ],
-            &dir.join("s_server.log"),
-        )?);
+        let _tls = s_server(&topo, &format!("{ip1}:9443"), &crt, &key, &[])?;
         // Speaks first with one byte that is no TLS record type.
         let _plain = lb_tests::traffic::named_echo_servers(topo.srv.name(), &[sa(ip2, 9443)])?;
         let cfg = format!(
@@ -1346,12 +1357,7 @@ fn checks_check_ssl() {
     run_test(|| {
         let topo = Topology::new("chkcssl")?;
         let dir = topo.dir.path().to_path_buf();
-        let p = |n: &str| dir.join(n).display().to_string();
-        let openssl = |args: &[&str]| -> Result<()> {
-            lb_tests::util::run(std::process::Command::new("openssl").args(args))
-                .map(|_| ())
-                .with_context(|| format!("openssl {args:?}"))
-        };
+        let p = |n: &str| p(&dir, n);
         for ca in ["ca", "other-ca"] {
             openssl(&[
                 "req",
@@ -1400,22 +1406,13 @@ fn checks_check_ssl() {
             &p("srv.crt"),
         ])?;
         let (ip1, ip2) = (BACKENDS_V4[0], BACKENDS_V4[1]);
-        let _tls = Kill(spawn_server(
-            &topo.srv,
-            "openssl",
-            &[
-                "s_server",
-                "-accept",
-                &format!("{ip1}:9444"),
-                "-cert",
-                &p("srv.crt"),
-                "-key",
-                &p("srv.key"),
-                "-www",
-                "-quiet",
-            ],
-            &dir.join("s_server.log"),
-        )?);
+        let _tls = s_server(
+            &topo,
+            &format!("{ip1}:9444"),
+            &p("srv.crt"),
+            &p("srv.key"),
+            &["-www"],
+        )?;
         let _plain = lb_tests::traffic::named_echo_servers(topo.srv.name(), &[sa(ip2, 9444)])?;
         let opts = "check inter 300ms rise 1 fall 1 check-ssl";
         let head = HEAD.replacen(

@@ -40,26 +40,31 @@ fn echo_through(topo: &Topology, port: u16) -> anyhow::Result<()> {
     })
 }
 
+/// An echo server on the first backend's port 9820 (FIN after the echo).
+fn echo_server(topo: &Topology, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    lb_tests::traffic::serve(
+        topo.srv.name(),
+        &[sa(BACKENDS_V4[0], 9820)],
+        stop.clone(),
+        |mut s, _| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+            let mut w = match s.try_clone() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            let _ = std::io::copy(&mut s, &mut w);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        },
+    )
+}
+
 #[test]
 #[ignore = "needs root; run via `cargo xtask test`"]
 fn copy_and_splice_frontends_side_by_side() {
     run_test(|| {
         let topo = Topology::new("dpath")?;
         let stop = Arc::new(AtomicBool::new(false));
-        lb_tests::traffic::serve(
-            topo.srv.name(),
-            &[sa(BACKENDS_V4[0], 9820)],
-            stop.clone(),
-            |mut s, _| {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-                let mut w = match s.try_clone() {
-                    Ok(w) => w,
-                    Err(_) => return,
-                };
-                let _ = std::io::copy(&mut s, &mut w);
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            },
-        )?;
+        echo_server(&topo, &stop)?;
         let cfg = format!(
             "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
              frontend spliced\n    bind {}\n    default_backend be\n\
@@ -102,20 +107,7 @@ fn runs_as_the_configured_user() {
     run_test(|| {
         let topo = Topology::new("dpuser")?;
         let stop = Arc::new(AtomicBool::new(false));
-        lb_tests::traffic::serve(
-            topo.srv.name(),
-            &[sa(BACKENDS_V4[0], 9820)],
-            stop.clone(),
-            |mut s, _| {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-                let mut w = match s.try_clone() {
-                    Ok(w) => w,
-                    Err(_) => return,
-                };
-                let _ = std::io::copy(&mut s, &mut w);
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            },
-        )?;
+        echo_server(&topo, &stop)?;
         // The daemon re-reads its file as nobody on SIGHUP (as a file in
         // /etc/haproxy is readable by all), and writes its ready file as
         // nobody once it serves.
