@@ -1133,6 +1133,20 @@ fn p(dir: &std::path::Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// A self-signed certificate and its key, `<name>.crt` and `<name>.key`.
+fn self_signed(dir: &std::path::Path, name: &str, cn: &str) -> Result<(String, String)> {
+    let (crt, key) = (
+        p(dir, &format!("{name}.crt")),
+        p(dir, &format!("{name}.key")),
+    );
+    let subj = format!("/CN={cn}");
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", &subj, "-keyout",
+        &key, "-out", &crt,
+    ])?;
+    Ok((crt, key))
+}
+
 fn openssl(args: &[&str]) -> Result<()> {
     lb_tests::util::run(std::process::Command::new("openssl").args(args))
         .map(|_| ())
@@ -1159,22 +1173,7 @@ fn checks_ssl_hello_chk() {
     run_test(|| {
         let topo = Topology::new("chkssl")?;
         let dir = topo.dir.path().to_path_buf();
-        let (crt, key) = (p(&dir, "s.crt"), p(&dir, "s.key"));
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=lb-test",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-        ])?;
+        let (crt, key) = self_signed(&dir, "s", "lb-test")?;
         let (ip1, ip2) = (BACKENDS_V4[0], BACKENDS_V4[1]);
         let _tls = s_server(&topo, &format!("{ip1}:9443"), &crt, &key, &[])?;
         // Speaks first with one byte that is no TLS record type.
@@ -1359,21 +1358,7 @@ fn checks_check_ssl() {
         let dir = topo.dir.path().to_path_buf();
         let p = |n: &str| p(&dir, n);
         for ca in ["ca", "other-ca"] {
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN=lb test {ca}"),
-                "-keyout",
-                &p(&format!("{ca}.key")),
-                "-out",
-                &p(&format!("{ca}.crt")),
-            ])?;
+            self_signed(&dir, ca, &format!("lb test {ca}"))?;
         }
         openssl(&[
             "req",
