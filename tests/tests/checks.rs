@@ -1560,3 +1560,135 @@ fn resolvers_and_server_template() {
         Ok(())
     })
 }
+
+/// SRV records (`server-template web 3 _app._tcp.app.test resolvers dns`,
+/// as Consul's `_service._tcp.service.consul`): each record gives a server
+/// its address (the target's), port and weight (`(w + 255) / 256`); the
+/// server left without a record waits in maintenance; when the records
+/// change (dnsmasq restarted with others), the servers follow.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn resolvers_srv_records() {
+    run_test(|| {
+        let topo = Topology::new("chksrv")?;
+        let dir = topo.dir.path().to_path_buf();
+        let addrs: Vec<(std::net::SocketAddr, &str)> = vec![
+            (sa(BACKENDS_V4[0], 9721), "s1"),
+            (sa(BACKENDS_V4[1], 9722), "s2"),
+            (sa(BACKENDS_V4[2], 9723), "s3"),
+        ];
+        let _servers = lb_tests::traffic::NameServers::start(topo.srv.name(), &addrs)?;
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            format!(
+                "{} h1.app.test\n{} h2.app.test\n{} h3.app.test\n",
+                BACKENDS_V4[0], BACKENDS_V4[1], BACKENDS_V4[2]
+            ),
+        )?;
+        let dnsmasq = |srv: &[&str]| -> Result<Kill> {
+            let mut args: Vec<String> = [
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--port=5300",
+                "--local-ttl=0",
+                "--user=root",
+                "--log-facility=-",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.push(format!("--addn-hosts={}", hosts.display()));
+            args.push(format!("--listen-address={}", BACKENDS_V4[0]));
+            args.push(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+            args.extend(
+                srv.iter()
+                    .map(|s| format!("--srv-host=_app._tcp.app.test,{s}")),
+            );
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let k = Kill(spawn_server(
+                &topo.srv,
+                "dnsmasq",
+                &args,
+                &dir.join("dnsmasq.log"),
+            )?);
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(k)
+        };
+        let mut dns = dnsmasq(&["h1.app.test,9721,0,256", "h2.app.test,9722,0,512"])?;
+        let cfg = format!(
+            "{HEAD}resolvers dns\n    nameserver d1 {}:5300\n    timeout resolve 200ms\n    \
+             timeout retry 200ms\n    hold other 600ms\n    hold timeout 600ms\n\
+             listen app\n    bind {LB_V4}:9721\n    balance roundrobin\n    \
+             server-template web 3 _app._tcp.app.test resolvers dns resolve-prefer ipv4 \
+             check inter 200ms rise 1 fall 1\n",
+            BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        // The records come in any order: (address:port weight) of web1 and
+        // web2, as a set, and web3 in maintenance.
+        let rows = |want: &[&str]| -> Result<Vec<String>> {
+            let mut last = Vec::new();
+            let mut want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+            want.sort();
+            wait_until(
+                &format!("servers {want:?}"),
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || {
+                    let rows = lb.show_servers()?;
+                    last = rows
+                        .iter()
+                        .map(|r| format!("{} {} {} w{}", r.name, r.state, r.addr, r.weight))
+                        .collect();
+                    let mut got: Vec<String> = rows[..2]
+                        .iter()
+                        .filter(|r| r.state == "UP")
+                        .map(|r| format!("{} w{}", r.addr, r.weight))
+                        .collect();
+                    got.sort();
+                    Ok(got == want && rows[2].state == "MAINT")
+                },
+            )
+            .with_context(|| format!("last seen: {last:?}"))?;
+            println!("[lb-tests] srv: {last:?}");
+            Ok(last)
+        };
+        let (a1, a2, a3) = (
+            format!("{}:9721 w1", BACKENDS_V4[0]),
+            format!("{}:9722 w2", BACKENDS_V4[1]),
+            format!("{}:9723 w1", BACKENDS_V4[2]),
+        );
+        let before = rows(&[&a1, &a2])?;
+        // Traffic by the SRV weights: s2 twice as often as s1.
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..9 {
+            let name = topo.in_client(|| -> Result<String> {
+                let s = lb_tests::traffic::connect(sa(LB_V4, 9721))?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
+                Ok(line.trim().to_string())
+            })?;
+            *seen.entry(name).or_insert(0) += 1;
+        }
+        assert_eq!(
+            (seen.get("s1"), seen.get("s2")),
+            (Some(&3), Some(&6)),
+            "{seen:?}"
+        );
+        // New records: h2 stays (the server that had it keeps it), h1 goes,
+        // h3 comes to the other.
+        drop(dns);
+        dns = dnsmasq(&["h2.app.test,9722,0,512", "h3.app.test,9723,0,256"])?;
+        let after = rows(&[&a2, &a3])?;
+        let holder = |rows: &[String]| rows.iter().position(|r| r.contains(":9722 "));
+        assert_eq!(holder(&before), holder(&after), "{before:?} -> {after:?}");
+        drop(dns);
+        lb.stop()?;
+        Ok(())
+    })
+}

@@ -1140,8 +1140,13 @@ fn consul_dns_discovery() {
         .map(|s| s.name.as_str())
         .collect();
     assert_eq!(api, ["api1", "api2", "api3"]);
+    let mysql = &cfg.backends[2].servers;
+    assert!(mysql
+        .iter()
+        .all(|s| s.unresolved && s.port_mode == ServerPort::Fixed));
     let groups = crate::health::resolve::groups(&cfg);
-    assert_eq!(groups.len(), 2);
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[2].fqdn, "_mysql._tcp.service.consul");
     assert_eq!(groups[0].servers, [0, 1, 2, 3, 4]);
     assert_eq!(groups[1].servers, [5, 6, 7]);
 }

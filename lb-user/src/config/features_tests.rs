@@ -1452,9 +1452,12 @@ fn resolvers_sections_and_server_templates() {
         e.contains("'server-template' expects a number or a range"),
         "{e}"
     );
-    let e = err_text(&format!(
+    // An SRV name: address and port from its records, nothing at start.
+    let cfg = parse(&format!(
         "resolvers dns\n    nameserver a 10.0.0.53\n{T}frontend f\n    bind :80\n    default_backend b\nbackend b\n    \
-         server-template s 2 _http._tcp.app.test resolvers dns init-addr none\n"
+         server-template s 2 _http._tcp.app.test resolvers dns check\n"
     ));
-    assert!(e.contains("SRV records"), "{e}");
+    let s = &cfg.backends[0].servers[0];
+    assert!(s.unresolved && s.port_mode == ServerPort::Fixed, "{s:?}");
+    assert_eq!(runtime_gaps(&cfg), vec![]);
 }

@@ -112,15 +112,38 @@ pub async fn resolve(
     Err(last)
 }
 
-/// One query to all the name servers; the first answer that is not an
-/// error other than NXDOMAIN wins (HAProxy: a slow server may still give
-/// a valid answer after a fast faulty one).
+/// One query to all the name servers: the addresses of type `t` in the
+/// first valid answer.
 async fn query(
     sock: &UdpSocket,
     r: &Resolvers,
     name: &Name,
     t: RecordType,
 ) -> Result<(Vec<IpAddr>, SocketAddr), Failure> {
+    let resp = query_msg(sock, r, name, t).await?;
+    let from = resp.1;
+    let ips = resp
+        .0
+        .answers()
+        .iter()
+        .filter_map(|rec| match rec.data() {
+            RData::A(a) if t == RecordType::A => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) if t == RecordType::AAAA => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    Ok((ips, from))
+}
+
+/// One query to all the name servers; the first answer that is not an
+/// error other than NXDOMAIN wins (HAProxy: a slow server may still give
+/// a valid answer after a fast faulty one).
+async fn query_msg(
+    sock: &UdpSocket,
+    r: &Resolvers,
+    name: &Name,
+    t: RecordType,
+) -> Result<(Message, SocketAddr), Failure> {
     let id: u16 = rand_id();
     let mut m = Message::new();
     m.set_id(id)
@@ -157,18 +180,7 @@ async fn query(
         }
         answered += 1;
         match resp.response_code() {
-            ResponseCode::NoError => {
-                let ips = resp
-                    .answers()
-                    .iter()
-                    .filter_map(|rec| match rec.data() {
-                        RData::A(a) if t == RecordType::A => Some(IpAddr::V4(a.0)),
-                        RData::AAAA(a) if t == RecordType::AAAA => Some(IpAddr::V6(a.0)),
-                        _ => None,
-                    })
-                    .collect();
-                return Ok((ips, from));
-            }
+            ResponseCode::NoError => return Ok((resp, from)),
             ResponseCode::NXDomain => worst = Failure::Nx,
             ResponseCode::Refused if worst != Failure::Nx => worst = Failure::Refused,
             _ if worst == Failure::Timeout => worst = Failure::Other,
@@ -196,20 +208,24 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     }
 }
 
-/// Hands `ips` to the group's servers: each keeps its address while the
-/// answers hold it (and no earlier server has it), the others take the
-/// addresses left, in order; a server left without one has none.
-/// Returns (server index, new address or None) for each change to make.
-pub fn assign(current: &[(u32, Option<IpAddr>)], ips: &[IpAddr]) -> Vec<(u32, Option<IpAddr>)> {
-    let mut taken: Vec<IpAddr> = Vec::new();
+/// Hands `records` (addresses, or address and port for SRV) to the
+/// group's servers: each keeps its own while the answers hold it (and no
+/// earlier server has it), the others take the records left, in order; a
+/// server left without one has none. Returns (server index, new record or
+/// None) for each change to make.
+pub fn assign<T: PartialEq + Copy>(
+    current: &[(u32, Option<T>)],
+    records: &[T],
+) -> Vec<(u32, Option<T>)> {
+    let mut taken: Vec<T> = Vec::new();
     let mut pending = Vec::new();
     for &(idx, cur) in current {
         match cur {
-            Some(ip) if ips.contains(&ip) && !taken.contains(&ip) => taken.push(ip),
+            Some(r) if records.contains(&r) && !taken.contains(&r) => taken.push(r),
             _ => pending.push((idx, cur)),
         }
     }
-    let mut free = ips.iter().filter(|ip| !taken.contains(ip));
+    let mut free = records.iter().filter(|r| !taken.contains(r));
     let mut out = Vec::new();
     for (idx, cur) in pending {
         let new = free.next().copied();
@@ -218,6 +234,79 @@ pub fn assign(current: &[(u32, Option<IpAddr>)], ips: &[IpAddr]) -> Vec<(u32, Op
         }
     }
     out
+}
+
+/// One SRV record with the address of its target: from the answer's
+/// additional records, else asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrvTarget {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// HAProxy's weight from the record's: `(w + 255) / 256` (0 stays 0).
+    pub weight: u32,
+}
+
+/// An SRV resolution (`_service._proto.name`): the records' targets with
+/// their addresses.
+pub async fn resolve_srv(
+    sock: &UdpSocket,
+    r: &Resolvers,
+    fqdn: &str,
+    prefer_v4: bool,
+) -> Result<Vec<SrvTarget>, Failure> {
+    let name = Name::from_ascii(fqdn).map_err(|_| Failure::Other)?;
+    let mut last = Failure::Timeout;
+    for _ in 0..r.resolve_retries.max(1) {
+        match query_msg(sock, r, &name, RecordType::SRV).await {
+            Ok((resp, _)) => {
+                let mut out = Vec::new();
+                for rec in resp.answers() {
+                    let RData::SRV(srv) = rec.data() else {
+                        continue;
+                    };
+                    let target = srv.target();
+                    let extra = |t: RecordType| {
+                        resp.additionals().iter().find_map(|a| {
+                            (a.name() == target && a.record_type() == t).then(|| {
+                                match a.data() {
+                                    RData::A(x) => Some(IpAddr::V4(x.0)),
+                                    RData::AAAA(x) => Some(IpAddr::V6(x.0)),
+                                    _ => None,
+                                }
+                            })?
+                        })
+                    };
+                    let (first, second) = if prefer_v4 {
+                        (RecordType::A, RecordType::AAAA)
+                    } else {
+                        (RecordType::AAAA, RecordType::A)
+                    };
+                    let ip = match extra(first).or_else(|| extra(second)) {
+                        Some(ip) => Some(ip),
+                        None => resolve(sock, r, &target.to_ascii(), prefer_v4)
+                            .await
+                            .ok()
+                            .and_then(|(ips, _)| ips.first().copied()),
+                    };
+                    if let Some(ip) = ip {
+                        out.push(SrvTarget {
+                            ip,
+                            port: srv.port(),
+                            weight: u32::from(srv.weight()).div_ceil(256),
+                        });
+                    }
+                }
+                return if out.is_empty() {
+                    Err(Failure::Other)
+                } else {
+                    Ok(out)
+                };
+            }
+            Err(Failure::Timeout) => last = Failure::Timeout,
+            Err(f) => return Err(f),
+        }
+    }
+    Err(last)
 }
 
 /// One task per group.
@@ -248,27 +337,39 @@ async fn run(state: Arc<State>, g: Group, publisher: Arc<dyn Publish>) {
         }
     };
     let r = &g.resolvers;
+    // `_service._proto.name`: SRV records give address, port and weight.
+    let srv_mode = g.fqdn.starts_with('_');
     let mut last_valid: Option<Instant> = None;
-    // Addresses seen, with when last seen (`hold obsolete`).
-    let mut known: Vec<(IpAddr, Instant)> = Vec::new();
+    // Records seen (address, port: 0 for A/AAAA), their weight, when last
+    // seen (`hold obsolete`).
+    let mut known: Vec<(Rec, Option<u32>, Instant)> = Vec::new();
     loop {
         let now = Instant::now();
-        let ips = match resolve(&sock, r, &g.fqdn, g.prefer_v4).await {
-            Ok((ips, from)) => {
+        let outcome: Result<Vec<(Rec, Option<u32>)>, Failure> = if srv_mode {
+            resolve_srv(&sock, r, &g.fqdn, g.prefer_v4).await.map(|v| {
+                v.into_iter()
+                    .map(|t| ((t.ip, t.port), Some(t.weight)))
+                    .collect()
+            })
+        } else {
+            resolve(&sock, r, &g.fqdn, g.prefer_v4)
+                .await
+                .map(|(ips, _)| ips.into_iter().map(|ip| ((ip, 0), None)).collect())
+        };
+        let records = match outcome {
+            Ok(recs) => {
                 last_valid = Some(now);
-                for ip in &ips {
-                    match known.iter_mut().find(|(k, _)| k == ip) {
-                        Some(k) => k.1 = now,
-                        None => known.push((*ip, now)),
+                for (rec, w) in &recs {
+                    match known.iter_mut().find(|(k, _, _)| k == rec) {
+                        Some(k) => (k.1, k.2) = (*w, now),
+                        None => known.push((*rec, *w, now)),
                     }
                 }
-                known.retain(|(ip, seen)| ips.contains(ip) || now - *seen <= r.hold.obsolete);
-                tracing::trace!(
-                    "resolvers '{}': {} -> {ips:?} (from {from})",
-                    r.name,
-                    g.fqdn
-                );
-                Some(known.iter().map(|(ip, _)| *ip).collect::<Vec<_>>())
+                known.retain(|(rec, _, seen)| {
+                    recs.iter().any(|(x, _)| x == rec) || now - *seen <= r.hold.obsolete
+                });
+                tracing::trace!("resolvers '{}': {} -> {recs:?}", r.name, g.fqdn);
+                Some(known.clone())
             }
             Err(f) => {
                 let hold = match f {
@@ -290,31 +391,78 @@ async fn run(state: Arc<State>, g: Group, publisher: Arc<dyn Publish>) {
                 })
             }
         };
-        if let Some(ips) = ips {
-            let current: Vec<(u32, Option<IpAddr>)> = g
-                .servers
-                .iter()
-                .map(|&i| {
-                    let s = &state.servers[i as usize];
-                    let has = !s.no_addr.load(std::sync::atomic::Ordering::Relaxed);
-                    (i, has.then(|| s.addr().ip()))
-                })
-                .collect();
-            for (idx, new) in assign(&current, &ips) {
-                let s = &state.servers[idx as usize];
-                if let Some(what) = s.set_addr(new) {
-                    tracing::warn!(
-                        "Server {}/{} ('{}') {what} by resolvers '{}'.",
-                        s.backend,
-                        s.name(),
-                        g.fqdn,
-                        r.name
-                    );
-                    publisher.changed(idx);
-                }
-            }
+        if let Some(records) = records {
+            apply(&state, &g, srv_mode, &records, &*publisher);
         }
         tokio::time::sleep(r.timeout_resolve.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// An address and, for SRV records, a port (0 for A/AAAA records).
+type Rec = (IpAddr, u16);
+
+/// Hands the records to the group's servers and logs what changed.
+fn apply(
+    state: &State,
+    g: &Group,
+    srv_mode: bool,
+    records: &[(Rec, Option<u32>, Instant)],
+    publisher: &dyn Publish,
+) {
+    let current: Vec<(u32, Option<Rec>)> = g
+        .servers
+        .iter()
+        .map(|&i| {
+            let s = &state.servers[i as usize];
+            let has = !s.no_addr.load(std::sync::atomic::Ordering::Relaxed);
+            let a = s.addr();
+            (
+                i,
+                has.then(|| (a.ip(), if srv_mode { a.port() } else { 0 })),
+            )
+        })
+        .collect();
+    let recs: Vec<Rec> = records.iter().map(|(r, _, _)| *r).collect();
+    let say = |idx: u32, what: String| {
+        let s = &state.servers[idx as usize];
+        tracing::warn!(
+            "Server {}/{} ('{}') {what} by resolvers '{}'.",
+            s.backend,
+            s.name(),
+            g.fqdn,
+            g.resolvers.name
+        );
+        publisher.changed(idx);
+    };
+    for (idx, new) in assign(&current, &recs) {
+        let s = &state.servers[idx as usize];
+        if let Some((_, port)) = new.filter(|_| srv_mode) {
+            if port != s.addr().port() {
+                let old = s.addr().port();
+                s.set_port(port);
+                say(idx, format!("changed its port from {old} to {port}"));
+            }
+        }
+        if let Some(what) = s.set_addr(new.map(|(ip, _)| ip)) {
+            say(idx, what);
+        }
+    }
+    // SRV weights, for every server holding a record now.
+    for &i in g.servers.iter().filter(|_| srv_mode) {
+        let s = &state.servers[i as usize];
+        if s.no_addr.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        let a = s.addr();
+        let w = records
+            .iter()
+            .find(|(r, _, _)| *r == (a.ip(), a.port()))
+            .and_then(|(_, w, _)| *w);
+        if let Some(w) = w.filter(|&w| w != s.weight.load(std::sync::atomic::Ordering::Relaxed)) {
+            s.weight.store(w, std::sync::atomic::Ordering::Relaxed);
+            s.touch();
+            say(i, format!("takes the weight {w} of its SRV record"));
+        }
     }
 }
 

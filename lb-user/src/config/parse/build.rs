@@ -270,21 +270,6 @@ impl Parser<'_> {
         let mut out = Vec::new();
         for d in &p.servers {
             let mut s = d.server.clone();
-            if let (Some(_), Some(f)) = (&s.params.resolvers, &s.fqdn) {
-                if f.starts_with('_') {
-                    return Err(ConfigError::Invalid {
-                        file: s.origin.file.clone(),
-                        line: s.origin.line,
-                        col: 1,
-                        msg: format!(
-                            "server '{}': SRV records ('{f}') are not supported yet: name the service's A/AAAA records",
-                            s.name
-                        ),
-                        near: f.clone(),
-                        hint: None,
-                    });
-                }
-            }
             if let Some(r) = &s.params.resolvers {
                 if !self.resolvers.iter().any(|x| x.name == *r) {
                     return Err(ConfigError::Invalid {
@@ -626,6 +611,18 @@ impl Parser<'_> {
                     TcpCheckRule::Connect(c) => Some(c.port.is_some()),
                     _ => Some(false),
                 }) == Some(true);
+        // An SRV name (`_service._proto.name`) with resolvers: address and
+        // port come from its records at run time; libc cannot resolve it.
+        for d in &mut p.servers {
+            let srv = d.server.params.resolvers.is_some()
+                && d.host.as_ref().is_some_and(|(h, _, _)| h.starts_with('_'));
+            if srv {
+                d.host = None;
+                d.server.port_mode = ServerPort::Fixed;
+                d.server.unresolved = true;
+                d.server.params.disabled = true;
+            }
+        }
         for d in &p.servers {
             let s = &d.server;
             if s.params.check
