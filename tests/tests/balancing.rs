@@ -875,3 +875,67 @@ backend be
         Ok(())
     })
 }
+
+/// `maxconnrate` (global) and `rate-limit sessions` (frontend): accepting
+/// paces itself to the rate over a sliding second (the kernel's backlog
+/// holds the clients meanwhile); a frontend without a limit of its own is
+/// paced by the global one only.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn connection_rates() {
+    lb_tests::report::run_test(|| {
+        let topo = Topology::new("rates")?;
+        let _servers = lb_tests::traffic::NameServers::start(
+            topo.srv.name(),
+            &[(sa(BACKENDS_V4[0], 9730), "s1")],
+        )?;
+        let cfg = format!(
+            "global\n    maxconnrate 40\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
+             frontend slow\n    bind {LB_V4}:9730\n    rate-limit sessions 10\n    default_backend b\n\
+             frontend fast\n    bind {LB_V4}:9731\n    default_backend b\n\
+             backend b\n    server s1 {}:9730\n",
+            BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let burst = |port: u16, n: usize| -> anyhow::Result<Duration> {
+            // A quiet second first: the window starts empty.
+            std::thread::sleep(Duration::from_millis(2100));
+            topo.in_client(|| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let s = connect(sa(LB_V4, port))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    let mut b = [0u8; 2];
+                    (&s).read_exact(&mut b)?;
+                    anyhow::ensure!(&b == b"s1", "greeting {b:?}");
+                }
+                Ok(t.elapsed())
+            })
+        };
+        // 20 at 10/s: the first 10 at once, the next 10 as the last
+        // second's count ages out: about a second and a half.
+        let slow = burst(9730, 20)?;
+        // 60 at the global 40/s: about a second.
+        let fast = burst(9731, 60)?;
+        // 30 under the global rate: at once.
+        let quick = burst(9731, 30)?;
+        println!(
+            "[lb-tests] rates: 20 conns at 10/s took {:.2} s, 60 at 40/s {:.2} s, 30 at 40/s {:.2} s",
+            slow.as_secs_f64(),
+            fast.as_secs_f64(),
+            quick.as_secs_f64()
+        );
+        assert!(
+            slow >= Duration::from_millis(1300) && slow < Duration::from_secs(4),
+            "{slow:?}"
+        );
+        assert!(
+            fast >= Duration::from_millis(700) && fast < Duration::from_secs(4),
+            "{fast:?}"
+        );
+        assert!(quick < Duration::from_millis(600), "{quick:?}");
+        lb.stop()?;
+        Ok(())
+    });
+}

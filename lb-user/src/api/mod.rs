@@ -940,8 +940,6 @@ pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::limits::Limit;
-    use crate::state::State;
 
     fn live(extra: &str) -> Live {
         let cfg = crate::config::parse_str(
@@ -954,19 +952,9 @@ mod tests {
         )
         .unwrap();
         Live {
-            acls: Default::default(),
-            global_limit: Limit::new(None),
-            frontend_limits: vec![Limit::new(None)],
-            state: Arc::new(State::from_config(&cfg)),
-            cfg,
-            splicer: None,
-            publisher: Arc::new(crate::state::NoPublish),
-            kernel: None,
-            instance: "t".into(),
             splice_on: false,
             start_unix: 0,
-            start_ns: 0,
-            tcplog: vec![None],
+            ..Live::for_tests(cfg)
         }
     }
 

@@ -1143,7 +1143,6 @@ backend quiet
     ));
     assert_eq!(runtime_gaps(&applied), vec![]);
     let want: Vec<(usize, &str)> = vec![
-        (3, "maxsessrate (global)"),
         (16, "option nolinger (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
         (30, "no port (the client's destination port) (server 'b/u')"),

@@ -54,7 +54,7 @@ const IGNORED_OTHER: &[&str] = &[
 ];
 
 /// Accepted global settings that change traffic.
-const GAP_GLOBAL_OTHER: &[&str] = &["maxconnrate", "maxsessrate"];
+const GAP_GLOBAL_OTHER: &[&str] = &[];
 
 /// Configured features `lb run` does not apply yet, with where they were set.
 pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {

@@ -62,6 +62,10 @@ pub struct Global {
     pub nbthread: Option<Located<u32>>,
     /// `spread-checks P`: each check interval moves by up to ±P/2 % at random.
     pub spread_checks: Option<Located<u32>>,
+    /// `maxconnrate N` and `maxsessrate N`: new connections (sessions) per
+    /// second, process-wide.
+    pub maxconnrate: Option<Located<u32>>,
+    pub maxsessrate: Option<Located<u32>>,
     /// `ca-base DIR`: where a relative `ca-file` is looked for.
     pub ca_base: Option<PathBuf>,
     /// `ssl-server-verify none|required` (true: required, HAProxy's default).
@@ -180,6 +184,8 @@ impl Default for Global {
             nbthread: None,
             spread_checks: None,
             ca_base: None,
+            maxconnrate: None,
+            maxsessrate: None,
             ssl_server_verify: None,
             user: None,
             group: None,
@@ -504,6 +510,8 @@ pub struct Frontend {
     /// (`option nolinger`, ...) and keywords (`log-format`, `clitcpka-idle`,
     /// ...), as `"option nolinger"` / `"log-format"`.
     pub other: Vec<Located<String>>,
+    /// `rate-limit sessions N`: new sessions per second on this frontend.
+    pub rate_limit_sessions: Option<Located<u32>>,
 }
 
 /// `balance` algorithm.

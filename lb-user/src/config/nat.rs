@@ -46,6 +46,9 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
                 why("'tcp-request content' rules read the client's first bytes on an accepted connection"),
             ));
         }
+        if let Some(r) = &f.rate_limit_sessions {
+            return Err(at(&r.origin, "rate-limit", why("'rate-limit sessions' paces accepted connections (use 'xdp-syn-rate' to pace SYNs)")));
+        }
         if let Some(o) = &f.maxconn_origin {
             return Err(at(o, "maxconn", why("a frontend 'maxconn' needs a queue of accepted connections (use 'maxconn' on the servers: a SYN beyond it is refused)")));
         }

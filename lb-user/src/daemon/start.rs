@@ -497,6 +497,23 @@ fn shared_context(
             .iter()
             .map(|f| crate::datapath::limits::Limit::new(f.maxconn))
             .collect(),
+        // Every accepted connection is a session here: the lower of the two
+        // global rates bounds both.
+        global_rate: crate::datapath::limits::Rate::new(
+            [&cfg.global.maxconnrate, &cfg.global.maxsessrate]
+                .into_iter()
+                .flatten()
+                .map(|r| r.value)
+                .filter(|&n| n > 0)
+                .min(),
+        ),
+        frontend_rates: cfg
+            .frontends
+            .iter()
+            .map(|f| {
+                crate::datapath::limits::Rate::new(f.rate_limit_sessions.as_ref().map(|r| r.value))
+            })
+            .collect(),
         cfg,
         state: state.clone(),
         splicer,

@@ -82,6 +82,12 @@ pub async fn accept_loop(ctx: Arc<Ctx>, fe_idx: usize, l: TcpListener) {
     loop {
         // At the limit, HAProxy stops accepting (the kernel's backlog holds new
         // clients) rather than refusing them.
+        for r in [&ctx.global_rate, &ctx.frontend_rates[fe_idx]]
+            .into_iter()
+            .flatten()
+        {
+            r.take().await;
+        }
         let permits = take_slots(&ctx, fe_idx).await;
         match l.accept().await {
             Ok((client, peer)) => {

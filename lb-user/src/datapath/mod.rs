@@ -31,6 +31,10 @@ pub struct Live {
     /// `maxconn` in global and per frontend: accept pauses while used up.
     pub global_limit: Limit,
     pub frontend_limits: Vec<Limit>,
+    /// `maxconnrate`/`maxsessrate` (the lower), and each frontend's
+    /// `rate-limit sessions`: accept waits while over.
+    pub global_rate: Option<limits::Rate>,
+    pub frontend_rates: Vec<Option<limits::Rate>>,
     /// Where server state changes go (the maps, and what they trigger).
     pub publisher: Arc<dyn crate::state::Publish>,
     pub kernel: Option<Mutex<crate::kernel::Counters>>,
@@ -78,6 +82,8 @@ impl Live {
         Live {
             acls: Default::default(),
             global_limit: limits::Limit::new(None),
+            global_rate: None,
+            frontend_rates: cfg.frontends.iter().map(|_| None).collect(),
             frontend_limits: cfg
                 .frontends
                 .iter()

@@ -214,6 +214,7 @@ impl Parser<'_> {
                 timeout_client_fin: p.s.timeout_client_fin.clone(),
                 clitcpka: opt("clitcpka").or_else(|| opt("tcpka")),
                 clitcpka_tune: p.s.clitcpka,
+                rate_limit_sessions: p.s.rate_limit_sessions.clone(),
                 logs: p.s.logs.clone(),
                 tcplog: opt("tcplog"),
                 dontlognull: opt("dontlognull"),

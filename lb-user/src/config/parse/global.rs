@@ -50,8 +50,8 @@ const GLOBAL_KWS: &[Kw<Act>] = &[
     kw("ulimit-n", ALL, Act::Other),
     kw("fd-hard-limit", ALL, Act::Other),
     kw("strict-limits", ALL, Act::Other),
-    kw("maxconnrate", ALL, Act::Other),
-    kw("maxsessrate", ALL, Act::Other),
+    kw("maxconnrate", ALL, Act::Run(g_rate)),
+    kw("maxsessrate", ALL, Act::Run(g_rate)),
     kw("maxsslconn", ALL, Act::Other),
     kw("maxsslrate", ALL, Act::Other),
     kw("maxpipes", ALL, Act::Other),
@@ -293,6 +293,23 @@ fn g_spread_checks(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
         value: n as u32,
         origin: p.origin(l.no),
     });
+    Ok(())
+}
+
+fn g_rate(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let v = p.arg(l, 0, "an integer as an argument")?;
+    p.no_more(l, 1, &l.kw.text)?;
+    let n = parse_u32(&v.text, 0)
+        .map_err(|m| p.err(l.no, v, format!("invalid '{}': {m}", l.kw.text)))?;
+    let located = Some(Located {
+        value: n,
+        origin: p.origin(l.no),
+    });
+    if l.kw.text == "maxconnrate" {
+        p.global.maxconnrate = located;
+    } else {
+        p.global.maxsessrate = located;
+    }
     Ok(())
 }
 

@@ -430,6 +430,7 @@ pub(crate) struct Settings {
     pub backlog: Option<Located<u32>>,
     pub clitcpka: TcpKeepalive,
     pub srvtcpka: TcpKeepalive,
+    pub rate_limit_sessions: Option<Located<u32>>,
     pub retries: Option<Located<u32>>,
     pub fullconn: Option<Located<u32>>,
     pub default_backend: Option<Spanned>,

@@ -63,7 +63,7 @@ pub(super) const PROXY_KWS: &[Kw<Act>] = &[
     kw("persist", DEF | BE, Act::NotYet("")),
     kw("dispatch", BE, Act::NotYet("")),
     kw("transparent", DEF | BE, Act::NotYet("")),
-    kw("rate-limit", DEF | FE, Act::NotYet("")),
+    kw("rate-limit", DEF | FE, Act::Run(p_rate_limit)),
     kw("email-alert", ANY, Act::NotYet("")),
     kw("force-persist", BE, Act::Run(p_persist)),
     kw("ignore-persist", BE, Act::Run(p_persist)),
@@ -619,6 +619,25 @@ pub(super) fn p_tcpka(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
     };
     // 0 leaves the kernel's default, as HAProxy skips the setsockopt.
     *slot = (n > 0).then_some(n);
+    Ok(())
+}
+
+/// `rate-limit sessions <rate>`.
+pub(super) fn p_rate_limit(p: &mut Parser<'_>, l: &Line) -> Result<(), ConfigError> {
+    let what = p.arg(l, 0, "'sessions' and a rate")?;
+    if what.text != "sessions" {
+        return Err(p.err(
+            l.no,
+            what,
+            format!("'rate-limit' supports 'sessions', not '{}'", what.text),
+        ));
+    }
+    let v = p.arg(l, 1, "a rate (sessions per second)")?;
+    p.no_more(l, 2, "rate-limit sessions")?;
+    let n = parse_u32(&v.text, 0)
+        .map_err(|m| p.err(l.no, v, format!("invalid 'rate-limit sessions': {m}")))?;
+    let origin = p.origin(l.no);
+    p.settings(l)?.rate_limit_sessions = Some(Located { value: n, origin });
     Ok(())
 }
 
