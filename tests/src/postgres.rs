@@ -320,6 +320,18 @@ pub fn psql(ns: &Netns, host: &str, port: u16, sql: &str) -> Result<PsqlResult> 
 
 /// [`psql`] with `PGSSLMODE` = `sslmode` (`require`: over TLS).
 pub fn psql_ssl(ns: &Netns, host: &str, port: u16, sql: &str, sslmode: &str) -> Result<PsqlResult> {
+    psql_with(ns, host, port, sql, sslmode, 5)
+}
+
+/// [`psql_ssl`] with a connect timeout of `connect_secs`.
+pub fn psql_with(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    sql: &str,
+    sslmode: &str,
+    connect_secs: u32,
+) -> Result<PsqlResult> {
     let bin = client_tool("psql")?;
     let mut c = ns.cmd(&bin);
     c.args([
@@ -333,7 +345,7 @@ pub fn psql_ssl(ns: &Netns, host: &str, port: u16, sql: &str, sslmode: &str) -> 
         "-tA",
     ])
     .args(["-v", "ON_ERROR_STOP=1", "-c", sql, "postgres"])
-    .env("PGCONNECT_TIMEOUT", "5")
+    .env("PGCONNECT_TIMEOUT", connect_secs.to_string())
     .env("PGSSLMODE", sslmode);
     let start = Instant::now();
     let out = util::output(&mut c)?;

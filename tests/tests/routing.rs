@@ -451,3 +451,47 @@ fn use_server_and_force_persist() {
         Ok(())
     });
 }
+
+/// Servers without a port take the port the client connected to (`server s
+/// 10.210.2.11` behind `bind :9740-9741`), and `10.210.2.12:+5` that port
+/// plus 5, as HAProxy (FTP passive ranges, port-per-tenant setups).
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn servers_take_the_clients_port() {
+    run_test(|| {
+        let topo = Topology::new("portcl")?;
+        let (a, b) = (BACKENDS_V4[0], BACKENDS_V4[1]);
+        let _servers = lb_tests::traffic::NameServers::start(
+            topo.srv.name(),
+            &[
+                (sa(a, 9740), "a9740"),
+                (sa(a, 9741), "a9741"),
+                (sa(b, 9750), "b9750"),
+                (sa(b, 9751), "b9751"),
+            ],
+        )?;
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
+             frontend same\n    bind {LB_V4}:9740-9741\n    default_backend noport\n\
+             frontend offset\n    bind {LB_V4}:9745-9746\n    default_backend plus5\n\
+             backend noport\n    server s {a} check port 9740 inter 300ms\n\
+             backend plus5\n    server s {b}:+5 check port 9750 inter 300ms\n"
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let mut got = Vec::new();
+        for port in [9740u16, 9741, 9745, 9746] {
+            let name = topo.in_client(|| -> Result<String> {
+                let s = lb_tests::traffic::connect(sa(LB_V4, port))?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
+                Ok(line.trim().to_string())
+            })?;
+            got.push(name);
+        }
+        assert_eq!(got, ["a9740", "a9741", "b9750", "b9751"]);
+        println!("[lb-tests] client's port: :9740 :9741 :9745 :9746 -> {got:?}");
+        lb.stop()?;
+        Ok(())
+    });
+}

@@ -1145,7 +1145,6 @@ backend quiet
     let want: Vec<(usize, &str)> = vec![
         (16, "option nolinger (frontend 'f')"),
         (19, "disabled (frontend 'f')"),
-        (30, "no port (the client's destination port) (server 'b/u')"),
     ];
     let mut got = gaps.clone();
     got.sort();

@@ -98,10 +98,24 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
                 .map(|b| &cfg.backends[b].tcp_request_content[..])
                 .unwrap_or_default();
             if let Some(b) = f.default_backend_idx.map(|b| &cfg.backends[b]) {
-                for sv in b.servers.iter().filter(|s| s.params.resolvers.is_some()) {
+                for sv in b
+                    .servers
+                    .iter()
+                    .filter(|s| s.port_mode != ServerPort::Fixed)
+                {
                     gap(
                         &sv.origin,
-                        format!("server with resolvers behind data-path connect ({scope})"),
+                        format!("server without a fixed port behind data-path connect ({scope})"),
+                    );
+                }
+                for sv in b
+                    .servers
+                    .iter()
+                    .filter(|s| s.params.resolvers.is_some() || s.unresolved)
+                {
+                    gap(
+                        &sv.origin,
+                        format!("server with resolvers or init-addr none behind data-path connect ({scope})"),
                     );
                 }
                 for u in &b.use_servers {
@@ -156,18 +170,8 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
             if let Some(n) = s.params.minconn {
                 setting(format!("minconn {n}"));
             }
-            match s.port_mode {
-                ServerPort::Fixed => {}
-                ServerPort::SameAsClient => {
-                    setting("no port (the client's destination port)".into())
-                }
-                ServerPort::Offset(n) => setting(format!("port offset {n:+}")),
-            }
             if s.addr_from_client {
                 setting("address 0.0.0.0/:: (the client's destination address)".into());
-            }
-            if s.unresolved && s.params.resolvers.is_none() {
-                setting("init-addr none without resolvers (no address ever)".into());
             }
             if s.params.observe_layer4 {
                 setting("observe layer4".into());

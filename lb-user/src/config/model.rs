@@ -626,6 +626,9 @@ pub struct Backend {
     pub use_servers: Vec<UseServer>,
     /// `force-persist`/`ignore-persist` rules, in order.
     pub persist_rules: Vec<PersistRule>,
+    /// A server takes the client's destination port (no port, or an
+    /// offset): the accept path then needs the connection's local address.
+    pub port_from_client: bool,
 }
 
 impl Backend {

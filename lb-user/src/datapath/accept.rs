@@ -237,6 +237,12 @@ async fn handle(
         };
         forced = use_server(&ctx, be_idx, &l4, bytes);
     }
+    // Servers without a port of their own take the client's destination's.
+    let to = if be.port_from_client {
+        dst.or(local).or_else(|| client.local_addr().ok())
+    } else {
+        None
+    };
     let sess = ctx.state.sessions.open(fe_idx, be_idx, peer);
     {
         let f = &ctx.state.frontends[fe_idx];
@@ -253,7 +259,8 @@ async fn handle(
     };
     sess.bytes_in
         .fetch_add(early.len() as u64, Ordering::Relaxed);
-    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess, forced).await else {
+    let Some((srv, server)) = connect_with_retries(&ctx, be_idx, peer, &sess, forced, to).await
+    else {
         // No server could take it: close at once, as HAProxy does.
         ctx.state.frontends[fe_idx]
             .denied

@@ -31,6 +31,7 @@ pub(super) async fn connect_with_retries<'a>(
     peer: SocketAddr,
     sess: &crate::state::admin::Session,
     forced: Option<u32>,
+    dst: Option<SocketAddr>,
 ) -> Option<(&'a crate::state::Server, TcpStream)> {
     let be = &ctx.cfg.backends[be_idx];
     let connect_timeout = be.timeout_connect.unwrap_or(Duration::from_secs(5));
@@ -68,12 +69,14 @@ pub(super) async fn connect_with_retries<'a>(
         // Not registered with the kernel's counting (`State::register_conn`)
         // yet: while the pair is on the userspace copy the daemon sees every
         // close itself, and a short connection saves three system calls.
-        let sock = if srv.addr().is_ipv4() {
+        // The client's destination port, for servers without one of their own.
+        let target = srv.target(dst);
+        let sock = if target.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
         } else {
             tokio::net::TcpSocket::new_v6()
         };
-        let connect = async { sock?.connect(srv.addr()).await };
+        let connect = async { sock?.connect(target).await };
         let (err, timed_out) = match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(s)) => {
                 sess.tc_ms.store(ms_since(connect_start), Ordering::Relaxed);

@@ -243,6 +243,22 @@ impl Server {
         *self.live_addr.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Where a connection whose client connected to `dst` goes: the
+    /// server's address, with the client's destination port when the
+    /// server has none (`server s 10.0.0.1`) or that port plus an offset
+    /// (`10.0.0.1:+1000`).
+    pub fn target(&self, dst: Option<SocketAddr>) -> SocketAddr {
+        let a = self.addr();
+        let port = match (self.conf.port_mode, dst) {
+            (crate::config::ServerPort::Fixed, _) | (_, None) => return a,
+            (crate::config::ServerPort::SameAsClient, Some(d)) => d.port(),
+            (crate::config::ServerPort::Offset(n), Some(d)) => {
+                (i32::from(d.port()) + n).clamp(1, 65535) as u16
+            }
+        };
+        SocketAddr::new(a.ip(), port)
+    }
+
     /// A new port (`set server addr ... port`).
     pub fn set_port(&self, port: u16) {
         self.live_addr

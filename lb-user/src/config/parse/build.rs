@@ -348,12 +348,14 @@ impl Parser<'_> {
                 origin: origin.clone(),
             });
         }
+        let servers = self.servers_resolved(p)?;
         Ok(Backend {
+            port_from_client: servers.iter().any(|s| s.port_mode != ServerPort::Fixed),
             use_servers,
             persist_rules: p.persist_rules.clone(),
             name: p.name.text.clone(),
             balance: p.s.balance,
-            servers: self.servers_resolved(p)?,
+            servers,
             timeout_connect: p.s.timeout_connect,
             timeout_server: p.s.timeout_server,
             external_check_command: p.s.external_check_command.clone(),
