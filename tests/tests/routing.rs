@@ -495,3 +495,49 @@ fn servers_take_the_clients_port() {
         Ok(())
     });
 }
+
+/// `disabled` proxies, as HAProxy: a disabled frontend does not listen (its
+/// port refuses), a disabled backend takes no connection (closed at once),
+/// the rest of the file runs.
+#[test]
+#[ignore = "needs root; run via `cargo xtask test`"]
+fn disabled_proxies() {
+    run_test(|| {
+        let topo = Topology::new("disabled")?;
+        let _servers = lb_tests::traffic::NameServers::start(
+            topo.srv.name(),
+            &[(sa(BACKENDS_V4[0], 9760), "s1")],
+        )?;
+        let cfg = format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
+             frontend off\n    bind {LB_V4}:9760\n    disabled\n    default_backend b\n\
+             frontend on\n    bind {LB_V4}:9761\n    default_backend b\n\
+             frontend to_stopped\n    bind {LB_V4}:9762\n    default_backend stopped\n\
+             backend b\n    server s1 {b1}:9760\n\
+             backend stopped\n    disabled\n    server s1 {b1}:9760\n",
+            b1 = BACKENDS_V4[0]
+        );
+        let lb = topo.start_lb(&cfg, &[])?;
+        let greeting = |port: u16| -> Result<String> {
+            topo.in_client(|| {
+                let s = lb_tests::traffic::connect(sa(LB_V4, port))?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
+                Ok(line.trim().to_string())
+            })
+        };
+        let off = topo.in_client(|| lb_tests::traffic::connect(sa(LB_V4, 9760)));
+        ensure!(off.is_err(), "the disabled frontend accepted a connection");
+        assert_eq!(greeting(9761)?, "s1");
+        // Closed without a byte from any server.
+        assert_eq!(greeting(9762)?, "");
+        let log = std::fs::read_to_string(lb.log_path())?;
+        ensure!(
+            log.contains("frontend 'off' is disabled: not listening"),
+            "{log}"
+        );
+        lb.stop()?;
+        Ok(())
+    });
+}

@@ -1142,10 +1142,7 @@ backend quiet
          backend b\n    server s 10.0.0.1:80\n"
     ));
     assert_eq!(runtime_gaps(&applied), vec![]);
-    let want: Vec<(usize, &str)> = vec![
-        (16, "option nolinger (frontend 'f')"),
-        (19, "disabled (frontend 'f')"),
-    ];
+    let want: Vec<(usize, &str)> = vec![(16, "option nolinger (frontend 'f')")];
     let mut got = gaps.clone();
     got.sort();
     let mut want: Vec<(usize, String)> =

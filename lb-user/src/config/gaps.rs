@@ -30,7 +30,8 @@
 //! with the frontend's `log` targets, `server-state-file`,
 //! `server-state-base`, `load-server-state-from-file`,
 //! `server-state-file-name` (`crate::state::persist`), `user`/`uid`,
-//! `group`/`gid` (the daemon leaves root once set up), `pidfile`, `backlog`
+//! `group`/`gid` (the daemon leaves root once set up), `pidfile`, `disabled`
+//! proxies (splice and copy paths), `backlog`
 //! (frontend and bind: `Frontend::listen_backlog`). Keep this list and
 //! [`runtime_gaps`] in step with it.
 use super::model::*;
@@ -79,8 +80,12 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
 
     for f in &cfg.frontends {
         let scope = format!("frontend '{}'", f.name);
-        if let Some(o) = &f.disabled {
-            gap(o, format!("disabled ({scope})"));
+        let in_kernel = f.path() == DataPath::Nat || f.connect.is_some();
+        if let Some(o) = f.disabled.as_ref().filter(|_| in_kernel) {
+            gap(
+                o,
+                format!("disabled with data-path nat or connect ({scope})"),
+            );
         }
         if f.connect.is_some() {
             // lb_connect4/6 pick from the default backend at connect():
@@ -150,8 +155,16 @@ pub fn runtime_gaps(cfg: &Config) -> Vec<(Origin, String)> {
 
     for b in &cfg.backends {
         let scope = format!("backend '{}'", b.name);
-        if let Some(o) = &b.disabled {
-            gap(o, format!("disabled ({scope})"));
+        let kernel_balanced = cfg.frontends.iter().any(|f| {
+            f.default_backend_idx
+                .is_some_and(|i| std::ptr::eq(&cfg.backends[i], b))
+                && (f.path() == DataPath::Nat || f.connect.is_some())
+        });
+        if let Some(o) = b.disabled.as_ref().filter(|_| kernel_balanced) {
+            gap(
+                o,
+                format!("disabled behind data-path nat or connect ({scope})"),
+            );
         }
         let minconn = b.servers.iter().any(|s| s.params.minconn.is_some());
         if let (Some(v), true) = (&b.fullconn, minconn) {

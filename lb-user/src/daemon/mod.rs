@@ -138,7 +138,7 @@ pub(super) fn check_xdp(cfg: &Config, no_xdp: bool) -> Result<()> {
 /// listens on (sk_lookup would silently steal its connections), or an address
 /// that is not local (nothing would ever arrive).
 fn check_binds(cfg: &Config) -> Result<()> {
-    for fe in &cfg.frontends {
+    for fe in cfg.frontends.iter().filter(|f| f.disabled.is_none()) {
         for b in &fe.binds {
             for port in b.port_first..=b.port_last {
                 let ip = b.addr.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
@@ -209,7 +209,8 @@ pub fn run(opts: RunOpts) -> Result<()> {
         for s in &b.servers {
             agents.push(crate::health::agent::plan(b, s));
             rises.push(s.params.check_params.rise);
-            plans.push(if s.params.check {
+            // A disabled backend is not checked (HAProxy stops it).
+            plans.push(if s.params.check && b.disabled.is_none() {
                 Some(
                     crate::health::compile(b, s, &crate::health::read_password)
                         .with_context(|| format!("health check of server {}/{}", b.name, s.name))?,

@@ -358,6 +358,11 @@ async fn open_listeners(
 ) -> Result<Vec<(usize, std::net::TcpListener)>> {
     let mut accept_sockets = Vec::new();
     for (fe_idx, fe) in cfg.frontends.iter().enumerate() {
+        if fe.disabled.is_some() {
+            // As HAProxy: a disabled frontend does not listen.
+            tracing::info!("frontend '{}' is disabled: not listening", fe.name);
+            continue;
+        }
         let keys = fe.bind_keys();
         for family in [AF_INET, AF_INET6] {
             if !keys.iter().any(|k| k.family == family) {

@@ -216,6 +216,11 @@ async fn handle(
     // The backend's own content rules, once it is chosen (its own delay),
     // then its `use-server` rules.
     let be = &ctx.cfg.backends[be_idx];
+    if be.disabled.is_some() {
+        // A disabled (stopped) backend takes no connection.
+        turn_away(&client);
+        return;
+    }
     let mut forced = None;
     if !be.tcp_request_content.is_empty() || !be.use_servers.is_empty() {
         let to = dst
