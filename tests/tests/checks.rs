@@ -1431,6 +1431,37 @@ fn checks_check_ssl() {
     })
 }
 
+/// dnsmasq in the servers' namespace on the first backend's address, port
+/// 5300, answering from `hosts` only (no upstream), TTL 0, plus `extra`.
+fn dnsmasq(topo: &Topology, hosts: &std::path::Path, extra: &[String]) -> Result<Kill> {
+    let dir = topo.dir.path();
+    let mut args: Vec<String> = [
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--port=5300",
+        "--local-ttl=0",
+        "--user=root",
+        "--log-facility=-",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--addn-hosts={}", hosts.display()));
+    args.push(format!("--listen-address={}", BACKENDS_V4[0]));
+    args.push(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    Ok(Kill(spawn_server(
+        &topo.srv,
+        "dnsmasq",
+        &args,
+        &dir.join("dnsmasq.log"),
+    )?))
+}
+
 /// `resolvers` + `server-template`: three servers from one name that a real
 /// DNS server (dnsmasq in the servers' namespace, its hosts file rewritten
 /// and reloaded with SIGHUP) answers. Two records: two servers take them,
@@ -1456,26 +1487,7 @@ fn resolvers_and_server_template() {
             Ok(())
         };
         records(&[BACKENDS_V4[0], BACKENDS_V4[1]])?;
-        let dns = Kill(spawn_server(
-            &topo.srv,
-            "dnsmasq",
-            &[
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                &format!("--addn-hosts={}", hosts.display()),
-                &format!("--listen-address={}", BACKENDS_V4[0]),
-                "--bind-interfaces",
-                "--port=5300",
-                "--local-ttl=0",
-                &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
-                "--user=root",
-                "--log-queries",
-                "--log-facility=-",
-            ],
-            &dir.join("dnsmasq.log"),
-        )?);
+        let dns = dnsmasq(&topo, &hosts, &["--log-queries".to_string()])?;
         let reload_dns = |ips: &[&str]| -> Result<()> {
             records(ips)?;
             // SAFETY: kill(2) on our child's pid.
@@ -1586,39 +1598,16 @@ fn resolvers_srv_records() {
                 BACKENDS_V4[0], BACKENDS_V4[1], BACKENDS_V4[2]
             ),
         )?;
-        let dnsmasq = |srv: &[&str]| -> Result<Kill> {
-            let mut args: Vec<String> = [
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--port=5300",
-                "--local-ttl=0",
-                "--user=root",
-                "--log-facility=-",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.push(format!("--addn-hosts={}", hosts.display()));
-            args.push(format!("--listen-address={}", BACKENDS_V4[0]));
-            args.push(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
-            args.extend(
-                srv.iter()
-                    .map(|s| format!("--srv-host=_app._tcp.app.test,{s}")),
-            );
-            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-            let k = Kill(spawn_server(
-                &topo.srv,
-                "dnsmasq",
-                &args,
-                &dir.join("dnsmasq.log"),
-            )?);
+        let srv_dns = |records: &[&str]| -> Result<Kill> {
+            let srv: Vec<String> = records
+                .iter()
+                .map(|r| format!("--srv-host=_app._tcp.app.test,{r}"))
+                .collect();
+            let k = dnsmasq(&topo, &hosts, &srv)?;
             std::thread::sleep(Duration::from_millis(200));
             Ok(k)
         };
-        let mut dns = dnsmasq(&["h1.app.test,9721,0,256", "h2.app.test,9722,0,512"])?;
+        let mut dns = srv_dns(&["h1.app.test,9721,0,256", "h2.app.test,9722,0,512"])?;
         let cfg = format!(
             "{HEAD}resolvers dns\n    nameserver d1 {}:5300\n    timeout resolve 200ms\n    \
              timeout retry 200ms\n    hold other 600ms\n    hold timeout 600ms\n\
@@ -1683,7 +1672,7 @@ fn resolvers_srv_records() {
         // New records: h2 stays (the server that had it keeps it), h1 goes,
         // h3 comes to the other.
         drop(dns);
-        dns = dnsmasq(&["h2.app.test,9722,0,512", "h3.app.test,9723,0,256"])?;
+        dns = srv_dns(&["h2.app.test,9722,0,512", "h3.app.test,9723,0,256"])?;
         let after = rows(&[&a2, &a3])?;
         let holder = |rows: &[String]| rows.iter().position(|r| r.contains(":9722 "));
         assert_eq!(holder(&before), holder(&after), "{before:?} -> {after:?}");
