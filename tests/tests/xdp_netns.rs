@@ -586,7 +586,7 @@ fn xdp_syn_cookies_under_flood() {
                 "{who}: too few legit connections to judge: {}",
                 c.run.legit_total
             );
-            // Known defect (noted on issue 15): with XDP-made cookies under
+            // Known defect (noted in the session note and docs/ARCHITECTURE.md): with XDP-made cookies under
             // this flood on 2 cores, a legit handshake now and then never
             // completes, even over four SYNs in 10 s (CI: 2/198, 2/71; here
             // 1/411), while the kernel's own cookies lose none in ~850. The
